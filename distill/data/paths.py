@@ -1,0 +1,33 @@
+"""The one place that decides where the data directory is."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "DISTILL_DATA_DIR"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """``--data-dir`` flag, else ``$DISTILL_DATA_DIR``, else ``../shared/data`` if it exists, else ``./data``.
+
+    ``../shared/data`` is looked for beside the project checkout (CI clones the project next to
+    ``shared/``) and beside the current directory.
+    """
+    if data_dir:
+        return _must_exist(Path(data_dir), "--data-dir")
+    if os.environ.get(ENV_VAR):
+        return _must_exist(Path(os.environ[ENV_VAR]), f"${ENV_VAR}")
+    for candidate in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return _must_exist(Path("data"), "default ./data")
+
+
+def _must_exist(path: Path, origin: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"data directory {path} (from {origin}) does not exist; pass --data-dir, set ${ENV_VAR}, "
+            "or run scripts/fetch_data.py to download the SentEval/Flickr30k/COCO layout"
+        )
+    return path.resolve()

@@ -1,0 +1,95 @@
+r"""False-negative masks for the contrastive losses (boolean matrices, not losses).
+
+Every function returns ``BoolTensor [B, N]`` where ``True`` = "candidate j is a false negative for
+anchor i, remove it from the softmax", and never marks a row's positive (column
+``positive_offset + i``). Masks combine with ``|``::
+
+    exclude = same_image_mask(img_ids, img_ids) | threshold_mask(teacher_cc, 0.9)
+
+The losses additionally force the positive back in, so a hand-made mask is also safe.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._common import positive_mask
+
+
+def _ids_tensor(ids: Tensor | Sequence, table: dict) -> Tensor:
+    if isinstance(ids, Tensor):
+        return ids.reshape(-1)
+    return torch.tensor([table.setdefault(x, len(table)) for x in ids], dtype=torch.long)
+
+
+def same_image_mask(anchor_image_ids: Tensor | Sequence, candidate_image_ids: Tensor | Sequence,
+                    positive_offset: int = 0) -> Tensor:
+    r"""Mask candidates that show the same image as the anchor (KDMCSE: the 5 captions of one image
+    are separate examples, so a batch can hold one image twice).
+
+    .. math:: M_{ij} = [\,\mathrm{id}(a_i) = \mathrm{id}(c_j)\,] \wedge [\,j \ne o+i\,]
+
+    Args:
+        anchor_image_ids: ``[B]`` int tensor, or a sequence of hashables (str ids are fine).
+        candidate_image_ids: ``[N]``, same kind as the anchors' ids.
+        positive_offset: the positive of anchor ``i`` is candidate ``positive_offset + i``.
+    """
+    table: dict = {}
+    a, c = _ids_tensor(anchor_image_ids, table), _ids_tensor(candidate_image_ids, table)
+    c = c.to(a.device)
+    return (a[:, None] == c[None, :]) & ~positive_mask(len(a), len(c), positive_offset, a.device)
+
+
+def threshold_mask(teacher_sims: Tensor, threshold: float, positive_offset: int = 0) -> Tensor:
+    r"""KDMCSE's fixed-threshold filter: a negative the teacher finds too similar is removed.
+
+    .. math:: M_{ij} = [\,s_{ij} > \delta\,] \wedge [\,j \ne o+i\,]
+
+    ``s`` should be teacher *cosines* (normalised features; the released KDMCSE code compares raw
+    dot products with 0.8, the paper quotes a threshold around 0.85-0.9).
+
+    Args:
+        teacher_sims: ``[B, N]`` teacher cosine similarities.
+        threshold: ``delta``.
+        positive_offset: column of row ``i``'s positive is ``positive_offset + i``.
+    """
+    B, N = teacher_sims.shape
+    return (teacher_sims > threshold) & ~positive_mask(B, N, positive_offset, teacher_sims.device)
+
+
+def gist_mask(guide_sims: Tensor, margin: float = 0.0, mode: str = "absolute",
+              positive_offset: int = 0) -> Tensor:
+    r"""GISTEmbed's guided filter: a per-anchor threshold set by the guide's score of the true pair.
+
+    With ``g_ij = guide(a_i, c_j)`` and ``g_i^+ = g_{i, o+i}``:
+
+    .. math::
+        \text{absolute:}\ M_{ij} = [\,g_{ij} > g_i^+ - \mu\,], \qquad
+        \text{relative:}\ M_{ij} = [\,g_{ij} > g_i^+ (1 - \mu)\,], \qquad
+        \text{and always } M_{i,o+i} = 0
+
+    i.e. any candidate the guide (here: the frozen teacher) rates at least about as similar as the true
+    positive is treated as a false negative.
+
+    Args:
+        guide_sims: ``[B, N]`` guide-model similarities.
+        margin: ``mu`` (0 = mask candidates the guide scores above the positive).
+        mode: ``"absolute"`` or ``"relative"``.
+        positive_offset: column of row ``i``'s positive is ``positive_offset + i``.
+
+    Reference:
+        Solatorio. "GISTEmbed: Guided In-sample Selection of Training Negatives for Text Embedding
+        Fine-tuning", arXiv 2402.16829 (sentence-transformers ``GISTEmbedLoss``).
+    """
+    B, N = guide_sims.shape
+    pos = positive_mask(B, N, positive_offset, guide_sims.device)
+    g_pos = guide_sims[pos].unsqueeze(1)  # [B, 1], row-major order = anchor order
+    if mode == "absolute":
+        thresh = g_pos - margin
+    elif mode == "relative":
+        thresh = g_pos * (1 - margin)
+    else:
+        raise ValueError(f"mode must be 'absolute' or 'relative', got {mode!r}")
+    return (guide_sims > thresh) & ~pos

@@ -1,0 +1,141 @@
+"""The student: a sentence-transformers encoder plus heads that exist only during training.
+
+At save time only ``encoder`` is written, so the result loads with ``SentenceTransformer(path)``
+and embeds exactly what the STS evaluation scored during training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules.transformer import Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
+from torch import nn
+
+from distill.config import StudentConfig
+from distill.offline_models import resolve_model_name
+
+
+def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:
+    """Load the student encoder, set its pooling and cut it to ``cfg.layers`` layers if asked."""
+    name = resolve_model_name(cfg.model)
+    if cfg.pooling == "model":
+        encoder = SentenceTransformer(name, device=str(device))
+    else:
+        transformer = Transformer(name, max_seq_length=cfg.max_seq_length)
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=cfg.pooling)
+        encoder = SentenceTransformer(modules=[transformer, pooling], device=str(device))
+    encoder.max_seq_length = cfg.max_seq_length
+    if cfg.layers is not None:
+        keep_first_layers(encoder, cfg.layers)
+    return encoder
+
+
+def keep_first_layers(encoder: SentenceTransformer, k: int) -> None:
+    """Drop every transformer layer after the k-th (BERT, RoBERTa, MPNet, MiniLM share this layout)."""
+    backbone = encoder[0].auto_model
+    layers = _layer_list(backbone)
+    if not 1 <= k <= len(layers):
+        raise ValueError(f"student.layers={k}: the model has {len(layers)} layers")
+    del layers[k:]
+    backbone.config.num_hidden_layers = k
+
+
+def _layer_list(backbone: nn.Module) -> nn.ModuleList:
+    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
+        module = backbone
+        for attr in path.split("."):
+            module = getattr(module, attr, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(f"cannot find the transformer layer list of {type(backbone).__name__}")
+
+
+def _projection(d_in: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_out), nn.Tanh())
+
+
+class Student(nn.Module):
+    """Encoder + training-only heads (KDMCSE, REFERENCE.md).
+
+    - ``mlp``: Linear(d, d) + Tanh on the sentence embedding for the text loss (SimCSE's train-time MLP),
+      identity when ``mlp_head`` is off.
+    - ``heads``: the grounding head Linear(d, g) + Tanh and the trainable adapters Linear(teacher_dim, g)
+      + Tanh of the frozen teacher's cached image and caption embeddings (all L2-normalised).
+    - ``regression``: Linear(d, teacher_text_dim) when the student's width differs from the teacher's,
+      for embedding regression; identity when they match.
+    """
+
+    def __init__(self, encoder: SentenceTransformer, cfg: StudentConfig, teacher_text_dim: int,
+                 teacher_image_dim: int | None):
+        super().__init__()
+        self.encoder = encoder
+        dim = encoder.get_sentence_embedding_dimension()
+        self.mlp = _projection(dim, dim) if cfg.mlp_head else nn.Identity()
+        self.heads = GroundingHeads(
+            grounding=_projection(dim, cfg.grounding_dim),
+            image_adapter=_projection(teacher_image_dim, cfg.grounding_dim) if teacher_image_dim else None,
+            caption_adapter=_projection(teacher_text_dim, cfg.grounding_dim),
+        )
+        self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
+
+    def forward(self, objective, inputs):
+        """Run the training objective on this student (DDP averages gradients only through forward)."""
+        return objective(self, inputs)
+
+    def embed(self, sentences: list[str]) -> torch.Tensor:
+        """Sentence embeddings (the evaluated representation), with dropout active in train mode."""
+        features = self.encoder.preprocess(sentences)
+        device = next(self.encoder.parameters()).device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        return self.encoder(features)["sentence_embedding"]
+
+
+class GroundingHeads(nn.Module):
+    """The multimodal heads, kept beside a saved encoder so retrieval can be evaluated later.
+
+    ``ground(sentence_embedding)`` and ``adapt_images(teacher_image)`` map both sides into the
+    shared grounding space where image-text retrieval is scored.
+    """
+
+    def __init__(self, grounding: nn.Module, image_adapter: nn.Module | None, caption_adapter: nn.Module):
+        super().__init__()
+        self.grounding = grounding
+        self.image_adapter = image_adapter
+        self.caption_adapter = caption_adapter
+
+    def ground(self, sentence_embedding: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.grounding(sentence_embedding), dim=-1)
+
+    def adapt_images(self, teacher_images: torch.Tensor) -> torch.Tensor:
+        if self.image_adapter is None:
+            raise ValueError("these heads were trained without images")
+        return F.normalize(self.image_adapter(teacher_images), dim=-1)
+
+    def adapt_captions(self, teacher_captions: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.caption_adapter(teacher_captions), dim=-1)
+
+    def save(self, path: str | Path) -> None:
+        """Write the heads with their shapes, so ``load`` needs nothing else."""
+        shapes = {
+            "student_dim": self.grounding[0].in_features,
+            "grounding_dim": self.grounding[0].out_features,
+            "teacher_text_dim": self.caption_adapter[0].in_features,
+            "teacher_image_dim": self.image_adapter[0].in_features if self.image_adapter is not None else None,
+        }
+        torch.save({"shapes": shapes, "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "GroundingHeads":
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        shapes = payload["shapes"]
+        image_dim = shapes["teacher_image_dim"]
+        heads = cls(
+            _projection(shapes["student_dim"], shapes["grounding_dim"]),
+            _projection(image_dim, shapes["grounding_dim"]) if image_dim else None,
+            _projection(shapes["teacher_text_dim"], shapes["grounding_dim"]),
+        )
+        heads.load_state_dict(payload["state_dict"])
+        return heads.eval()

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Encode the training corpora with a frozen teacher into <cache root>/<teacher>-<fingerprint>/.
+
+    python scripts/cache_teacher.py                         # offline teacher, all offline corpora
+    python scripts/cache_teacher.py --limit coco2017_mini=8 --text-sources coco2017_mini
+    python scripts/cache_teacher.py --backend open_clip --clip-model ViT-L-14 --clip-pretrained openai
+    torchrun --nproc_per_node 2 scripts/cache_teacher.py    # shards split across ranks
+    python scripts/cache_teacher.py --verify [CACHE_DIR]    # recompute checksums; exit 1 if any is off
+
+A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``data:``
+(CacheDataConfig fields), ``cache_root``, ``shard_rows`` and ``skip_bad``; flags override it.
+Rerunning finishes an interrupted build, or does nothing if the cache is complete.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from teacher_cache import (
+    DEFAULT_CACHE_ROOT,
+    DEFAULT_SHARD_ROWS,
+    IMAGE_SOURCES,
+    TEXT_SOURCES,
+    BadInputError,
+    CacheDataConfig,
+    MissingCheckpointError,
+    TeacherConfig,
+    build_cache,
+    build_teacher,
+    init_distributed_from_env,
+    locate_cache,
+    verify_cache,
+)
+from teacher_cache.towers.config import BACKENDS, PRECISIONS
+
+TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
+                 "batch_size", "precision", "device", "max_seq_length")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML with teacher:/data: sections")
+    teacher = parser.add_argument_group("teacher (TeacherConfig)")
+    teacher.add_argument("--backend", choices=BACKENDS)
+    teacher.add_argument("--text-model", help="composite: sentence-transformers name or path")
+    teacher.add_argument("--image-model", help="composite: offline:efficientnet-lite0 or a timm model name")
+    teacher.add_argument("--image-weights", help="composite: local weights file for the timm image model")
+    teacher.add_argument("--clip-model", help="open_clip: name / local-dir:PATH / hf-hub:ID; hf_clip: hub id or folder")
+    teacher.add_argument("--clip-pretrained", help="open_clip: pretrained tag or checkpoint file")
+    teacher.add_argument("--batch-size", type=int)
+    teacher.add_argument("--precision", choices=PRECISIONS)
+    teacher.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    teacher.add_argument("--max-seq-length", type=int)
+    data = parser.add_argument_group("data (CacheDataConfig)")
+    data.add_argument("--text-sources", nargs="*", choices=TEXT_SOURCES)
+    data.add_argument("--image-sources", nargs="*", choices=IMAGE_SOURCES)
+    data.add_argument("--limit", action="append", default=[], metavar="SOURCE=N", help="keep the first N items")
+    data.add_argument("--data-dir", help="default: $DISTILL_DATA_DIR or ../shared/data")
+    parser.add_argument("--cache-root", type=Path)
+    parser.add_argument("--shard-rows", type=int)
+    parser.add_argument("--skip-bad", action="store_true", default=None, help="leave bad rows out, record them")
+    parser.add_argument("--verify", nargs="?", const="", metavar="CACHE_DIR",
+                        help="recompute checksums of CACHE_DIR (default: the cache of this configuration)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataConfig, dict[str, Any]]:
+    """YAML values first, then every flag that was given."""
+    loaded = yaml.safe_load(args.config.read_text()) if args.config else {}
+    teacher_values = dict(loaded.get("teacher", {}))
+    teacher_values.update({k: getattr(args, k) for k in TEACHER_FLAGS if getattr(args, k) is not None})
+    data_values = dict(loaded.get("data", {}))
+    if args.text_sources is not None:
+        data_values["text_sources"] = args.text_sources
+    if args.image_sources is not None:
+        data_values["image_sources"] = args.image_sources
+    if args.limit:
+        data_values["limits"] = {**data_values.get("limits", {}), **_parse_limits(args.limit)}
+    run = {
+        "cache_root": Path(args.cache_root or loaded.get("cache_root", DEFAULT_CACHE_ROOT)),
+        "shard_rows": int(args.shard_rows or loaded.get("shard_rows", DEFAULT_SHARD_ROWS)),
+        "skip_bad": bool(args.skip_bad if args.skip_bad is not None else loaded.get("skip_bad", False)),
+    }
+    return TeacherConfig.from_dict(teacher_values), CacheDataConfig.from_dict(data_values), run
+
+
+def _parse_limits(items: list[str]) -> dict[str, int]:
+    limits = {}
+    for item in items:
+        name, _, number = item.partition("=")
+        if not number.isdigit():
+            raise SystemExit(f"--limit expects SOURCE=N, got {item!r}")
+        limits[name] = int(number)
+    return limits
+
+
+def verify(args: argparse.Namespace, teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, run: dict) -> int:
+    if args.verify:
+        directory = Path(args.verify)
+    else:
+        teacher = build_teacher(teacher_cfg)
+        directory = locate_cache(teacher, teacher_cfg, data_cfg, run["cache_root"], args.data_dir, run["shard_rows"])
+    problems = verify_cache(directory)
+    for problem in problems:
+        print(f"CORRUPT {problem}", file=sys.stderr)
+    print(f"{directory}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'OK, every checksum matches'}")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    teacher_cfg, data_cfg, run = resolve_configs(args)
+    if args.verify is not None:
+        return verify(args, teacher_cfg, data_cfg, run)
+    distributed = init_distributed_from_env()
+    try:
+        report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir, skip_bad=run["skip_bad"],
+                             shard_rows=run["shard_rows"], progress=not args.no_progress)
+    except (BadInputError, MissingCheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

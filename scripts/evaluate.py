@@ -1,0 +1,114 @@
+"""Evaluate a sentence encoder: STS (SentEval protocol), transfer tasks, and the mteb cross-check.
+
+Example:
+    python scripts/evaluate.py --model offline:all-MiniLM-L6-v2 --tasks sts --out results/minilm.json
+
+Writes results/NAME.json and results/NAME.md and prints the markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+TASK_GROUPS = ("sts", "transfer", "mteb")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from eval.encode import DEFAULT_BF16, POOLERS
+    from eval.sts import AGGREGATIONS
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", required=True,
+        help="SentenceTransformer folder, hub id, or offline:all-MiniLM-L6-v2",
+    )
+    parser.add_argument(
+        "--tasks", default="sts",
+        help=f"comma-separated groups among {','.join(TASK_GROUPS)} "
+        "(sts: STS12-16, STS-B, SICK-R; transfer: MR CR SUBJ MPQA SST2 TREC MRPC; "
+        "mteb: the same STS tasks scored by mteb as a cross-check). Default: sts",
+    )
+    parser.add_argument(
+        "--pooler", default="model", choices=POOLERS,
+        help="model = the SentenceTransformer's own pooling; cls_before_pooler = raw [CLS] (SimCSE/KDMCSE); "
+        "cls = BERT pooler output; mean = masked token mean. Default: model",
+    )
+    parser.add_argument(
+        "--aggregation", default="all", choices=AGGREGATIONS,
+        help="how STS12-16 subsets combine: all = one Spearman over the concatenation (papers' default), "
+        "wmean = size-weighted mean, mean = plain mean. Default: all",
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="data root (default: $DISTILL_DATA_DIR or ../shared/data)")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON path; the .md goes beside it (default: results/<model name>.json)")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", dest="bf16", action="store_true", help="encode under bfloat16 autocast" + (" (default)" if DEFAULT_BF16 else ""))
+    precision.add_argument("--fp32", dest="bf16", action="store_false", help="encode in float32" + ("" if DEFAULT_BF16 else " (default)"))
+    parser.set_defaults(bf16=DEFAULT_BF16)
+    parser.add_argument("--batch-size", type=int, default=128, help="sentences per forward pass (default: 128)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the encoding progress bar")
+    args = parser.parse_args(argv)
+    args.task_groups = _task_groups(parser, args.tasks)
+    return args
+
+
+def _task_groups(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    groups = [group.strip() for group in text.split(",") if group.strip()]
+    unknown = [group for group in groups if group not in TASK_GROUPS]
+    if unknown or not groups:
+        parser.error(f"--tasks: unknown group(s) {unknown or text!r}; choose from {','.join(TASK_GROUPS)}")
+    return groups
+
+
+def default_out_path(model: str) -> Path:
+    """results/<last path component of the model, or the alias>.json"""
+    name = model.split(":", 1)[-1].rstrip("/").split("/")[-1] or "model"
+    return Path("results") / f"{name}.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from eval.encode import load_model
+    from eval.mteb_bridge import evaluate_mteb_sts
+    from eval.report import build_payload, render_markdown, write_results
+    from eval.sts import evaluate_sts
+    from eval.transfer import evaluate_transfer
+
+    model = load_model(args.model, device=args.device)
+    common = dict(
+        data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16,
+    )
+    started, timings, results = time.perf_counter(), {}, {}
+    for group in args.task_groups:
+        group_start = time.perf_counter()
+        if group == "sts":
+            results["sts"] = evaluate_sts(model, aggregation=args.aggregation, show_progress=not args.no_progress, **common)
+        elif group == "transfer":
+            results["transfer"] = evaluate_transfer(model, show_progress=not args.no_progress, **common)
+        else:
+            results["mteb"] = evaluate_mteb_sts(model, **common)
+        timings[group] = round(time.perf_counter() - group_start, 1)
+
+    config = {
+        "model": args.model, "tasks": args.task_groups, "pooler": args.pooler, "aggregation": args.aggregation,
+        "bf16": args.bf16, "batch_size": args.batch_size, "data_dir": str(args.data_dir) if args.data_dir else None,
+        "device": str(model.device),
+    }
+    extra = {"seconds": {**timings, "total": round(time.perf_counter() - started, 1)}}
+    payload = build_payload(args.model, config, **results, extra=extra)
+    json_path, md_path = write_results(args.out or default_out_path(args.model), payload)
+    print(render_markdown([payload]))
+    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+    raise SystemExit(main())

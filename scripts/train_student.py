@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Train a student sentence encoder against a cached teacher (KDMCSE and relatives).
+
+Examples:
+  python scripts/train_student.py                                   # offline default
+  python scripts/train_student.py --config configs/kdmcse_bert_flickr.yaml --data-dir /data
+  python scripts/train_student.py --config configs/offline_default.yaml train.max_steps=50 loss.soft_target_weight=1
+  torchrun --nproc_per_node 2 scripts/train_student.py --config configs/offline_default.yaml
+
+Any config key can be overridden as section.key=value (values are parsed as YAML). The resolved
+config is written next to the run's outputs; rerunning the same command resumes from the last
+checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill.config import ConfigError, load_config  # noqa: E402
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML run config (default: %(default)s)")
+    parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
+    parser.add_argument("--output-dir", help="shortcut for train.output_dir=...")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    if args.output_dir:
+        overrides.append(f"train.output_dir={args.output_dir}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    from distill.trainer import train
+
+    model_dir = train(cfg)
+    print(f"saved student to {model_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

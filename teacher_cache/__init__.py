@@ -1,0 +1,60 @@
+"""Teacher caches: encode every training row once with a frozen teacher, then serve similarities.
+
+    from teacher_cache import TeacherConfig, CacheDataConfig, ensure_cache, TeacherCache
+    cache = TeacherCache.open(ensure_cache(TeacherConfig(), CacheDataConfig()))
+    targets = cache.targets(cache.text_index(row_ids), cache.image_index(image_ids), device="cuda")
+"""
+from .data import IMAGE_SOURCES, TEXT_SOURCES, CacheDataConfig, CacheRows, collect_rows, dataset_fingerprint
+from .reader import CacheFormatError, SoftTargets, TeacherCache
+from .towers import (
+    AUTO_PRECISION,
+    CrossModalUnavailableError,
+    MissingCheckpointError,
+    Teacher,
+    TeacherConfig,
+    build_teacher,
+    cross_modal_similarity,
+)
+from .writer import (
+    DEFAULT_CACHE_ROOT,
+    DEFAULT_SHARD_ROWS,
+    BadInputError,
+    BuildReport,
+    CacheIntegrityError,
+    build_cache,
+    cache_name,
+    ensure_cache,
+    init_distributed_from_env,
+    locate_cache,
+    verify_cache,
+)
+
+__all__ = [
+    "AUTO_PRECISION",
+    "BadInputError",
+    "BuildReport",
+    "CacheDataConfig",
+    "CacheFormatError",
+    "CacheIntegrityError",
+    "CacheRows",
+    "CrossModalUnavailableError",
+    "DEFAULT_CACHE_ROOT",
+    "DEFAULT_SHARD_ROWS",
+    "IMAGE_SOURCES",
+    "MissingCheckpointError",
+    "SoftTargets",
+    "TEXT_SOURCES",
+    "Teacher",
+    "TeacherCache",
+    "TeacherConfig",
+    "build_cache",
+    "build_teacher",
+    "cache_name",
+    "collect_rows",
+    "cross_modal_similarity",
+    "dataset_fingerprint",
+    "ensure_cache",
+    "init_distributed_from_env",
+    "locate_cache",
+    "verify_cache",
+]

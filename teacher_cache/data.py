@@ -1,0 +1,169 @@
+"""Which rows a cache holds (CacheDataConfig), how they are collected, checked and fingerprinted.
+
+Text rows are the sentences of the chosen text sources, concatenated in the fixed order of
+``TEXT_SOURCES`` (whatever order the config lists them in, so that listing order never creates a
+second cache). Image rows are the images of the image sources, in ``IMAGE_SOURCES`` order. Rows are
+identified by the loaders' stable ids; the dataset fingerprint hashes ids, texts and image bytes, so
+editing one caption or one JPEG gives a new cache rather than a stale one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from distill.data.corpora import (
+    load_coco2017_mini,
+    load_coco_val2017_captions,
+    load_flickr30k_captions,
+    load_wiki1m,
+)
+from distill.data.records import BadRow, ImageRow, TextRow
+
+from .files import file_sha256
+
+TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco2017_mini")
+IMAGE_SOURCES: tuple[str, ...] = ("coco2017_mini",)
+
+
+@dataclass(frozen=True)
+class CacheDataConfig:
+    """The rows to encode.
+
+    ``limits`` maps a source name to how many of its first items to keep: sentences for ``wiki1m``,
+    images (with all their captions) for the caption sets. One limit applies to a source's text and
+    image rows alike, so ``{"coco2017_mini": 8}`` keeps 8 photos and exactly their 40 captions.
+    """
+
+    text_sources: tuple[str, ...] = TEXT_SOURCES
+    image_sources: tuple[str, ...] = IMAGE_SOURCES
+    limits: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text_sources", _canonical(self.text_sources, TEXT_SOURCES, "text"))
+        object.__setattr__(self, "image_sources", _canonical(self.image_sources, IMAGE_SOURCES, "image"))
+        unknown = set(self.limits) - set(TEXT_SOURCES) - set(IMAGE_SOURCES)
+        if unknown:
+            raise ValueError(f"limits name unknown sources {sorted(unknown)}")
+        object.__setattr__(self, "limits", {name: int(self.limits[name]) for name in sorted(self.limits)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text_sources": list(self.text_sources), "image_sources": list(self.image_sources), "limits": dict(self.limits)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CacheDataConfig":
+        known = {f.name for f in fields(cls)}
+        if set(values) - known:
+            raise ValueError(f"unknown CacheDataConfig keys {sorted(set(values) - known)}; known: {sorted(known)}")
+        converted = {k: tuple(v) if k.endswith("_sources") else v for k, v in values.items()}
+        return cls(**converted)
+
+
+def _canonical(chosen: Iterable[str], known: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    chosen = tuple(chosen)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind} sources {unknown}; known: {list(known)}")
+    return tuple(name for name in known if name in chosen)
+
+
+@dataclass
+class CacheRows:
+    """Rows in cache order, plus every row the loaders or checks found unusable."""
+
+    texts: list[TextRow]
+    images: list[ImageRow]
+    problems: list[BadRow]
+
+
+def collect_rows(cfg: CacheDataConfig, data_dir: Path) -> CacheRows:
+    """Load every configured source, collecting bad rows instead of stopping at the first."""
+    problems: list[BadRow] = []
+    texts: list[TextRow] = []
+    for name in cfg.text_sources:
+        texts.extend(_TEXT_LOADERS[name](data_dir, cfg.limits.get(name), problems))
+    images: list[ImageRow] = []
+    for name in cfg.image_sources:
+        images.extend(_IMAGE_LOADERS[name](data_dir, cfg.limits.get(name), problems))
+    _require_unique([row.row_id for row in texts], "text row")
+    _require_unique([row.image_id for row in images], "image")
+    return CacheRows(texts=texts, images=images, problems=_unique_problems(problems))
+
+
+def _as_text_rows(rows: Sequence) -> list[TextRow]:
+    return [TextRow(row_id=row.row_id, text=row.text, source=row.source) for row in rows]
+
+
+_TEXT_LOADERS: dict[str, Callable[[Path, int | None, list[BadRow]], list[TextRow]]] = {
+    "wiki1m": lambda d, n, p: load_wiki1m(d, limit=n, problems=p),
+    "flickr30k_train": lambda d, n, p: _as_text_rows(load_flickr30k_captions(d, "train", limit=n, problems=p)),
+    "coco_val2017": lambda d, n, p: _as_text_rows(load_coco_val2017_captions(d, limit=n, problems=p)),
+    "coco2017_mini": lambda d, n, p: _as_text_rows(load_coco2017_mini(d, limit=n, problems=p)[1]),
+}
+_IMAGE_LOADERS: dict[str, Callable[[Path, int | None, list[BadRow]], list[ImageRow]]] = {
+    # Caption problems are reported by the text source; the image loader only contributes images.
+    "coco2017_mini": lambda d, n, p: load_coco2017_mini(d, limit=n, problems=[])[0],
+}
+
+
+def _require_unique(ids: list[str], kind: str) -> None:
+    """Rows are addressed by id alone, so two rows with one id would silently share a vector."""
+    duplicates = sorted(row_id for row_id, count in Counter(ids).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"duplicate {kind} ids across sources: {duplicates[:10]}")
+
+
+def _unique_problems(problems: list[BadRow]) -> list[BadRow]:
+    return list(dict.fromkeys(problems))
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+def image_problem(path: Path) -> str | None:
+    """Why an image cannot be encoded, or None.
+
+    ``Image.verify`` misses a truncated JPEG, so the image is decoded; ``draft`` lets the JPEG
+    decoder work at 1/8 scale, which still reads every byte of the entropy-coded data.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return f"cannot read image file ({err.strerror or err})"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+        return f"cannot decode image ({type(err).__name__}: {err})"
+    return None
+
+
+def find_bad_images(images: Sequence[ImageRow]) -> list[BadRow]:
+    problems = []
+    for image in images:
+        problem = image_problem(image.path)
+        if problem is not None:
+            problems.append(BadRow(row_id=image.image_id, path=image.path, line=None, problem=problem))
+    return problems
+
+
+# --- fingerprint ---------------------------------------------------------------------------------
+
+
+def dataset_fingerprint(rows: CacheRows) -> str:
+    """sha256 over (id, text) of every text row, (id, file sha256) of every image and the bad rows."""
+    digest = hashlib.sha256(b"teacher-cache-dataset/1\n")
+    for row in rows.texts:
+        digest.update(f"T\t{row.row_id}\t{row.text}\n".encode())
+    for image in rows.images:
+        digest.update(f"I\t{image.image_id}\t{file_sha256(image.path)}\n".encode())
+    for problem in rows.problems:
+        digest.update(f"B\t{problem.row_id}\t{problem.problem}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,55 @@
+"""Crash-safe file writing and checksums shared by the cache writer and reader."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_READ_CHUNK = 1 << 20
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file beside ``path`` -> fsync -> rename -> fsync the folder.
+
+    Readers (and a rerun after SIGKILL) see either the old state or the whole new file, never a
+    prefix. The temp name carries the pid so concurrent writers never share one.
+    """
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def write_if_changed(path: Path, data: bytes) -> None:
+    if not path.is_file() or path.read_bytes() != data:
+        atomic_write(path, data)
+
+
+def fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def file_sha256(path: Path) -> str | None:
+    """sha256 of a file's bytes, or None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_READ_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def json_bytes(record: dict[str, Any]) -> bytes:
+    """Deterministic JSON (sorted keys), so identical builds write identical manifests."""
+    return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()

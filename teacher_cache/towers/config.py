@@ -1,0 +1,71 @@
+"""TeacherConfig: which frozen towers to run, and how (batch size, precision, device)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from distill.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
+
+Backend = Literal["composite", "open_clip", "hf_clip"]
+BACKENDS: tuple[str, ...] = ("composite", "open_clip", "hf_clip")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
+# What "auto" precision means per device type and modality. The CPU entries follow
+# reports/cache_speed.md (benchmarks/cache_speed.py): bf16 autocast only where it is faster *and*
+# keeps cosine agreement with fp32 >= 0.999. On CUDA, bf16 autocast is the usual CLIP inference mode.
+AUTO_PRECISION: dict[str, dict[str, str]] = {
+    "cpu": {"text": "bf16", "image": "fp32"},
+    "cuda": {"text": "bf16", "image": "bf16"},
+}
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Everything that decides which teacher vectors a cache holds.
+
+    backend:
+      - ``composite``: ``text_model`` (any sentence-transformers name/path, or the offline alias) as the
+        text tower and ``image_model`` as the image tower: ``offline:efficientnet-lite0`` or a timm
+        model name, whose weights come from ``image_weights`` (a local file) or else timm's hub
+        download. The two spaces are unrelated (``shared_space=False``).
+      - ``open_clip``: ``clip_model`` (e.g. ``ViT-L-14``, or ``local-dir:/path``, ``hf-hub:org/repo``)
+        with ``clip_pretrained`` (a tag such as ``openai``, or a checkpoint file).
+      - ``hf_clip``: transformers ``CLIPModel`` from ``clip_model`` (hub id or local directory).
+    precision: ``auto`` picks per device and modality from ``AUTO_PRECISION``; otherwise the
+      autocast dtype (``fp32`` = no autocast). It changes the vectors, so it is part of the identity.
+    """
+
+    backend: Backend = "composite"
+    text_model: str = MINILM_ALIAS
+    image_model: str = EFFICIENTNET_ALIAS
+    image_weights: str | None = None
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str | None = "openai"
+    batch_size: int = 64
+    precision: str = "auto"
+    device: str = "auto"
+    max_seq_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown teacher backend {self.backend!r}; expected one of {BACKENDS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+    def precision_for(self, device_type: str, modality: str) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return AUTO_PRECISION.get(device_type, AUTO_PRECISION["cpu"])[modality]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TeacherConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown TeacherConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)

@@ -1,0 +1,546 @@
+"""Build a teacher cache: every row encoded once, stored as checksummed float16 shards.
+
+Layout of ``<cache_root>/<teacher name>-<12 hex of fingerprint>/``::
+
+    plan.json                    what is being built (fingerprint, teacher identity, shard table)
+    text_ids.txt  image_ids.txt  one row id per line; line i = row i of that modality's matrix
+    text/shard-00000.npy         float16 [rows, dim] (.npy, so np.load(..., mmap_mode="r") reads it)
+    text/shard-00000.npy.sha256  sha256sum-style checksum, written after the shard: marks it complete
+    image/shard-00000.npy ...
+    manifest.json                written last: its presence means the cache is complete
+
+Why it is built this way:
+
+- *Fingerprinted name.* The fingerprint hashes the teacher identity (weights, preprocessing,
+  precision), the dataset content (ids, texts, image bytes), the batch size and the shard size, so
+  another teacher or changed data lands in another directory instead of overwriting or, worse,
+  being mistaken for a valid cache.
+- *Atomic shards.* A shard is written to a temporary file, fsynced and renamed; its checksum file
+  follows the same way. A process killed at any instant leaves either a complete shard or a
+  temporary file that the next run deletes; the rerun encodes only shards without a checksum file.
+- *Bit-identical resume.* Batches are cut at fixed offsets inside each shard, so a resumed or
+  distributed build runs the very same forwards as an uninterrupted one and writes the same bytes.
+- *Distributed.* Under ``torchrun`` (any initialised ``torch.distributed`` group) rank 0 plans and
+  broadcasts the plan, ranks take unfinished shards round-robin, and rank 0 verifies every shard
+  and writes the manifest.
+- *Bad input.* Unreadable or undecodable images and empty captions are all listed before any
+  encoding starts; with ``skip_bad`` they are left out and recorded in the manifest. No row is
+  ever stored as a zero or garbage vector.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from distill.data.paths import resolve_data_dir
+from distill.data.records import BadRow, ImageRow, TextRow
+
+from .files import atomic_write, file_sha256, json_bytes, write_if_changed
+from .data import CacheDataConfig, collect_rows, dataset_fingerprint, find_bad_images
+from .towers import Teacher, TeacherConfig, build_teacher
+
+log = logging.getLogger(__name__)
+
+FORMAT = "teacher-cache/1"
+DEFAULT_CACHE_ROOT = Path("cache/teacher")
+DEFAULT_SHARD_ROWS = 4096
+MODALITIES = ("text", "image")
+STORAGE_DTYPE = np.float16
+NORMALISATION = "L2-normalised in float32, then cast to float16 (re-normalise after loading for exact cosines)"
+# Fault injection for the resume tests: SIGKILL this process half-way through writing the shard
+# that follows the first N shards it completed.
+KILL_AFTER_SHARDS_ENV = "TEACHER_CACHE_TEST_KILL_AFTER_SHARDS"
+_UNIT_NORM_TOLERANCE = 1e-3
+_LIBRARIES = ("torch", "numpy", "transformers", "sentence-transformers", "open_clip_torch", "timm", "pillow")
+
+
+class BadInputError(ValueError):
+    """Rows that cannot be encoded; lists every one of them, not just the first."""
+
+    def __init__(self, problems: Sequence[BadRow]):
+        self.problems = list(problems)
+        listing = "\n".join(f"  - {problem.describe()}" for problem in self.problems)
+        super().__init__(
+            f"{len(self.problems)} bad input row(s); fix them, or pass --skip-bad (skip_bad=True) to leave "
+            f"them out and record them in the manifest:\n{listing}"
+        )
+
+
+class CacheIntegrityError(RuntimeError):
+    """A written shard does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    modality: str
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def file(self) -> str:
+        return f"{self.modality}/shard-{self.index:05d}.npy"
+
+    @property
+    def checksum_file(self) -> str:
+        return f"{self.file}.sha256"
+
+
+@dataclass
+class CachePlan:
+    """Everything decided before encoding; the same on every rank and on every rerun."""
+
+    directory: Path
+    fingerprint: str
+    teacher_name: str
+    teacher_identity: dict[str, Any]
+    shared_space: bool
+    dims: dict[str, int]
+    texts: list[TextRow]
+    images: list[ImageRow]
+    skipped: list[BadRow]
+    shard_rows: int
+    batch_size: int
+    provenance: dict[str, Any]
+    complete: bool = False
+    todo: list[ShardSpec] = field(default_factory=list)
+
+    def count(self, modality: str) -> int:
+        return len(self.texts) if modality == "text" else len(self.images)
+
+    def shards(self, modality: str) -> list[ShardSpec]:
+        total = self.count(modality)
+        return [
+            ShardSpec(modality, index, start, min(start + self.shard_rows, total))
+            for index, start in enumerate(range(0, total, self.shard_rows))
+        ]
+
+    def all_shards(self) -> list[ShardSpec]:
+        return [spec for modality in MODALITIES for spec in self.shards(modality)]
+
+    def ids(self, modality: str) -> list[str]:
+        return [row.row_id for row in self.texts] if modality == "text" else [row.image_id for row in self.images]
+
+
+@dataclass
+class BuildReport:
+    """What one call did; ``summary()`` is what the CLI prints."""
+
+    path: Path
+    rows_encoded: int = 0
+    shards_written: int = 0
+    shards_reused: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    already_complete: bool = False
+
+    def summary(self) -> str:
+        if self.already_complete:
+            return f"cache {self.path} is already complete: nothing to do ({self.seconds:.1f} s)"
+        rate = self.rows_encoded / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"cache {self.path}: {self.rows_encoded} rows encoded in {self.seconds:.1f} s ({rate:.1f} rows/s), "
+            f"{self.shards_written} shards written ({self.bytes_written / 2**20:.1f} MiB), "
+            f"{self.shards_reused} reused from an earlier run"
+        )
+
+
+# --- public entry points ---------------------------------------------------------------------------
+
+
+def ensure_cache(
+    teacher_cfg: TeacherConfig,
+    data_cfg: CacheDataConfig,
+    cache_root: Path | str = DEFAULT_CACHE_ROOT,
+    data_dir: Path | str | None = None,
+    *,
+    skip_bad: bool = False,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    progress: bool = True,
+) -> Path:
+    """The directory of the complete cache for this teacher and data, building what is missing."""
+    return build_cache(
+        teacher_cfg, data_cfg, cache_root, data_dir, skip_bad=skip_bad, shard_rows=shard_rows, progress=progress
+    ).path
+
+
+def build_cache(
+    teacher_cfg: TeacherConfig,
+    data_cfg: CacheDataConfig,
+    cache_root: Path | str = DEFAULT_CACHE_ROOT,
+    data_dir: Path | str | None = None,
+    *,
+    skip_bad: bool = False,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    progress: bool = True,
+    teacher: Teacher | None = None,
+) -> BuildReport:
+    """Build or resume the cache (on every rank of an initialised process group) and report."""
+    started = time.perf_counter()
+    group = _Group.current()
+    teacher = teacher or build_teacher(teacher_cfg)
+    with _lock_on_rank0(group, Path(cache_root)):
+        plan = group.broadcast_plan(
+            lambda: _make_plan(teacher, teacher_cfg, data_cfg, Path(cache_root), data_dir, skip_bad, shard_rows)
+        )
+        report = BuildReport(path=plan.directory, already_complete=plan.complete)
+        if not plan.complete:
+            report.shards_reused = len(plan.all_shards()) - len(plan.todo)
+            _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world], report, progress and group.rank == 0)
+            group.barrier()
+            if group.rank == 0:
+                _finalise(plan)
+            group.barrier()
+    report.seconds = time.perf_counter() - started
+    log.info(report.summary())
+    return report
+
+
+def locate_cache(
+    teacher: Teacher,
+    teacher_cfg: TeacherConfig,
+    data_cfg: CacheDataConfig,
+    cache_root: Path | str = DEFAULT_CACHE_ROOT,
+    data_dir: Path | str | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+) -> Path:
+    """Where the cache for this teacher and data lives (whether or not it exists yet)."""
+    rows = collect_rows(data_cfg, resolve_data_dir(data_dir))
+    fingerprint = _cache_fingerprint(teacher, teacher_cfg, dataset_fingerprint(rows), shard_rows)
+    return Path(cache_root) / cache_name(teacher.name, fingerprint)
+
+
+def cache_name(teacher_name: str, fingerprint: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", teacher_name).strip("-") or "teacher"
+    return f"{slug}-{fingerprint[:12]}"
+
+
+def verify_cache(path: Path | str) -> list[str]:
+    """Recompute every checksum of a finished cache; returns one line per problem (empty = sound)."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as err:
+        return [f"{path / 'manifest.json'}: unreadable ({err})"]
+    problems = []
+    for entry in _checksummed_files(manifest):
+        actual = file_sha256(path / entry["file"])
+        if actual != entry["sha256"]:
+            state = "missing" if actual is None else "checksum mismatch (corrupt)"
+            problems.append(f"{path / entry['file']}: {state}")
+    return problems
+
+
+def init_distributed_from_env() -> bool:
+    """Join the process group that torchrun describes in the environment; False when run plainly."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def _make_plan(
+    teacher: Teacher,
+    teacher_cfg: TeacherConfig,
+    data_cfg: CacheDataConfig,
+    cache_root: Path,
+    data_dir: Path | str | None,
+    skip_bad: bool,
+    shard_rows: int,
+) -> CachePlan:
+    """Rank 0 only: collect and check rows, name the directory, and list the shards still to do."""
+    resolved_dir = resolve_data_dir(data_dir)
+    rows = collect_rows(data_cfg, resolved_dir)
+    fingerprint = _cache_fingerprint(teacher, teacher_cfg, dataset_fingerprint(rows), shard_rows)
+    directory = cache_root / cache_name(teacher.name, fingerprint)
+    manifest = _read_complete_manifest(directory, fingerprint)
+    if manifest is not None:
+        _refuse_skipped_rows_unless_allowed(manifest, skip_bad)
+        return _plan_from(teacher, teacher_cfg, data_cfg, resolved_dir, rows.texts, rows.images, [], directory,
+                          fingerprint, shard_rows, complete=True)
+    problems = rows.problems + find_bad_images(rows.images)
+    if problems and not skip_bad:
+        raise BadInputError(problems)
+    bad_images = {problem.row_id for problem in problems}
+    images = [image for image in rows.images if image.image_id not in bad_images]
+    plan = _plan_from(teacher, teacher_cfg, data_cfg, resolved_dir, rows.texts, images, problems, directory,
+                      fingerprint, shard_rows, complete=False)
+    _prepare_directory(plan)
+    plan.todo = [spec for spec in plan.all_shards() if not _shard_is_complete(directory, spec)]
+    return plan
+
+
+def _plan_from(teacher, teacher_cfg, data_cfg, data_dir, texts, images, skipped, directory, fingerprint,
+               shard_rows, complete) -> CachePlan:
+    return CachePlan(
+        directory=directory,
+        fingerprint=fingerprint,
+        teacher_name=teacher.name,
+        teacher_identity=teacher.identity,
+        shared_space=teacher.shared_space,
+        dims={"text": teacher.text_dim, "image": teacher.image_dim},
+        texts=texts,
+        images=images,
+        skipped=skipped,
+        shard_rows=shard_rows,
+        batch_size=teacher_cfg.batch_size,
+        provenance={"teacher_config": teacher_cfg.to_dict(), "data_config": data_cfg.to_dict(), "data_dir": str(data_dir)},
+        complete=complete,
+    )
+
+
+def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_fingerprint: str, shard_rows: int) -> str:
+    """Everything that changes the stored bytes; the device is left out (see README of the cache)."""
+    key = {
+        "format": FORMAT,
+        "teacher": teacher.identity,
+        "dataset": data_fingerprint,
+        "batch_size": teacher_cfg.batch_size,
+        "shard_rows": shard_rows,
+        "dtype": np.dtype(STORAGE_DTYPE).name,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _read_complete_manifest(directory: Path, fingerprint: str) -> dict[str, Any] | None:
+    path = directory / "manifest.json"
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest.get("fingerprint") != fingerprint:
+        raise CacheIntegrityError(f"{path} belongs to fingerprint {manifest.get('fingerprint')}, expected {fingerprint}")
+    return manifest
+
+
+def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool) -> None:
+    skipped = manifest.get("skipped", [])
+    if skipped and not skip_bad:
+        raise BadInputError([BadRow(s["row_id"], Path(s["path"]), s["line"], s["problem"]) for s in skipped])
+
+
+def _prepare_directory(plan: CachePlan) -> None:
+    """Create the layout, drop temporaries of killed runs, and write the plan and the id files."""
+    directory = plan.directory
+    for modality in MODALITIES:
+        (directory / modality).mkdir(parents=True, exist_ok=True)
+    for stale in directory.rglob("*.tmp-*"):
+        stale.unlink()
+    for modality in MODALITIES:
+        ids = plan.ids(modality)
+        bad = [row_id for row_id in ids if "\n" in row_id or "\r" in row_id]
+        if bad:
+            raise ValueError(f"row ids must be single-line: {bad[:5]}")
+        write_if_changed(directory / f"{modality}_ids.txt", "".join(f"{row_id}\n" for row_id in ids).encode())
+    write_if_changed(directory / "plan.json", json_bytes(_plan_record(plan)))
+
+
+def _plan_record(plan: CachePlan) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "fingerprint": plan.fingerprint,
+        "teacher": {"name": plan.teacher_name, "identity": plan.teacher_identity, "shared_space": plan.shared_space},
+        "batch_size": plan.batch_size,
+        "shard_rows": plan.shard_rows,
+        "dtype": np.dtype(STORAGE_DTYPE).name,
+        "normalisation": NORMALISATION,
+        "dims": plan.dims,
+        "counts": {modality: plan.count(modality) for modality in MODALITIES},
+        "skipped": [_bad_row_record(problem) for problem in plan.skipped],
+        **plan.provenance,
+    }
+
+
+def _bad_row_record(problem: BadRow) -> dict[str, Any]:
+    return {"row_id": problem.row_id, "path": str(problem.path), "line": problem.line, "problem": problem.problem}
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def _encode_my_shards(teacher: Teacher, plan: CachePlan, shards: list[ShardSpec], report: BuildReport, progress: bool) -> None:
+    kill_after = os.environ.get(KILL_AFTER_SHARDS_ENV)
+    for modality in MODALITIES:
+        mine = [spec for spec in shards if spec.modality == modality]
+        total = sum(spec.stop - spec.start for spec in mine)
+        with tqdm(total=total, desc=f"teacher {modality}", unit="rows", disable=not progress or total == 0) as bar:
+            for spec in mine:
+                embeddings = _encode_shard(teacher, plan, spec, bar)
+                die_midway = kill_after is not None and report.shards_written >= int(kill_after)
+                report.bytes_written += _write_shard(plan.directory, spec, embeddings, die_midway)
+                report.shards_written += 1
+                report.rows_encoded += spec.stop - spec.start
+
+
+def _encode_shard(teacher: Teacher, plan: CachePlan, spec: ShardSpec, bar: tqdm) -> np.ndarray:
+    """Encode one shard in batches cut at fixed offsets from its start (the resume guarantee)."""
+    if spec.modality == "text":
+        inputs: list = [row.text for row in plan.texts[spec.start : spec.stop]]
+        encode = teacher.encode_text
+    else:
+        inputs = [row.path for row in plan.images[spec.start : spec.stop]]
+        encode = teacher.encode_image
+    ids = plan.ids(spec.modality)[spec.start : spec.stop]
+    out = np.empty((len(inputs), plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
+    for offset in range(0, len(inputs), plan.batch_size):
+        batch = inputs[offset : offset + plan.batch_size]
+        embeddings = encode(batch)
+        _check_embeddings(embeddings, ids[offset : offset + len(batch)], plan.dims[spec.modality])
+        out[offset : offset + len(batch)] = embeddings.numpy().astype(STORAGE_DTYPE)
+        bar.update(len(batch))
+    return out
+
+
+def _check_embeddings(embeddings: torch.Tensor, ids: list[str], dim: int) -> None:
+    """A teacher that returns NaNs or non-unit rows is a bug; never store its output silently."""
+    if tuple(embeddings.shape) != (len(ids), dim):
+        raise RuntimeError(f"teacher returned shape {tuple(embeddings.shape)} for {len(ids)} rows of dim {dim}")
+    norms = embeddings.float().norm(dim=-1)
+    broken = ~torch.isfinite(embeddings).all(dim=-1) | ((norms - 1).abs() > _UNIT_NORM_TOLERANCE)
+    if broken.any():
+        rows = [ids[i] for i in torch.nonzero(broken).flatten().tolist()]
+        raise RuntimeError(f"teacher produced non-finite or non-unit embeddings for rows {rows[:10]}")
+
+
+def _write_shard(directory: Path, spec: ShardSpec, embeddings: np.ndarray, die_midway: bool = False) -> int:
+    """Write the shard, then its checksum file; each goes temp file -> fsync -> rename."""
+    buffer = io.BytesIO()
+    np.save(buffer, embeddings, allow_pickle=False)
+    data = buffer.getvalue()
+    if die_midway:
+        _write_partial_then_die(directory / spec.file, data)
+    atomic_write(directory / spec.file, data)
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write(directory / spec.checksum_file, f"{digest}  {Path(spec.file).name}\n".encode())
+    return len(data)
+
+
+def _write_partial_then_die(path: Path, data: bytes) -> None:
+    with open(path.with_name(f"{path.name}.tmp-{os.getpid()}"), "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _shard_is_complete(directory: Path, spec: ShardSpec) -> bool:
+    return (directory / spec.file).is_file() and (directory / spec.checksum_file).is_file()
+
+
+def _recorded_checksum(directory: Path, spec: ShardSpec) -> str:
+    return (directory / spec.checksum_file).read_text().split()[0]
+
+
+# --- finishing -----------------------------------------------------------------------------------
+
+
+def _finalise(plan: CachePlan) -> None:
+    """Rank 0: check every shard against the checksum its writer recorded, then write the manifest."""
+    modalities = {}
+    for modality in MODALITIES:
+        shards = []
+        for spec in plan.shards(modality):
+            recorded = _recorded_checksum(plan.directory, spec)
+            if file_sha256(plan.directory / spec.file) != recorded:
+                raise CacheIntegrityError(f"{plan.directory / spec.file} does not match its checksum; delete it and rerun")
+            shards.append({"file": spec.file, "rows": [spec.start, spec.stop], "sha256": recorded})
+        ids_file = f"{modality}_ids.txt"
+        modalities[modality] = {
+            "count": plan.count(modality),
+            "dim": plan.dims[modality],
+            "ids_file": ids_file,
+            "ids_sha256": file_sha256(plan.directory / ids_file),
+            "shards": shards,
+        }
+    manifest = {**_plan_record(plan), "modalities": modalities, "versions": _library_versions()}
+    atomic_write(plan.directory / "manifest.json", json_bytes(manifest))
+
+
+def _checksummed_files(manifest: dict[str, Any]) -> Iterator[dict[str, str]]:
+    for entry in manifest["modalities"].values():
+        yield {"file": entry["ids_file"], "sha256": entry["ids_sha256"]}
+        yield from ({"file": shard["file"], "sha256": shard["sha256"]} for shard in entry["shards"])
+
+
+def _library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# --- process group -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Group:
+    rank: int
+    world: int
+
+    @classmethod
+    def current(cls) -> "_Group":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls(0, 1)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def broadcast_plan(self, make_plan) -> CachePlan:
+        """Rank 0 plans; a planning error is raised on every rank, so no rank waits forever."""
+        if self.world == 1:
+            return make_plan()
+        plan, error = None, None
+        if self.rank == 0:
+            try:
+                plan = make_plan()
+            except Exception as err:
+                error = err
+        payload = [plan, None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(payload, src=0)
+        if error is not None:
+            raise error
+        if payload[1] is not None:
+            raise RuntimeError(f"rank 0 could not plan the cache: {payload[1]}")
+        return payload[0]
+
+
+@contextmanager
+def _lock_on_rank0(group: _Group, cache_root: Path) -> Iterator[None]:
+    """Serialise independent builders of one cache root; ranks of one group share rank 0's lock."""
+    if group.rank != 0:
+        yield
+        return
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with open(cache_root / ".build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

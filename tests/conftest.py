@@ -1,0 +1,117 @@
+"""Shared pytest fixtures. Add new fixtures under a section header; keep each builder small."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+# --- tiny random models -----------------------------------------------------------------------------
+
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A saved SentenceTransformer folder: random 2-layer, 32-d BERT (with its pooler) + mean pooling.
+
+    Uses all-MiniLM-L6-v2's tokenizer (real vocabulary, offline), so any English text tokenises.
+    Weights are seeded, hence identical across runs.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from distill.offline_models import minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, **TINY_BERT)
+    BertModel(config).save_pretrained(folder / "hf")
+    tokenizer.save_pretrained(folder / "hf")
+    transformer = Transformer(str(folder / "hf"), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(config.hidden_size, pooling_mode="mean")])
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.fixture(scope="session")
+def tiny_st(tiny_bert_dir):
+    """The tiny SentenceTransformer, loaded once per session (patch it only through monkeypatch)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny_bert_dir), device="cpu")
+
+
+# --- tiny SentEval data layout ----------------------------------------------------------------------
+
+_WORDS = "a man woman dog cat plays guitar runs fast slowly red blue big small car house eats food".split()
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 9)))
+
+
+def _write(path: Path, lines: list[str], encoding: str = "utf-8") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding=encoding)
+
+
+def write_tiny_sts(root: Path, rng: random.Random, pairs_per_subset: int = 12) -> None:
+    """Every STS12-16 subset, STS-B train/dev/test and SICK, with random sentences and scores.
+
+    Each subset also has one unscored pair (empty gold line), which loaders must skip.
+    """
+    from distill.data import STS_YEAR_SUBSETS
+
+    for year, subsets in STS_YEAR_SUBSETS.items():
+        for subset in subsets:
+            folder = root / "senteval" / "STS" / f"{year}-en-test"
+            inputs = [f"{_sentence(rng)}\t{_sentence(rng)}" for _ in range(pairs_per_subset + 1)]
+            gold = [f"{rng.uniform(0, 5):.2f}" for _ in range(pairs_per_subset)] + [""]
+            _write(folder / f"STS.input.{subset}.txt", inputs)
+            _write(folder / f"STS.gs.{subset}.txt", gold)
+    for split in ("train", "dev", "test"):
+        rows = [
+            f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{_sentence(rng)}\t{_sentence(rng)}"
+            for i in range(pairs_per_subset)
+        ]
+        _write(root / "senteval" / "STS" / "STSBenchmark" / f"sts-{split}.csv", rows)
+    header = "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"
+    for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
+        rows = [f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(1, 5):.1f}\tNEUTRAL" for i in range(pairs_per_subset)]
+        _write(root / "senteval" / "SICK" / name, [header, *rows])
+
+
+def write_tiny_transfer(root: Path, rng: random.Random, per_class: int = 10) -> None:
+    """MR, CR, SUBJ, MPQA, SST2, TREC and MRPC files in SentEval's formats (labels are random)."""
+    from distill.data import BINARY_TASK_FILES, TREC_CLASSES
+
+    for folder, first, second in BINARY_TASK_FILES.values():
+        for name in (first, second):
+            _write(root / "senteval" / folder / name, [_sentence(rng) for _ in range(per_class)], "latin-1")
+    for split in ("train", "dev", "test"):
+        rows = [f"{_sentence(rng)} \t{i % 2}" for i in range(2 * per_class)]
+        _write(root / "senteval" / "SST" / "binary" / f"sentiment-{split}", rows)
+    for name in ("train_5500.label", "TREC_10.label"):
+        rows = [f"{TREC_CLASSES[i % 6]}:other {_sentence(rng)} ?" for i in range(6 * 4)]
+        _write(root / "senteval" / "TREC" / name, rows, "latin-1")
+    header = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+    for split in ("train", "test"):
+        rows = [f"{i % 2}\t{i}\t{i + 1000}\t{_sentence(rng)}\t{_sentence(rng)}" for i in range(2 * per_class)]
+        _write(root / "senteval" / "MRPC" / f"msr_paraphrase_{split}.txt", [header, *rows])
+
+
+@pytest.fixture(scope="session")
+def tiny_senteval_dir(tmp_path_factory) -> Path:
+    """A data root with every STS and transfer file of the SentEval layout, tiny and random."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    rng = random.Random(1234)
+    write_tiny_sts(root, rng)
+    write_tiny_transfer(root, rng)
+    return root

@@ -1,0 +1,52 @@
+"""False-negative masks and same-cluster weights, checked entry by entry."""
+import pytest
+import torch
+
+from distill.losses import SimCSELoss, gist_mask, same_cluster_weights, same_image_mask, threshold_mask
+
+T, F = True, False
+
+
+def test_same_image_mask():
+    ids = torch.tensor([7, 7, 9])
+    cand = torch.tensor([7, 7, 9, 7])
+    assert same_image_mask(ids, cand).tolist() == [[F, T, F, T], [T, F, F, T], [F, F, F, F]]
+    # string ids, and positives at an offset (candidates gathered from ranks: [other, local...])
+    m = same_image_mask(["a", "a", "b"], ["b", "a", "a", "b"], positive_offset=1)
+    assert m.tolist() == [[F, F, T, F], [F, T, F, F], [T, F, F, F]]
+
+
+def test_threshold_mask():
+    s = torch.tensor([[0.95, 0.91, 0.3], [0.92, 0.5, 0.89]])
+    assert threshold_mask(s, 0.9).tolist() == [[F, T, F], [T, F, F]]  # the positive 0.5 < 0.9: kept anyway
+    assert threshold_mask(s, 0.9, positive_offset=1).tolist() == [[T, F, F], [T, F, F]]
+
+
+def test_gist_mask_absolute_and_relative():
+    g = torch.tensor([[0.8, 0.75, 0.9, 0.1], [0.5, 0.6, 0.59, 0.45]])
+    # absolute, margin 0.1: mask where g > g_pos - 0.1 -> row 0: > 0.7; row 1: > 0.5
+    assert gist_mask(g, 0.1, "absolute").tolist() == [[F, T, T, F], [F, F, T, F]]
+    # relative, margin 0.25: mask where g > g_pos * 0.75 -> row 0: > 0.6; row 1: > 0.45
+    assert gist_mask(g, 0.25, "relative").tolist() == [[F, T, T, F], [T, F, T, F]]
+    # margin 0: only candidates the guide scores above the positive
+    assert gist_mask(g, 0.0).tolist() == [[F, F, T, F], [F, F, F, F]]
+    # offset 1: positives g[0, 1] = 0.75, g[1, 2] = 0.59
+    assert gist_mask(g, 0.0, positive_offset=1).tolist() == [[T, F, T, F], [F, T, F, F]]
+    with pytest.raises(ValueError):
+        gist_mask(g, 0.1, "ratio")
+
+
+def test_masks_combine_and_feed_a_loss():
+    ids = torch.tensor([1, 1, 2])
+    s = torch.tensor([[1.0, 0.2, 0.95], [0.1, 1.0, 0.3], [0.2, 0.2, 1.0]])
+    ex = same_image_mask(ids, ids) | threshold_mask(s, 0.9)
+    assert ex.tolist() == [[F, T, T], [T, F, F], [F, F, F]]
+    a = torch.randn(3, 4)
+    assert torch.isfinite(SimCSELoss()(a, a + 0.1, ex))
+
+
+def test_same_cluster_weights():
+    w = same_cluster_weights(torch.tensor([0, 1]), torch.tensor([0, 0, 1, -1, 1]), 0.25)
+    assert w.tolist() == [[1.0, 0.25, 1.0, 1.0, 1.0], [1.0, 1.0, 0.25, 1.0, 0.25]]  # -1 = unknown
+    w = same_cluster_weights(torch.tensor([0, 1]), torch.tensor([0, 0, 1, -1, 1]), 0.0, positive_offset=1)
+    assert w.tolist() == [[0.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 0.0]]
