@@ -72,7 +72,7 @@ class Student(nn.Module):
                  teacher_image_dim: int | None):
         super().__init__()
         self.encoder = encoder
-        dim = encoder.get_sentence_embedding_dimension()
+        dim = encoder.get_embedding_dimension()
         self.mlp = _projection(dim, dim) if cfg.mlp_head else nn.Identity()
         self.heads = GroundingHeads(
             grounding=_projection(dim, cfg.grounding_dim),

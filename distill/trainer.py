@@ -96,11 +96,11 @@ def train(cfg: RunConfig) -> Path:
                              start_step=state.step)
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
-    started = time.perf_counter() - state.train_seconds
     for step_index, step in schedule:
+        step_started = time.perf_counter()
         terms = training_step(model, student, objective, optimizer, scheduler, scaler, cache, pools, step, env, cfg)
         state.step = step_index + 1
-        state.train_seconds = time.perf_counter() - started
+        state.train_seconds += time.perf_counter() - step_started  # evaluation time is not training time
         if env.is_main:
             log_terms(writer, terms, scheduler.get_last_lr()[0], state.step, step.kind, cfg.train.log_every)
             progress.set_postfix(loss=f"{terms['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))

@@ -105,9 +105,10 @@ def spearman_x100(predictions: np.ndarray, gold: np.ndarray) -> float:
 
 
 def pair_cosines(embeddings1: np.ndarray, embeddings2: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity; a zero vector gets cosine 0 rather than NaN."""
-    norms = np.linalg.norm(embeddings1, axis=1) * np.linalg.norm(embeddings2, axis=1)
-    dots = np.einsum("ij,ij->i", embeddings1.astype(np.float64), embeddings2.astype(np.float64))
+    """Row-wise cosine similarity in float64; a zero vector gets cosine 0 rather than NaN."""
+    a, b = np.asarray(embeddings1, dtype=np.float64), np.asarray(embeddings2, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.einsum("ij,ij->i", a, b)
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 

@@ -396,7 +396,7 @@ def _encode_my_shards(teacher: Teacher, plan: CachePlan, shards: list[ShardSpec]
 
 
 def _encode_shard(teacher: Teacher, plan: CachePlan, spec: ShardSpec, bar: tqdm) -> np.ndarray:
-    """Encode one shard in batches cut at fixed offsets from its start (the resume guarantee)."""
+    """Encode one shard; its batches depend on the shard's rows alone (the resume guarantee)."""
     if spec.modality == "text":
         inputs: list = [row.text for row in plan.texts[spec.start : spec.stop]]
         encode = teacher.encode_text
@@ -405,13 +405,21 @@ def _encode_shard(teacher: Teacher, plan: CachePlan, spec: ShardSpec, bar: tqdm)
         encode = teacher.encode_image
     ids = plan.ids(spec.modality)[spec.start : spec.stop]
     out = np.empty((len(inputs), plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
-    for offset in range(0, len(inputs), plan.batch_size):
-        batch = inputs[offset : offset + plan.batch_size]
-        embeddings = encode(batch)
-        _check_embeddings(embeddings, ids[offset : offset + len(batch)], plan.dims[spec.modality])
-        out[offset : offset + len(batch)] = embeddings.numpy().astype(STORAGE_DTYPE)
+    for batch in shard_batches(inputs, plan.batch_size, by_length=spec.modality == "text"):
+        embeddings = encode([inputs[i] for i in batch])
+        _check_embeddings(embeddings, [ids[i] for i in batch], plan.dims[spec.modality])
+        out[batch] = embeddings.numpy().astype(STORAGE_DTYPE)
         bar.update(len(batch))
     return out
+
+
+def shard_batches(inputs: Sequence, batch_size: int, by_length: bool) -> list[list[int]]:
+    """Row positions of each batch. Texts are grouped by character length (longest first) so a batch
+    pads to similar lengths; the order depends only on the texts, so reruns cut the same batches."""
+    order = list(range(len(inputs)))
+    if by_length:
+        order.sort(key=lambda i: (-len(inputs[i]), i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def _check_embeddings(embeddings: torch.Tensor, ids: list[str], dim: int) -> None:
