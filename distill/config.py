@@ -41,7 +41,27 @@ class StudentConfig:
 
 @dataclass
 class LossConfig:
-    """Which objective terms are on, and their weights (REFERENCE.md gives the papers' values)."""
+    """Which objective terms are on, and their weights (REFERENCE.md gives the papers' values).
+
+    The four related-method modules (docs/modules.md) are off by default; when they are off the
+    objective computes exactly the KDMCSE terms above them.
+
+    - AAHR: ``aahr_queue_size`` > 0 appends a queue of earlier student text embeddings as extra
+      negatives of the text loss; ``aahr_prototypes`` = K > 0 keeps K online prototypes of the teacher
+      text embeddings, which feed ``aahr_weight`` (prototype soft-target KL, student temperature
+      ``aahr_temperature``, teacher ``teacher_temperature``) and ``aahr_cluster_negative_weight`` (< 1
+      down-weights same-cluster negatives of the text loss). ``aahr_prototype_momentum`` is the
+      centroid EMA keep rate.
+    - Text-driven soft masks: ``focal_gamma`` > 0 weights the text contrastive terms by
+      ``(1 - p_ii)^gamma``; ``soft_mask_view_weight`` > 0 adds a third, saliency-masked view as an extra
+      positive, its most salient tokens' word embeddings scaled by ``1 - soft_mask_strength * M``.
+    - MMRef: ``mmref_weight`` > 0 aligns grounded captions with per-image references fusing the adapted
+      teacher image (weight ``mmref_alpha``) and its captions (paired steps).
+    - DIAS: ``dias_weight`` > 0 pushes the cross-correlation of grounding vs adapted teacher image
+      dimensions to identity (off-diagonal weight ``dias_off_diagonal_weight``; paired steps);
+      ``dias_relation_weight`` > 0 matches student to teacher text cosines on each row's
+      ``dias_top_k`` strongest teacher neighbours (every step).
+    """
 
     text: Literal["simcse", "angular", "none"] = "angular"
     temperature: float = 0.05
@@ -57,6 +77,57 @@ class LossConfig:
     soft_target_weight: float = 0.0
     teacher_temperature: float = 0.05
     regression_weight: float = 0.0
+    # AAHR (arXiv 2507.09256)
+    aahr_queue_size: int = 0
+    aahr_prototypes: int = 0
+    aahr_weight: float = 0.0
+    aahr_cluster_negative_weight: float = 1.0
+    aahr_temperature: float = 0.1
+    aahr_prototype_momentum: float = 0.99
+    # Text-driven soft masks and focal contrast (arXiv 2304.00719)
+    focal_gamma: float = 0.0
+    soft_mask_view_weight: float = 0.0
+    soft_mask_strength: float = 1.0
+    # MMRef (arXiv 2504.07718)
+    mmref_weight: float = 0.0
+    mmref_alpha: float = 0.5
+    # DIAS (arXiv 2410.16853)
+    dias_weight: float = 0.0
+    dias_off_diagonal_weight: float = 5e-3
+    dias_relation_weight: float = 0.0
+    dias_top_k: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("aahr_queue_size", "aahr_prototypes", "aahr_weight", "focal_gamma", "soft_mask_view_weight",
+                     "mmref_weight", "dias_weight", "dias_off_diagonal_weight", "dias_relation_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.aahr_prototypes == 1:
+            raise ValueError("aahr_prototypes must be 0 (off) or >= 2")
+        if not 0 <= self.aahr_cluster_negative_weight <= 1:
+            raise ValueError(f"aahr_cluster_negative_weight must be in [0, 1], got {self.aahr_cluster_negative_weight}")
+        uses_prototypes = self.aahr_weight > 0 or self.aahr_cluster_negative_weight < 1
+        if uses_prototypes and self.aahr_prototypes == 0:
+            raise ValueError("aahr_weight > 0 or aahr_cluster_negative_weight < 1 needs aahr_prototypes >= 2")
+        if self.aahr_prototypes and not uses_prototypes:
+            raise ValueError("aahr_prototypes is set but nothing uses the prototypes: "
+                             "set aahr_weight > 0 and/or aahr_cluster_negative_weight < 1")
+        if not 0 <= self.aahr_prototype_momentum < 1:
+            raise ValueError(f"aahr_prototype_momentum must be in [0, 1), got {self.aahr_prototype_momentum}")
+        if self.aahr_temperature <= 0:
+            raise ValueError(f"aahr_temperature must be > 0, got {self.aahr_temperature}")
+        if not 0 < self.soft_mask_strength <= 1:
+            raise ValueError(f"soft_mask_strength must be in (0, 1], got {self.soft_mask_strength}")
+        if not 0 <= self.mmref_alpha <= 1:
+            raise ValueError(f"mmref_alpha must be in [0, 1], got {self.mmref_alpha}")
+        if self.dias_top_k < 1:
+            raise ValueError(f"dias_top_k must be >= 1, got {self.dias_top_k}")
+        reshapes_text = {"aahr_queue_size": self.aahr_queue_size > 0, "focal_gamma": self.focal_gamma > 0,
+                         "aahr_cluster_negative_weight": self.aahr_cluster_negative_weight < 1,
+                         "soft_mask_view_weight": self.soft_mask_view_weight > 0}
+        if self.text == "none" and any(reshapes_text.values()):
+            keys = ", ".join(k for k, on in reshapes_text.items() if on)
+            raise ValueError(f"{keys} reshape the text loss, which loss.text=none switches off")
 
 
 @dataclass

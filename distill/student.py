@@ -81,10 +81,6 @@ class Student(nn.Module):
         )
         self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
 
-    def forward(self, objective, inputs):
-        """Run the training objective on this student (DDP averages gradients only through forward)."""
-        return objective(self, inputs)
-
     def embed(self, sentences: list[str]) -> torch.Tensor:
         """Sentence embeddings (the evaluated representation), with dropout active in train mode."""
         features = self.encoder.preprocess(sentences)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
@@ -39,6 +40,19 @@ from distill.schedule import iterate_steps, total_steps
 from distill.student import Student, build_encoder
 from eval.sts import STSDevEvaluator
 from teacher_cache import TeacherCache, ensure_cache
+
+
+class StudentWithObjective(nn.Module):
+    """What the optimiser and DDP see: the student and the objective's own state (prototypes,
+    queues) together, so both are trained, averaged across ranks and checkpointed."""
+
+    def __init__(self, student: Student, objective: DistillationObjective):
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
+        return self.objective(self.student, inputs)
 
 
 @dataclass
@@ -80,13 +94,14 @@ def train(cfg: RunConfig) -> Path:
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
                       cache.image_dim if pools.n_paired else None).to(env.device)
     objective = DistillationObjective(cfg.loss)
+    trainable = StudentWithObjective(student, objective).to(env.device)
     n_steps = total_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
                           cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * n_steps), n_steps)
-    state = load_checkpoint(out, student, optimizer, scheduler)
+    state = load_checkpoint(out, trainable, optimizer, scheduler)
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.train.precision == "fp16")
-    model = DistributedDataParallel(student, find_unused_parameters=True) if env.world_size > 1 else student
+    model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
 
     evaluator = STSDevEvaluator(data_dir=data_dir, pooler="model", batch_size=cfg.train.eval_batch_size) \
         if env.is_main else None
@@ -98,7 +113,7 @@ def train(cfg: RunConfig) -> Path:
                     dynamic_ncols=True)
     for step_index, step in schedule:
         step_started = time.perf_counter()
-        terms = training_step(model, student, objective, optimizer, scheduler, scaler, cache, pools, step, env, cfg)
+        terms = training_step(model, optimizer, scheduler, scaler, cache, pools, step, env, cfg)
         state.step = step_index + 1
         state.train_seconds += time.perf_counter() - step_started  # evaluation time is not training time
         if env.is_main:
@@ -106,7 +121,7 @@ def train(cfg: RunConfig) -> Path:
             progress.set_postfix(loss=f"{terms['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
             progress.update()
         if state.step % cfg.train.eval_every == 0 or state.step == n_steps:
-            evaluate_and_checkpoint(student, evaluator, writer, state, out, optimizer, scheduler, env)
+            evaluate_and_checkpoint(trainable, evaluator, writer, state, out, optimizer, scheduler, env)
     progress.close()
     final = finish(student, state, cfg, cache, pools, out, env)
     if writer is not None:
@@ -116,20 +131,19 @@ def train(cfg: RunConfig) -> Path:
     return final
 
 
-def training_step(model, student: Student, objective: DistillationObjective, optimizer, scheduler, scaler,
-                  cache: TeacherCache, pools: TrainingPools, step, env: DistEnv, cfg: RunConfig
+def training_step(model: nn.Module, optimizer, scheduler, scaler, cache: TeacherCache, pools: TrainingPools, step, env: DistEnv, cfg: RunConfig
                   ) -> dict[str, float]:
     """Forward the local slice of one global batch, backward, clip, update."""
     local_rows = np.array_split(step.rows, env.world_size)[env.rank]
     inputs = lookup_inputs(cache, pools, step.kind, local_rows, env.device)
     model.train()
     with autocast(cfg.train.precision, env.device):
-        terms = model(objective, inputs)  # through DDP's forward, so gradients get averaged
+        terms = model(inputs)  # through DDP's forward, so gradients get averaged
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["loss"]).backward()
     if cfg.train.grad_clip > 0:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -151,9 +165,10 @@ def lookup_inputs(cache: TeacherCache, pools: TrainingPools, kind: str, rows: np
                       image_ids=torch.as_tensor(image_idx, device=device, dtype=torch.long))
 
 
-def evaluate_and_checkpoint(student: Student, evaluator, writer, state: RunState, out: Path,
+def evaluate_and_checkpoint(trainable: "StudentWithObjective", evaluator, writer, state: RunState, out: Path,
                             optimizer, scheduler, env: DistEnv) -> None:
     """STS-B dev on the main rank; keep the best encoder; write a resumable checkpoint."""
+    student = trainable.student
     if env.is_main:
         student.eval()
         with torch.no_grad():
@@ -164,7 +179,7 @@ def evaluate_and_checkpoint(student: Student, evaluator, writer, state: RunState
         if score > state.best_dev:
             state.best_dev, state.best_step = score, state.step
             save_encoder_atomically(student, out / "best")
-        save_checkpoint(out, student, optimizer, scheduler, state)
+        save_checkpoint(out, trainable, optimizer, scheduler, state)
     barrier(env)
 
 
@@ -188,6 +203,7 @@ def finish(student: Student, state: RunState, cfg: RunConfig, cache: TeacherCach
             "train_seconds": state.train_seconds, "steps_per_second": state.step / max(state.train_seconds, 1e-9),
             "dev_history": state.dev_history, "world_size": env.world_size,
             "heldout_image_ids": pools.heldout_image_ids,
+            "device": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
             "effective_batch_size": cfg.train.batch_size * env.world_size}, indent=2))
     barrier(env)
     return final
@@ -204,8 +220,8 @@ def save_encoder_atomically(student: Student, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def save_checkpoint(out: Path, student: Student, optimizer, scheduler, state: RunState) -> None:
-    payload = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+def save_checkpoint(out: Path, trainable: nn.Module, optimizer, scheduler, state: RunState) -> None:
+    payload = {"trainable": trainable.state_dict(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "state": state.__dict__,
                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
     tmp = out / "checkpoint.pt.tmp"
@@ -213,13 +229,13 @@ def save_checkpoint(out: Path, student: Student, optimizer, scheduler, state: Ru
     os.replace(tmp, out / "checkpoint.pt")
 
 
-def load_checkpoint(out: Path, student: Student, optimizer, scheduler) -> RunState:
+def load_checkpoint(out: Path, trainable: nn.Module, optimizer, scheduler) -> RunState:
     """Resume from ``out/checkpoint.pt`` when it exists, else a fresh state."""
     path = out / "checkpoint.pt"
     if not path.is_file():
         return RunState()
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    student.load_state_dict(payload["student"])
+    trainable.load_state_dict(payload["trainable"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["rng"]["torch"])

@@ -95,8 +95,8 @@ def evaluate_mteb_sts(
 
     model = load_model(model)
     mteb_tasks = [local_mteb_task(task, data_dir, sick_r_pairs) for task in tasks]
-    runnable = model if pooler == "model" and not bf16 else _wrap_for_mteb(model, pooler, batch_size, bf16)
     with _quiet_mteb():
+        runnable = model if pooler == "model" and not bf16 else _wrap_for_mteb(model, pooler, batch_size, bf16)
         result = mteb.evaluate(
             runnable,
             mteb_tasks,

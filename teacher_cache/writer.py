@@ -18,8 +18,12 @@ Why it is built this way:
 - *Atomic shards.* A shard is written to a temporary file, fsynced and renamed; its checksum file
   follows the same way. A process killed at any instant leaves either a complete shard or a
   temporary file that the next run deletes; the rerun encodes only shards without a checksum file.
-- *Bit-identical resume.* Batches are cut at fixed offsets inside each shard, so a resumed or
-  distributed build runs the very same forwards as an uninterrupted one and writes the same bytes.
+- *Bit-identical resume.* A shard's batches depend on its rows alone (``shard_batches``), so a
+  resumed or distributed build runs the very same forwards as an uninterrupted one and writes the
+  same bytes, provided the kernels are configured alike: same device type and, on CPU, the same
+  number of intra-op threads per process (BLAS sums in a thread-count-dependent order; 1 against 2
+  threads moves fp16 values by an ulp or so, cosine to each other > 0.9999). torchrun gives each
+  CPU worker one thread, which is what ``OMP_NUM_THREADS=1`` gives a single process.
 - *Distributed.* Under ``torchrun`` (any initialised ``torch.distributed`` group) rank 0 plans and
   broadcasts the plan, ranks take unfinished shards round-robin, and rank 0 verifies every shard
   and writes the manifest.

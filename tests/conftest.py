@@ -8,7 +8,9 @@ import pytest
 
 # --- tiny random models -----------------------------------------------------------------------------
 
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+# initializer_range 0.5 (BERT's default is 0.02): with tiny random weights every [CLS] vector is nearly
+# the same (pair cosines 0.99998 +- 1e-8), so rankings would hinge on float noise; 0.5 spreads them.
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, initializer_range=0.5)
 
 
 @pytest.fixture(scope="session")

@@ -37,3 +37,4 @@ from .transfer import (
 )
 
 # --- training corpora (Wiki1M, Flickr30k, COCO): distill/data/corpora.py adds its import here ---
+from .corpora import *  # noqa: E402,F401,F403

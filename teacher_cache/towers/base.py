@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Union, runtime_checkable
@@ -61,8 +62,11 @@ def cross_modal_similarity(teacher: Teacher, text_emb: torch.Tensor, image_emb: 
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` = CUDA if present; a bare ``cuda`` means this process's GPU (``$LOCAL_RANK`` under torchrun)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(device)
 
 

@@ -71,7 +71,8 @@ class TimmImageTower:
     """A timm network's pooled features (before the classifier) on its own eval preprocessing."""
 
     def __init__(self, model: torch.nn.Module, transform, model_name: str, device: torch.device, precision: str):
-        self.model = model.eval().to(device)
+        # channels_last: convolution kernels run faster on it, on CPU (oneDNN) and GPU alike.
+        self.model = model.eval().to(device, memory_format=torch.channels_last)
         self.transform = transform
         self.model_name = model_name
         self.device = device
@@ -101,7 +102,7 @@ class TimmImageTower:
         return torch.stack([self.transform(load_rgb(image)) for image in images])
 
     def encode_batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        pixels = self.preprocess(images).to(self.device)
+        pixels = self.preprocess(images).to(self.device, memory_format=torch.channels_last)
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             features = self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
         return normalised_float(features)

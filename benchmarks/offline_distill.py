@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Offline distillation benchmark: recover the 3-layer cut of all-MiniLM-L6-v2 with each method.
+
+Every method starts from the same 3-layer student, sees the same data (Wiki1M prefix, Flickr30k
+and COCO captions as text; coco2017_mini image-caption pairs with the teacher's EfficientNet-Lite0
+image embeddings), the same step budget, learning rate and seeds, and is selected on STS-B dev
+only. Each (method, seed) run lives in its own folder and is resumable; finished runs are skipped.
+The report (reports/offline_distill.md + reports/figures/) is generated from the saved results.
+
+  python benchmarks/offline_distill.py                       # all methods, 3 seeds
+  python benchmarks/offline_distill.py --jobs 6              # runs in parallel (e.g. on one GPU)
+  python benchmarks/offline_distill.py --methods simcse,kdmcse --seeds 1
+  python benchmarks/offline_distill.py --report-only         # rebuild the report from saved results
+  python benchmarks/offline_distill.py --smoke ...           # tiny budget (the test suite runs this)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "offline_default.yaml"
+SEEDS = (1234, 1235, 1236)
+
+_PLAIN = ["loss.false_negative_filter=none", "loss.soft_target_weight=0", "loss.regression_weight=0"]
+_KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative_filter=threshold",
+           "loss.same_image_mask=true", "loss.soft_target_weight=0", "loss.regression_weight=0"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    multimodal: bool
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("simcse", "SimCSE", ("loss.text=simcse", "loss.multimodal=none", "loss.same_image_mask=false",
+                                *_PLAIN), False),
+    Method("mcse", "MCSE", ("loss.text=simcse", "loss.multimodal=mcse", *_PLAIN), True),
+    Method("kdmcse", "KDMCSE", tuple(_KDMCSE), True),
+    Method("kdmcse_kl", "KDMCSE + soft-target KL", (*_KDMCSE, "loss.soft_target_weight=1"), True),
+    Method("regression", "Embedding regression (MSE)", ("loss.text=none", "loss.multimodal=none", *_PLAIN[:2],
+                                                        "loss.regression_weight=1"), False),
+    Method("kdmcse_kl_mse", "KDMCSE + KL + regression", (*_KDMCSE, "loss.soft_target_weight=1",
+                                                         "loss.regression_weight=100"), True),
+]}
+
+
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    """What every method shares: data, budget, optimiser, selection."""
+    overrides = [
+        "data.text_sources=[wiki1m, flickr30k_train, coco_val2017, coco2017_mini]",
+        "data.image_sources=[coco2017_mini]",
+        f"train.max_steps={args.steps}", f"train.eval_every={max(1, args.steps // 10)}",
+        f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", "train.paired_every=4",
+        "train.retrieval_holdout_images=97", "train.precision=bf16",
+        f"train.cache_root={args.cache_root}",
+    ]
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    return overrides + list(args.set)
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+
+def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
+    """Train (or resume) one (method, seed), evaluate it, and save ``results.json`` beside the run."""
+    from distill.config import load_config
+    from distill.trainer import train
+
+    out = Path(args.out_root) / method.name / f"seed{seed}"
+    done = out / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
+    cfg = load_config(CONFIG, overrides)
+    model_dir = train(cfg)
+    results = evaluate_model(str(model_dir), cfg.data_dir, args)
+    summary = json.loads((out / "train_summary.json").read_text())
+    results.update(method=method.name, seed=seed, train=summary)
+    if method.multimodal:
+        from eval.retrieval import evaluate_run_retrieval
+
+        results["retrieval"] = evaluate_run_retrieval(out, data_dir=cfg.data_dir).to_dict()
+    done.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def evaluate_model(model, data_dir, args: argparse.Namespace) -> dict:
+    """7-task STS, transfer average, and STS-B test cosines (for the similarity-distribution plot)."""
+    from eval.encode import encode, load_model
+    from eval.sts import evaluate_sts
+    from distill.data.sts import load_stsb
+
+    model = load_model(model)
+    sts = evaluate_sts(model, data_dir=data_dir, show_progress=False)
+    results = {"sts": sts.to_dict()}
+    if not args.no_transfer:
+        from eval.transfer import evaluate_transfer
+
+        results["transfer"] = evaluate_transfer(model, data_dir=data_dir, show_progress=False).to_dict()
+    pairs = load_stsb("test", data_dir)
+    a = encode(model, [p.sentence1 for p in pairs], show_progress=False)
+    b = encode(model, [p.sentence2 for p in pairs], show_progress=False)
+    results["stsb_test_cosines"] = [round(float(x), 5) for x in (a * b).sum(1) / (
+        (a * a).sum(1) ** 0.5 * (b * b).sum(1) ** 0.5)]
+    results["stsb_test_gold"] = [p.score for p in pairs]
+    return results
+
+
+def reference_rows(args: argparse.Namespace) -> None:
+    """The untrained student and the teacher, evaluated once (no seed, no training)."""
+    from distill.config import load_config
+    from distill.offline_models import resolve_model_name
+    from distill.student import build_encoder
+
+    cfg = load_config(CONFIG, common_overrides(args))
+    for name, model in (("untrained", lambda: build_encoder(cfg.student)),
+                        ("teacher", lambda: resolve_model_name(cfg.teacher.text_model))):
+        path = Path(args.out_root) / name / "results.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(evaluate_model(model(), cfg.data_dir, args), indent=2))
+
+
+# --- orchestration ---------------------------------------------------------------------------------
+
+
+def build_cache_once(args: argparse.Namespace) -> None:
+    """Build the shared teacher cache before any run starts, so parallel runs only read it."""
+    from distill.config import load_config
+    from distill.data.paths import resolve_data_dir
+    from teacher_cache import ensure_cache
+
+    cfg = load_config(CONFIG, common_overrides(args))
+    print(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
+
+
+def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:
+    """Each (method, seed) in its own process; ``--jobs`` of them at a time."""
+    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+
+    def launch(job: tuple[str, int]) -> tuple[str, int, int, float]:
+        method, seed = job
+        log = Path(args.out_root) / method / f"seed{seed}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--run-one", method, str(seed), *_forwarded(args)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+        started = time.time()
+        with open(log, "a") as handle:
+            code = subprocess.call(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        return method, seed, code, time.time() - started
+
+    done = [(m, s) for m, s in jobs if (Path(args.out_root) / m / f"seed{s}" / "results.json").is_file()]
+    for method, seed in done:
+        print(f"{method:>16} seed {seed}: already done", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for method, seed, code, seconds in pool.map(launch, [job for job in jobs if job not in done]):
+            status = "ok" if code == 0 else f"FAILED (exit {code}; see {args.out_root}/{method}/seed{seed}.log)"
+            print(f"{method:>16} seed {seed}: {status} in {seconds / 60:.1f} min", flush=True)
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    flags = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+             "--out-root", args.out_root, "--cache-root", args.cache_root]
+    if args.data_dir:
+        flags += ["--data-dir", args.data_dir]
+    if args.no_transfer:
+        flags.append("--no-transfer")
+    for item in args.set:
+        flags += ["--set", item]
+    return flags
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list (default: all): %(default)s")
+    parser.add_argument("--seeds", type=int, default=3, help="how many of the seeds 1234, 1235, 1236")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per run (same for all)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--out-root", default=str(ROOT / "runs" / "offline_distill"))
+    parser.add_argument("--cache-root", default=str(ROOT / "cache" / "teacher"))
+    parser.add_argument("--report", default=str(ROOT / "reports" / "offline_distill.md"))
+    parser.add_argument("--data-dir")
+    parser.add_argument("--no-transfer", action="store_true", help="skip the SentEval transfer tasks")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every run (e.g. student.model=PATH)")
+    parser.add_argument("--smoke", action="store_true", help="tiny budget: 1 seed, 2 steps, no transfer")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--run-one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.steps, args.no_transfer = 1, 2, True
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {list(METHODS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.run_one:
+        run_one(METHODS[args.run_one[0]], int(args.run_one[1]), args)
+        return 0
+    if not args.report_only:
+        build_cache_once(args)
+        reference_rows(args)
+        jobs = [(m, seed) for m in args.methods.split(",") for seed in SEEDS[:args.seeds]]
+        run_all(args, jobs)
+    from benchmarks.offline_report import write_report
+
+    write_report(Path(args.out_root), Path(args.report), METHODS, args)
+    print(f"report written to {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+r"""Ambiguity-aware soft positives and a momentum queue, student form of AAHR (arXiv 2507.09256).
+
+The paper
+    "Ambiguity-Aware and High-Order Relation Learning for Multi-Grained Image-Text Matching"
+    (Knowledge-Based Systems 2025, arXiv 2507.09256) treats semantically similar pairs that are labelled
+    negative as *soft positives*: dynamic clustering prototypes group samples, and a sample's prototype
+    assignments supervise it softly instead of a one-hot contrast; global and local features are fused
+    adaptively, a GNN over intra-/inter-modal correlation matrices propagates high-order neighbour
+    relations, and a momentum queue enlarges the set of negatives.
+
+The student form here (the teacher's text embeddings define the clusters)
+    - Online prototypes: ``K`` centroids ``C`` on the unit sphere, online spherical k-means over the
+      *gathered* teacher text embeddings of every step (:class:`distill.losses.OnlinePrototypes`; EMA
+      keep rate ``momentum``); ``k(i)`` = nearest centroid.
+    - Prototype soft targets (term ``aahr_prototypes``, weight ``aahr_weight``), on both dropout views
+      of the student's grounded sentence ``g_i = ground(h_i)``:
+
+      .. math::
+          q_{ik} = \mathrm{softmax}_k(\cos(t_i, C_k)/\tau_t),\quad
+          p_{ik} = \mathrm{softmax}_k(\cos(g_i, \mathrm{adapt}(C_k))/\tau),\quad
+          L = \frac{1}{B}\sum_i \mathrm{KL}(q_i \,\|\, p_i)
+
+      The student-side prototypes are the teacher centroids passed through the student's trainable
+      caption adapter (``adapt_captions``, the map KDMCSE already learns from teacher captions into the
+      grounding space), so prototype ``k`` is tied to centroid ``k`` by construction and needs no
+      parameters of its own (:class:`distill.losses.PrototypeSoftTargetLoss` learns free prototypes
+      instead; that needs the student's width when the objective is built, which it is not given).
+    - Same-cluster negatives down-weighted (``aahr_cluster_negative_weight = w``): in the text loss a
+      candidate in the anchor's cluster enters the partition function with weight ``w``
+      (``logit + log w``, :func:`distill.losses.same_cluster_weights`); the positive keeps weight 1.
+    - Momentum queue (``aahr_queue_size``): the gathered candidate embeddings ``z2`` of earlier steps
+      (detached, with their cluster ids) are appended *after* the in-batch candidates of the text loss,
+      so ``positive_offset`` stays valid; ``exclude`` is padded with False (no same-image or teacher
+      filtering against queue rows). Unlike MoCo there is no momentum encoder: rows are the student's
+      own earlier outputs (a memory bank), so keep the queue a few steps long.
+
+    Not carried over: the GNN over correlation matrices and the global/local fusion (the student has one
+    sentence vector). Every rank feeds the same gathered tensors to the queue and the prototypes, so all
+    ranks hold identical state; both live in buffers (checkpointed with the objective).
+
+Cost: a ``[N, K]`` assignment and a ``[K, d_t]`` update per step, a ``[B, K]`` KL per view, and ``Q``
+extra columns in the text logits (``Q = aahr_queue_size``; ``B x Q x d`` multiply-adds) - negligible next
+to the encoder for ``K, Q`` in the hundreds.
+
+The queue's and prototypes' sizes depend on the student's and teacher's widths, which the objective
+learns on its first step; a checkpoint loaded before that creates them from the stored shapes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill import losses
+from distill.losses._common import compute_dtype
+
+
+class AAHR(nn.Module):
+    """Queue, online prototypes and the prototype soft-target loss (see the module docstring).
+
+    Args:
+        queue_size: ``Q`` (0 = no queue).
+        num_prototypes: ``K`` (0 = no prototypes).
+        cluster_negative_weight: ``w`` in [0, 1] (1 = no down-weighting).
+        temperature: student ``tau`` of the prototype assignments.
+        teacher_temperature: teacher ``tau_t``.
+        momentum: centroid EMA keep rate.
+    """
+
+    def __init__(self, queue_size: int = 0, num_prototypes: int = 0, cluster_negative_weight: float = 1.0,
+                 temperature: float = 0.1, teacher_temperature: float = 0.05, momentum: float = 0.99):
+        super().__init__()
+        self.queue_size, self.num_prototypes = queue_size, num_prototypes
+        self.cluster_negative_weight = cluster_negative_weight
+        self.temperature, self.teacher_temperature, self.momentum = temperature, teacher_temperature, momentum
+        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)  # follows .to(device)
+        self.register_module("queue", None)  # losses.MomentumQueue, created on the first step
+        self.register_module("prototypes", None)  # losses.OnlinePrototypes, created on the first step
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def _materialise(self, student_dim: int | None, teacher_dim: int | None) -> None:
+        device = self._device_anchor.device
+        if self.queue_size and self.queue is None and student_dim is not None:
+            self.queue = losses.MomentumQueue(self.queue_size, student_dim).to(device)
+        if self.num_prototypes and self.prototypes is None and teacher_dim is not None:
+            self.prototypes = losses.OnlinePrototypes(self.num_prototypes, teacher_dim, self.momentum).to(device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        queue, centroids = state_dict.get(prefix + "queue.queue"), state_dict.get(prefix + "prototypes.centroids")
+        self._materialise(queue.shape[1] if queue is not None else None,
+                          centroids.shape[1] if centroids is not None else None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def observe(self, candidates: Tensor, teacher_text_all: Tensor) -> Tensor | None:
+        """Start of a step: create the state if needed, assign the gathered teacher rows to the
+        prototypes and update them. Returns the ``[N]`` cluster ids (None without prototypes)."""
+        self._materialise(candidates.shape[1], teacher_text_all.shape[1])
+        return self.prototypes.update(teacher_text_all) if self.prototypes is not None else None
+
+    @torch.no_grad()
+    def enqueue(self, candidates: Tensor, clusters: Tensor | None) -> None:
+        """End of a step: push the gathered candidates (and their cluster ids) into the queue."""
+        if self.queue is not None:
+            self.queue.enqueue(candidates, ids=clusters)
+
+    # --- the text loss's candidates -------------------------------------------------------------
+
+    def extend(self, candidates: Tensor, exclude: Tensor | None, clusters: Tensor | None,
+               positive_offset: int, batch: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(candidates + queue rows, exclude padded with False, same-cluster weights or None)``.
+
+        ``candidates [N, d]`` are the gathered in-batch candidates, ``clusters [N]`` their cluster ids,
+        ``batch`` the number of local anchors (rows ``positive_offset ... + batch`` of ``clusters``).
+        """
+        candidate_clusters = clusters
+        if self.queue is not None and len(self.queue):
+            extra = self.queue.negatives
+            dt = compute_dtype(candidates, extra)
+            candidates = torch.cat([candidates.to(dt), extra.to(dt)])
+            if exclude is not None:
+                exclude = F.pad(exclude, (0, len(extra)), value=False)
+            if clusters is not None:
+                candidate_clusters = torch.cat([clusters, self.queue.ids.to(clusters.device)])
+        weights = None
+        if clusters is not None and self.cluster_negative_weight < 1:
+            anchors = clusters[positive_offset:positive_offset + batch]
+            weights = losses.same_cluster_weights(anchors, candidate_clusters, self.cluster_negative_weight,
+                                                  positive_offset)
+        return candidates, exclude, weights
+
+    # --- the prototype term ------------------------------------------------------------------------
+
+    def prototype_loss(self, student_views: list[Tensor], teacher_text: Tensor,
+                       adapt: Callable[[Tensor], Tensor]) -> Tensor:
+        """Mean over views of ``KL(q_i || p_i)`` (module docstring); ``adapt`` maps teacher-space
+        centroids into the student views' space (the caption adapter)."""
+        if self.prototypes is None:
+            raise RuntimeError("the prototype term needs num_prototypes > 0 and observe() first")
+        centroids = self.prototypes.centroids.detach()
+        student_prototypes = adapt(centroids)
+        teacher_logits = losses.cosine_logits(teacher_text.detach(), centroids, self.teacher_temperature)
+        terms = [losses.soft_target_kl(losses.cosine_logits(v, student_prototypes, self.temperature), teacher_logits)
+                 for v in student_views]
+        return torch.stack(terms).mean()
+
+    def extra_repr(self) -> str:
+        return (f"queue_size={self.queue_size}, num_prototypes={self.num_prototypes}, "
+                f"cluster_negative_weight={self.cluster_negative_weight}, temperature={self.temperature}, "
+                f"teacher_temperature={self.teacher_temperature}, momentum={self.momentum}")

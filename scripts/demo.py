@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""The main job on the offline default: cache the teacher -> train the student -> evaluate.
+
+Prints the 7-task STS table (SentEval protocol, "all" aggregation) of the untrained student, the
+trained student and the teacher side by side, and writes it to <output_dir>/demo.{json,md}.
+Every stage is resumable: rerunning reuses the finished cache, the finished training and the
+evaluations already written.
+
+  python scripts/demo.py                          # configs/offline_default.yaml
+  python scripts/demo.py train.max_steps=100      # any train_student.py override
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill.config import ConfigError, RunConfig, load_config  # noqa: E402
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML run config (default: %(default)s)")
+    parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parser.parse_args(argv)
+
+
+def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
+    """STS results of one model, reused from ``out/eval/<name>.json`` when already computed."""
+    from eval.report import build_payload, write_results
+    from eval.sts import evaluate_sts
+
+    cached = out / "eval" / f"{name}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    print(f"\n== evaluating {name} on STS12-16, STS-B, SICK-R")
+    results = evaluate_sts(model, data_dir=cfg.data_dir, batch_size=cfg.train.eval_batch_size)
+    payload = build_payload(name, {"pooler": "model", "aggregation": "all"}, sts=results)
+    write_results(cached, payload)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    from distill.data.paths import resolve_data_dir
+    from distill.offline_models import resolve_model_name
+    from distill.student import build_encoder
+    from distill.trainer import train
+    from eval.report import render_markdown
+    from teacher_cache import ensure_cache
+
+    started = time.perf_counter()
+    cfg.data_dir = str(resolve_data_dir(cfg.data_dir))  # fail now, not after the cache is built
+    out = Path(cfg.train.output_dir)
+    print("== 1/3 teacher cache")
+    print(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, cfg.data_dir))
+    print("== 2/3 training the student")
+    model_dir = train(cfg)
+    print("== 3/3 evaluation")
+    payloads = [
+        evaluate_once("student (untrained)", build_encoder(cfg.student), cfg, out),
+        evaluate_once("student (trained)", str(model_dir), cfg, out),
+        evaluate_once("teacher", resolve_model_name(cfg.teacher.text_model), cfg, out),
+    ]
+    table = render_markdown(payloads)
+    (out / "demo.md").write_text(f"# Demo: {cfg.name}\n\n{table}")
+    (out / "demo.json").write_text(json.dumps(payloads, indent=2))
+    print(f"\n{table}\nwritten to {out / 'demo.md'}; total {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Shared builders for the objective-module tests: a tiny student, step inputs, captured views.
+
+The student is the session's random 2-layer BERT (``tiny_bert_dir``) cut to 1 layer; the teacher is
+random unit vectors of other widths (so the regression head is a real Linear).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from distill.config import LossConfig, StudentConfig
+from distill.objective import DistillationObjective, StepInputs
+from distill.student import Student, build_encoder
+
+TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM, GROUNDING_DIM = 24, 20, 8
+SENTENCES = ["a dog runs on the grass", "two men play guitar", "a red car parked near a house",
+             "the cat eats food", "a woman rides a blue bike slowly", "children play football"]
+IMAGE_IDS = [3, 3, 5, 8, 8, 9]  # two images with two captions each
+
+
+def make_student(tiny_bert_dir: Path, with_images: bool = True, seed: int = 0) -> Student:
+    torch.manual_seed(seed)
+    cfg = StudentConfig(model=str(tiny_bert_dir), layers=1, grounding_dim=GROUNDING_DIM)
+    return Student(build_encoder(cfg), cfg, TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM if with_images else None).train()
+
+
+def make_inputs(paired: bool = True, seed: int = 0, n: int = len(SENTENCES)) -> StepInputs:
+    g = torch.Generator().manual_seed(seed)
+    text = F.normalize(torch.randn(n, TEACHER_TEXT_DIM, generator=g), dim=-1)
+    if not paired:
+        return StepInputs(sentences=SENTENCES[:n], teacher_text=text)
+    image = F.normalize(torch.randn(n, TEACHER_IMAGE_DIM, generator=g), dim=-1)
+    ids = torch.tensor(IMAGE_IDS[:n])
+    image = image[torch.unique(ids, return_inverse=True)[1]]  # one vector per image id
+    return StepInputs(sentences=SENTENCES[:n], teacher_text=text, teacher_image=image, image_ids=ids)
+
+
+def run(objective: DistillationObjective, student: Student, inputs: StepInputs, seed: int = 0):
+    """One forward with a fixed dropout seed."""
+    torch.manual_seed(seed)
+    return objective(student, inputs)
+
+
+@contextmanager
+def captured_views(student: Student):
+    """Collect every ``student.mlp`` output of the block: in one objective step the first is ``z1``, the
+    second ``z2`` (the mlp is Identity here, so they are also ``h1``, ``h2``)."""
+    outputs: list[torch.Tensor] = []
+    handle = student.mlp.register_forward_hook(lambda m, a, out: outputs.append(out.detach().clone()))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def objective(**overrides) -> DistillationObjective:
+    return DistillationObjective(LossConfig(**overrides))

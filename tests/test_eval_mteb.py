@@ -1,0 +1,44 @@
+"""The mteb bridge: local data injection, agreement with eval.sts, and the published MiniLM number."""
+from __future__ import annotations
+
+import pytest
+
+from distill.data import load_sick, load_stsb
+from eval.mteb_bridge import MTEB_TASK_NAMES, evaluate_mteb_sts, local_mteb_task
+from eval.sts import STS_TASKS, evaluate_sts
+
+
+def test_every_sts_task_has_an_mteb_counterpart():
+    assert set(MTEB_TASK_NAMES) == set(STS_TASKS)
+
+
+def test_local_task_holds_our_pairs_as_its_test_split(tiny_senteval_dir):
+    task = local_mteb_task("STSBenchmark", tiny_senteval_dir)
+    split = task.dataset["default"]["test"]
+    pairs = load_stsb("test", tiny_senteval_dir)
+    assert task.data_loaded and task.metadata.name == "STSBenchmark"
+    assert split["sentence1"] == [p.sentence1 for p in pairs] and split["score"] == [p.score for p in pairs]
+    sick_all = local_mteb_task("SICKRelatedness", tiny_senteval_dir, sick_r_pairs="mteb-all")
+    expected = sum(len(load_sick(s, tiny_senteval_dir)) for s in ("train", "trial", "test"))
+    assert sick_all.dataset["default"]["test"].num_rows == expected
+
+
+def test_bridge_with_our_pooler_agrees_with_eval_sts(tiny_st, tiny_senteval_dir):
+    tasks = ("STS13", "STSBenchmark")
+    ours = evaluate_sts(tiny_st, tiny_senteval_dir, tasks=tasks, pooler="cls_before_pooler", include_stsb_dev=False,
+                        show_progress=False)
+    bridged = evaluate_mteb_sts(tiny_st, tiny_senteval_dir, tasks=tasks, pooler="cls_before_pooler")
+    for task in tasks:  # mteb encodes each column separately: padding differs, ranks do not
+        assert bridged.scores[task] == pytest.approx(ours.spearman(task), abs=0.011)
+
+
+@pytest.mark.slow
+def test_minilm_stsb_matches_mteb_published_and_the_bridge():
+    """all-MiniLM-L6-v2 with its own pooling: MTEB publishes STSBenchmark test 0.82032."""
+    from eval.encode import load_model
+
+    model = load_model("offline:all-MiniLM-L6-v2")
+    ours = evaluate_sts(model, tasks=("STSBenchmark",), include_stsb_dev=False, show_progress=False)
+    bridged = evaluate_mteb_sts(model, tasks=("STSBenchmark",))
+    assert ours.spearman("STSBenchmark") == 82.03
+    assert abs(bridged.scores["STSBenchmark"] - ours.spearman("STSBenchmark")) < 0.01

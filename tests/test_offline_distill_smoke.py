@@ -1,0 +1,52 @@
+"""The offline benchmark in smoke mode (2 steps, 1 seed, tiny models): it must keep running end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture()
+def mixed_data_dir(tmp_path, tiny_senteval_dir) -> Path:
+    """Tiny random SentEval files (fast evaluation) beside the real training corpora and images."""
+    from distill.data.paths import resolve_data_dir
+
+    real = resolve_data_dir(None)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "senteval").symlink_to(tiny_senteval_dir / "senteval")
+    for name in ("wiki1m", "flickr30k", "coco", "images"):
+        (root / name).symlink_to(real / name)
+    return root
+
+
+def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_dir):
+    report = tmp_path / "report" / "offline_distill.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "offline_distill.py"), "--smoke", "--jobs", "3",
+           "--out-root", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
+           "--report", str(report), "--data-dir", str(mixed_data_dir), "--batch-size", "8",
+           "--set", f"student.model={tiny_bert_dir}", "--set", f"teacher.text_model={tiny_bert_dir}",
+           "--set", "data.limits={wiki1m: 64, flickr30k_train: 4, coco_val2017: 4, coco2017_mini: 12}",
+           "--set", "train.retrieval_holdout_images=4", "--set", "student.layers=1"]
+    result = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FAILED" not in result.stdout, result.stdout
+    text = report.read_text()
+    for label in ("SimCSE", "MCSE", "KDMCSE + soft-target KL", "Embedding regression", "teacher"):
+        assert label in text
+    assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
+    kdmcse = json.loads((tmp_path / "runs" / "kdmcse" / "seed1234" / "results.json").read_text())
+    assert kdmcse["train"]["steps"] == 2 and "rsum" in kdmcse["retrieval"]
+
+    rerun = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0
+    assert rerun.stdout.count("already done") == 6 and " ok in " not in rerun.stdout  # finished runs are skipped
