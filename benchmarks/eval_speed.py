@@ -91,16 +91,35 @@ def render_report(fp32: ModeRun, bf16: ModeRun, n_pairs: int, batch_size: int, c
         "",
     ]
     if bf16_ok:
-        lines.append(f"Default: **bf16**. Every task moves by less than {BF16_TOLERANCE}, and bf16 encodes "
-                     f"{speedup:.2f}x as many sentences per second.")
+        lines += [
+            f"Default: **bf16**. Every task moves by less than {BF16_TOLERANCE}, and bf16 encodes "
+            f"{speedup:.2f}x as many sentences per second.",
+            "",
+            "Caveats: a change below 0.05 can still flip a rounded second decimal, so reproducing a published "
+            "fp32 number digit for digit needs `--fp32` (the MiniLM STS-B test in tests/test_eval_mteb.py does "
+            "that). The speed-up needs native bf16 on the CPU (this one has AMX / AVX512-BF16); on CPUs "
+            "without it, autocast can be slower than fp32, so pass `--fp32` there.",
+        ]
     else:
         lines.append(f"Default: **fp32**. bf16 is {speedup:.2f}x as fast, but it moves {STS_HEADERS[worst_task]} "
-                     f"by {abs(deltas[worst_task]):.3f} (tolerance {BF16_TOLERANCE}), enough to change a reported "
-                     "second decimal; `--bf16` stays available for quick looks (and checkpoint selection).")
+                     f"by {abs(deltas[worst_task]):.3f} (tolerance {BF16_TOLERANCE}); `--bf16` stays available "
+                     "for quick looks.")
     in_code = "bf16" if DEFAULT_BF16 else "fp32"
     lines += ["", f"`eval.encode.DEFAULT_BF16` is currently **{in_code}**"
               + (" (matches)." if in_code == decision else f": UPDATE IT to {decision}."), ""]
     return "\n".join(lines)
+
+
+def _cpu_description() -> str:
+    """CPU model and whether it has native bf16 (which decides whether autocast pays off)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    native = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    return f"{model or platform.machine()}, native bf16: {', '.join(native) or 'none'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = run_mode(model, pairs_by_task, bf16=True, batch_size=args.batch_size)
     load_after = os.getloadavg()[0]
     context = {
-        "Machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        "Machine": f"{os.cpu_count()} CPU cores, {_cpu_description()}, "
                    f"torch {torch.__version__} with {torch.get_num_threads()} threads, no GPU",
         "Model": args.model,
         "1-minute load average": f"{load_before:.1f} before, {load_after:.1f} after (other jobs share these cores; "

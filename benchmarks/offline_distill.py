@@ -55,7 +55,17 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                                                         "loss.regression_weight=1"), False),
     Method("kdmcse_kl_mse", "KDMCSE + KL + regression", (*_KDMCSE, "loss.soft_target_weight=1",
                                                          "loss.regression_weight=100"), True),
+    # Issue 6 ablations: each related method added to the KDMCSE configuration (docs/modules.md).
+    Method("kdmcse_aahr", "KDMCSE + AAHR", (*_KDMCSE, "loss.aahr_queue_size=512", "loss.aahr_prototypes=32",
+                                            "loss.aahr_weight=0.1", "loss.aahr_cluster_negative_weight=0.5"), True),
+    Method("kdmcse_softmask", "KDMCSE + soft masks / focal", (*_KDMCSE, "loss.focal_gamma=2.0",
+                                                               "loss.soft_mask_view_weight=1.0",
+                                                               "loss.soft_mask_strength=1.0"), True),
+    Method("kdmcse_mmref", "KDMCSE + MMRef", (*_KDMCSE, "loss.mmref_weight=0.01", "loss.mmref_alpha=0.5"), True),
+    Method("kdmcse_dias", "KDMCSE + DIAS", (*_KDMCSE, "loss.dias_weight=0.0001", "loss.dias_relation_weight=1.0",
+                                            "loss.dias_top_k=5"), True),
 ]}
+DEFAULT_METHODS = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse"
 
 
 def common_overrides(args: argparse.Namespace) -> list[str]:
@@ -187,7 +197,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list (default: all): %(default)s")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help=f"comma list (default: %(default)s; 'all' adds the issue-6 ablations: {', '.join(METHODS)})")
     parser.add_argument("--seeds", type=int, default=3, help="how many of the seeds 1234, 1235, 1236")
     parser.add_argument("--steps", type=int, default=1500, help="training steps per run (same for all)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -204,6 +215,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--run-one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.command = "python benchmarks/offline_distill.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.methods == "all":
+        args.methods = ",".join(METHODS)
     if args.smoke:
         args.seeds, args.steps, args.no_transfer = 1, 2, True
     unknown = [m for m in args.methods.split(",") if m not in METHODS]

@@ -105,7 +105,8 @@ class LossConfig:
         if self.aahr_prototypes == 1:
             raise ValueError("aahr_prototypes must be 0 (off) or >= 2")
         if not 0 <= self.aahr_cluster_negative_weight <= 1:
-            raise ValueError(f"aahr_cluster_negative_weight must be in [0, 1], got {self.aahr_cluster_negative_weight}")
+            raise ValueError("aahr_cluster_negative_weight must be in [0, 1], "
+                             f"got {self.aahr_cluster_negative_weight}")
         uses_prototypes = self.aahr_weight > 0 or self.aahr_cluster_negative_weight < 1
         if uses_prototypes and self.aahr_prototypes == 0:
             raise ValueError("aahr_weight > 0 or aahr_cluster_negative_weight < 1 needs aahr_prototypes >= 2")
@@ -251,6 +252,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be float, got {value!r}") from None
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")

@@ -53,7 +53,7 @@ def gather_all(x: torch.Tensor) -> torch.Tensor:
     return gather_with_grad(x)[0]
 
 
-@dataclass
+@dataclass(eq=False)
 class Step:
     """The tensors the terms of one step share. ``h``: sentence embeddings of the two dropout views,
     ``z``: their MLP outputs; ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``);

@@ -31,7 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from distill.config import RunConfig, save_config, to_dict
+from distill.config import RunConfig, load_config, save_config, to_dict
 from distill.data.paths import resolve_data_dir
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
@@ -252,9 +252,7 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
     saved = out / "config.yaml"
     if not (out / "checkpoint.pt").is_file() or not saved.is_file():
         return
-    import yaml
-
-    before = yaml.safe_load(saved.read_text())
+    before = to_dict(load_config(saved))  # keys added since that run compare as their defaults
     now = to_dict(cfg)
     changed = sorted(_diff_keys(before, now))
     if changed:

@@ -13,7 +13,7 @@ What to expect against ``eval.sts``:
 * SICK-R: mteb's own dataset is all 9,927 SICK pairs (train + trial + test); the SentEval protocol
   uses the 4,927 test pairs. ``sick_r_pairs`` picks which one to inject ("senteval-test" default).
 
-With ``pooler="model"`` and fp32 the SentenceTransformer goes to mteb unwrapped, so mteb encodes
+With ``pooler="model"`` and fp32 (the default here) the SentenceTransformer goes to mteb unwrapped, so mteb encodes
 with sentence-transformers itself and only the data is shared with ``eval.sts``. Other poolers, or
 bf16, go through ``eval.encode`` inside a thin mteb wrapper.
 """
@@ -31,7 +31,7 @@ from sentence_transformers import SentenceTransformer
 
 from distill.data import STSPair, load_sick
 
-from .encode import DEFAULT_BF16, Pooler, encode, load_model
+from .encode import Pooler, encode, load_model
 from .sts import STS_TASKS, load_sts_task
 
 MTEB_TASK_NAMES: dict[str, str] = {
@@ -86,11 +86,15 @@ def evaluate_mteb_sts(
     tasks: Sequence[str] = STS_TASKS,
     pooler: Pooler = "model",
     batch_size: int = 128,
-    bf16: bool = DEFAULT_BF16,
+    bf16: bool = False,
     sick_r_pairs: SickPairs = "senteval-test",
     show_progress: bool = False,
 ) -> MTEBResults:
-    """mteb's STS evaluation of a model on the local copies of the tasks (no hub access)."""
+    """mteb's STS evaluation of a model on the local copies of the tasks (no hub access).
+
+    fp32 by default (unlike ``eval.sts``): with ``pooler="model"`` the check then runs mteb's own
+    sentence-transformers path end to end.
+    """
     import mteb
 
     model = load_model(model)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -146,12 +148,19 @@ def image_problem(path: Path) -> str | None:
 
 
 def find_bad_images(images: Sequence[ImageRow]) -> list[BadRow]:
-    problems = []
-    for image in images:
-        problem = image_problem(image.path)
-        if problem is not None:
-            problems.append(BadRow(row_id=image.image_id, path=image.path, line=None, problem=problem))
-    return problems
+    """Every image that cannot be encoded, in row order (decoding in threads: PIL releases the GIL)."""
+    problems = _in_threads(lambda image: image_problem(image.path), images)
+    return [
+        BadRow(row_id=image.image_id, path=image.path, line=None, problem=problem)
+        for image, problem in zip(images, problems)
+        if problem is not None
+    ]
+
+
+def _in_threads(function: Callable, items: Sequence) -> list:
+    """``map`` over I/O- and codec-bound work, in order, on as many threads as there are cores."""
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        return list(pool.map(function, items))
 
 
 # --- fingerprint ---------------------------------------------------------------------------------
@@ -162,8 +171,8 @@ def dataset_fingerprint(rows: CacheRows) -> str:
     digest = hashlib.sha256(b"teacher-cache-dataset/1\n")
     for row in rows.texts:
         digest.update(f"T\t{row.row_id}\t{row.text}\n".encode())
-    for image in rows.images:
-        digest.update(f"I\t{image.image_id}\t{file_sha256(image.path)}\n".encode())
+    for image, sha256 in zip(rows.images, _in_threads(lambda image: file_sha256(image.path), rows.images)):
+        digest.update(f"I\t{image.image_id}\t{sha256}\n".encode())
     for problem in rows.problems:
         digest.update(f"B\t{problem.row_id}\t{problem.problem}\n".encode())
     return digest.hexdigest()

@@ -42,7 +42,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image
 from tqdm.auto import tqdm
 
 from distill.data.paths import resolve_data_dir
@@ -60,6 +62,7 @@ from distill.data.records import BadRow, ImageRow, TextRow
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
 from .data import CacheDataConfig, collect_rows, dataset_fingerprint, find_bad_images
 from .towers import Teacher, TeacherConfig, build_teacher
+from .towers.base import load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +183,11 @@ def ensure_cache(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     progress: bool = True,
 ) -> Path:
-    """The directory of the complete cache for this teacher and data, building what is missing."""
+    """The directory of the complete cache for this teacher and data, building what is missing.
+
+    This is what a trainer calls before training. Under an initialised ``torch.distributed`` group
+    every rank must call it (the ranks share the encoding); a single process just builds.
+    """
     return build_cache(
         teacher_cfg, data_cfg, cache_root, data_dir, skip_bad=skip_bad, shard_rows=shard_rows, progress=progress
     ).path
@@ -197,7 +204,11 @@ def build_cache(
     progress: bool = True,
     teacher: Teacher | None = None,
 ) -> BuildReport:
-    """Build or resume the cache (on every rank of an initialised process group) and report."""
+    """Build or resume the cache (on every rank of an initialised process group) and report.
+
+    ``teacher``, when given, is an already-loaded teacher built from ``teacher_cfg`` (saves loading
+    it twice); its ``identity`` is what fingerprints the cache.
+    """
     started = time.perf_counter()
     group = _Group.current()
     teacher = teacher or build_teacher(teacher_cfg)
@@ -318,7 +329,8 @@ def _plan_from(teacher, teacher_cfg, data_cfg, data_dir, texts, images, skipped,
 
 
 def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_fingerprint: str, shard_rows: int) -> str:
-    """Everything that changes the stored bytes; the device is left out (see README of the cache)."""
+    """Everything that decides the stored vectors. The device is left out on purpose: a CPU trainer
+    must find the cache a GPU built (the vectors agree to rounding, not bit for bit)."""
     key = {
         "format": FORMAT,
         "teacher": teacher.identity,
@@ -403,18 +415,37 @@ def _encode_shard(teacher: Teacher, plan: CachePlan, spec: ShardSpec, bar: tqdm)
     """Encode one shard; its batches depend on the shard's rows alone (the resume guarantee)."""
     if spec.modality == "text":
         inputs: list = [row.text for row in plan.texts[spec.start : spec.stop]]
-        encode = teacher.encode_text
+        encode, load = teacher.encode_text, list
     else:
         inputs = [row.path for row in plan.images[spec.start : spec.stop]]
-        encode = teacher.encode_image
+        encode, load = teacher.encode_image, _decode_images
     ids = plan.ids(spec.modality)[spec.start : spec.stop]
     out = np.empty((len(inputs), plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
-    for batch in shard_batches(inputs, plan.batch_size, by_length=spec.modality == "text"):
-        embeddings = encode([inputs[i] for i in batch])
+    batches = shard_batches(inputs, plan.batch_size, by_length=spec.modality == "text")
+    for batch, loaded in _prefetched(batches, lambda batch: load(inputs[i] for i in batch)):
+        embeddings = encode(loaded)
         _check_embeddings(embeddings, [ids[i] for i in batch], plan.dims[spec.modality])
         out[batch] = embeddings.numpy().astype(STORAGE_DTYPE)
         bar.update(len(batch))
     return out
+
+
+def _decode_images(paths: Iterable[Path]) -> list[Image.Image]:
+    return [load_rgb(path) for path in paths]
+
+
+def _prefetched(batches: list[list[int]], load: Callable[[list[int]], list]) -> Iterator[tuple[list[int], list]]:
+    """Yield each batch with its loaded inputs while the next batch loads in a background thread.
+
+    JPEG decoding releases the GIL, so it overlaps the teacher's forward instead of adding to it.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for position, batch in enumerate(batches):
+            loaded = pending.result()
+            if position + 1 < len(batches):
+                pending = pool.submit(load, batches[position + 1])
+            yield batch, loaded
 
 
 def shard_batches(inputs: Sequence, batch_size: int, by_length: bool) -> list[list[int]]:

@@ -1,4 +1,7 @@
-"""eval.encode on a tiny random BERT: poolers against hand-computed values, dedupe, order, modes."""
+"""eval.encode on a tiny random BERT: poolers against hand-computed values, dedupe, order, modes.
+
+Exact comparisons run in fp32 (``bf16=False``); the bf16 default is checked separately.
+"""
 from __future__ import annotations
 
 from collections import Counter
@@ -35,13 +38,13 @@ def _by_hand(raw_bert, sentences):
 
 def test_cls_before_pooler_is_the_raw_cls_hidden_state(tiny_st, raw_bert):
     output, _ = _by_hand(raw_bert, SENTENCES)
-    ours = encode(tiny_st, SENTENCES, pooler="cls_before_pooler", show_progress=False)
+    ours = encode(tiny_st, SENTENCES, pooler="cls_before_pooler", bf16=False, show_progress=False)
     np.testing.assert_allclose(ours, output.last_hidden_state[:, 0].numpy(), atol=1e-5)
 
 
 def test_cls_is_the_bert_pooler_output(tiny_st, raw_bert):
     output, _ = _by_hand(raw_bert, SENTENCES)
-    ours = encode(tiny_st, SENTENCES, pooler="cls", show_progress=False)
+    ours = encode(tiny_st, SENTENCES, pooler="cls", bf16=False, show_progress=False)
     np.testing.assert_allclose(ours, output.pooler_output.numpy(), atol=1e-5)
 
 
@@ -49,13 +52,13 @@ def test_mean_is_the_masked_token_mean(tiny_st, raw_bert):
     output, mask = _by_hand(raw_bert, SENTENCES)
     mask = mask.unsqueeze(-1).float()
     expected = (output.last_hidden_state * mask).sum(1) / mask.sum(1)
-    ours = encode(tiny_st, SENTENCES, pooler="mean", show_progress=False)
+    ours = encode(tiny_st, SENTENCES, pooler="mean", bf16=False, show_progress=False)
     np.testing.assert_allclose(ours, expected.numpy(), atol=1e-5)
 
 
 def test_model_pooler_matches_sentence_transformers_encode(tiny_st):
     expected = tiny_st.encode(SENTENCES, convert_to_numpy=True, show_progress_bar=False)
-    ours = encode(tiny_st, SENTENCES, pooler="model", show_progress=False)
+    ours = encode(tiny_st, SENTENCES, pooler="model", bf16=False, show_progress=False)
     assert ours.dtype == np.float32 and ours.shape == (len(SENTENCES), 32)
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
@@ -69,12 +72,27 @@ def test_each_distinct_sentence_is_encoded_once_and_order_is_restored(tiny_st, m
         return original(batch, *args, **kwargs)
 
     monkeypatch.setattr(tiny_st, "preprocess", counting_preprocess)
-    vectors = encode(tiny_st, SENTENCES, pooler="mean", batch_size=2, show_progress=False)
+    vectors = encode(tiny_st, SENTENCES, pooler="mean", batch_size=2, bf16=False, show_progress=False)
     assert seen == Counter(set(SENTENCES))  # 4 distinct sentences, each exactly once
     np.testing.assert_array_equal(vectors[0], vectors[2])
     np.testing.assert_array_equal(vectors[1], vectors[5])
-    single = encode(tiny_st, [SENTENCES[3]], pooler="mean", show_progress=False)
+    single = encode(tiny_st, [SENTENCES[3]], pooler="mean", bf16=False, show_progress=False)
     np.testing.assert_allclose(vectors[3], single[0], atol=1e-5)
+
+
+def test_default_precision_follows_the_speed_report():
+    from pathlib import Path
+
+    import eval.encode
+
+    report = Path(__file__).resolve().parents[1] / "reports" / "eval_speed.md"
+    decided = "bf16" if "Default: **bf16**" in report.read_text() else "fp32"
+    assert ("bf16" if eval.encode.DEFAULT_BF16 else "fp32") == decided
+
+
+def test_a_bare_string_is_rejected(tiny_st):
+    with pytest.raises(TypeError, match="sequence of sentences"):
+        encode(tiny_st, "just one sentence", show_progress=False)
 
 
 def test_empty_input_gives_an_empty_matrix(tiny_st):
@@ -83,7 +101,7 @@ def test_empty_input_gives_an_empty_matrix(tiny_st):
 
 
 def test_bf16_returns_float32_close_to_fp32(tiny_st):
-    fp32 = encode(tiny_st, SENTENCES, pooler="mean", show_progress=False)
+    fp32 = encode(tiny_st, SENTENCES, pooler="mean", bf16=False, show_progress=False)
     bf16 = encode(tiny_st, SENTENCES, pooler="mean", bf16=True, show_progress=False)
     assert bf16.dtype == np.float32
     np.testing.assert_allclose(bf16, fp32, atol=0.05)

@@ -98,6 +98,8 @@ class AAHR(nn.Module):
     def observe(self, candidates: Tensor, teacher_text_all: Tensor) -> Tensor | None:
         """Start of a step: create the state if needed, assign the gathered teacher rows to the
         prototypes and update them. Returns the ``[N]`` cluster ids (None without prototypes)."""
+        if self._device_anchor.device != candidates.device:  # an objective never moved with .to(device)
+            self.to(candidates.device)
         self._materialise(candidates.shape[1], teacher_text_all.shape[1])
         return self.prototypes.update(teacher_text_all) if self.prototypes is not None else None
 

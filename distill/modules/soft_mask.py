@@ -36,10 +36,10 @@ the student's own agreement with the teacher rather than a word-conditional Grad
 encoder; the masked view is a stop-gradient positive rather than a trained branch.
 
 Cost: one extra forward and one backward (to the word embeddings only, no parameter gradients) of
-``B`` sentences for the saliency, and one no-grad forward of ``B`` sentences for the third view; the
-main step is a forward and backward of ``2B`` sentences, so roughly +60% of an encoder step's compute
-(less when the teacher lookup, evaluation or optimiser dominate). Memory: the saliency graph of ``B``
-sentences lives only inside this module.
+``B`` sentences for the saliency, and one no-grad forward of ``B`` sentences for the third view: about
+four forward-equivalents of ``B`` on top of the main step's six (a forward and a backward of ``2B``),
+so roughly +60-70% encoder compute per step (less where the teacher lookup, evaluation or optimiser
+dominate). Memory: the saliency graph of ``B`` sentences lives only inside this module.
 """
 from __future__ import annotations
 
