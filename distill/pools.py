@@ -1,6 +1,7 @@
 """Training pools: which cached rows form text-only batches and which form image-caption batches.
 
-Captions of the image sources (coco2017_mini) are the paired pool; every other cached sentence
+Captions of the image sources (coco2017_mini; Flickr30k or COCO train2014 for users with those images)
+are the paired pool; every other cached sentence
 (Wiki1M, Flickr30k and COCO captions used as plain text) is the text pool. Images held out for
 retrieval evaluation are removed from both pools, with all their captions, so evaluation images are
 never trained on.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.corpora import load_coco2017_mini
+from distill.data.corpora import load_coco2017_mini, load_coco_captions, load_flickr30k_captions
 from teacher_cache.data import CacheDataConfig, collect_rows
 from teacher_cache.reader import TeacherCache
 
@@ -73,8 +74,17 @@ def choose_heldout_images(image_ids: list[str], n: int) -> list[str]:
 
 def _paired_captions(cache: TeacherCache, data_cfg: CacheDataConfig, data_dir: Path) -> list[tuple[str, str]]:
     """(caption row id, image id) for every cached caption whose image is cached too."""
-    if "coco2017_mini" not in data_cfg.image_sources or "coco2017_mini" not in data_cfg.text_sources:
-        return []
-    _, captions = load_coco2017_mini(data_dir, limit=data_cfg.limits.get("coco2017_mini"), problems=[])
     text_ids, image_ids = set(cache.text_ids), set(cache.image_ids)
-    return [(c.row_id, c.image_id) for c in captions if c.row_id in text_ids and c.image_id in image_ids]
+    pairs = []
+    for source in data_cfg.image_sources:
+        if source in data_cfg.text_sources:
+            captions = _CAPTION_LOADERS[source](data_dir, data_cfg.limits.get(source))
+            pairs += [(c.row_id, c.image_id) for c in captions if c.row_id in text_ids and c.image_id in image_ids]
+    return pairs
+
+
+_CAPTION_LOADERS = {
+    "coco2017_mini": lambda d, n: load_coco2017_mini(d, limit=n, problems=[])[1],
+    "flickr30k_train": lambda d, n: load_flickr30k_captions(d, "train", limit=n, problems=[]),
+    "coco_train2014": lambda d, n: load_coco_captions(d, "train2014", limit=n, problems=[]),
+}

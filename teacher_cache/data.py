@@ -22,16 +22,22 @@ from PIL import Image
 
 from distill.data.corpora import (
     load_coco2017_mini,
+    load_coco_captions,
+    load_coco_images,
     load_coco_val2017_captions,
     load_flickr30k_captions,
+    load_flickr30k_images,
     load_wiki1m,
 )
 from distill.data.records import BadRow, ImageRow, TextRow
 
 from .files import file_sha256
 
-TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco2017_mini")
-IMAGE_SOURCES: tuple[str, ...] = ("coco2017_mini",)
+TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco_train2014", "coco2017_mini")
+OFFLINE_TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco2017_mini")
+OFFLINE_IMAGE_SOURCES: tuple[str, ...] = ("coco2017_mini",)
+# flickr30k_train and coco_train2014 images are not shipped: they are for users who have them (README).
+IMAGE_SOURCES: tuple[str, ...] = ("flickr30k_train", "coco_train2014", "coco2017_mini")
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ class CacheDataConfig:
     image rows alike, so ``{"coco2017_mini": 8}`` keeps 8 photos and exactly their 40 captions.
     """
 
-    text_sources: tuple[str, ...] = TEXT_SOURCES
-    image_sources: tuple[str, ...] = IMAGE_SOURCES
+    text_sources: tuple[str, ...] = OFFLINE_TEXT_SOURCES
+    image_sources: tuple[str, ...] = OFFLINE_IMAGE_SOURCES
     limits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,11 +112,14 @@ _TEXT_LOADERS: dict[str, Callable[[Path, int | None, list[BadRow]], list[TextRow
     "wiki1m": lambda d, n, p: load_wiki1m(d, limit=n, problems=p),
     "flickr30k_train": lambda d, n, p: _as_text_rows(load_flickr30k_captions(d, "train", limit=n, problems=p)),
     "coco_val2017": lambda d, n, p: _as_text_rows(load_coco_val2017_captions(d, limit=n, problems=p)),
+    "coco_train2014": lambda d, n, p: _as_text_rows(load_coco_captions(d, "train2014", limit=n, problems=p)),
     "coco2017_mini": lambda d, n, p: _as_text_rows(load_coco2017_mini(d, limit=n, problems=p)[1]),
 }
 _IMAGE_LOADERS: dict[str, Callable[[Path, int | None, list[BadRow]], list[ImageRow]]] = {
     # Caption problems are reported by the text source; the image loader only contributes images.
     "coco2017_mini": lambda d, n, p: load_coco2017_mini(d, limit=n, problems=[])[0],
+    "flickr30k_train": lambda d, n, p: load_flickr30k_images(d, "train", limit=n),
+    "coco_train2014": lambda d, n, p: load_coco_images(d, "train2014", limit=n),
 }
 
 

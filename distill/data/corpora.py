@@ -9,6 +9,7 @@ corpus              row id                                      image id
 Wiki1M              ``wiki1m:<line, 0-based>``                  -
 Flickr30k (M30k)    ``flickr30k:<split>:<line, 0-based>:<k>``   ``flickr30k:<file name stem>``
 COCO val2017        ``coco_val2017:<annotation id>``            ``coco:<COCO image id>``
+COCO train2014      ``coco_train2014:<annotation id>``          ``coco:<COCO image id>``
 coco2017_mini       ``coco2017_mini:<COCO image id>:<index>``   ``coco:<COCO image id>``
 ==================  ==========================================  ==============================
 
@@ -35,14 +36,19 @@ from .records import BadRow, CaptionRow, DataFormatError, ImageRow, TextRow
 __all__ = [
     "FLICKR30K_SPLITS",
     "load_coco2017_mini",
+    "load_coco_captions",
+    "load_coco_images",
     "load_coco_val2017_captions",
     "load_flickr30k_captions",
+    "load_flickr30k_images",
     "load_wiki1m",
 ]
 
+WIKI1M_FULL_FILE = Path("wiki1m/wiki1m_for_simcse.txt")  # SimCSE's 1M sentences, for users who have it
 WIKI1M_FILE = Path("wiki1m/wiki1m_for_simcse.prefix.txt")
+FLICKR30K_IMAGE_DIR = Path("flickr30k/images")  # Flickr30k's flickr30k-images/, for users who have it
+COCO_ANNOTATION_DIR = Path("coco/annotations")
 MULTI30K_DIR = Path("flickr30k/multi30k/task2")
-COCO_VAL2017_FILE = Path("coco/annotations/captions_val2017.json.gz")
 COCO2017_MINI_DIR = Path("images/coco2017_mini")
 FLICKR30K_SPLITS = ("train", "val", "test_2016")
 CAPTIONS_PER_FLICKR_IMAGE = 5
@@ -53,17 +59,19 @@ def load_wiki1m(
 ) -> list[TextRow]:
     """Wiki1M sentences, one per line, in file order; ``limit`` keeps the first sentences.
 
-    The shipped file is a byte prefix of the real one, so its last line is cut mid-sentence and has
-    no newline: a line without a terminating newline is dropped rather than trained on.
+    The full ``wiki1m_for_simcse.txt`` is used when it is there. Otherwise the shipped prefix, a byte
+    prefix of the real file whose last line is cut mid-sentence with no newline: such a line is
+    dropped rather than trained on.
     """
-    path = _existing(Path(data_dir) / WIKI1M_FILE)
+    full = Path(data_dir) / WIKI1M_FULL_FILE
+    path = full if full.is_file() else _existing(Path(data_dir) / WIKI1M_FILE)
     rows: list[TextRow] = []
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle):
             if limit is not None and line_no >= limit:
                 break
-            if not raw.endswith(b"\n"):
-                break  # the cut final line
+            if not raw.endswith(b"\n") and path != full:
+                break  # the cut final line of the prefix
             text = _decode(raw, path, line_no + 1).strip()
             row_id = f"wiki1m:{line_no}"
             if _is_blank(text, row_id, path, line_no + 1, problems):
@@ -105,15 +113,34 @@ def load_flickr30k_captions(
     return rows
 
 
+def load_flickr30k_images(data_dir: Path | str, split: str = "train", limit: int | None = None) -> list[ImageRow]:
+    """The photos of a Multi30k split, from ``flickr30k/images/<file name>`` (Flickr30k's own folder).
+
+    Files are not opened here: a cache builder checks every one and reports all bad ones at once.
+    """
+    if split not in FLICKR30K_SPLITS:
+        raise ValueError(f"unknown Flickr30k split {split!r}; expected one of {FLICKR30K_SPLITS}")
+    names = _read_image_list(_existing(Path(data_dir) / MULTI30K_DIR / "image_splits" / f"{split}_images.txt"), limit)
+    folder = Path(data_dir) / FLICKR30K_IMAGE_DIR
+    return [ImageRow(f"flickr30k:{Path(name).stem}", folder / name, source=f"flickr30k_{split}") for name in names]
+
+
 def load_coco_val2017_captions(
     data_dir: Path | str, limit: int | None = None, problems: list[BadRow] | None = None
 ) -> list[CaptionRow]:
-    """The official COCO 2017 val captions, in annotation order; ``limit`` keeps the first images.
+    """The official COCO 2017 val captions (shipped gzipped), see :func:`load_coco_captions`."""
+    return load_coco_captions(data_dir, "val2017", limit, problems)
+
+
+def load_coco_captions(
+    data_dir: Path | str, split: str = "train2014", limit: int | None = None, problems: list[BadRow] | None = None
+) -> list[CaptionRow]:
+    """COCO ``captions_<split>.json`` (or ``.json.gz``), in annotation order; ``limit`` keeps the first images.
 
     ``caption_index`` counts an image's captions in file order (some images have 6 or 7).
     """
-    path = _existing(Path(data_dir) / COCO_VAL2017_FILE)
-    annotations = _read_coco_annotations(path)
+    path = _coco_annotation_file(data_dir, split)
+    annotations = _read_coco_document(path, "annotations")
     kept_images: set[int] = set()
     per_image_count: dict[int, int] = {}
     rows: list[CaptionRow] = []
@@ -125,10 +152,25 @@ def load_coco_val2017_captions(
             kept_images.add(image)
         caption_index = per_image_count.get(image, 0)
         per_image_count[image] = caption_index + 1
-        row_id = f"coco_val2017:{annotation_id}"
+        row_id = f"coco_{split}:{annotation_id}"
         if _is_blank(text, row_id, path, None, problems):
             continue
-        rows.append(CaptionRow(row_id, f"coco:{image}", caption_index, text, source="coco_val2017"))
+        rows.append(CaptionRow(row_id, f"coco:{image}", caption_index, text, source=f"coco_{split}"))
+    return rows
+
+
+def load_coco_images(data_dir: Path | str, split: str = "train2014", limit: int | None = None) -> list[ImageRow]:
+    """The photos of a COCO split that have captions, from ``coco/<split>/<file_name>``, in caption order."""
+    path = _coco_annotation_file(data_dir, split)
+    files = {entry.get("id"): entry.get("file_name") for entry in _read_coco_document(path, "images")
+             if isinstance(entry, dict)}
+    ordered = dict.fromkeys(_coco_annotation_fields(a, path, i)[0]
+                            for i, a in enumerate(_read_coco_document(path, "annotations")))
+    rows = []
+    for image in list(ordered)[:limit]:
+        if not isinstance(files.get(image), str):
+            raise DataFormatError(path, None, f"image {image} has captions but no file_name in 'images'")
+        rows.append(ImageRow(f"coco:{image}", Path(data_dir) / "coco" / split / files[image], source=f"coco_{split}"))
     return rows
 
 
@@ -214,18 +256,27 @@ def _read_gzip_lines(path: Path, expected: int) -> list[str]:
     return lines
 
 
-def _read_coco_annotations(path: Path) -> list[dict]:
+def _coco_annotation_file(data_dir: Path | str, split: str) -> Path:
+    folder = Path(data_dir) / COCO_ANNOTATION_DIR
+    for name in (f"captions_{split}.json.gz", f"captions_{split}.json"):
+        if (folder / name).is_file():
+            return folder / name
+    return _existing(folder / f"captions_{split}.json")
+
+
+def _read_coco_document(path: Path, key: str) -> list:
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
+        with opener(path, "rt", encoding="utf-8") as handle:
             document = json.load(handle)
     except json.JSONDecodeError as err:
         raise DataFormatError(path, err.lineno, f"invalid JSON ({err.msg})") from err
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
         raise DataFormatError(path, None, f"unreadable gzip/JSON data ({err})") from err
-    annotations = document.get("annotations") if isinstance(document, dict) else None
-    if not isinstance(annotations, list):
-        raise DataFormatError(path, None, "no 'annotations' list (not a COCO captions file?)")
-    return annotations
+    entries = document.get(key) if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise DataFormatError(path, None, f"no '{key}' list (not a COCO captions file?)")
+    return entries
 
 
 def _coco_annotation_fields(annotation: object, path: Path, position: int) -> tuple[int, int, str]:
