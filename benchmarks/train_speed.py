@@ -43,6 +43,9 @@ VARIANTS = {
     "KDMCSE + filter + soft-target KL": ("paired", ["loss.text=angular", "loss.multimodal=adapacse",
                                                       "loss.false_negative_filter=threshold",
                                                       "loss.soft_target_weight=1"]),
+    "Embedding regression (MSE)": ("paired", ["loss.text=none", "loss.multimodal=none",
+                                              "loss.false_negative_filter=none", "loss.soft_target_weight=0",
+                                              "loss.regression_weight=1"]),
 }
 
 

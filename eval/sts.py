@@ -143,8 +143,9 @@ def score_sts_task(
     n_pairs = sum(len(g) for g in gold.values())
 
     if task not in STS_YEAR_SUBSETS:
-        (only,) = subsets
-        return STSTaskResult(task, only.spearman, n_pairs, only.subset, subsets)
+        if len(subsets) != 1:
+            raise ValueError(f"{task} is scored on one split, got {list(pairs_by_subset)}")
+        return STSTaskResult(task, subsets[0].spearman, n_pairs, subsets[0].subset, subsets)
     aggregates = _aggregate(predictions, gold, per_subset)
     return STSTaskResult(task, aggregates[aggregation], n_pairs, aggregation, subsets, aggregates)
 

@@ -217,7 +217,7 @@ def _fit(classifier: LogisticRegression, features: np.ndarray, labels: np.ndarra
 
 
 @dataclass(frozen=True)
-class _TransferData:
+class TransferData:
     """Loaded rows of the requested tasks, so their sentences can be encoded in one pass."""
 
     single: dict[str, list[LabeledSentence]]
@@ -231,7 +231,7 @@ class _TransferData:
         return [r.text for r in rows] + pairs
 
 
-def load_transfer_data(tasks: Sequence[str], data_dir: str | Path | None = None) -> _TransferData:
+def load_transfer_data(tasks: Sequence[str], data_dir: str | Path | None = None) -> TransferData:
     unknown = [t for t in tasks if t not in TRANSFER_TASKS]
     if unknown:
         raise ValueError(f"unknown transfer task(s) {unknown}; known: {', '.join(TRANSFER_TASKS)}")
@@ -242,7 +242,7 @@ def load_transfer_data(tasks: Sequence[str], data_dir: str | Path | None = None)
     if "TREC" in tasks:
         splits["TREC"] = {s: load_trec(s, data_dir) for s in ("train", "test")}
     mrpc = {s: load_mrpc(s, data_dir) for s in ("train", "test")} if "MRPC" in tasks else {}
-    return _TransferData(single, splits, mrpc)
+    return TransferData(single, splits, mrpc)
 
 
 def evaluate_transfer(

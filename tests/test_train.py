@@ -65,6 +65,11 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path):
     assert load_config(run / "config.yaml") == cfg
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
+    from eval.mteb_bridge import evaluate_mteb_sts  # the saved student runs in mteb as it is
+
+    scores = evaluate_mteb_sts(str(model_dir), tasks=["STSBenchmark"]).scores
+    assert 0 < scores["STSBenchmark"] <= 100
+
 
 def test_kill_and_rerun_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
     straight = tmp_path / "straight"
