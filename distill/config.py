@@ -182,6 +182,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     return from_dict(RunConfig, raw, prefix="")
 
 
+def add_cli_arguments(parser, default_config: Path) -> None:
+    """The flags every run script shares: --config, --data-dir, --output-dir and key=value overrides."""
+    parser.add_argument("--config", default=str(default_config), help="YAML run config (default: %(default)s)")
+    parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
+    parser.add_argument("--output-dir", help="shortcut for train.output_dir=...")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+
+
+def config_from_cli(args) -> RunConfig:
+    """The RunConfig that ``add_cli_arguments``' flags describe (raises ConfigError)."""
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    if args.output_dir:
+        overrides.append(f"train.output_dir={args.output_dir}")
+    return load_config(args.config, overrides)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

@@ -88,17 +88,29 @@ def build_payload(
 
 def render_markdown(payloads: Sequence[Mapping[str, Any]]) -> str:
     """The STS, transfer and mteb tables of one or more saved payloads (only the sections present)."""
+    labelled = list(zip(row_labels(payloads), payloads))
     sections = []
     for key, title, table in (
         ("sts", "STS (Spearman x100)", sts_table),
         ("transfer", "Transfer (accuracy x100)", transfer_table),
         ("mteb", "mteb cross-check (cosine Spearman x100)", mteb_table),
     ):
-        rows = {p["model"]: p[key] for p in payloads if key in p}
+        rows = {label: p[key] for label, p in labelled if key in p}
         if rows:
             sections.append(f"### {title}\n\n{table(rows)}")
-    notes = [_sts_note(p) for p in payloads if "sts" in p]
-    return "\n\n".join(sections + [n for n in notes if n]) + "\n"
+    notes = [_sts_note(label, p) for label, p in labelled if "sts" in p]
+    return "\n\n".join(sections + notes) + "\n"
+
+
+def row_labels(payloads: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One table label per payload: the model name, plus its settings where names repeat."""
+    names = [p["model"] for p in payloads]
+    labels = []
+    for name, payload in zip(names, payloads):
+        config = payload.get("config", {})
+        settings = [config.get("pooler"), "bf16" if config.get("bf16") else "fp32", config.get("aggregation")]
+        labels.append(name if names.count(name) == 1 else f"{name} ({', '.join(str(s) for s in settings if s)})")
+    return [label if labels.count(label) == 1 else f"{label} #{i + 1}" for i, label in enumerate(labels)]
 
 
 def write_results(out_path: str | Path, payload: Mapping[str, Any]) -> tuple[Path, Path]:
@@ -111,9 +123,9 @@ def write_results(out_path: str | Path, payload: Mapping[str, Any]) -> tuple[Pat
     return json_path, md_path
 
 
-def _sts_note(payload: Mapping[str, Any]) -> str:
+def _sts_note(label: str, payload: Mapping[str, Any]) -> str:
     sts = payload["sts"]
-    note = f"{payload['model']}: STS12-16 aggregation `{sts['aggregation']}`, pooler `{sts['pooler']}`"
+    note = f"{label}: STS12-16 aggregation `{sts['aggregation']}`, pooler `{sts['pooler']}`"
     if sts.get("stsb_dev") is not None:
         note += f"; STS-B dev {sts['stsb_dev']:.2f} (not in Avg)"
     return note + "."

@@ -37,6 +37,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
+from tqdm.auto import tqdm
 
 from distill.data import (
     BINARY_TASK_FILES,
@@ -263,7 +264,7 @@ def evaluate_transfer(
     data = load_transfer_data(tasks, data_dir)
     table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
     results = {}
-    for task in tasks:
+    for task in tqdm(tasks, desc="transfer classifiers", unit="task", disable=not show_progress):
         if task in data.single:
             results[task] = _score_cv_task(task, data.single[task], table, n_folds, inner_folds, seed)
         elif task == "SST2":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Encode the training corpora with a frozen teacher into <cache root>/<teacher>-<fingerprint>/.
 
-    python scripts/cache_teacher.py                         # offline teacher, all offline corpora
+    python scripts/cache_teacher.py                         # what configs/offline_default.yaml trains on
     python scripts/cache_teacher.py --limit coco2017_mini=8 --text-sources coco2017_mini
     python scripts/cache_teacher.py --backend open_clip --clip-model ViT-L-14 --clip-pretrained openai
     torchrun --nproc_per_node 2 scripts/cache_teacher.py    # shards split across ranks
@@ -38,13 +38,16 @@ from teacher_cache import (
 )
 from teacher_cache.towers.config import BACKENDS, PRECISIONS
 
+DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
                  "batch_size", "precision", "device", "max_seq_length")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML with teacher:/data: sections")
+    parser.add_argument("--config", type=Path, default=DEFAULT_RUN_CONFIG,
+                        help="YAML with teacher:/data: sections, e.g. a training run config, so the cache is "
+                             "the one train_student.py will read (default: %(default)s)")
     teacher = parser.add_argument_group("teacher (TeacherConfig)")
     teacher.add_argument("--backend", choices=BACKENDS)
     teacher.add_argument("--text-model", help="composite: sentence-transformers name or path")
@@ -83,7 +86,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataC
     if args.limit:
         data_values["limits"] = {**data_values.get("limits", {}), **_parse_limits(args.limit)}
     run = {
-        "cache_root": Path(args.cache_root or loaded.get("cache_root", DEFAULT_CACHE_ROOT)),
+        "cache_root": Path(args.cache_root or loaded.get("cache_root")
+                           or loaded.get("train", {}).get("cache_root", DEFAULT_CACHE_ROOT)),
         "shard_rows": int(args.shard_rows or loaded.get("shard_rows", DEFAULT_SHARD_ROWS)),
         "skip_bad": bool(args.skip_bad if args.skip_bad is not None else loaded.get("skip_bad", False)),
     }

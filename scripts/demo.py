@@ -19,17 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import ConfigError, RunConfig, load_config  # noqa: E402
+from distill.config import ConfigError, RunConfig, add_cli_arguments, config_from_cli  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML run config (default: %(default)s)")
-    parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
-    return parser.parse_args(argv)
 
 
 def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
@@ -48,10 +40,10 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    overrides = list(args.overrides) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cli_arguments(parser, DEFAULT_CONFIG)
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = config_from_cli(parser.parse_args(argv))
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -51,6 +51,8 @@ def test_write_results_round_trips_json_and_markdown(tmp_path):
     markdown = md_path.read_text()
     assert "| tiny | 70.00 |" in markdown and "STS-B dev 80.50 (not in Avg)" in markdown
     assert render_markdown([saved, {**saved, "model": "other"}]).count("| other |") == 1
+    twice = render_markdown([saved, {**saved, "config": {"pooler": "mean", "bf16": True}}])
+    assert "| tiny (cls_before_pooler, fp32) |" in twice and "| tiny (mean, bf16) |" in twice
 
 
 def _load_cli():
