@@ -62,7 +62,8 @@ def run_both_modes(model, pairs_by_task, batch_size: int, rounds: int) -> tuple[
         start = time.perf_counter()
         spearman = score_all_tasks(pairs_by_task, table)
         scoring = time.perf_counter() - start
-        runs.append(ModeRun("bf16" if bf16 else "fp32", len(sentences), seconds[bf16], seconds[bf16] + scoring, spearman))
+        precision = "bf16" if bf16 else "fp32"
+        runs.append(ModeRun(precision, len(sentences), seconds[bf16], seconds[bf16] + scoring, spearman))
     return runs[0], runs[1]
 
 

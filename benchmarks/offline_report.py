@@ -112,6 +112,25 @@ def findings(runs, references, methods) -> list[str]:
                          f"({averages['regression']:.2f}): {', '.join(losers)}.")
         else:
             lines.append(f"Every KDMCSE variant beats plain embedding regression ({averages['regression']:.2f}).")
+    lines += ablation_findings(runs, averages, methods)
+    return lines
+
+
+def ablation_findings(runs, averages: dict[str, float], methods) -> list[str]:
+    """Each issue-6 module against plain KDMCSE: STS average and retrieval rSum, with the seed std."""
+    if "kdmcse" not in runs:
+        return []
+    base_std = statistics.stdev(sts_average(r) for r in runs["kdmcse"]) if len(runs["kdmcse"]) > 1 else 0.0
+    base_rsum = statistics.fmean(r["retrieval"]["rsum"] for r in runs["kdmcse"])
+    lines = []
+    for name in (n for n in runs if n.startswith("kdmcse_") and n not in KDMCSE_FAMILY):
+        delta = averages[name] - averages["kdmcse"]
+        rsum = statistics.fmean(r["retrieval"]["rsum"] for r in runs[name]) - base_rsum
+        std = statistics.stdev(sts_average(r) for r in runs[name]) if len(runs[name]) > 1 else 0.0
+        verdict = ("helps" if delta > base_std + std else "hurts" if delta < -(base_std + std)
+                   else "does not help measurably")
+        lines.append(f"{methods[name].label} vs KDMCSE: {delta:+.2f} STS average ({verdict}: the gap against "
+                     f"the two seed stds {base_std:.2f} + {std:.2f}), {rsum:+.2f} retrieval rSum.")
     return lines
 
 

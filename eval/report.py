@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .mteb_bridge import MTEBResults
-from .sts import STS_TASKS, STSResults
+from .sts import STSResults
 from .transfer import TRANSFER_TASKS, TransferResults
 
 STS_HEADERS: dict[str, str] = {

@@ -45,11 +45,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="how STS12-16 subsets combine: all = one Spearman over the concatenation (papers' default), "
         "wmean = size-weighted mean, mean = plain mean. Default: all",
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="data root (default: $DISTILL_DATA_DIR or ../shared/data)")
-    parser.add_argument("--out", type=Path, default=None, help="results JSON path; the .md goes beside it (default: results/<model name>.json)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="data root (default: $DISTILL_DATA_DIR or ../shared/data)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="results JSON path; the .md goes beside it (default: results/<model name>.json)",
+    )
+    default_mark = " (default; see reports/eval_speed.md)"
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", dest="bf16", action="store_true", help="encode under bfloat16 autocast" + (" (default)" if DEFAULT_BF16 else ""))
-    precision.add_argument("--fp32", dest="bf16", action="store_false", help="encode in float32" + ("" if DEFAULT_BF16 else " (default)"))
+    precision.add_argument(
+        "--bf16", dest="bf16", action="store_true",
+        help="encode under bfloat16 autocast" + (default_mark if DEFAULT_BF16 else ""),
+    )
+    precision.add_argument(
+        "--fp32", dest="bf16", action="store_false",
+        help="encode in float32, e.g. to reproduce a published number" + ("" if DEFAULT_BF16 else default_mark),
+    )
     parser.set_defaults(bf16=DEFAULT_BF16)
     parser.add_argument("--batch-size", type=int, default=128, help="sentences per forward pass (default: 128)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -82,18 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.transfer import evaluate_transfer
 
     model = load_model(args.model, device=args.device)
-    common = dict(
-        data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16,
-    )
+    common = dict(data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16)
+    progress = not args.no_progress
+    runners = {
+        "sts": lambda: evaluate_sts(model, aggregation=args.aggregation, show_progress=progress, **common),
+        "transfer": lambda: evaluate_transfer(model, show_progress=progress, **common),
+        "mteb": lambda: evaluate_mteb_sts(model, **common),
+    }
     started, timings, results = time.perf_counter(), {}, {}
     for group in args.task_groups:
         group_start = time.perf_counter()
-        if group == "sts":
-            results["sts"] = evaluate_sts(model, aggregation=args.aggregation, show_progress=not args.no_progress, **common)
-        elif group == "transfer":
-            results["transfer"] = evaluate_transfer(model, show_progress=not args.no_progress, **common)
-        else:
-            results["mteb"] = evaluate_mteb_sts(model, **common)
+        results[group] = runners[group]()
         timings[group] = round(time.perf_counter() - group_start, 1)
 
     config = {
@@ -101,12 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bf16": args.bf16, "batch_size": args.batch_size, "data_dir": str(args.data_dir) if args.data_dir else None,
         "device": str(model.device),
     }
-    extra = {"seconds": {**timings, "total": round(time.perf_counter() - started, 1)}}
+    extra = {"seconds": {**timings, "total": round(time.perf_counter() - started, 1)}, "versions": _versions()}
     payload = build_payload(args.model, config, **results, extra=extra)
     json_path, md_path = write_results(args.out or default_out_path(args.model), payload)
     print(render_markdown([payload]))
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     return 0
+
+
+def _versions() -> dict[str, str]:
+    """Library versions that can move a score, recorded with every result."""
+    import importlib.metadata
+
+    names = ("torch", "transformers", "sentence-transformers", "scikit-learn", "scipy", "mteb")
+    return {name: importlib.metadata.version(name) for name in names}
 
 
 if __name__ == "__main__":

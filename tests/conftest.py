@@ -10,7 +10,9 @@ import pytest
 
 # initializer_range 0.5 (BERT's default is 0.02): with tiny random weights every [CLS] vector is nearly
 # the same (pair cosines 0.99998 +- 1e-8), so rankings would hinge on float noise; 0.5 spreads them.
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, initializer_range=0.5)
+TINY_BERT = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, initializer_range=0.5
+)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +88,10 @@ def write_tiny_sts(root: Path, rng: random.Random, pairs_per_subset: int = 12) -
         _write(root / "senteval" / "STS" / "STSBenchmark" / f"sts-{split}.csv", rows)
     header = "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"
     for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
-        rows = [f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(1, 5):.1f}\tNEUTRAL" for i in range(pairs_per_subset)]
+        rows = [
+            f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(1, 5):.1f}\tNEUTRAL"
+            for i in range(pairs_per_subset)
+        ]
         _write(root / "senteval" / "SICK" / name, [header, *rows])
 
 

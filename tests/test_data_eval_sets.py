@@ -98,7 +98,9 @@ def test_binary_task_counts(data_dir, task, positives, negatives, first_id):
     assert len({r.row_id for r in rows}) == len(rows)
 
 
-@pytest.mark.parametrize(("split", "count", "positives"), [("train", 67349, 37569), ("dev", 872, 444), ("test", 1821, 909)])
+@pytest.mark.parametrize(
+    ("split", "count", "positives"), [("train", 67349, 37569), ("dev", 872, 444), ("test", 1821, 909)]
+)
 def test_sst2_counts(data_dir, split, count, positives):
     rows = load_sst2(split, data_dir)
     assert (len(rows), sum(r.label for r in rows)) == (count, positives)

@@ -43,7 +43,8 @@ def test_missing_task_shows_dash_and_no_average():
 
 
 def test_write_results_round_trips_json_and_markdown(tmp_path):
-    payload = build_payload("tiny", {"pooler": "cls_before_pooler"}, sts=_sts([70.0] * 7), extra={"seconds": {"sts": 1.0}})
+    config = {"pooler": "cls_before_pooler"}
+    payload = build_payload("tiny", config, sts=_sts([70.0] * 7), extra={"seconds": {"sts": 1.0}})
     json_path, md_path = write_results(tmp_path / "out" / "tiny.json", payload)
     saved = json.loads(json_path.read_text())
     assert saved["sts"]["average"] == 70.0 and saved["sts"]["tasks"]["STS12"]["spearman"] == 70.0

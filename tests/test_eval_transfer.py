@@ -30,16 +30,16 @@ def _blobs(n_per_class: int, n_classes: int = 2, dim: int = 6, seed: int = 0, sp
 
 
 def test_kfold_accuracy_separates_blobs():
-    features, labels = _blobs(30)
-    outcome = kfold_accuracy(features, labels, n_folds=5, inner_folds=3)
+    features, labels = _blobs(15)
+    outcome = kfold_accuracy(features, labels, n_folds=3, inner_folds=2)
     assert outcome.test_accuracy == 100.0 and outcome.dev_accuracy == 100.0
-    assert len(outcome.chosen_c) == 5 and set(outcome.chosen_c) <= set(C_GRID_INNER)
+    assert len(outcome.chosen_c) == 3 and set(outcome.chosen_c) <= set(C_GRID_INNER)
 
 
 def test_kfold_accuracy_is_chance_on_shuffled_labels():
-    features, labels = _blobs(60, seed=1)
+    features, labels = _blobs(40, seed=1)
     shuffled = np.random.default_rng(2).permutation(labels)
-    assert kfold_accuracy(features, shuffled, n_folds=5, inner_folds=3).test_accuracy < 75.0
+    assert kfold_accuracy(features, shuffled, n_folds=3, inner_folds=2).test_accuracy < 75.0
 
 
 def test_split_accuracy_chooses_c_on_dev():
