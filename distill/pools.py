@@ -66,7 +66,7 @@ def build_pools(cache: TeacherCache, data_cfg: CacheDataConfig, data_dir: Path,
 
 def choose_heldout_images(image_ids: list[str], n: int) -> list[str]:
     """A fixed random subset of ``n`` image ids (sorted), independent of the run's seed."""
-    if n < 0 or n >= max(len(image_ids), 1) and n:
+    if n < 0 or (n > 0 and n >= len(image_ids)):  # at least one image must stay for training
         raise ValueError(f"cannot hold out {n} of {len(image_ids)} images")
     order = np.random.default_rng(HOLDOUT_SEED).permutation(len(image_ids))
     return sorted(image_ids[i] for i in order[:n])
