@@ -5,6 +5,7 @@ stops the run with a clear message before any model is loaded or any data is rea
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -188,6 +189,16 @@ def add_cli_arguments(parser, default_config: Path) -> None:
     parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
     parser.add_argument("--output-dir", help="shortcut for train.output_dir=...")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+
+
+def run_config_from_argv(argv: list[str] | None, description: str, default_config: Path) -> RunConfig:
+    """Parse a run script's command line into a RunConfig; a bad config exits 2 naming the key."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cli_arguments(parser, default_config)
+    try:
+        return config_from_cli(parser.parse_args(argv))
+    except ConfigError as err:
+        parser.exit(2, f"config error: {err}\n")
 
 
 def config_from_cli(args) -> RunConfig:

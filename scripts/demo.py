@@ -11,7 +11,6 @@ evaluations already written.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import ConfigError, RunConfig, add_cli_arguments, config_from_cli  # noqa: E402
+from distill.config import RunConfig, run_config_from_argv  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
 
@@ -40,13 +39,7 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli_arguments(parser, DEFAULT_CONFIG)
-    try:
-        cfg = config_from_cli(parser.parse_args(argv))
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.data.paths import resolve_data_dir
     from distill.offline_models import resolve_model_name
     from distill.student import build_encoder

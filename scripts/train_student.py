@@ -13,25 +13,18 @@ checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import ConfigError, add_cli_arguments, config_from_cli  # noqa: E402
+from distill.config import run_config_from_argv  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli_arguments(parser, DEFAULT_CONFIG)
-    try:
-        cfg = config_from_cli(parser.parse_args(argv))
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.trainer import train
 
     model_dir = train(cfg)
