@@ -35,6 +35,8 @@ _PLAIN = ["loss.false_negative_filter=none", "loss.soft_target_weight=0", "loss.
 _KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative_filter=threshold",
            "loss.same_image_mask=true", "loss.soft_target_weight=0", "loss.regression_weight=0"]
 
+_DIAS = ["loss.dias_weight=0.0001", "loss.dias_relation_weight=1.0", "loss.dias_top_k=5"]
+
 
 @dataclass(frozen=True)
 class Method:
@@ -61,8 +63,15 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                                                                "loss.soft_mask_view_weight=1.0",
                                                                "loss.soft_mask_strength=1.0"), True),
     Method("kdmcse_mmref", "KDMCSE + MMRef", (*_KDMCSE, "loss.mmref_weight=0.01", "loss.mmref_alpha=0.5"), True),
-    Method("kdmcse_dias", "KDMCSE + DIAS", (*_KDMCSE, "loss.dias_weight=0.0001", "loss.dias_relation_weight=1.0",
-                                            "loss.dias_top_k=5"), True),
+    Method("kdmcse_dias", "KDMCSE + DIAS", (*_KDMCSE, *_DIAS), True),
+    # Combinations that try to beat plain regression: keep the pointwise target, add relational ones.
+    Method("regression_kl", "Regression + soft-target KL", ("loss.text=none", "loss.multimodal=none",
+                                                            *_PLAIN[:1], "loss.soft_target_weight=1",
+                                                            "loss.regression_weight=100"), False),
+    Method("adapacse_kl_mse", "AdapACSE + KL + regression (no text contrast)",
+           (*_KDMCSE, "loss.text=none", "loss.soft_target_weight=1", "loss.regression_weight=100"), True),
+    Method("kdmcse_kl_mse_dias", "KDMCSE + KL + regression + DIAS",
+           (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_DIAS), True),
 ]}
 DEFAULT_METHODS = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse"
 
@@ -97,7 +106,8 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
     cfg = load_config(CONFIG, overrides)
     model_dir = train(cfg)
-    results = evaluate_model(str(model_dir), cfg.data_dir, args)
+    transfer_jobs = max(1, (os.cpu_count() or 2) // args.jobs) if SEEDS.index(seed) < args.transfer_seeds else 0
+    results = evaluate_model(str(model_dir), cfg.data_dir, args, transfer_jobs)
     summary = json.loads((out / "train_summary.json").read_text())
     results.update(method=method.name, seed=seed, train=summary)
     if method.multimodal:
@@ -108,8 +118,11 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     return results
 
 
-def evaluate_model(model, data_dir, args: argparse.Namespace) -> dict:
-    """7-task STS, transfer average, and STS-B test cosines (for the similarity-distribution plot)."""
+def evaluate_model(model, data_dir, args: argparse.Namespace, transfer_jobs: int = -1) -> dict:
+    """7-task STS, transfer tasks, and STS-B test cosines (for the similarity-distribution plot).
+
+    ``transfer_jobs``: classifier folds fitted at a time (-1: every core; 0: skip the transfer tasks).
+    """
     from eval.encode import encode, load_model
     from eval.sts import evaluate_sts
     from distill.data.sts import load_stsb
@@ -117,10 +130,11 @@ def evaluate_model(model, data_dir, args: argparse.Namespace) -> dict:
     model = load_model(model)
     sts = evaluate_sts(model, data_dir=data_dir, show_progress=False)
     results = {"sts": sts.to_dict()}
-    if not args.no_transfer:
+    if transfer_jobs and not args.no_transfer:
         from eval.transfer import evaluate_transfer
 
-        results["transfer"] = evaluate_transfer(model, data_dir=data_dir, show_progress=False).to_dict()
+        results["transfer"] = evaluate_transfer(model, data_dir=data_dir, show_progress=False,
+                                                n_jobs=transfer_jobs).to_dict()
     pairs = load_stsb("test", data_dir)
     a = encode(model, [p.sentence1 for p in pairs], show_progress=False)
     b = encode(model, [p.sentence2 for p in pairs], show_progress=False)
@@ -184,7 +198,8 @@ def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
     flags = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-             "--out-root", args.out_root, "--cache-root", args.cache_root]
+             "--out-root", args.out_root, "--cache-root", args.cache_root, "--jobs", str(args.jobs),
+             "--transfer-seeds", str(args.transfer_seeds)]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
     if args.no_transfer:
@@ -208,6 +223,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", default=str(ROOT / "reports" / "offline_distill.md"))
     parser.add_argument("--data-dir")
     parser.add_argument("--no-transfer", action="store_true", help="skip the SentEval transfer tasks")
+    parser.add_argument("--transfer-seeds", type=int, default=3,
+                        help="run the transfer tasks on the first N seeds of each method only (they cost about "
+                             "5 CPU-core minutes a model)")
+    parser.add_argument("--cpu-check", metavar="DIR",
+                        help="saved results of a run on 2 CPU cores, quoted in the report's goal check")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run (e.g. student.model=PATH)")
     parser.add_argument("--smoke", action="store_true", help="tiny budget: 1 seed, 2 steps, no transfer")
@@ -233,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         build_cache_once(args)
         reference_rows(args)
-        jobs = [(m, seed) for m in args.methods.split(",") for seed in SEEDS[:args.seeds]]
+        # Seed-major, so an interrupted run has every method's first seed (the one with transfer) first.
+        jobs = [(m, seed) for seed in SEEDS[:args.seeds] for m in args.methods.split(",")]
         run_all(args, jobs)
     from benchmarks.offline_report import write_report
 

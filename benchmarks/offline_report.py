@@ -16,9 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 STS_COLUMNS = {"STS12": "STS12", "STS13": "STS13", "STS14": "STS14", "STS15": "STS15", "STS16": "STS16",
                "STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
-KDMCSE_FAMILY = ("kdmcse", "kdmcse_kl", "kdmcse_kl_mse")
+KDMCSE_FAMILY = ("kdmcse", "kdmcse_kl", "kdmcse_kl_mse", "adapacse_kl_mse", "kdmcse_kl_mse_dias")
+COMBINATIONS = ("kdmcse_kl_mse", "regression_kl", "adapacse_kl_mse", "kdmcse_kl_mse_dias")
+"""Methods that add soft targets, filtering or relations to the regression target (the issue's challenge)."""
 DISTRIBUTION_METHODS = ("simcse", "kdmcse", "kdmcse_kl", "regression")  # first seed of each; ablations left out
 COLORS = plt.get_cmap("tab20").colors
+TRANSFER_COLUMNS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
 
 
 def load_results(out_root: Path, methods) -> tuple[dict[str, list[dict]], dict[str, dict]]:
@@ -38,13 +41,30 @@ def transfer_average(result: dict) -> float | None:
     return statistics.fmean(t["accuracy"] for t in tasks.values()) if tasks else None
 
 
-def mean_std(values: list[float | None]) -> str:
+def mean_std(values: list[float | None], digits: int = 2) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "—"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def transfer_cell(results: list[dict]) -> str:
+    """Mean ± std of the transfer average over the seeds that ran it, with their count if not all."""
+    values = [v for v in (transfer_average(r) for r in results) if v is not None]
+    cell = mean_std(values)
+    return cell if len(values) in (0, len(results)) else f"{cell} (n={len(values)})"
+
+
+def compare(runs, name: str, base: str) -> tuple[float, str, float, float]:
+    """STS-average gap of ``name`` over ``base``, and whether it exceeds the two seed stds added."""
+    mean = {n: statistics.fmean(sts_average(r) for r in runs[n]) for n in (name, base)}
+    std = {n: statistics.stdev(sts_average(r) for r in runs[n]) if len(runs[n]) > 1 else 0.0 for n in (name, base)}
+    delta = mean[name] - mean[base]
+    verdict = ("better" if delta > std[name] + std[base] else "worse" if delta < -(std[name] + std[base])
+               else "within seed noise")
+    return delta, verdict, std[base], std[name]
 
 
 def sts_table(runs, references, methods) -> str:
@@ -67,6 +87,21 @@ def sts_table(runs, references, methods) -> str:
     return "\n".join(lines)
 
 
+def transfer_table(runs, references, methods) -> str:
+    """Per-task transfer accuracy of each model's first seed that ran them (SentEval's table)."""
+    rows = [("untrained 3-layer student", references.get("untrained"))]
+    rows += [(methods[name].label, next((r for r in results if "transfer" in r), None)) for name, results in runs.items()]
+    rows.append(("teacher (6-layer all-MiniLM-L6-v2)", references.get("teacher")))
+    lines = ["| model | " + " | ".join(TRANSFER_COLUMNS) + " | Avg |", "|" + "---|" * (len(TRANSFER_COLUMNS) + 2)]
+    for label, result in rows:
+        if result is None or "transfer" not in result:
+            continue
+        tasks = result["transfer"]["tasks"]
+        cells = [f"{tasks[t]['accuracy']:.2f}" if t in tasks else "—" for t in TRANSFER_COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {transfer_average(result):.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def details_table(runs, references, methods) -> str:
     lines = ["| model | transfer avg | retrieval rSum (97 held-out images) | train min | steps/s | "
              "time per step vs KDMCSE | best step |",
@@ -81,8 +116,8 @@ def details_table(runs, references, methods) -> str:
         rates = [r["train"]["steps_per_second"] for r in results]
         best = [r["train"]["best_step"] for r in results]
         cost = f"{kdmcse_rate / statistics.fmean(rates):.2f}" if kdmcse_rate else "—"
-        lines.append(f"| {methods[name].label} | {mean_std([transfer_average(r) for r in results])} | "
-                     f"{mean_std(rsum)} | {mean_std(minutes)} | {mean_std(rates)} | {cost} | {mean_std(best)} |")
+        lines.append(f"| {methods[name].label} | {transfer_cell(results)} | "
+                     f"{mean_std(rsum)} | {mean_std(minutes)} | {mean_std(rates)} | {cost} | {mean_std(best, 0)} |")
     if "teacher" in references:
         lines.append(f"| teacher | {mean_std([transfer_average(references['teacher'])])} | — | — | — | — | — |")
     return "\n".join(lines)
@@ -104,49 +139,92 @@ def findings(runs, references, methods) -> list[str]:
     if family and "simcse" in averages:
         top = max(family, key=family.get)
         gap = family[top] - averages["simcse"]
-        lines.append(f"Best KDMCSE variant ({methods[top].label}) vs SimCSE: {gap:+.2f} points (goal: >= +5).")
-    if "regression" in averages:
+        plain = f" (KDMCSE alone: {averages['kdmcse'] - averages['simcse']:+.2f})" if "kdmcse" in averages else ""
+        lines.append(f"Best KDMCSE variant ({methods[top].label}) vs SimCSE: {gap:+.2f} points (goal: >= +5){plain}.")
+    if "regression" in averages and family:
         losers = [methods[n].label for n in family if family[n] < averages["regression"]]
         if losers:
             lines.append(f"These KDMCSE variants lose to plain embedding regression "
                          f"({averages['regression']:.2f}): {', '.join(losers)}.")
         else:
             lines.append(f"Every KDMCSE variant beats plain embedding regression ({averages['regression']:.2f}).")
-    lines += ablation_findings(runs, averages, methods)
+    lines += transfer_findings(runs, references, methods)
+    lines += combination_findings(runs, methods)
+    lines += ablation_findings(runs, methods)
     return lines
 
 
-def ablation_findings(runs, averages: dict[str, float], methods) -> list[str]:
+def ablation_findings(runs, methods) -> list[str]:
     """Each issue-6 module against plain KDMCSE: STS average and retrieval rSum, with the seed std."""
     if "kdmcse" not in runs:
         return []
-    base_std = statistics.stdev(sts_average(r) for r in runs["kdmcse"]) if len(runs["kdmcse"]) > 1 else 0.0
     base_rsum = statistics.fmean(r["retrieval"]["rsum"] for r in runs["kdmcse"])
     lines = []
     for name in (n for n in runs if n.startswith("kdmcse_") and n not in KDMCSE_FAMILY):
-        delta = averages[name] - averages["kdmcse"]
+        delta, verdict, base_std, std = compare(runs, name, "kdmcse")
+        verdict = {"better": "helps", "worse": "hurts", "within seed noise": "does not help measurably"}[verdict]
         rsum = statistics.fmean(r["retrieval"]["rsum"] for r in runs[name]) - base_rsum
-        std = statistics.stdev(sts_average(r) for r in runs[name]) if len(runs[name]) > 1 else 0.0
-        verdict = ("helps" if delta > base_std + std else "hurts" if delta < -(base_std + std)
-                   else "does not help measurably")
         lines.append(f"{methods[name].label} vs KDMCSE: {delta:+.2f} STS average ({verdict}: the gap against "
                      f"the two seed stds {base_std:.2f} + {std:.2f}), {rsum:+.2f} retrieval rSum.")
     return lines
 
 
+def transfer_findings(runs, references, methods) -> list[str]:
+    """The spread of the transfer averages, next to the untrained student's and the teacher's."""
+    firsts = {name: transfer_average(r) for name, results in runs.items() for r in results[:1]}
+    firsts = {name: value for name, value in firsts.items() if value is not None}
+    if not firsts:
+        return []
+    low, high = min(firsts, key=firsts.get), max(firsts, key=firsts.get)
+    anchors = [f"the {label} scores {transfer_average(references[name]):.2f}"
+               for name, label in (("untrained", "untrained student"), ("teacher", "teacher"))
+               if name in references and transfer_average(references[name]) is not None]
+    return [f"Transfer averages (first seed) range from {firsts[low]:.2f} ({methods[low].label}) to "
+            f"{firsts[high]:.2f} ({methods[high].label})" + (f"; {' and '.join(anchors)}." if anchors else ".")]
+
+
+def combination_findings(runs, methods) -> list[str]:
+    """Each regression-based combination against plain regression."""
+    if "regression" not in runs:
+        return []
+    lines = []
+    for name in (n for n in COMBINATIONS if n in runs):
+        delta, verdict, base_std, std = compare(runs, name, "regression")
+        lines.append(f"{methods[name].label} vs embedding regression: {delta:+.2f} STS average ({verdict}; "
+                     f"seed stds {base_std:.2f} and {std:.2f}).")
+    return lines
+
+
+def cpu_check(cpu_root: Path | None, references, methods) -> list[str]:
+    """The goal's 2-CPU-core measurement: a separate run whose results are saved under ``cpu_root``."""
+    if cpu_root is None:
+        return []
+    results = [(p.parent.parent.name, json.loads(p.read_text())) for p in sorted(cpu_root.glob("*/seed*/results.json"))]
+    teacher = sts_average(references["teacher"]) if "teacher" in references else None
+    lines = ["| method | seed | device | steps | train min | steps/s | STS Avg | recovery |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results:
+        average = sts_average(r)
+        recovery = f"{100 * average / teacher:.1f}%" if teacher else "—"
+        lines.append(f"| {methods[name].label} | {r['seed']} | {r['train']['device']} | {r['train']['steps']} | "
+                     f"{r['train']['train_seconds'] / 60:.1f} | {r['train']['steps_per_second']:.2f} | "
+                     f"{average:.2f} | {recovery} |")
+    return lines
+
+
 def plot_dev_curves(runs, methods, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for index, (name, results) in enumerate(runs.items()):
         steps = [s for s, _ in results[0]["train"]["dev_history"]]
         curves = [[score for _, score in r["train"]["dev_history"]] for r in results]
         length = min(len(c) for c in curves)
         mean = [statistics.fmean(c[i] for c in curves) for i in range(length)]
         ax.plot(steps[:length], mean, marker="o", markersize=3, label=methods[name].label,
-                color=COLORS[2 * index % len(COLORS)], linestyle="-" if index < 6 else "--")
+                color=COLORS[index % len(COLORS)], linestyle="-" if index < 6 else "--")
     ax.set_xlabel("training step")
     ax.set_ylabel("STS-B dev Spearman x100 (mean over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: 13 curves fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -173,6 +251,16 @@ def plot_similarity_distributions(runs, references, methods, path: Path) -> None
     plt.close(fig)
 
 
+def cpu_section(args, references, methods) -> list[str]:
+    table = cpu_check(Path(args.cpu_check) if getattr(args, "cpu_check", None) else None, references, methods)
+    if not table:
+        return []
+    return ["", "## The 2-CPU-core goal", "",
+            f"The same budget for one method and seed, run on 2 CPU cores (results under `{args.cpu_check}`; "
+            "'train min' is the training loop alone; building the teacher cache is a one-time cost outside it):",
+            "", *table]
+
+
 def write_report(out_root: Path, report: Path, methods, args) -> None:
     runs, references = load_results(out_root, methods)
     figures = report.parent / "figures"
@@ -180,6 +268,7 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
     if runs:
         plot_dev_curves(runs, methods, figures / "offline_distill_dev_curves.png")
         plot_similarity_distributions(runs, references, methods, figures / "offline_distill_similarities.png")
+    transfer = transfer_table(runs, references, methods)
     device = next((r["train"].get("device") for rs in runs.values() for r in rs if r["train"].get("device")), "?")
     body = [
         "# Offline distillation benchmark",
@@ -203,14 +292,17 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
         "",
         details_table(runs, references, methods),
         "",
-        "Transfer: "+ ("not run for these results (`--no-transfer`); a dash marks it." if args.no_transfer else
-                       "SentEval protocol (MR, CR, SUBJ, MPQA 10-fold; SST2, TREC, MRPC given splits)."),
+        "Transfer: " + ("not run for these results (`--no-transfer`); a dash marks it." if args.no_transfer else
+                        "average accuracy of the seven SentEval tasks (MR, CR, SUBJ, MPQA nested 10-fold CV; SST2, "
+                        f"TREC, MRPC given splits), on the first {args.transfer_seeds} seed(s) of each method."),
         "Retrieval rSum (max 600) is only shown for methods that train the grounding head and image adapter; "
         "'time per step vs KDMCSE' is the ratio of mean steps/s (runs shared one GPU, several at a time).",
         "",
+        *(["## Transfer tasks (accuracy x100; MRPC: accuracy)", "", transfer, ""] if transfer else []),
         "## Findings",
         "",
         *[f"- {line}" for line in findings(runs, references, methods)],
+        *cpu_section(args, references, methods),
         "",
         "## Figures",
         "",

@@ -203,7 +203,7 @@ def finish(student: Student, state: RunState, cfg: RunConfig, cache: TeacherCach
             "train_seconds": state.train_seconds, "steps_per_second": state.step / max(state.train_seconds, 1e-9),
             "dev_history": state.dev_history, "world_size": env.world_size,
             "heldout_image_ids": pools.heldout_image_ids,
-            "device": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
+            "device": device_name(env.device),
             "effective_batch_size": cfg.train.batch_size * env.world_size}, indent=2))
     barrier(env)
     return final
@@ -272,6 +272,13 @@ def open_teacher_cache(cfg: RunConfig, data_dir: Path, env: DistEnv) -> TeacherC
     """Build the cache if it is missing (a collective: ranks share the shards), then open it read-only."""
     return TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir,
                                           progress=env.is_main))
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU thread count (what a CPU timing depends on)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def init_distributed(device: str | None) -> DistEnv:

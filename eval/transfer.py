@@ -12,9 +12,10 @@ Protocols, as SentEval runs them with its scikit-learn classifier (``usepytorch=
 Features are used as they come, not standardised: SentEval's C grids assume raw embeddings, and
 standardising moves the best C below them (on all-MiniLM-L6-v2 MR embeddings the validation
 optimum is near C = 1 raw but near 2^-7 standardised, where the grid's 0.25 edge loses ~0.7 points).
-lbfgs converges in tens of iterations on raw sentence embeddings, so this costs no speed. The one
-speed trick: the C grid is walked from strong to weak regularisation with warm starts (same optimum,
-fewer iterations; a test checks the choice against a cold grid search).
+lbfgs converges in tens of iterations on raw sentence embeddings, so this costs no speed. Two speed
+tricks: the C grid is walked from strong to weak regularisation with warm starts (same optimum, fewer
+iterations; a test checks the choice against a cold grid search), and the (outer or inner) folds are
+fitted in parallel by joblib (``n_jobs``), which changes no number.
 
 Note that SimCSE's published transfer numbers come from SentEval's *PyTorch* logistic regression
 (Adam, L2 in 1e-5..1e-2, early stopping), not this scikit-learn path; expect small differences.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+from joblib import Parallel, delayed
 from sentence_transformers import SentenceTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -119,24 +121,44 @@ class TransferResults:
 
 
 def select_c(
-    features: np.ndarray, labels: np.ndarray, c_grid: Sequence[float], n_folds: int, seed: int = SEED
+    features: np.ndarray,
+    labels: np.ndarray,
+    c_grid: Sequence[float],
+    n_folds: int,
+    seed: int = SEED,
+    n_jobs: int = 1,
 ) -> tuple[float, float]:
     """The C with the best mean accuracy over stratified ``n_folds`` folds, and that accuracy x100.
 
     Ties go to the smaller C (stronger regularisation), as SentEval's argmax over rounded scores.
+    Folds are fitted ``n_jobs`` at a time; each fold's fits are the same in any order, so the
+    choice does not depend on ``n_jobs``.
     """
     grid = sorted(c_grid)
-    fold_scores = np.zeros((n_folds, len(grid)))
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for fold, (train, held_out) in enumerate(folds.split(features, labels)):
-        classifier = _logistic_regression(grid[0], seed, warm_start=True)
-        for column, c in enumerate(grid):
-            classifier.set_params(C=c)
-            _fit(classifier, features[train], labels[train])
-            fold_scores[fold, column] = classifier.score(features[held_out], labels[held_out])
+    fold_scores = np.array(Parallel(n_jobs=n_jobs)(
+        delayed(grid_accuracies)(
+            (features[train], labels[train]), (features[held_out], labels[held_out]), grid, seed)
+        for train, held_out in folds.split(features, labels)
+    ))
     mean_scores = np.round(100 * fold_scores.mean(axis=0), 2)
     best = int(np.argmax(mean_scores))
     return grid[best], float(mean_scores[best])
+
+
+def grid_accuracies(
+    train: tuple[np.ndarray, np.ndarray], held_out: tuple[np.ndarray, np.ndarray], grid: Sequence[float], seed: int
+) -> list[float]:
+    """Held-out accuracy (fraction) of a fit for each C of the ascending ``grid``.
+
+    The grid is walked from strong to weak regularisation, each fit warm-started from the last.
+    """
+    classifier = _logistic_regression(grid[0], seed, warm_start=True)
+    scores = []
+    for c in grid:
+        _fit(classifier.set_params(C=c), *train)
+        scores.append(classifier.score(*held_out))
+    return scores
 
 
 def kfold_accuracy(
@@ -146,17 +168,26 @@ def kfold_accuracy(
     inner_folds: int = 10,
     c_grid: Sequence[float] = C_GRID_INNER,
     seed: int = SEED,
+    n_jobs: int = 1,
 ) -> ClassifierOutcome:
-    """Nested CV (MR, CR, SUBJ, MPQA): outer stratified folds for test, inner folds to choose C."""
+    """Nested CV (MR, CR, SUBJ, MPQA): outer stratified folds for test, inner folds to choose C.
+
+    The outer folds run ``n_jobs`` at a time (the inner ones sequentially inside each).
+    """
     outer = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    test_scores, dev_scores, chosen = [], [], []
-    for train, test in outer.split(features, labels):
-        c, dev = select_c(features[train], labels[train], c_grid, inner_folds, seed)
-        classifier = _fit(_logistic_regression(c, seed), features[train], labels[train])
-        test_scores.append(round(100 * classifier.score(features[test], labels[test]), 2))
-        dev_scores.append(dev)
-        chosen.append(c)
-    return ClassifierOutcome(round(float(np.mean(test_scores)), 2), round(float(np.mean(dev_scores)), 2), tuple(chosen))
+    folds = Parallel(n_jobs=n_jobs)(
+        delayed(_outer_fold)(features, labels, train, test, inner_folds, c_grid, seed)
+        for train, test in outer.split(features, labels)
+    )
+    test_scores, dev_scores, chosen = zip(*folds)
+    return ClassifierOutcome(round(float(np.mean(test_scores)), 2), round(float(np.mean(dev_scores)), 2), chosen)
+
+
+def _outer_fold(features, labels, train, test, inner_folds, c_grid, seed) -> tuple[float, float, float]:
+    """Test accuracy x100, inner-CV accuracy x100 and chosen C of one outer fold."""
+    c, dev = select_c(features[train], labels[train], c_grid, inner_folds, seed)
+    classifier = _fit(_logistic_regression(c, seed), features[train], labels[train])
+    return round(100 * classifier.score(features[test], labels[test]), 2), dev, c
 
 
 def train_test_accuracy(
@@ -167,9 +198,10 @@ def train_test_accuracy(
     inner_folds: int = 10,
     c_grid: Sequence[float] = C_GRID_KFOLD,
     seed: int = SEED,
+    n_jobs: int = 1,
 ) -> ClassifierOutcome:
     """Given train/test split (TREC, MRPC): C by k-fold CV on train, then one fit on all of train."""
-    c, dev = select_c(train_features, train_labels, c_grid, inner_folds, seed)
+    c, dev = select_c(train_features, train_labels, c_grid, inner_folds, seed, n_jobs)
     classifier = _fit(_logistic_regression(c, seed), train_features, train_labels)
     predictions = classifier.predict(test_features)
     accuracy = round(100 * float(np.mean(predictions == test_labels)), 2)
@@ -184,12 +216,9 @@ def split_accuracy(
     seed: int = SEED,
 ) -> ClassifierOutcome:
     """Given train/dev/test split (SST2): the C with the best dev accuracy, tested once."""
-    classifier = _logistic_regression(min(c_grid), seed, warm_start=True)
-    dev_scores = []
-    for c in sorted(c_grid):
-        _fit(classifier.set_params(C=c), *train)
-        dev_scores.append(round(100 * classifier.score(*dev), 2))
-    best_c = sorted(c_grid)[int(np.argmax(dev_scores))]
+    grid = sorted(c_grid)
+    dev_scores = [round(100 * score, 2) for score in grid_accuracies(train, dev, grid, seed)]
+    best_c = grid[int(np.argmax(dev_scores))]
     final = _fit(_logistic_regression(best_c, seed), *train)
     return ClassifierOutcome(round(100 * final.score(*test), 2), max(dev_scores), (best_c,))
 
@@ -258,21 +287,26 @@ def evaluate_transfer(
     mrpc_features: MRPCFeatures = DEFAULT_MRPC_FEATURES,
     seed: int = SEED,
     show_progress: bool = True,
+    n_jobs: int = -1,
 ) -> TransferResults:
-    """Run the transfer tasks on a model; all their sentences are encoded in one pass."""
+    """Run the transfer tasks on a model; all their sentences are encoded in one pass.
+
+    ``n_jobs`` classifier folds are fitted at a time (-1: one per CPU core); the results do not
+    depend on it.
+    """
     model = load_model(model)
     data = load_transfer_data(tasks, data_dir)
     table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
     results = {}
     for task in tqdm(tasks, desc="transfer classifiers", unit="task", disable=not show_progress):
         if task in data.single:
-            results[task] = _score_cv_task(task, data.single[task], table, n_folds, inner_folds, seed)
+            results[task] = _score_cv_task(task, data.single[task], table, n_folds, inner_folds, seed, n_jobs)
         elif task == "SST2":
             results[task] = _score_sst2(data.splits["SST2"], table, seed)
         elif task == "TREC":
-            results[task] = _score_trec(data.splits["TREC"], table, inner_folds, seed)
+            results[task] = _score_trec(data.splits["TREC"], table, inner_folds, seed, n_jobs)
         else:
-            results[task] = _score_mrpc(data.mrpc, table, inner_folds, mrpc_features, seed)
+            results[task] = _score_mrpc(data.mrpc, table, inner_folds, mrpc_features, seed, n_jobs)
     return TransferResults(results, pooler)
 
 
@@ -280,9 +314,9 @@ def _xy(rows: Sequence[LabeledSentence], table: EmbeddingTable) -> tuple[np.ndar
     return table[[r.text for r in rows]], np.array([r.label for r in rows])
 
 
-def _score_cv_task(task, rows, table, n_folds, inner_folds, seed) -> TransferTaskResult:
+def _score_cv_task(task, rows, table, n_folds, inner_folds, seed, n_jobs) -> TransferTaskResult:
     features, labels = _xy(rows, table)
-    outcome = kfold_accuracy(features, labels, n_folds, inner_folds, C_GRID_INNER, seed)
+    outcome = kfold_accuracy(features, labels, n_folds, inner_folds, C_GRID_INNER, seed, n_jobs)
     protocol = f"{n_folds}-fold CV, C by inner {inner_folds}-fold CV"
     return TransferTaskResult(
         task, outcome.test_accuracy, outcome.dev_accuracy, protocol, {"all": len(rows)}, outcome.chosen_c
@@ -298,21 +332,21 @@ def _score_sst2(splits, table, seed) -> TransferTaskResult:
     )
 
 
-def _score_trec(splits, table, inner_folds, seed) -> TransferTaskResult:
+def _score_trec(splits, table, inner_folds, seed, n_jobs) -> TransferTaskResult:
     (train_x, train_y), (test_x, test_y) = _xy(splits["train"], table), _xy(splits["test"], table)
-    outcome = train_test_accuracy(train_x, train_y, test_x, test_y, inner_folds, C_GRID_KFOLD, seed)
+    outcome = train_test_accuracy(train_x, train_y, test_x, test_y, inner_folds, C_GRID_KFOLD, seed, n_jobs)
     sizes = {s: len(rows) for s, rows in splits.items()}
     protocol = f"train/test, C by {inner_folds}-fold CV on train"
     return TransferTaskResult("TREC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_c)
 
 
-def _score_mrpc(splits, table, inner_folds, kind, seed) -> TransferTaskResult:
+def _score_mrpc(splits, table, inner_folds, kind, seed, n_jobs) -> TransferTaskResult:
     def features_and_labels(rows: list[LabeledPair]) -> tuple[np.ndarray, np.ndarray]:
         u, v = table[[p.sentence1 for p in rows]], table[[p.sentence2 for p in rows]]
         return pair_features(u, v, kind), np.array([p.label for p in rows])
 
     (train_x, train_y), (test_x, test_y) = features_and_labels(splits["train"]), features_and_labels(splits["test"])
-    outcome = train_test_accuracy(train_x, train_y, test_x, test_y, inner_folds, C_GRID_KFOLD, seed)
+    outcome = train_test_accuracy(train_x, train_y, test_x, test_y, inner_folds, C_GRID_KFOLD, seed, n_jobs)
     f1 = round(100 * float(f1_score(test_y, outcome.test_predictions)), 2)
     sizes = {s: len(rows) for s, rows in splits.items()}
     protocol = f"train/test, C by {inner_folds}-fold CV on train"

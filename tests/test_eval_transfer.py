@@ -79,6 +79,21 @@ def test_select_c_matches_a_cold_start_grid_search():
     assert (best_c, score) == (grid[int(np.argmax(expected))], max(expected))
 
 
+def test_parallel_folds_change_no_number():
+    """Folds fitted two at a time give exactly the sequential outcome (nested CV and train/test)."""
+    rng = np.random.default_rng(11)
+    labels = np.repeat([0, 1, 2], 40)
+    features = labels[:, None] * 0.4 + rng.normal(size=(120, 16))
+    sequential = kfold_accuracy(features, labels, n_folds=4, inner_folds=3, n_jobs=1)
+    parallel = kfold_accuracy(features, labels, n_folds=4, inner_folds=3, n_jobs=2)
+    assert parallel == sequential and len(parallel.chosen_c) == 4
+    split = (features[:90], labels[:90], features[90:], labels[90:])
+    sequential = train_test_accuracy(*split, inner_folds=3, n_jobs=1)
+    parallel = train_test_accuracy(*split, inner_folds=3, n_jobs=2)
+    assert parallel.test_accuracy == sequential.test_accuracy and parallel.chosen_c == sequential.chosen_c
+    np.testing.assert_array_equal(parallel.test_predictions, sequential.test_predictions)
+
+
 def test_pair_features_layouts():
     u, v = np.array([[1.0, 2.0]]), np.array([[3.0, -1.0]])
     np.testing.assert_array_equal(pair_features(u, v, "u,v,|u-v|,u*v"), [[1, 2, 3, -1, 2, 3, 3, -2]])
@@ -98,7 +113,7 @@ def test_average_needs_all_seven_tasks():
 
 def test_evaluate_transfer_runs_every_task_on_tiny_files(tiny_st, tiny_senteval_dir):
     results = evaluate_transfer(
-        tiny_st, tiny_senteval_dir, pooler="mean", n_folds=2, inner_folds=2, show_progress=False
+        tiny_st, tiny_senteval_dir, pooler="mean", n_folds=2, inner_folds=2, show_progress=False, n_jobs=1
     )
     assert list(results.tasks) == list(TRANSFER_TASKS)
     assert results.tasks["MR"].n_examples == {"all": 20}

@@ -1,0 +1,81 @@
+"""The offline benchmark's report, built from hand-made results: every number it prints is checked."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.offline_distill import CONFIG, METHODS, parse_args
+from benchmarks.offline_report import STS_COLUMNS, TRANSFER_COLUMNS, write_report
+from distill.config import load_config
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_is_a_valid_config(name):
+    loss = load_config(CONFIG, list(METHODS[name].overrides)).loss
+    assert METHODS[name].multimodal == (loss.multimodal != "none")
+
+
+def _result(sts: float, transfer: float | None, seconds: float = 60.0, device: str = "NVIDIA H100", seed=1234) -> dict:
+    result = {
+        "seed": seed,
+        "sts": {"tasks": {task: {"spearman": sts} for task in STS_COLUMNS}},
+        "stsb_test_cosines": [0.1, 0.5, 0.9],
+        "train": {"steps": 10, "best_step": 10, "train_seconds": seconds, "steps_per_second": 10 / seconds,
+                  "dev_history": [[5, sts - 1], [10, sts]], "device": device},
+        "retrieval": {"rsum": 100.0},
+    }
+    if transfer is not None:
+        result["transfer"] = {"tasks": {task: {"accuracy": transfer} for task in TRANSFER_COLUMNS}}
+    return result
+
+
+def _save(path: Path, result: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(result))
+
+
+@pytest.fixture()
+def saved_results(tmp_path) -> Path:
+    root = tmp_path / "results"
+    _save(root / "untrained", _result(50.0, 80.0))
+    _save(root / "teacher", _result(80.0, 84.0))
+    scores = {"simcse": (60.0, 61.0), "kdmcse": (66.0, 67.0), "regression": (76.0, 76.2),
+              "regression_kl": (76.0, 76.8)}
+    for name, (first, second) in scores.items():
+        _save(root / name / "seed1234", _result(first, 82.0 + first / 100, seed=1234))
+        _save(root / name / "seed1235", _result(second, None, seed=1235))
+    _save(tmp_path / "cpu" / "regression" / "seed1234", _result(76.0, None, 600.0, "cpu (2 threads)"))
+    return tmp_path
+
+
+def test_report_states_the_goals_from_the_numbers(saved_results):
+    report = saved_results / "report" / "offline_distill.md"
+    args = parse_args(["--report-only", "--transfer-seeds", "1", "--out-root", str(saved_results / "results"),
+                       "--cpu-check", str(saved_results / "cpu")])
+    write_report(saved_results / "results", report, METHODS, args)
+    text = report.read_text()
+
+    assert "Best method on the 7-task STS average: **Regression + soft-target KL** (76.40)." in text
+    assert "It recovers 95.5% of the teacher's 80.00" in text
+    assert "vs SimCSE: +6.00 points (goal: >= +5) (KDMCSE alone: +6.00)." in text
+    assert "These KDMCSE variants lose to plain embedding regression (76.10): KDMCSE." in text
+    assert "Regression + soft-target KL vs embedding regression: +0.30 STS average (within seed noise" in text
+    # transfer: first seed only, so each method's cell says n=1 and the per-task table has its values
+    assert "| SimCSE | 82.60 (n=1) |" in text
+    assert "| untrained 3-layer student | " + " | ".join(["80.00"] * 8) + " |" in text
+    assert "range from 82.60 (SimCSE) to 82.76 (Embedding regression (MSE))" in text
+    assert "the untrained student scores 80.00 and the teacher scores 84.00." in text
+    # the 2-CPU-core section quotes the saved CPU run
+    assert "| Embedding regression (MSE) | 1234 | cpu (2 threads) | 10 | 10.0 | 0.02 | 76.00 | 95.0% |" in text
+    assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
+
+
+def test_report_without_kdmcse_runs_claims_nothing_about_them(saved_results):
+    report = saved_results / "report" / "offline_distill.md"
+    args = parse_args(["--report-only", "--methods", "simcse,regression",
+                       "--out-root", str(saved_results / "results")])
+    write_report(saved_results / "results", report, {n: METHODS[n] for n in ("simcse", "regression")}, args)
+    text = report.read_text()
+    assert "KDMCSE variant" not in text and "2-CPU-core" not in text
