@@ -90,7 +90,8 @@ def sts_table(runs, references, methods) -> str:
 def transfer_table(runs, references, methods) -> str:
     """Per-task transfer accuracy of each model's first seed that ran them (SentEval's table)."""
     rows = [("untrained 3-layer student", references.get("untrained"))]
-    rows += [(methods[name].label, next((r for r in results if "transfer" in r), None)) for name, results in runs.items()]
+    rows += [(methods[name].label, next((r for r in results if "transfer" in r), None))
+             for name, results in runs.items()]
     rows.append(("teacher (6-layer all-MiniLM-L6-v2)", references.get("teacher")))
     lines = ["| model | " + " | ".join(TRANSFER_COLUMNS) + " | Avg |", "|" + "---|" * (len(TRANSFER_COLUMNS) + 2)]
     for label, result in rows:

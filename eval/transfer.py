@@ -15,7 +15,9 @@ optimum is near C = 1 raw but near 2^-7 standardised, where the grid's 0.25 edge
 lbfgs converges in tens of iterations on raw sentence embeddings, so this costs no speed. Two speed
 tricks: the C grid is walked from strong to weak regularisation with warm starts (same optimum, fewer
 iterations; a test checks the choice against a cold grid search), and the (outer or inner) folds are
-fitted in parallel by joblib (``n_jobs``), which changes no number.
+fitted in parallel by joblib (``n_jobs``). Every fit and prediction runs with BLAS on one thread, so
+the numbers do not depend on ``n_jobs`` or the machine's core count (threaded BLAS reorders lbfgs's
+sums, which moved CR by 0.1 here), and these small problems run faster without threading overhead.
 
 Note that SimCSE's published transfer numbers come from SentEval's *PyTorch* logistic regression
 (Adam, L2 in 1e-5..1e-2, early stopping), not this scikit-learn path; expect small differences.
@@ -39,6 +41,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from distill.data import (
@@ -146,6 +149,10 @@ def select_c(
     return grid[best], float(mean_scores[best])
 
 
+_ONE_BLAS_THREAD = threadpool_limits.wrap(limits=1)
+
+
+@_ONE_BLAS_THREAD
 def grid_accuracies(
     train: tuple[np.ndarray, np.ndarray], held_out: tuple[np.ndarray, np.ndarray], grid: Sequence[float], seed: int
 ) -> list[float]:
@@ -186,8 +193,20 @@ def kfold_accuracy(
 def _outer_fold(features, labels, train, test, inner_folds, c_grid, seed) -> tuple[float, float, float]:
     """Test accuracy x100, inner-CV accuracy x100 and chosen C of one outer fold."""
     c, dev = select_c(features[train], labels[train], c_grid, inner_folds, seed)
-    classifier = _fit(_logistic_regression(c, seed), features[train], labels[train])
-    return round(100 * classifier.score(features[test], labels[test]), 2), dev, c
+    predictions = final_predictions(c, seed, (features[train], labels[train]), features[test])
+    return _accuracy(predictions, labels[test]), dev, c
+
+
+@_ONE_BLAS_THREAD
+def final_predictions(
+    c: float, seed: int, train: tuple[np.ndarray, np.ndarray], test_features: np.ndarray
+) -> np.ndarray:
+    """Predictions on ``test_features`` of one fit with the chosen C on all of ``train``."""
+    return _fit(_logistic_regression(c, seed), *train).predict(test_features)
+
+
+def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return round(100 * float(np.mean(predictions == labels)), 2)
 
 
 def train_test_accuracy(
@@ -202,10 +221,8 @@ def train_test_accuracy(
 ) -> ClassifierOutcome:
     """Given train/test split (TREC, MRPC): C by k-fold CV on train, then one fit on all of train."""
     c, dev = select_c(train_features, train_labels, c_grid, inner_folds, seed, n_jobs)
-    classifier = _fit(_logistic_regression(c, seed), train_features, train_labels)
-    predictions = classifier.predict(test_features)
-    accuracy = round(100 * float(np.mean(predictions == test_labels)), 2)
-    return ClassifierOutcome(accuracy, dev, (c,), predictions)
+    predictions = final_predictions(c, seed, (train_features, train_labels), test_features)
+    return ClassifierOutcome(_accuracy(predictions, test_labels), dev, (c,), predictions)
 
 
 def split_accuracy(
@@ -219,8 +236,8 @@ def split_accuracy(
     grid = sorted(c_grid)
     dev_scores = [round(100 * score, 2) for score in grid_accuracies(train, dev, grid, seed)]
     best_c = grid[int(np.argmax(dev_scores))]
-    final = _fit(_logistic_regression(best_c, seed), *train)
-    return ClassifierOutcome(round(100 * final.score(*test), 2), max(dev_scores), (best_c,))
+    predictions = final_predictions(best_c, seed, train, test[0])
+    return ClassifierOutcome(_accuracy(predictions, test[1]), max(dev_scores), (best_c,))
 
 
 def pair_features(u: np.ndarray, v: np.ndarray, kind: MRPCFeatures = DEFAULT_MRPC_FEATURES) -> np.ndarray:
