@@ -200,7 +200,8 @@ def cpu_check(cpu_root: Path | None, references, methods) -> list[str]:
     """The goal's 2-CPU-core measurement: a separate run whose results are saved under ``cpu_root``."""
     if cpu_root is None:
         return []
-    results = [(p.parent.parent.name, json.loads(p.read_text())) for p in sorted(cpu_root.glob("*/seed*/results.json"))]
+    paths = sorted(cpu_root.glob("*/seed*/results.json"))
+    results = [(path.parent.parent.name, json.loads(path.read_text())) for path in paths]
     teacher = sts_average(references["teacher"]) if "teacher" in references else None
     lines = ["| method | seed | device | steps | train min | steps/s | STS Avg | recovery |",
              "|---|---|---|---|---|---|---|---|"]
@@ -253,7 +254,7 @@ def plot_similarity_distributions(runs, references, methods, path: Path) -> None
 
 
 def cpu_section(args, references, methods) -> list[str]:
-    table = cpu_check(Path(args.cpu_check) if getattr(args, "cpu_check", None) else None, references, methods)
+    table = cpu_check(Path(args.cpu_check) if args.cpu_check else None, references, methods)
     if not table:
         return []
     return ["", "## The 2-CPU-core goal", "",
