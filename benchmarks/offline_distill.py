@@ -106,7 +106,7 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
     cfg = load_config(CONFIG, overrides)
     model_dir = train(cfg)
-    transfer_jobs = max(1, (os.cpu_count() or 2) // args.jobs) if SEEDS.index(seed) < args.transfer_seeds else 0
+    transfer_jobs = cores_per_run(args.jobs) if SEEDS.index(seed) < args.transfer_seeds else 0
     results = evaluate_model(str(model_dir), cfg.data_dir, args, transfer_jobs)
     summary = json.loads((out / "train_summary.json").read_text())
     results.update(method=method.name, seed=seed, train=summary)
@@ -174,7 +174,7 @@ def build_cache_once(args: argparse.Namespace) -> None:
 
 def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:
     """Each (method, seed) in its own process; ``--jobs`` of them at a time."""
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = cores_per_run(args.jobs)
 
     def launch(job: tuple[str, int]) -> tuple[str, int, int, float]:
         method, seed = job
@@ -194,6 +194,11 @@ def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:
         for method, seed, code, seconds in pool.map(launch, [job for job in jobs if job not in done]):
             status = "ok" if code == 0 else f"FAILED (exit {code}; see {args.out_root}/{method}/seed{seed}.log)"
             print(f"{method:>16} seed {seed}: {status} in {seconds / 60:.1f} min", flush=True)
+
+
+def cores_per_run(jobs: int) -> int:
+    """The CPU cores each of ``jobs`` parallel runs may use (torch threads, transfer classifier folds)."""
+    return max(1, (os.cpu_count() or 2) // jobs)
 
 
 def _forwarded(args: argparse.Namespace) -> list[str]:

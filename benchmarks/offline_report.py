@@ -196,10 +196,8 @@ def combination_findings(runs, methods) -> list[str]:
     return lines
 
 
-def cpu_check(cpu_root: Path | None, references, methods) -> list[str]:
+def cpu_check(cpu_root: Path, references, methods) -> list[str]:
     """The goal's 2-CPU-core measurement: a separate run whose results are saved under ``cpu_root``."""
-    if cpu_root is None:
-        return []
     paths = sorted(cpu_root.glob("*/seed*/results.json"))
     results = [(path.parent.parent.name, json.loads(path.read_text())) for path in paths]
     teacher = sts_average(references["teacher"]) if "teacher" in references else None
@@ -254,9 +252,9 @@ def plot_similarity_distributions(runs, references, methods, path: Path) -> None
 
 
 def cpu_section(args, references, methods) -> list[str]:
-    table = cpu_check(Path(args.cpu_check) if args.cpu_check else None, references, methods)
-    if not table:
+    if not args.cpu_check:
         return []
+    table = cpu_check(Path(args.cpu_check), references, methods)
     return ["", "## The 2-CPU-core goal", "",
             f"The same budget for one method and seed, run on 2 CPU cores (results under `{args.cpu_check}`; "
             "'train min' is the training loop alone; building the teacher cache is a one-time cost outside it):",

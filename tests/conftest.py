@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,17 @@ def tiny_senteval_dir(tmp_path_factory) -> Path:
     write_tiny_sts(root, rng)
     write_tiny_transfer(root, rng)
     return root
+
+
+@pytest.fixture()
+def encoded_sentences(tiny_st, monkeypatch) -> Counter:
+    """How many times each sentence goes through ``tiny_st``'s tokenizer during the test."""
+    seen: Counter[str] = Counter()
+    original = tiny_st.preprocess
+
+    def counting_preprocess(batch, *args, **kwargs):
+        seen.update(batch)
+        return original(batch, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_st, "preprocess", counting_preprocess)
+    return seen

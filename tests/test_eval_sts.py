@@ -1,8 +1,6 @@
 """eval.sts: every aggregation against scipy by hand, one encoding pass, STS-B dev, averages."""
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -147,15 +145,8 @@ def test_evaluate_sts_on_tiny_files_matches_a_manual_run(tiny_st, tiny_senteval_
     assert results.to_dict()["pooler"] == "cls_before_pooler"
 
 
-def test_each_distinct_sentence_is_encoded_once_per_run(tiny_st, tiny_senteval_dir, monkeypatch):
-    seen: Counter[str] = Counter()
-    original = tiny_st.preprocess
-
-    def counting_preprocess(batch, *args, **kwargs):
-        seen.update(batch)
-        return original(batch, *args, **kwargs)
-
-    monkeypatch.setattr(tiny_st, "preprocess", counting_preprocess)
+def test_each_distinct_sentence_is_encoded_once_per_run(tiny_st, tiny_senteval_dir, encoded_sentences):
+    seen = encoded_sentences
     evaluate_sts(tiny_st, tiny_senteval_dir, tasks=("STS12", "STSBenchmark", "SICKRelatedness"), show_progress=False)
     assert seen and max(seen.values()) == 1
     expected = {s for p in load_sick("test", tiny_senteval_dir) for s in (p.sentence1, p.sentence2)}
