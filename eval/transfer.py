@@ -314,17 +314,31 @@ def evaluate_transfer(
     model = load_model(model)
     data = load_transfer_data(tasks, data_dir)
     table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
-    results = {}
-    for task in tqdm(tasks, desc="transfer classifiers", unit="task", disable=not show_progress):
-        if task in data.single:
-            results[task] = _score_cv_task(task, data.single[task], table, n_folds, inner_folds, seed, n_jobs)
-        elif task == "SST2":
-            results[task] = _score_sst2(data.splits["SST2"], table, seed)
-        elif task == "TREC":
-            results[task] = _score_trec(data.splits["TREC"], table, inner_folds, seed, n_jobs)
-        else:
-            results[task] = _score_mrpc(data.mrpc, table, inner_folds, mrpc_features, seed, n_jobs)
+    results = {
+        task: score_task(task, data, table, n_folds, inner_folds, mrpc_features, seed, n_jobs)
+        for task in tqdm(tasks, desc="transfer classifiers", unit="task", disable=not show_progress)
+    }
     return TransferResults(results, pooler)
+
+
+def score_task(
+    task: str,
+    data: TransferData,
+    table: EmbeddingTable,
+    n_folds: int = 10,
+    inner_folds: int = 10,
+    mrpc_features: MRPCFeatures = DEFAULT_MRPC_FEATURES,
+    seed: int = SEED,
+    n_jobs: int = -1,
+) -> TransferTaskResult:
+    """One task's classifier protocol on already-encoded sentences (``table`` holds ``data.sentences()``)."""
+    if task in data.single:
+        return _score_cv_task(task, data.single[task], table, n_folds, inner_folds, seed, n_jobs)
+    if task == "SST2":
+        return _score_sst2(data.splits["SST2"], table, seed)
+    if task == "TREC":
+        return _score_trec(data.splits["TREC"], table, inner_folds, seed, n_jobs)
+    return _score_mrpc(data.mrpc, table, inner_folds, mrpc_features, seed, n_jobs)
 
 
 def _xy(rows: Sequence[LabeledSentence], table: EmbeddingTable) -> tuple[np.ndarray, np.ndarray]:
