@@ -244,6 +244,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.methods = ",".join(METHODS)
     if args.smoke:
         args.seeds, args.steps, args.no_transfer = 1, 2, True
+    if args.cpu_check and not sorted(Path(args.cpu_check).glob("*/seed*/results.json")):
+        parser.error(f"--cpu-check {args.cpu_check}: no <method>/seed*/results.json under it")
+    if args.transfer_seeds < 0:
+        parser.error("--transfer-seeds must be >= 0")
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {list(METHODS)}")

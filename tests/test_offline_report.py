@@ -79,3 +79,10 @@ def test_report_without_kdmcse_runs_claims_nothing_about_them(saved_results):
     write_report(saved_results / "results", report, {n: METHODS[n] for n in ("simcse", "regression")}, args)
     text = report.read_text()
     assert "KDMCSE variant" not in text and "2-CPU-core" not in text
+
+
+def test_cpu_check_without_results_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--report-only", "--cpu-check", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"--cpu-check {tmp_path}: no <method>/seed*/results.json under it" in capsys.readouterr().err
