@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from distill.data.corpora import load_coco2017_mini, load_wiki1m
-from distill.data.paths import resolve_data_dir
+from teacher_cache.corpora import load_coco2017_mini, load_wiki1m, resolve_data_dir
 from teacher_cache import CacheDataConfig, TeacherConfig, build_cache, build_teacher
 from teacher_cache.writer import DEFAULT_SHARD_ROWS, shard_batches
 

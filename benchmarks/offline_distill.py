@@ -98,6 +98,7 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     """Train (or resume) one (method, seed), evaluate it, and save ``results.json`` beside the run."""
     from distill.config import load_config
     from distill.trainer import train
+    from eval.sts import stsb_dev_evaluator
 
     out = Path(args.out_root) / method.name / f"seed{seed}"
     done = out / "results.json"
@@ -105,7 +106,7 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
         return json.loads(done.read_text())
     overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
     cfg = load_config(CONFIG, overrides)
-    model_dir = train(cfg)
+    model_dir = train(cfg, stsb_dev_evaluator(cfg))
     transfer_jobs = cores_per_run(args.jobs) if SEEDS.index(seed) < args.transfer_seeds else 0
     results = evaluate_model(str(model_dir), cfg.data_dir, args, transfer_jobs)
     summary = json.loads((out / "train_summary.json").read_text())
@@ -125,7 +126,7 @@ def evaluate_model(model, data_dir, args: argparse.Namespace, transfer_jobs: int
     """
     from eval.encode import encode, load_model
     from eval.sts import evaluate_sts
-    from distill.data.sts import load_stsb
+    from eval.data.sts import load_stsb
 
     model = load_model(model)
     sts = evaluate_sts(model, data_dir=data_dir, show_progress=False)
@@ -147,7 +148,7 @@ def evaluate_model(model, data_dir, args: argparse.Namespace, transfer_jobs: int
 def reference_rows(args: argparse.Namespace) -> None:
     """The untrained student and the teacher, evaluated once (no seed, no training)."""
     from distill.config import load_config
-    from distill.offline_models import resolve_model_name
+    from teacher_cache.offline_models import resolve_model_name
     from distill.student import build_encoder
 
     cfg = load_config(CONFIG, common_overrides(args))
@@ -165,7 +166,7 @@ def reference_rows(args: argparse.Namespace) -> None:
 def build_cache_once(args: argparse.Namespace) -> None:
     """Build the shared teacher cache before any run starts, so parallel runs only read it."""
     from distill.config import load_config
-    from distill.data.paths import resolve_data_dir
+    from teacher_cache.corpora import resolve_data_dir
     from teacher_cache import ensure_cache
 
     cfg = load_config(CONFIG, common_overrides(args))

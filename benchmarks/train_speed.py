@@ -25,12 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import load_config  # noqa: E402
-from distill.data.paths import resolve_data_dir  # noqa: E402
+from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from distill.objective import DistillationObjective  # noqa: E402
 from distill.pools import build_pools  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
-from distill.trainer import DistEnv, StudentWithObjective, lookup_inputs, training_step  # noqa: E402
+from teacher_cache.distributed import DistEnv  # noqa: E402
+from distill.trainer import StudentWithObjective, lookup_inputs, training_step  # noqa: E402
 from teacher_cache import TeacherCache, ensure_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

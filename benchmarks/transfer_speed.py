@@ -49,7 +49,7 @@ def render_report(rows: dict, cores: int, context: dict[str, str]) -> str:
         lines.append(f"| {task} | {result.accuracy:.2f} | {seconds_one:.1f} | {seconds_many:.1f} | "
                      f"{seconds_one / seconds_many:.2f}x |")
     lines += [f"| all | | {one:.1f} | {many:.1f} | {one / many:.2f}x |", "",
-              f"Both settings gave identical results on every task (accuracy, chosen C, MRPC F1). "
+              "Both settings gave identical results on every task (accuracy, chosen C, MRPC F1). "
               "Encoding is not timed here (see reports/eval_speed.md).", ""]
     return "\n".join(lines)
 

@@ -18,14 +18,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def get_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """Concatenate ``x [B_r, ...]`` over ranks (rank order); only the local slice keeps its gradient.
 

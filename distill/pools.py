@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.corpora import load_coco2017_mini, load_coco_captions, load_flickr30k_captions
+from teacher_cache.corpora import load_coco2017_mini, load_coco_captions, load_flickr30k_captions
 from teacher_cache.data import CacheDataConfig, collect_rows
 from teacher_cache.reader import TeacherCache
 

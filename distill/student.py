@@ -15,7 +15,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from torch import nn
 
 from distill.config import StudentConfig
-from distill.offline_models import resolve_model_name
+from teacher_cache.offline_models import resolve_model_name
 
 
 def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:

@@ -19,27 +19,32 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
+from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.config import RunConfig, load_config, save_config, to_dict
-from distill.data.paths import resolve_data_dir
+from teacher_cache.corpora import resolve_data_dir
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import iterate_steps, total_steps
 from distill.student import Student, build_encoder
-from eval.sts import STSDevEvaluator
 from teacher_cache import TeacherCache, ensure_cache
+from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
+
+
+DevEvaluator = Callable[[SentenceTransformer], float]
+"""Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
 
 
 class StudentWithObjective(nn.Module):
@@ -66,19 +71,9 @@ class RunState:
     train_seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def train(cfg: RunConfig) -> Path:
-    """Train a student as ``cfg`` says; returns the folder of the saved SentenceTransformer."""
+def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
+    """Train a student as ``cfg`` says, keeping the encoder ``evaluate_dev`` scores best (it runs on the
+    main rank only); returns the folder of the saved SentenceTransformer."""
     env = init_distributed(cfg.train.device)
     out = Path(cfg.train.output_dir)
     seed_everything(cfg.train.seed + env.rank)
@@ -89,7 +84,7 @@ def train(cfg: RunConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         check_resumable(cfg, out)
         save_config(cfg, out / "config.yaml")
-    barrier(env)
+    env.barrier()
 
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
                       cache.image_dim if pools.n_paired else None).to(env.device)
@@ -103,8 +98,7 @@ def train(cfg: RunConfig) -> Path:
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.train.precision == "fp16")
     model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
 
-    evaluator = STSDevEvaluator(data_dir=data_dir, pooler="model", batch_size=cfg.train.eval_batch_size) \
-        if env.is_main else None
+    evaluator = evaluate_dev if env.is_main else None
     writer = SummaryWriter(str(out / "tensorboard")) if env.is_main else None
     schedule = iterate_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
                              cfg.train.seed, cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every,
@@ -126,8 +120,7 @@ def train(cfg: RunConfig) -> Path:
     final = finish(student, state, cfg, cache, pools, out, env)
     if writer is not None:
         writer.close()
-    if env.world_size > 1:
-        dist.destroy_process_group()
+    leave_distributed()
     return final
 
 
@@ -180,7 +173,7 @@ def evaluate_and_checkpoint(trainable: "StudentWithObjective", evaluator, writer
             state.best_dev, state.best_step = score, state.step
             save_encoder_atomically(student, out / "best")
         save_checkpoint(out, trainable, optimizer, scheduler, state)
-    barrier(env)
+    env.barrier()
 
 
 def finish(student: Student, state: RunState, cfg: RunConfig, cache: TeacherCache, pools: TrainingPools,
@@ -205,7 +198,7 @@ def finish(student: Student, state: RunState, cfg: RunConfig, cache: TeacherCach
             "heldout_image_ids": pools.heldout_image_ids,
             "device": device_name(env.device),
             "effective_batch_size": cfg.train.batch_size * env.world_size}, indent=2))
-    barrier(env)
+    env.barrier()
     return final
 
 
@@ -279,26 +272,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def init_distributed(device: str | None) -> DistEnv:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; gloo on CPU, nccl on GPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda":
-        torch.cuda.set_device(torch_device)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo")
-    return DistEnv(rank, world_size, torch_device)
-
-
-def barrier(env: DistEnv) -> None:
-    if env.world_size > 1:
-        dist.barrier()
 
 
 def seed_everything(seed: int) -> None:

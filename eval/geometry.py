@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
-from distill.data.sts import STSBSplit, load_stsb
+from eval.data.sts import STSBSplit, load_stsb
 
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
 

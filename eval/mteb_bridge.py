@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from sentence_transformers import SentenceTransformer
 
-from distill.data import STSPair, load_sick
+from eval.data import STSPair, load_sick
 
 from .encode import Pooler, encode, load_model
 from .sts import STS_TASKS, load_sts_task

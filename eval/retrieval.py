@@ -38,9 +38,7 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from distill.config import RunConfig, load_config
-from distill.data.corpora import load_coco2017_mini
-from distill.data.paths import resolve_data_dir
-from distill.data.records import CaptionRow
+from teacher_cache.corpora import CaptionRow, load_coco2017_mini, resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
 from distill.student import GroundingHeads
 from teacher_cache import TeacherCache, ensure_cache

@@ -30,7 +30,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
-from distill.data import STS_YEAR_SUBSETS, STSPair, load_sick, load_sts_year, load_stsb
+from distill.config import RunConfig
+from teacher_cache.corpora import resolve_data_dir
+from eval.data import STS_YEAR_SUBSETS, STSPair, load_sick, load_sts_year, load_stsb
 
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
 
@@ -215,3 +217,8 @@ class STSDevEvaluator:
         table = EmbeddingTable.build(model, self.sentences, self.pooler, self.batch_size, self.bf16, False)
         cosines = pair_cosines(table[[p.sentence1 for p in self.pairs]], table[[p.sentence2 for p in self.pairs]])
         return spearman_x100(cosines, self.gold)
+
+
+def stsb_dev_evaluator(cfg: RunConfig) -> STSDevEvaluator:
+    """The dev evaluator a training run selects its checkpoint with: STS-B dev, the model's own pooling."""
+    return STSDevEvaluator(data_dir=resolve_data_dir(cfg.data_dir), pooler="model", batch_size=cfg.train.eval_batch_size)

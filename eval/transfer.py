@@ -44,7 +44,7 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from distill.data import (
+from eval.data import (
     BINARY_TASK_FILES,
     LabeledPair,
     LabeledSentence,

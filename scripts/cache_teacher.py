@@ -32,10 +32,10 @@ from teacher_cache import (
     TeacherConfig,
     build_cache,
     build_teacher,
-    init_distributed_from_env,
     locate_cache,
     verify_cache,
 )
+from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS
 
 DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_cfg, data_cfg, run = resolve_configs(args)
     if args.verify is not None:
         return verify(args, teacher_cfg, data_cfg, run)
-    distributed = init_distributed_from_env()
+    init_distributed()
     try:
         report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir, skip_bad=run["skip_bad"],
                              shard_rows=run["shard_rows"], progress=not args.no_progress)
@@ -131,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        if distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        leave_distributed()
     print(report.summary())
     return 0
 

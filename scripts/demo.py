@@ -40,11 +40,12 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
-    from distill.data.paths import resolve_data_dir
-    from distill.offline_models import resolve_model_name
+    from teacher_cache.corpora import resolve_data_dir
+    from teacher_cache.offline_models import resolve_model_name
     from distill.student import build_encoder
     from distill.trainer import train
     from eval.report import render_markdown
+    from eval.sts import stsb_dev_evaluator
     from teacher_cache import ensure_cache
 
     started = time.perf_counter()
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     print("== 1/3 teacher cache")
     print(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, cfg.data_dir))
     print("== 2/3 training the student")
-    model_dir = train(cfg)
+    model_dir = train(cfg, stsb_dev_evaluator(cfg))
     print("== 3/3 evaluation")
     payloads = [
         evaluate_once("student (untrained)", build_encoder(cfg.student), cfg, out),

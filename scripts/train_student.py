@@ -26,8 +26,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_defa
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.trainer import train
+    from eval.sts import stsb_dev_evaluator
 
-    model_dir = train(cfg)
+    model_dir = train(cfg, stsb_dev_evaluator(cfg))
     print(f"saved student to {model_dir}")
     return 0
 

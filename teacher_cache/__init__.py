@@ -24,7 +24,6 @@ from .writer import (
     build_cache,
     cache_name,
     ensure_cache,
-    init_distributed_from_env,
     locate_cache,
     verify_cache,
 )
@@ -54,7 +53,6 @@ __all__ = [
     "cross_modal_similarity",
     "dataset_fingerprint",
     "ensure_cache",
-    "init_distributed_from_env",
     "locate_cache",
     "verify_cache",
 ]

@@ -20,7 +20,10 @@ from typing import Any
 
 from PIL import Image
 
-from distill.data.corpora import (
+from .corpora import (
+    BadRow,
+    ImageRow,
+    TextRow,
     load_coco2017_mini,
     load_coco_captions,
     load_coco_images,
@@ -29,7 +32,6 @@ from distill.data.corpora import (
     load_flickr30k_images,
     load_wiki1m,
 )
-from distill.data.records import BadRow, ImageRow, TextRow
 
 from .files import file_sha256
 
@@ -105,7 +107,7 @@ def collect_rows(cfg: CacheDataConfig, data_dir: Path) -> CacheRows:
 
 
 def _as_text_rows(rows: Sequence) -> list[TextRow]:
-    return [TextRow(row_id=row.row_id, text=row.text, source=row.source) for row in rows]
+    return [TextRow(row_id=row.row_id, text=row.text, source=row.source, image_id=row.image_id) for row in rows]
 
 
 _TEXT_LOADERS: dict[str, Callable[[Path, int | None, list[BadRow]], list[TextRow]]] = {

@@ -56,9 +56,9 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from distill.data.paths import resolve_data_dir
-from distill.data.records import BadRow, ImageRow, TextRow
+from .corpora import BadRow, ImageRow, TextRow, resolve_data_dir
 
+from .distributed import DistEnv
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
 from .data import CacheDataConfig, collect_rows, dataset_fingerprint, find_bad_images
 from .towers import Teacher, TeacherConfig, build_teacher
@@ -210,16 +210,16 @@ def build_cache(
     it twice); its ``identity`` is what fingerprints the cache.
     """
     started = time.perf_counter()
-    group = _Group.current()
+    group = DistEnv.current()
     teacher = teacher or build_teacher(teacher_cfg)
     with _lock_on_rank0(group, Path(cache_root)):
-        plan = group.broadcast_plan(
+        plan = _broadcast_plan(group, 
             lambda: _make_plan(teacher, teacher_cfg, data_cfg, Path(cache_root), data_dir, skip_bad, shard_rows)
         )
         report = BuildReport(path=plan.directory, already_complete=plan.complete)
         if not plan.complete:
             report.shards_reused = len(plan.all_shards()) - len(plan.todo)
-            _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world], report, progress and group.rank == 0)
+            _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world_size], report, progress and group.rank == 0)
             group.barrier()
             if group.rank == 0:
                 _finalise(plan)
@@ -262,17 +262,6 @@ def verify_cache(path: Path | str) -> list[str]:
             state = "missing" if actual is None else "checksum mismatch (corrupt)"
             problems.append(f"{path / entry['file']}: {state}")
     return problems
-
-
-def init_distributed_from_env() -> bool:
-    """Join the process group that torchrun describes in the environment; False when run plainly."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.is_initialized()
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return True
 
 
 # --- planning ------------------------------------------------------------------------------------
@@ -540,42 +529,27 @@ def _library_versions() -> dict[str, str | None]:
 # --- process group -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Group:
-    rank: int
-    world: int
-
-    @classmethod
-    def current(cls) -> "_Group":
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls(0, 1)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def broadcast_plan(self, make_plan) -> CachePlan:
-        """Rank 0 plans; a planning error is raised on every rank, so no rank waits forever."""
-        if self.world == 1:
-            return make_plan()
-        plan, error = None, None
-        if self.rank == 0:
-            try:
-                plan = make_plan()
-            except Exception as err:
-                error = err
-        payload = [plan, None if error is None else f"{type(error).__name__}: {error}"]
-        dist.broadcast_object_list(payload, src=0)
-        if error is not None:
-            raise error
-        if payload[1] is not None:
-            raise RuntimeError(f"rank 0 could not plan the cache: {payload[1]}")
-        return payload[0]
+def _broadcast_plan(group: DistEnv, make_plan: Callable[[], CachePlan]) -> CachePlan:
+    """Rank 0 plans; a planning error is raised on every rank, so no rank waits forever."""
+    if group.world_size == 1:
+        return make_plan()
+    plan, error = None, None
+    if group.rank == 0:
+        try:
+            plan = make_plan()
+        except Exception as err:
+            error = err
+    payload = [plan, None if error is None else f"{type(error).__name__}: {error}"]
+    dist.broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    if payload[1] is not None:
+        raise RuntimeError(f"rank 0 could not plan the cache: {payload[1]}")
+    return payload[0]
 
 
 @contextmanager
-def _lock_on_rank0(group: _Group, cache_root: Path) -> Iterator[None]:
+def _lock_on_rank0(group: DistEnv, cache_root: Path) -> Iterator[None]:
     """Serialise independent builders of one cache root; ranks of one group share rank 0's lock."""
     if group.rank != 0:
         yield

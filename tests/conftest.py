@@ -31,7 +31,7 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
         from sentence_transformers.models import Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from distill.offline_models import minilm_path
+    from teacher_cache.offline_models import minilm_path
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
@@ -72,7 +72,7 @@ def write_tiny_sts(root: Path, rng: random.Random, pairs_per_subset: int = 12) -
 
     Each subset also has one unscored pair (empty gold line), which loaders must skip.
     """
-    from distill.data import STS_YEAR_SUBSETS
+    from eval.data import STS_YEAR_SUBSETS
 
     for year, subsets in STS_YEAR_SUBSETS.items():
         for subset in subsets:
@@ -98,7 +98,7 @@ def write_tiny_sts(root: Path, rng: random.Random, pairs_per_subset: int = 12) -
 
 def write_tiny_transfer(root: Path, rng: random.Random, per_class: int = 10) -> None:
     """MR, CR, SUBJ, MPQA, SST2, TREC and MRPC files in SentEval's formats (labels are random)."""
-    from distill.data import BINARY_TASK_FILES, TREC_CLASSES
+    from eval.data import BINARY_TASK_FILES, TREC_CLASSES
 
     for folder, first, second in BINARY_TASK_FILES.values():
         for name in (first, second):

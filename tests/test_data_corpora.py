@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from distill.data.corpora import (
+from teacher_cache.corpora import (
+    BadRow,
+    DataFormatError,
+    resolve_data_dir,
     load_coco2017_mini,
     load_coco_val2017_captions,
     load_flickr30k_captions,
     load_wiki1m,
 )
-from distill.data.paths import resolve_data_dir
-from distill.data.records import BadRow, DataFormatError
 
 
 @pytest.fixture(scope="module")

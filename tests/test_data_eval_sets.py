@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from distill.data import (
+from teacher_cache.corpora import DataFormatError, read_data_lines, resolve_data_dir
+from eval.data import (
     STS_YEAR_SUBSETS,
-    DataFormatError,
     load_binary_task,
     load_mrpc,
     load_sick,
@@ -16,8 +16,6 @@ from distill.data import (
     load_sts_year,
     load_stsb,
     load_trec,
-    read_data_lines,
-    resolve_data_dir,
 )
 
 STS_SUBSET_COUNTS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.data import DataFormatError
-from distill.data.corpora import load_coco_captions, load_coco_images, load_flickr30k_images, load_wiki1m
+from teacher_cache.corpora import DataFormatError
+from teacher_cache.corpora import load_coco_captions, load_coco_images, load_flickr30k_images, load_wiki1m
 from teacher_cache.data import CacheDataConfig, collect_rows
 
 

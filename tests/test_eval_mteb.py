@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.data import load_sick, load_stsb
+from eval.data import load_sick, load_stsb
 from eval.mteb_bridge import MTEB_TASK_NAMES, evaluate_mteb_sts, local_mteb_task
 from eval.sts import STS_TASKS, evaluate_sts
 

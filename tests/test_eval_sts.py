@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from distill.data import STSPair, load_sick, load_sts_year, load_stsb
+from eval.data import STSPair, load_sick, load_sts_year, load_stsb
 from eval.encode import EmbeddingTable
 from eval.sts import (
     STS_TASKS,

@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from distill.config import load_config
 from distill.trainer import train
+from eval.sts import stsb_dev_evaluator
 from test_train import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,8 @@ MODULES_ON = {
 def test_three_steps_with_every_module_log_finite_terms(tiny_bert_dir, tmp_path):
     overrides = tiny_overrides(tiny_bert_dir, tmp_path, **{
         "train.max_steps": 3, "train.eval_every": 3, "train.paired_every": 2, "train.log_every": 1, **MODULES_ON})
-    train(load_config(ROOT / "configs" / "offline_default.yaml", overrides))
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", overrides)
+    train(cfg, stsb_dev_evaluator(cfg))
     run = tmp_path / "run"
 
     events = EventAccumulator(str(run / "tensorboard"))

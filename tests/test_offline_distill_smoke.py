@@ -16,7 +16,7 @@ SHARED = ROOT.parent / "shared" / "data"
 @pytest.fixture()
 def mixed_data_dir(tmp_path, tiny_senteval_dir) -> Path:
     """Tiny random SentEval files (fast evaluation) beside the real training corpora and images."""
-    from distill.data.paths import resolve_data_dir
+    from teacher_cache.corpora import resolve_data_dir
 
     real = resolve_data_dir(None)
     root = tmp_path / "data"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.data.paths import resolve_data_dir
+from teacher_cache.corpora import resolve_data_dir
 from teacher_cache import (
     BadInputError,
     TeacherCache,

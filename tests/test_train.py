@@ -21,6 +21,7 @@ from sentence_transformers import SentenceTransformer
 from distill.config import load_config
 from distill.student import GroundingHeads
 from distill.trainer import train
+from eval.sts import stsb_dev_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path):
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
-    model_dir = train(cfg)
+    model_dir = train(cfg, stsb_dev_evaluator(cfg))
     run = tmp_path / "run"
 
     model = SentenceTransformer(str(model_dir), device="cpu")
@@ -100,10 +101,10 @@ def test_kill_and_rerun_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
 
 def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2}))
-    train(cfg)
+    train(cfg, stsb_dev_evaluator(cfg))
     changed = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.lr": 0.5}))
     with pytest.raises(ValueError, match="train.lr"):
-        train(changed)
+        train(changed, stsb_dev_evaluator(changed))
 
 
 def test_bad_config_value_fails_fast_with_the_key_named(tmp_path):

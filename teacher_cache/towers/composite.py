@@ -15,7 +15,7 @@ import timm
 import torch
 from sentence_transformers import SentenceTransformer
 
-from distill.offline_models import EFFICIENTNET_ALIAS, resolve_model_name
+from ..offline_models import EFFICIENTNET_ALIAS, resolve_model_name
 
 from .base import (
     ImageInput,

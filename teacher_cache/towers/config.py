@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from distill.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
+from ..offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
 
 Backend = Literal["composite", "open_clip", "hf_clip"]
 BACKENDS: tuple[str, ...] = ("composite", "open_clip", "hf_clip")

@@ -20,8 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from .paths import resolve_data_dir
-from .records import DataFormatError, STSPair, read_data_lines
+from teacher_cache.corpora import DataFormatError, read_data_lines, resolve_data_dir
+
+from .records import STSPair
 
 STS_YEAR_SUBSETS: dict[str, tuple[str, ...]] = {
     "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),

@@ -22,11 +22,12 @@ class DataFormatError(ValueError):
 
 @dataclass(frozen=True)
 class TextRow:
-    """One training sentence (Wiki1M line, or a caption used as plain text)."""
+    """One training sentence (Wiki1M line, or a caption). ``image_id``: the image a caption describes."""
 
     row_id: str
     text: str
     source: str
+    image_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,36 +48,6 @@ class ImageRow:
     image_id: str
     path: Path
     source: str
-
-
-@dataclass(frozen=True)
-class STSPair:
-    """A gold-scored sentence pair of an STS set (STS12-16, STS-B, SICK-R)."""
-
-    row_id: str
-    sentence1: str
-    sentence2: str
-    score: float
-    subset: str
-
-
-@dataclass(frozen=True)
-class LabeledSentence:
-    """One sentence of a single-sentence transfer task (MR, CR, SUBJ, MPQA, SST2, TREC)."""
-
-    row_id: str
-    text: str
-    label: int
-
-
-@dataclass(frozen=True)
-class LabeledPair:
-    """One sentence pair of a pair-classification transfer task (MRPC)."""
-
-    row_id: str
-    sentence1: str
-    sentence2: str
-    label: int
 
 
 @dataclass(frozen=True)

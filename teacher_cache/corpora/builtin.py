@@ -1,6 +1,6 @@
 """Training corpora: Wiki1M sentences and image-caption sets (Flickr30k, COCO).
 
-Every loader returns plain records (:mod:`distill.data.records`) whose ids are stable across runs,
+Every loader returns plain records (:mod:`teacher_cache.corpora.records`) whose ids are stable across runs,
 because teacher caches and training batches refer to rows by id only:
 
 ==================  ==========================================  ==============================

@@ -28,6 +28,6 @@ def _must_exist(path: Path, origin: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(
             f"data directory {path} (from {origin}) does not exist; pass --data-dir, set ${ENV_VAR}, "
-            "or run scripts/fetch_data.py to download the SentEval/Flickr30k/COCO layout"
+            "or lay the data out as docs/data.md describes"
         )
     return path.resolve()

@@ -19,8 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from .paths import resolve_data_dir
-from .records import DataFormatError, LabeledPair, LabeledSentence, read_data_lines
+from teacher_cache.corpora import DataFormatError, read_data_lines, resolve_data_dir
+
+from .records import LabeledPair, LabeledSentence
 from .sts import normalize_whitespace
 
 BinaryTask = Literal["MR", "CR", "SUBJ", "MPQA"]
