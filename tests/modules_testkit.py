@@ -58,3 +58,8 @@ def captured_views(student: Student):
 
 def objective(**overrides) -> DistillationObjective:
     return DistillationObjective(LossConfig(**overrides))
+
+
+def objective_for(cfg: LossConfig) -> DistillationObjective:
+    """The objective of a loaded ``loss`` section, with the test student's and teacher's widths."""
+    return DistillationObjective(cfg)
