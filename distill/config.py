@@ -41,95 +41,155 @@ class StudentConfig:
 
 
 @dataclass
+class AAHRConfig:
+    """AAHR (arXiv 2507.09256; docs/modules.md): a queue of earlier student text embeddings as extra
+    negatives of the text loss (``queue_size``), and ``prototypes`` = K online prototypes of the teacher
+    text embeddings, which feed the prototype soft-target term (``weight``; student temperature
+    ``temperature``, teacher ``loss.teacher_temperature``) and down-weight same-cluster negatives of the
+    text loss (``cluster_negative_weight`` < 1). ``momentum`` is the centroids' EMA keep rate. The
+    defaults are the offline benchmark's settings."""
+
+    queue_size: int = 512
+    prototypes: int = 32
+    weight: float = 0.1
+    cluster_negative_weight: float = 0.5
+    temperature: float = 0.1
+    momentum: float = 0.99
+
+    def __post_init__(self) -> None:
+        _at_least(self, queue_size=0, prototypes=0, weight=0)
+        if self.prototypes == 1:
+            raise ValueError("prototypes must be 0 (off) or >= 2")
+        if not 0 <= self.cluster_negative_weight <= 1:
+            raise ValueError(f"cluster_negative_weight must be in [0, 1], got {self.cluster_negative_weight}")
+        if self.uses_prototypes and self.prototypes == 0:
+            raise ValueError("weight > 0 or cluster_negative_weight < 1 needs prototypes >= 2")
+        if self.prototypes and not self.uses_prototypes:
+            raise ValueError("prototypes is set but nothing uses them: set weight > 0 and/or "
+                             "cluster_negative_weight < 1")
+        if not self.queue_size and not self.prototypes:
+            raise ValueError("switches nothing on: set queue_size > 0 and/or prototypes >= 2 (or remove loss.aahr)")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def uses_prototypes(self) -> bool:
+        return self.weight > 0 or self.cluster_negative_weight < 1
+
+    @property
+    def reshapes_text(self) -> bool:
+        """Queue negatives or cluster weights change the text loss."""
+        return self.queue_size > 0 or self.cluster_negative_weight < 1
+
+
+@dataclass
+class SoftMaskConfig:
+    """Text-driven soft masks (arXiv 2304.00719; docs/modules.md): term ``soft_mask_view`` (weight
+    ``weight``) is the text contrast with a third, saliency-masked view as the positive; its most
+    salient tokens' word embeddings are scaled by ``1 - strength * M``."""
+
+    weight: float = 1.0
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError(f"weight must be > 0, got {self.weight} (remove loss.soft_mask to switch it off)")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+
+
+@dataclass
+class MMRefConfig:
+    """MMRef (arXiv 2504.07718; docs/modules.md): term ``mmref`` (weight ``weight``, paired steps)
+    aligns grounded captions with per-image references fusing the adapted teacher image (weight
+    ``alpha``) and its captions."""
+
+    weight: float = 0.01
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError(f"weight must be > 0, got {self.weight} (remove loss.mmref to switch it off)")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+@dataclass
+class DIASConfig:
+    """DIAS (arXiv 2410.16853; docs/modules.md): term ``dias_dimension`` (weight ``dimension_weight``,
+    paired steps) pushes the cross-correlation of grounding vs adapted teacher image dimensions to
+    identity (off-diagonal weight ``off_diagonal_weight``); term ``dias_relation`` (weight
+    ``relation_weight``, every step) matches student to teacher text cosines on each row's ``top_k``
+    strongest teacher neighbours. A weight of 0 leaves its term out."""
+
+    dimension_weight: float = 1e-4
+    off_diagonal_weight: float = 5e-3
+    relation_weight: float = 1.0
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        _at_least(self, dimension_weight=0, off_diagonal_weight=0, relation_weight=0, top_k=1)
+        if not self.dimension_weight and not self.relation_weight:
+            raise ValueError("switches nothing on: set dimension_weight and/or relation_weight > 0 "
+                             "(or remove loss.dias)")
+
+
+def _at_least(section: Any, **minimums: float) -> None:
+    for name, minimum in minimums.items():
+        if getattr(section, name) < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {getattr(section, name)}")
+
+
+@dataclass
 class LossConfig:
-    """Which objective terms are on, and their weights (REFERENCE.md gives the papers' values).
+    """Which objective terms are on, and their weights (docs/objective.md gives every term's formula).
 
-    The four related-method modules (docs/modules.md) are off by default; when they are off the
-    objective computes exactly the KDMCSE terms above them.
+    KDMCSE's terms: ``text`` (L_intra, angular margin ``text_margin``; or SimCSE), ``multimodal`` x
+    (AdapACSE or MCSE) on paired steps, optional soft-target KL and embedding regression. Candidates
+    are removed from the softmaxes by ``same_image_mask`` and one ``false_negative_filter``
+    (docs/objective.md says what each masks). ``focal_gamma`` > 0 weights the text contrast by
+    ``(1 - p_ii)^gamma``.
 
-    - AAHR: ``aahr_queue_size`` > 0 appends a queue of earlier student text embeddings as extra
-      negatives of the text loss; ``aahr_prototypes`` = K > 0 keeps K online prototypes of the teacher
-      text embeddings, which feed ``aahr_weight`` (prototype soft-target KL, student temperature
-      ``aahr_temperature``, teacher ``teacher_temperature``) and ``aahr_cluster_negative_weight`` (< 1
-      down-weights same-cluster negatives of the text loss). ``aahr_prototype_momentum`` is the
-      centroid EMA keep rate.
-    - Text-driven soft masks: ``focal_gamma`` > 0 weights the text contrastive terms by
-      ``(1 - p_ii)^gamma``; ``soft_mask_view_weight`` > 0 adds a third, saliency-masked view as an extra
-      positive, its most salient tokens' word embeddings scaled by ``1 - soft_mask_strength * M``.
-    - MMRef: ``mmref_weight`` > 0 aligns grounded captions with per-image references fusing the adapted
-      teacher image (weight ``mmref_alpha``) and its captions (paired steps).
-    - DIAS: ``dias_weight`` > 0 pushes the cross-correlation of grounding vs adapted teacher image
-      dimensions to identity (off-diagonal weight ``dias_off_diagonal_weight``; paired steps);
-      ``dias_relation_weight`` > 0 matches student to teacher text cosines on each row's
-      ``dias_top_k`` strongest teacher neighbours (every step).
+    The four related-method modules (docs/modules.md) are nested sections, off when absent:
+    ``aahr``, ``soft_mask``, ``mmref``, ``dias``; each adds and owns its own terms.
     """
 
     text: Literal["simcse", "angular", "none"] = "angular"
     temperature: float = 0.05
     text_margin: float = 0.15
+    focal_gamma: float = 0.0
     multimodal: Literal["adapacse", "mcse", "none"] = "adapacse"
     multimodal_margin: float = 0.15
     multimodal_weight: float = 0.01
     same_image_mask: bool = True
-    false_negative_filter: Literal["none", "threshold", "gist"] = "none"
+    false_negative_filter: Literal["none", "threshold", "gist", "teacher_cross_modal"] = "none"
     filter_threshold: float = 0.9
     gist_margin: float = 0.1
     gist_mode: Literal["absolute", "relative"] = "absolute"
+    cross_modal_threshold: float = 0.8
+    cross_modal_similarity: Literal["dot", "cosine"] = "dot"
     soft_target_weight: float = 0.0
     teacher_temperature: float = 0.05
     regression_weight: float = 0.0
-    # AAHR (arXiv 2507.09256)
-    aahr_queue_size: int = 0
-    aahr_prototypes: int = 0
-    aahr_weight: float = 0.0
-    aahr_cluster_negative_weight: float = 1.0
-    aahr_temperature: float = 0.1
-    aahr_prototype_momentum: float = 0.99
-    # Text-driven soft masks and focal contrast (arXiv 2304.00719)
-    focal_gamma: float = 0.0
-    soft_mask_view_weight: float = 0.0
-    soft_mask_strength: float = 1.0
-    # MMRef (arXiv 2504.07718)
-    mmref_weight: float = 0.0
-    mmref_alpha: float = 0.5
-    # DIAS (arXiv 2410.16853)
-    dias_weight: float = 0.0
-    dias_off_diagonal_weight: float = 5e-3
-    dias_relation_weight: float = 0.0
-    dias_top_k: int = 5
+    aahr: AAHRConfig | None = None
+    soft_mask: SoftMaskConfig | None = None
+    mmref: MMRefConfig | None = None
+    dias: DIASConfig | None = None
 
     def __post_init__(self) -> None:
-        for name in ("aahr_queue_size", "aahr_prototypes", "aahr_weight", "focal_gamma", "soft_mask_view_weight",
-                     "mmref_weight", "dias_weight", "dias_off_diagonal_weight", "dias_relation_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.aahr_prototypes == 1:
-            raise ValueError("aahr_prototypes must be 0 (off) or >= 2")
-        if not 0 <= self.aahr_cluster_negative_weight <= 1:
-            raise ValueError("aahr_cluster_negative_weight must be in [0, 1], "
-                             f"got {self.aahr_cluster_negative_weight}")
-        uses_prototypes = self.aahr_weight > 0 or self.aahr_cluster_negative_weight < 1
-        if uses_prototypes and self.aahr_prototypes == 0:
-            raise ValueError("aahr_weight > 0 or aahr_cluster_negative_weight < 1 needs aahr_prototypes >= 2")
-        if self.aahr_prototypes and not uses_prototypes:
-            raise ValueError("aahr_prototypes is set but nothing uses the prototypes: "
-                             "set aahr_weight > 0 and/or aahr_cluster_negative_weight < 1")
-        if not 0 <= self.aahr_prototype_momentum < 1:
-            raise ValueError(f"aahr_prototype_momentum must be in [0, 1), got {self.aahr_prototype_momentum}")
-        if self.aahr_temperature <= 0:
-            raise ValueError(f"aahr_temperature must be > 0, got {self.aahr_temperature}")
-        if not 0 < self.soft_mask_strength <= 1:
-            raise ValueError(f"soft_mask_strength must be in (0, 1], got {self.soft_mask_strength}")
-        if not 0 <= self.mmref_alpha <= 1:
-            raise ValueError(f"mmref_alpha must be in [0, 1], got {self.mmref_alpha}")
-        if self.dias_top_k < 1:
-            raise ValueError(f"dias_top_k must be >= 1, got {self.dias_top_k}")
-        reshapes_text = {"aahr_queue_size": self.aahr_queue_size > 0, "focal_gamma": self.focal_gamma > 0,
-                         "aahr_cluster_negative_weight": self.aahr_cluster_negative_weight < 1,
-                         "soft_mask_view_weight": self.soft_mask_view_weight > 0}
+        _at_least(self, focal_gamma=0)
+        reshapes_text = {"focal_gamma": self.focal_gamma > 0, "soft_mask": self.soft_mask is not None,
+                         "aahr": self.aahr is not None and self.aahr.reshapes_text}
         if self.text == "none" and any(reshapes_text.values()):
             keys = ", ".join(k for k, on in reshapes_text.items() if on)
             raise ValueError(f"{keys} reshape the text loss, which loss.text=none switches off")
+
+    @property
+    def reshapes_text(self) -> bool:
+        """The text term needs its general (weighted, focal) form rather than the plain loss."""
+        return self.focal_gamma > 0 or (self.aahr is not None and self.aahr.reshapes_text)
 
 
 @dataclass

@@ -47,11 +47,12 @@ def threshold_mask(teacher_sims: Tensor, threshold: float, positive_offset: int 
 
     .. math:: M_{ij} = [\,s_{ij} > \delta\,] \wedge [\,j \ne o+i\,]
 
-    ``s`` should be teacher *cosines* (normalised features; the released KDMCSE code compares raw
-    dot products with 0.8, the paper quotes a threshold around 0.85-0.9).
+    ``s`` is any teacher similarity of the same (anchor, candidate) pairs: caption-caption cosines
+    (``false_negative_filter: threshold``, delta 0.9) or the cross-modal caption-image scores of the
+    released KDMCSE code (``teacher_cross_modal``, delta 0.8; docs/objective.md).
 
     Args:
-        teacher_sims: ``[B, N]`` teacher cosine similarities.
+        teacher_sims: ``[B, N]`` teacher similarities.
         threshold: ``delta``.
         positive_offset: column of row ``i``'s positive is ``positive_offset + i``.
     """
