@@ -243,14 +243,9 @@ class DistillationObjective(nn.Module):
         """The released KDMCSE filter: ``(image term mask, caption term mask)`` from the teacher's
         caption_i . image_j and image_i . caption_j scores above ``cross_modal_threshold``."""
         cfg = self.cfg
-        if inputs.teacher_text.shape[1] != inputs.teacher_image.shape[1]:
-            raise ValueError("false_negative_filter=teacher_cross_modal compares teacher captions with images: "
-                             "it needs a teacher whose text and image embeddings share one space (a CLIP teacher)")
-        score = (lambda a, c: a @ c.T) if cfg.cross_modal_similarity == "dot" else losses.cosine_matrix
-        image_scores = score(inputs.teacher_text, teacher_image_all)  # caption_i . image_j
-        caption_scores = score(inputs.teacher_image, teacher_text_all)  # image_i . caption_j
-        return (losses.threshold_mask(image_scores, cfg.cross_modal_threshold, positive_offset=offset),
-                losses.threshold_mask(caption_scores, cfg.cross_modal_threshold, positive_offset=offset))
+        threshold, similarity = cfg.cross_modal_threshold, cfg.cross_modal_similarity
+        return (losses.cross_modal_mask(inputs.teacher_text, teacher_image_all, threshold, similarity, offset),
+                losses.cross_modal_mask(inputs.teacher_image, teacher_text_all, threshold, similarity, offset))
 
 
 def _either(a: Tensor | None, b: Tensor | None) -> Tensor | None:

@@ -21,10 +21,11 @@ SENTENCES = ["a dog runs on the grass", "two men play guitar", "a red car parked
 IMAGE_IDS = [3, 3, 5, 8, 8, 9]  # two images with two captions each
 
 
-def make_student(tiny_bert_dir: Path, with_images: bool = True, seed: int = 0) -> Student:
+def make_student(tiny_bert_dir: Path, image_dim: int | None = TEACHER_IMAGE_DIM, seed: int = 0) -> Student:
+    """The tiny student; ``image_dim=None``: no image adapter, ``TEACHER_TEXT_DIM``: a CLIP-like teacher."""
     torch.manual_seed(seed)
     cfg = StudentConfig(model=str(tiny_bert_dir), layers=1, grounding_dim=GROUNDING_DIM)
-    return Student(build_encoder(cfg), cfg, TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM if with_images else None).train()
+    return Student(build_encoder(cfg), cfg, TEACHER_TEXT_DIM, image_dim).train()
 
 
 def make_inputs(paired: bool = True, seed: int = 0, n: int = len(SENTENCES)) -> StepInputs:

@@ -10,7 +10,7 @@ from .aahr import MomentumQueue, OnlinePrototypes, same_cluster_weights
 from .adapacse import AdapACSELoss, adaptive_margin_logits
 from .angular_margin import AngularMarginLoss, angular_margin_cosines, angular_margin_logits
 from .dias import DimensionAlignmentLoss, SparseRelationLoss, top_k_neighbours
-from .false_negatives import gist_mask, same_image_mask, threshold_mask
+from .false_negatives import cross_modal_mask, gist_mask, same_image_mask, threshold_mask
 from .mcse import MCSEGroundingLoss
 from .mmref import ReferenceAlignmentLoss, build_references, rerank_with_references
 from .regression import EmbeddingRegressionLoss
@@ -38,6 +38,7 @@ __all__ = [
     "same_image_mask",
     "threshold_mask",
     "gist_mask",
+    "cross_modal_mask",
     "same_cluster_weights",
     # pure functions
     "cosine_matrix",
