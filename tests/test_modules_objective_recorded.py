@@ -2,7 +2,7 @@
 computed when the values in ``fixtures/objective_terms.json`` were recorded.
 
 The fixture was written by the objective as it stood before the loss config was nested (flat
-``aahr_*`` / ``mmref_*`` / ``dias_*`` keys, commit "paper configs: same-image mask off"), so a refactor
+``aahr_*`` / ``mmref_*`` / ``dias_*`` keys, commit "Paper configs: same-image mask off ..."), so a refactor
 of the objective must leave each term unchanged. Each case runs three steps on one objective (paired,
 text, paired: stateful modules see a filled queue) over a fixed tiny batch whose teacher captions hold
 near-duplicates, so the threshold and gist filters remove real candidates.
