@@ -1,7 +1,9 @@
 """The student: a sentence-transformers encoder plus heads that exist only during training.
 
 At save time only ``encoder`` is written, so the result loads with ``SentenceTransformer(path)``
-and embeds exactly what the STS evaluation scored during training.
+and embeds exactly what the STS evaluation scored during training. The encoder keeps the base
+model's maximum sequence length; ``StudentConfig.max_seq_length`` truncates training batches only
+(``Student.embed``), so neither the evaluation nor a later user of the saved model truncates at it.
 """
 from __future__ import annotations
 
@@ -19,15 +21,18 @@ from teacher_cache.offline_models import resolve_model_name
 
 
 def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:
-    """Load the student encoder, set its pooling and cut it to ``cfg.layers`` layers if asked."""
+    """Load the student encoder, set its pooling and cut it to ``cfg.layers`` layers if asked.
+
+    The encoder keeps the base model's own maximum length: ``cfg.max_seq_length`` is a training
+    setting that ``Student.embed`` applies per batch.
+    """
     name = resolve_model_name(cfg.model)
     if cfg.pooling == "model":
         encoder = SentenceTransformer(name, device=str(device))
     else:
-        transformer = Transformer(name, max_seq_length=cfg.max_seq_length)
+        transformer = Transformer(name)
         pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=cfg.pooling)
         encoder = SentenceTransformer(modules=[transformer, pooling], device=str(device))
-    encoder.max_seq_length = cfg.max_seq_length
     if cfg.layers is not None:
         keep_first_layers(encoder, cfg.layers)
     return encoder
@@ -58,7 +63,7 @@ def _projection(d_in: int, d_out: int) -> nn.Sequential:
 
 
 class Student(nn.Module):
-    """Encoder + training-only heads (KDMCSE, REFERENCE.md).
+    """Encoder + training-only heads (KDMCSE, docs/reference.md).
 
     - ``mlp``: Linear(d, d) + Tanh on the sentence embedding for the text loss (SimCSE's train-time MLP),
       identity when ``mlp_head`` is off.
@@ -72,6 +77,7 @@ class Student(nn.Module):
                  teacher_image_dim: int | None):
         super().__init__()
         self.encoder = encoder
+        self.train_max_length = cfg.max_seq_length
         dim = encoder.get_embedding_dimension()
         self.mlp = _projection(dim, dim) if cfg.mlp_head else nn.Identity()
         self.heads = GroundingHeads(
@@ -82,8 +88,10 @@ class Student(nn.Module):
         self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
 
     def embed(self, sentences: list[str]) -> torch.Tensor:
-        """Sentence embeddings (the evaluated representation), with dropout active in train mode."""
-        features = self.encoder.preprocess(sentences)
+        """Sentence embeddings (the evaluated representation), with dropout active in train mode; inputs
+        are truncated at the training length, not at the saved model's maximum."""
+        limit = {"text": {"max_length": self.train_max_length, "truncation": True}}
+        features = self.encoder.preprocess(sentences, processing_kwargs=limit)
         device = next(self.encoder.parameters()).device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return self.encoder(features)["sentence_embedding"]
