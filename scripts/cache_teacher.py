@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
-from teacher_cache import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
+
+from teacher_cache import (  # noqa: E402
     DEFAULT_CACHE_ROOT,
     DEFAULT_SHARD_ROWS,
     IMAGE_SOURCES,
@@ -36,7 +38,7 @@ from teacher_cache import (
     verify_cache,
 )
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
-from teacher_cache.towers.config import BACKENDS, PRECISIONS
+from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
 
 DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
