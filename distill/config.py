@@ -42,7 +42,7 @@ class StudentConfig:
 
 @dataclass
 class LossConfig:
-    """Which objective terms are on, and their weights (REFERENCE.md gives the papers' values).
+    """Which objective terms are on, and their weights (docs/reference.md gives the papers' values).
 
     The four related-method modules (docs/modules.md) are off by default; when they are off the
     objective computes exactly the KDMCSE terms above them.
