@@ -7,7 +7,8 @@ Examples:
   python scripts/train_student.py --config configs/offline_default.yaml train.max_steps=50 loss.soft_target_weight=1
   torchrun --nproc_per_node 2 scripts/train_student.py --config configs/offline_default.yaml
 
-Any config key can be overridden as section.key=value (values are parsed as YAML). The resolved
+Any config key can be overridden as section.key=value (values are parsed as YAML); --print-config
+lists every key with its type, value, default and doc. The resolved
 config is written next to the run's outputs; rerunning the same command resumes from the last
 checkpoint.
 """
