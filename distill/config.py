@@ -215,9 +215,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     return from_dict(RunConfig, raw, prefix="")
 
 
+def configs_dir() -> Path:
+    """The shipped run configs: ``configs/`` of this checkout, or the copy installed inside ``distill/``."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path as given, else a shipped config by name (``kdmcse_bert_flickr`` or with .yaml)."""
+    path = Path(name)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    shipped = configs_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+    return shipped if shipped.is_file() else path
+
+
 def add_cli_arguments(parser, default_config: Path) -> None:
     """The flags every run script shares: --config, --data-dir, --output-dir, --print-config and overrides."""
-    parser.add_argument("--config", default=str(default_config), help="YAML run config (default: %(default)s)")
+    parser.add_argument("--config", default=str(default_config),
+                        help="YAML run config, or the name of a shipped one such as kdmcse_bert_flickr "
+                        "(default: %(default)s)")
     parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
     parser.add_argument("--output-dir", help="shortcut for train.output_dir=...")
     parser.add_argument("--print-config", action="store_true",
@@ -357,7 +375,7 @@ def config_from_cli(args) -> RunConfig:
         overrides.append(f"data_dir={args.data_dir}")
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
-    return load_config(args.config, overrides)
+    return load_config(resolve_config_path(args.config), overrides)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -40,16 +40,16 @@ from teacher_cache import (  # noqa: E402
 )
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
-from distill.config import PRINT_CONFIG_HEADER, describe_config  # noqa: E402
+from distill.config import PRINT_CONFIG_HEADER, configs_dir, describe_config, resolve_config_path  # noqa: E402
 
-DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
+DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
                  "batch_size", "precision", "device", "max_seq_length")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_RUN_CONFIG,
+    parser.add_argument("--config", type=resolve_config_path, default=DEFAULT_RUN_CONFIG,
                         help="YAML with teacher:/data: sections, e.g. a training run config, so the cache is "
                              "the one train_student.py will read (default: %(default)s)")
     teacher = parser.add_argument_group("teacher (TeacherConfig)")
