@@ -128,7 +128,7 @@ class LogisticRegression:
 
     def _hold_out(self, train: Split) -> tuple[Split, Split]:
         order = self.rng.permutation(len(train[0]))
-        n_dev = int(self.settings.validation_fraction * len(order))
+        n_dev = max(1, int(self.settings.validation_fraction * len(order)))  # tiny sets: never an empty dev
         dev, rest = order[:n_dev], order[n_dev:]
         return (train[0][rest], train[1][rest]), (train[0][dev], train[1][dev])
 
