@@ -141,7 +141,8 @@ class LogisticRegression:
             logits = (xb @ self.params.reshape(-1, width).T).reshape(len(rows), n_models, n_classes)
             probabilities = _softmax(logits)
             delta = (probabilities - onehot[rows][:, None, :]) / len(rows)  # d(mean CE)/d(logits)
-            gradient = np.einsum("bmc,bd->mcd", delta, xb) + self.l2[:, None, None] * self.params
+            gradient = (delta.reshape(len(rows), -1).T @ xb).reshape(self.params.shape)
+            gradient += self.l2[:, None, None] * self.params
             adam.step(self.params, gradient)
 
     def logits(self, features: np.ndarray) -> np.ndarray:

@@ -97,6 +97,14 @@ def test_cli_rejects_unknown_task_groups(capsys):
     assert cli.default_out_path("offline:all-MiniLM-L6-v2") == Path("results/all-MiniLM-L6-v2.json")
 
 
+def test_cli_defaults_are_the_papers_protocol_and_fp32():
+    cli = _load_cli()
+    defaults = cli.parse_args(["--model", "x"])
+    assert (defaults.transfer_protocol, defaults.bf16) == ("senteval", False)
+    chosen = cli.parse_args(["--model", "x", "--transfer-protocol", "fast", "--bf16"])
+    assert (chosen.transfer_protocol, chosen.bf16) == ("fast", True)
+
+
 def test_cli_runs_sts_on_tiny_data(tiny_bert_dir, tiny_senteval_dir, tmp_path, capsys):
     cli = _load_cli()
     out = tmp_path / "tiny.json"
