@@ -126,7 +126,7 @@ class TransferTaskResult:
     accuracy: float
     """Test accuracy x100 (mean over the outer folds for MR, CR, SUBJ, MPQA)."""
     dev_accuracy: float
-    """Validation accuracy x100 of the chosen C (inner CV, or SST2 dev)."""
+    """Validation accuracy x100 of the chosen regularisation (inner CV, or SST2 dev)."""
     protocol: str
     n_examples: dict[str, int]
     chosen_regularisation: tuple[float, ...]
@@ -161,7 +161,7 @@ class TransferResults:
         }
 
 
-# --- classifiers on feature matrices (no model needed) --------------------------------------------
+# --- the fast protocol's classifiers on feature matrices (no model needed) ------------------------
 
 
 def select_c(
