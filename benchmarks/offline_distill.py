@@ -29,7 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "offline_default.yaml"
-SEEDS = (1234, 1235, 1236)
+FIRST_SEED = 1234
+"""Seeds run: FIRST_SEED, FIRST_SEED + 1, ... (``--seeds`` of them)."""
+TRANSFER_PROTOCOL = "fast"
+"""The benchmark compares methods with each other, so it uses the fast scikit-learn classifier
+(minutes per model instead of the SentEval protocol's much longer CPU time); its report says so."""
 
 _PLAIN = ["loss.false_negative_filter=none", "loss.soft_target_weight=0", "loss.regression_weight=0"]
 _KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative_filter=threshold",
@@ -56,7 +60,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                                                         "loss.regression_weight=1"), False),
     Method("kdmcse_kl_mse", "KDMCSE + KL + regression", (*_KDMCSE, "loss.soft_target_weight=1",
                                                          "loss.regression_weight=100"), True),
-    # Issue 6 ablations: each related method added to the KDMCSE configuration (docs/modules.md).
+    # Ablations: each related method added to the KDMCSE configuration (docs/modules.md).
     Method("kdmcse_aahr", "KDMCSE + AAHR", (*_KDMCSE, "loss.aahr.queue_size=512", "loss.aahr.prototypes=32",
                                             "loss.aahr.weight=0.1", "loss.aahr.cluster_negative_weight=0.5"), True),
     Method("kdmcse_softmask", "KDMCSE + soft masks / focal", (*_KDMCSE, "loss.focal_gamma=2.0",
@@ -107,7 +111,7 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
     cfg = load_config(CONFIG, overrides)
     model_dir = train(cfg, stsb_dev_evaluator(cfg))
-    transfer_jobs = cores_per_run(args.jobs) if SEEDS.index(seed) < args.transfer_seeds else 0
+    transfer_jobs = cores_per_run(args.jobs) if seed in run_seeds(args)[:args.transfer_seeds] else 0
     results = evaluate_model(str(model_dir), cfg.data_dir, args, transfer_jobs)
     summary = json.loads((out / "train_summary.json").read_text())
     results.update(method=method.name, seed=seed, train=summary)
@@ -124,18 +128,19 @@ def evaluate_model(model, data_dir, args: argparse.Namespace, transfer_jobs: int
 
     ``transfer_jobs``: classifier folds fitted at a time (-1: every core; 0: skip the transfer tasks).
     """
-    from eval.encode import encode, load_model
+    from eval.encode import DEFAULT_BF16, encode, load_model
     from eval.sts import evaluate_sts
     from eval.data.sts import load_stsb
 
     model = load_model(model)
     sts = evaluate_sts(model, data_dir=data_dir, show_progress=False)
-    results = {"sts": sts.to_dict()}
+    results = {"sts": sts.to_dict(), "encoding": "bf16" if DEFAULT_BF16 else "fp32"}
     if transfer_jobs and not args.no_transfer:
-        from eval.transfer import evaluate_transfer
+        from eval.transfer import TransferSettings, evaluate_transfer
 
-        results["transfer"] = evaluate_transfer(model, data_dir=data_dir, show_progress=False,
-                                                n_jobs=transfer_jobs).to_dict()
+        settings = TransferSettings(TRANSFER_PROTOCOL, n_jobs=transfer_jobs)
+        transfer = evaluate_transfer(model, data_dir=data_dir, settings=settings, show_progress=False)
+        results["transfer"] = transfer.to_dict()
     pairs = load_stsb("test", data_dir)
     a = encode(model, [p.sentence1 for p in pairs], show_progress=False)
     b = encode(model, [p.sentence2 for p in pairs], show_progress=False)
@@ -197,6 +202,11 @@ def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:
             print(f"{method:>16} seed {seed}: {status} in {seconds / 60:.1f} min", flush=True)
 
 
+def run_seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    """The seeds of this benchmark run, in order; transfer runs on the first ``--transfer-seeds``."""
+    return tuple(FIRST_SEED + i for i in range(args.seeds))
+
+
 def cores_per_run(jobs: int) -> int:
     """The CPU cores each of ``jobs`` parallel runs may use (torch threads, transfer classifier folds)."""
     return max(1, (os.cpu_count() or 2) // jobs)
@@ -205,7 +215,7 @@ def cores_per_run(jobs: int) -> int:
 def _forwarded(args: argparse.Namespace) -> list[str]:
     flags = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
              "--out-root", args.out_root, "--cache-root", args.cache_root, "--jobs", str(args.jobs),
-             "--transfer-seeds", str(args.transfer_seeds)]
+             "--transfer-seeds", str(args.transfer_seeds), "--seeds", str(args.seeds)]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
     if args.no_transfer:
@@ -218,8 +228,9 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma list (default: %(default)s; 'all' adds the issue-6 ablations: {', '.join(METHODS)})")
-    parser.add_argument("--seeds", type=int, default=3, help="how many of the seeds 1234, 1235, 1236")
+                        help=f"comma list (default: %(default)s; 'all' adds the ablations: {', '.join(METHODS)})")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help=f"how many seeds, counting up from {FIRST_SEED} (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps per run (same for all)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -264,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         build_cache_once(args)
         reference_rows(args)
         # Seed-major, so an interrupted run has every method's first seed (the one with transfer) first.
-        jobs = [(m, seed) for seed in SEEDS[:args.seeds] for m in args.methods.split(",")]
+        jobs = [(m, seed) for seed in run_seeds(args) for m in args.methods.split(",")]
         run_all(args, jobs)
     from benchmarks.offline_report import write_report
 

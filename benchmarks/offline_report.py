@@ -14,11 +14,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from eval.report import markdown_table  # noqa: E402
+
 STS_COLUMNS = {"STS12": "STS12", "STS13": "STS13", "STS14": "STS14", "STS15": "STS15", "STS16": "STS16",
                "STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
 KDMCSE_FAMILY = ("kdmcse", "kdmcse_kl", "kdmcse_kl_mse", "adapacse_kl_mse", "kdmcse_kl_mse_dias")
 COMBINATIONS = ("kdmcse_kl_mse", "regression_kl", "adapacse_kl_mse", "kdmcse_kl_mse_dias")
-"""Methods that add soft targets, filtering or relations to the regression target (the issue's challenge)."""
+"""Methods that add soft targets, filtering or relations to the regression target."""
 DISTRIBUTION_METHODS = ("simcse", "kdmcse", "kdmcse_kl", "regression")  # first seed of each; ablations left out
 COLORS = plt.get_cmap("tab20").colors
 TRANSFER_COLUMNS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
@@ -68,64 +70,80 @@ def compare(runs, name: str, base: str) -> tuple[float, str, float, float]:
 
 
 def sts_table(runs, references, methods) -> str:
-    header = "| model | " + " | ".join(STS_COLUMNS.values()) + " | Avg | recovery |\n|" + "---|" * (len(STS_COLUMNS) + 3)
     teacher_avg = sts_average(references["teacher"]) if "teacher" in references else None
-    lines = [header]
 
-    def row(label: str, results: list[dict]) -> str:
+    def row(label: str, results: list[dict]) -> list[str]:
         cells = [f"{statistics.fmean(r['sts']['tasks'][t]['spearman'] for r in results):.2f}" for t in STS_COLUMNS]
         averages = [sts_average(r) for r in results]
         recovery = f"{100 * statistics.fmean(averages) / teacher_avg:.1f}%" if teacher_avg else "—"
-        return f"| {label} | " + " | ".join(cells) + f" | {mean_std(averages)} | {recovery} |"
+        return [label, *cells, mean_std(averages), recovery]
 
-    if "untrained" in references:
-        lines.append(row("untrained 3-layer student", [references["untrained"]]))
-    for name, results in runs.items():
-        lines.append(row(f"{methods[name].label} (n={len(results)})", results))
+    rows = [row("untrained 3-layer student", [references["untrained"]])] if "untrained" in references else []
+    rows += [row(f"{methods[name].label} (n={len(results)})", results) for name, results in runs.items()]
     if "teacher" in references:
-        lines.append(row("teacher (6-layer all-MiniLM-L6-v2)", [references["teacher"]]))
-    return "\n".join(lines)
+        rows.append(row("teacher (6-layer all-MiniLM-L6-v2)", [references["teacher"]]))
+    return markdown_table(["model", *STS_COLUMNS.values(), "Avg", "recovery"], rows)
 
 
 def transfer_table(runs, references, methods) -> str:
     """Per-task transfer accuracy of each model's first seed that ran them (SentEval's table)."""
-    rows = [("untrained 3-layer student", references.get("untrained"))]
-    rows += [(methods[name].label, next((r for r in results if "transfer" in r), None))
-             for name, results in runs.items()]
-    rows.append(("teacher (6-layer all-MiniLM-L6-v2)", references.get("teacher")))
-    lines = ["| model | " + " | ".join(TRANSFER_COLUMNS) + " | Avg |", "|" + "---|" * (len(TRANSFER_COLUMNS) + 2)]
-    for label, result in rows:
+    candidates = [("untrained 3-layer student", references.get("untrained"))]
+    candidates += [(methods[name].label, next((r for r in results if "transfer" in r), None))
+                   for name, results in runs.items()]
+    candidates.append(("teacher (6-layer all-MiniLM-L6-v2)", references.get("teacher")))
+    rows = []
+    for label, result in candidates:
         if result is None or "transfer" not in result:
             continue
         tasks = result["transfer"]["tasks"]
         cells = [f"{tasks[t]['accuracy']:.2f}" if t in tasks else "—" for t in TRANSFER_COLUMNS]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {transfer_average(result):.2f} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+        rows.append([label, *cells, f"{transfer_average(result):.2f}"])
+    return markdown_table(["model", *TRANSFER_COLUMNS, "Avg"], rows) if rows else ""
+
+
+def _saved(runs, references) -> list[dict]:
+    return [r for results in [*runs.values(), list(references.values())] for r in results]
+
+
+def encodings(runs, references) -> str:
+    """Encoding precision of the saved results (bf16 where not recorded: the default of that time)."""
+    return " / ".join(sorted({r.get("encoding", "bf16") for r in _saved(runs, references)})) or "—"
+
+
+def transfer_settings(runs, references) -> str:
+    """Classifier protocol and encoding precision of the saved transfer results, as one phrase.
+
+    Results saved before these were recorded came from the scikit-learn ("fast") classifier on
+    bf16 encodings, the defaults of that time.
+    """
+    saved = [r for r in _saved(runs, references) if "transfer" in r]
+    protocols = sorted({r["transfer"].get("protocol", "fast") for r in saved})
+    precisions = sorted({r.get("encoding", "bf16") for r in saved})
+    return f"{' / '.join(protocols)} protocol, {' / '.join(precisions)} encoding"
 
 
 def details_table(runs, references, methods) -> str:
-    lines = ["| model | transfer avg | retrieval rSum (97 held-out images) | train min | steps/s | "
-             "time per step vs KDMCSE | best step |",
-             "|---|---|---|---|---|---|---|"]
     kdmcse_rate = statistics.fmean(r["train"]["steps_per_second"] for r in runs["kdmcse"]) if "kdmcse" in runs else None
-    for name in ("untrained",):
-        if name in references:
-            lines.append(f"| untrained 3-layer student | {mean_std([transfer_average(references[name])])} | — | — | — | — | — |")
+    rows = []
+    if "untrained" in references:
+        rows.append(["untrained 3-layer student", mean_std([transfer_average(references["untrained"])]), *["—"] * 5])
     for name, results in runs.items():
         rsum = [r["retrieval"]["rsum"] for r in results if "retrieval" in r] if methods[name].multimodal else []
         minutes = [r["train"]["train_seconds"] / 60 for r in results]
         rates = [r["train"]["steps_per_second"] for r in results]
         best = [r["train"]["best_step"] for r in results]
         cost = f"{kdmcse_rate / statistics.fmean(rates):.2f}" if kdmcse_rate else "—"
-        lines.append(f"| {methods[name].label} | {transfer_cell(results)} | "
-                     f"{mean_std(rsum)} | {mean_std(minutes)} | {mean_std(rates)} | {cost} | {mean_std(best, 0)} |")
+        rows.append([methods[name].label, transfer_cell(results), mean_std(rsum), mean_std(minutes),
+                     mean_std(rates), cost, mean_std(best, 0)])
     if "teacher" in references:
-        lines.append(f"| teacher | {mean_std([transfer_average(references['teacher'])])} | — | — | — | — | — |")
-    return "\n".join(lines)
+        rows.append(["teacher", mean_std([transfer_average(references["teacher"])]), *["—"] * 5])
+    columns = ["model", "transfer avg", "retrieval rSum (97 held-out images)", "train min", "steps/s",
+               "time per step vs KDMCSE", "best step"]
+    return markdown_table(columns, rows)
 
 
 def findings(runs, references, methods) -> list[str]:
-    """Plain statements computed from the numbers (the issue's goals), no adjectives added by hand."""
+    """Plain statements computed from the numbers against the benchmark's goals, no adjectives added by hand."""
     if not runs:
         return []
     averages = {name: statistics.fmean(sts_average(r) for r in results) for name, results in runs.items()}
@@ -156,7 +174,7 @@ def findings(runs, references, methods) -> list[str]:
 
 
 def ablation_findings(runs, methods) -> list[str]:
-    """Each issue-6 module against plain KDMCSE: STS average and retrieval rSum, with the seed std."""
+    """Each related-method module against plain KDMCSE: STS average and retrieval rSum, with the seed std."""
     if "kdmcse" not in runs:
         return []
     base_rsum = statistics.fmean(r["retrieval"]["rsum"] for r in runs["kdmcse"])
@@ -201,15 +219,15 @@ def cpu_check(cpu_root: Path, references, methods) -> list[str]:
     paths = sorted(cpu_root.glob("*/seed*/results.json"))
     results = [(path.parent.parent.name, json.loads(path.read_text())) for path in paths]
     teacher = sts_average(references["teacher"]) if "teacher" in references else None
-    lines = ["| method | seed | device | steps | train min | steps/s | STS Avg | recovery |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, r in results:
         average = sts_average(r)
         recovery = f"{100 * average / teacher:.1f}%" if teacher else "—"
-        lines.append(f"| {methods[name].label} | {r['seed']} | {r['train']['device']} | {r['train']['steps']} | "
-                     f"{r['train']['train_seconds'] / 60:.1f} | {r['train']['steps_per_second']:.2f} | "
-                     f"{average:.2f} | {recovery} |")
-    return lines
+        train = r["train"]
+        rows.append([methods[name].label, r["seed"], train["device"], train["steps"],
+                     f"{train['train_seconds'] / 60:.1f}", f"{train['steps_per_second']:.2f}", f"{average:.2f}", recovery])
+    columns = ["method", "seed", "device", "steps", "train min", "steps/s", "STS Avg", "recovery"]
+    return markdown_table(columns, rows).splitlines()
 
 
 def plot_dev_curves(runs, methods, path: Path) -> None:
@@ -284,7 +302,8 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
         "linear decay, bf16 autocast, a paired batch every 4th step, STS-B dev every 10% of the budget with the "
         f"best checkpoint kept (test sets never used for selection). Training device: {device}.",
         "",
-        "## STS (Spearman x100, SentEval \"all\" aggregation; mean over seeds, Avg as mean ± std)",
+        "## STS (Spearman x100, SentEval \"all\" aggregation; mean over seeds, Avg as mean ± std; "
+        f"{encodings(runs, references)} encoding)",
         "",
         sts_table(runs, references, methods),
         "",
@@ -294,11 +313,13 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
         "",
         "Transfer: " + ("not run for these results (`--no-transfer`); a dash marks it." if args.no_transfer else
                         "average accuracy of the seven SentEval tasks (MR, CR, SUBJ, MPQA nested 10-fold CV; SST2, "
-                        f"TREC, MRPC given splits), on the first {args.transfer_seeds} seed(s) of each method."),
+                        f"TREC, MRPC given splits), on the first {args.transfer_seeds} seed(s) of each method; "
+                        f"{transfer_settings(runs, references)}."),
         "Retrieval rSum (max 600) is only shown for methods that train the grounding head and image adapter; "
         "'time per step vs KDMCSE' is the ratio of mean steps/s (runs shared one GPU, several at a time).",
         "",
-        *(["## Transfer tasks (accuracy x100; MRPC: accuracy)", "", transfer, ""] if transfer else []),
+        *([f"## Transfer tasks (accuracy x100; MRPC: accuracy; {transfer_settings(runs, references)})", "",
+           transfer, ""] if transfer else []),
         "## Findings",
         "",
         *[f"- {line}" for line in findings(runs, references, methods)],

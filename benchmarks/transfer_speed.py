@@ -17,26 +17,26 @@ import time
 from pathlib import Path
 
 
-def time_both(data, table, task: str, cores: int) -> tuple[float, float, object]:
+def time_both(data, table, task: str, cores: int, protocol: str) -> tuple[float, float, object]:
     """Seconds with one job and with ``cores`` jobs; raises if their results differ."""
-    from eval.transfer import score_task
+    from eval.transfer import TransferSettings, score_task
 
     seconds, results = [], []
     for n_jobs in (1, cores):
         started = time.perf_counter()
-        results.append(score_task(task, data, table, n_jobs=n_jobs))
+        results.append(score_task(task, data, table, TransferSettings(protocol, n_jobs=n_jobs)))
         seconds.append(time.perf_counter() - started)
     if results[0] != results[1]:
         raise AssertionError(f"{task}: n_jobs=1 gave {results[0]}, n_jobs={cores} gave {results[1]}")
     return seconds[0], seconds[1], results[0]
 
 
-def start_workers(data, table, cores: int) -> float:
+def start_workers(data, table, cores: int, protocol: str) -> float:
     """Seconds of a first parallel run (CR), which also starts joblib's worker processes."""
-    from eval.transfer import score_task
+    from eval.transfer import TransferSettings, score_task
 
     started = time.perf_counter()
-    score_task("CR", data, table, n_jobs=cores)
+    score_task("CR", data, table, TransferSettings(protocol, n_jobs=cores))
     return time.perf_counter() - started
 
 
@@ -49,7 +49,7 @@ def render_report(rows: dict, cores: int, context: dict[str, str]) -> str:
         lines.append(f"| {task} | {result.accuracy:.2f} | {seconds_one:.1f} | {seconds_many:.1f} | "
                      f"{seconds_one / seconds_many:.2f}x |")
     lines += [f"| all | | {one:.1f} | {many:.1f} | {one / many:.2f}x |", "",
-              "Both settings gave identical results on every task (accuracy, chosen C, MRPC F1). "
+              "Both settings gave identical results on every task (accuracy, chosen regularisation, MRPC F1). "
               "Encoding is not timed here (see reports/eval_speed.md).", ""]
     return "\n".join(lines)
 
@@ -59,18 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="offline:all-MiniLM-L6-v2")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/transfer_speed.md"))
+    parser.add_argument("--protocol", default="fast", choices=("senteval", "fast"),
+                        help="transfer classifier protocol to time (default: %(default)s)")
     args = parser.parse_args(argv)
 
     from eval.encode import EmbeddingTable, load_model
     from eval.transfer import TRANSFER_TASKS, load_transfer_data
 
     data = load_transfer_data(TRANSFER_TASKS, args.data_dir)
-    table = EmbeddingTable.build(load_model(args.model), data.sentences(), "model", 128, True, True)
+    table = EmbeddingTable.build(load_model(args.model), data.sentences(), "model", 128, False, True)
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
-    warm_up = start_workers(data, table, cores)
-    rows = {task: time_both(data, table, task, cores) for task in TRANSFER_TASKS}
+    warm_up = start_workers(data, table, cores, args.protocol)
+    rows = {task: time_both(data, table, task, cores, args.protocol) for task in TRANSFER_TASKS}
     context = {"Machine": f"{cores} CPU cores, no GPU", "Model": args.model,
+               "Protocol": f"{args.protocol} (fp32 encoding)",
                "1-minute load average": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
                "Worker start": f"an untimed CR run with n_jobs={cores} first took {warm_up:.1f} s (joblib starts "
                                "its worker processes once per process; the table leaves that out)"}

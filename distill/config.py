@@ -233,6 +233,9 @@ class TrainConfig:
     seed: int = 1234
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     paired_every: int | None = None
+    schedule: Literal["official", "one_pass"] = "one_pass"
+    """paired-batch schedule (distill/schedule.py): one_pass = one pass over each pool per epoch;
+    official = the released KDMCSE loop's cycling loaders (the paper configs)"""
     eval_every: int = 125
     retrieval_holdout_images: int = 0
     eval_batch_size: int = 256

@@ -1,15 +1,30 @@
 """KDMCSE's batch schedule: text-only batches with a paired image-caption batch every k-th step.
 
-k = floor(#text batches / #paired batches) unless ``paired_every`` fixes it (docs/reference.md: at batch
-64, Flickr gives k = 6 and COCO k = 2). Orders are a pure function of (seed, epoch), so a resumed
-run replays exactly the batches an uninterrupted run would have seen.
+k = floor(#text batches / #paired batches) unless ``paired_every`` fixes it (docs/reference.md: at batch 64,
+Wiki1M with Flickr30k gives k = 6, with COCO k = 2). Two schedules (``TrainConfig.schedule``):
+
+* ``one_pass``: an epoch is one pass over each pool, incomplete batches dropped; step n (from 1) is
+  paired when n % k == 0, and when one pool runs dry the other fills the epoch.
+* ``official``: as the released KDMCSE training loop runs it. Each pool is an endless loader that
+  reshuffles at every pass and keeps its last, short batch; an epoch has #text batches + #paired
+  batches steps (both rounded up), step s (from 0) is paired when s % k == 0, and the two loaders
+  carry on across epochs where they stopped. With Wiki1M, 145k Flickr30k captions and batch 64
+  that is 17,891 steps, 2,982 of them paired (1.32 passes over the pairs; ``one_pass``: 2,265).
+
+Orders are a pure function of (seed, epoch) under both, so a resumed run replays exactly the batches
+an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator, Literal, get_args
 
 import numpy as np
+
+Schedule = Literal["official", "one_pass"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 @dataclass(frozen=True)
@@ -32,8 +47,12 @@ def paired_interval(n_text_batches: int, n_paired_batches: int, paired_every: in
 
 
 def epoch_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epoch: int,
-                paired_every: int | None = None) -> list[Step]:
-    """All steps of one epoch; incomplete last batches are dropped so every step has ``batch_size`` rows."""
+                paired_every: int | None = None, schedule: Schedule = "one_pass") -> list[Step]:
+    """All steps of one epoch under ``schedule`` (see the module docstring)."""
+    if schedule == "official":
+        return _official_epoch(n_text, n_paired, batch_size, (seed, epoch), paired_every)
+    if schedule != "one_pass":
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     rng = np.random.default_rng([seed, epoch])
     text_batches = _batches(rng.permutation(n_text), batch_size)
     paired_batches = _batches(rng.permutation(n_paired), batch_size)
@@ -53,11 +72,11 @@ def epoch_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epoch: i
 
 def iterate_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epochs: int,
                   max_steps: int | None, paired_every: int | None = None,
-                  start_step: int = 0) -> Iterator[tuple[int, Step]]:
+                  start_step: int = 0, schedule: Schedule = "one_pass") -> Iterator[tuple[int, Step]]:
     """Yield ``(global_step, step)`` from ``start_step`` on, across epochs, up to ``max_steps``."""
     global_step = 0
     for epoch in range(epochs if max_steps is None else 10**9):
-        for step in epoch_steps(n_text, n_paired, batch_size, seed, epoch, paired_every):
+        for step in epoch_steps(n_text, n_paired, batch_size, seed, epoch, paired_every, schedule):
             if max_steps is not None and global_step >= max_steps:
                 return
             if global_step >= start_step:
@@ -68,11 +87,57 @@ def iterate_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epochs
 
 
 def total_steps(n_text: int, n_paired: int, batch_size: int, epochs: int, max_steps: int | None,
-                paired_every: int | None = None) -> int:
+                paired_every: int | None = None, schedule: Schedule = "one_pass") -> int:
     """Steps the run will take: ``max_steps`` when given (it overrides ``epochs``), else whole epochs."""
     if max_steps is not None:
         return max_steps
-    return epochs * len(epoch_steps(n_text, n_paired, batch_size, 0, 0, paired_every))
+    if schedule == "official":
+        return epochs * sum(_official_counts(n_text, n_paired, batch_size, paired_every))
+    return epochs * len(epoch_steps(n_text, n_paired, batch_size, 0, 0, paired_every, schedule))
+
+
+def _official_counts(n_text: int, n_paired: int, batch_size: int, paired_every: int | None) -> tuple[int, int]:
+    """(text steps, paired steps) of one ``official`` epoch."""
+    text_batches, paired_batches = math.ceil(n_text / batch_size), math.ceil(n_paired / batch_size)
+    k = paired_interval(text_batches, paired_batches, paired_every)
+    n_steps = text_batches + paired_batches
+    n_paired_steps = 0 if k == 0 else (n_steps - 1) // k + 1  # steps 0, k, 2k, ... below n_steps
+    return n_steps - n_paired_steps, n_paired_steps
+
+
+def _official_epoch(n_text: int, n_paired: int, batch_size: int, seed_epoch: tuple[int, int],
+                    paired_every: int | None) -> list[Step]:
+    seed, epoch = seed_epoch
+    n_text_steps, n_paired_steps = _official_counts(n_text, n_paired, batch_size, paired_every)
+    k = paired_interval(math.ceil(n_text / batch_size), math.ceil(n_paired / batch_size), paired_every)
+    text = _LoaderStream(n_text, batch_size, seed, 0).batches(epoch * n_text_steps, n_text_steps)
+    paired = _LoaderStream(n_paired, batch_size, seed, 1).batches(epoch * n_paired_steps, n_paired_steps)
+    kinds = ["paired" if k > 0 and s % k == 0 else "text" for s in range(n_text_steps + n_paired_steps)]
+    pools = {"text": iter(text), "paired": iter(paired)}
+    return [Step(kind, next(pools[kind])) for kind in kinds]
+
+
+@dataclass(frozen=True)
+class _LoaderStream:
+    """An endless shuffling loader over ``n`` rows: pass p is its own permutation, cut into
+    ceil(n / batch_size) batches, the last one short (a DataLoader without drop_last, cycled)."""
+
+    n: int
+    batch_size: int
+    seed: int
+    pool: int
+
+    def batches(self, first: int, count: int) -> list[np.ndarray]:
+        """Batches number ``first`` .. ``first + count - 1`` of the endless stream."""
+        per_pass = math.ceil(self.n / self.batch_size)
+        out, order, order_pass = [], None, -1
+        for index in range(first, first + count):
+            pass_number, within = divmod(index, per_pass)
+            if pass_number != order_pass:
+                order = np.random.default_rng([self.seed, self.pool, pass_number]).permutation(self.n)
+                order_pass = pass_number
+            out.append(order[within * self.batch_size:(within + 1) * self.batch_size])
+        return out
 
 
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:

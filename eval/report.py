@@ -3,14 +3,20 @@
 STS table columns: STS12 STS13 STS14 STS15 STS16 STS-B SICK-R Avg (Spearman x100);
 transfer table columns: MR CR SUBJ MPQA SST2 TREC MRPC Avg (accuracy x100). One row per model.
 A missing task shows as "-" and then so does Avg, so a partial run never looks like a full one.
+Every table names the encoding precision (fp32 or bf16) and, for transfer, the classifier protocol
+(``senteval`` or ``fast``): in its title when all rows share them, else in each row's label.
+
+``markdown_table`` is the project's one markdown table writer (the retrieval script and the
+offline benchmark report use it too).
 
 Saved JSON files can be re-rendered side by side: ``python -m eval.report results/*.json``.
 """
 from __future__ import annotations
 
 import argparse
+import numbers
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +38,25 @@ TRANSFER_HEADERS: dict[str, str] = {task: task for task in TRANSFER_TASKS}
 Scores = Mapping[str, float | None]
 
 
-def markdown_table(first_header: str, headers: Mapping[str, str], rows: Mapping[str, Scores]) -> str:
-    """A markdown table with one row per name; ``headers`` maps score keys to column titles, plus Avg."""
-    lines = [
-        "| " + " | ".join([first_header, *headers.values(), "Avg"]) + " |",
-        "|" + "---|" * (len(headers) + 2),
-    ]
-    for name, scores in rows.items():
-        cells = [_cell(scores.get(key)) for key in headers]
-        lines.append("| " + " | ".join([name, *cells, _cell(_average(scores, headers))]) + " |")
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 2) -> str:
+    """A markdown table: a header of ``columns``, then one line per row.
+
+    A real non-integer number (float, numpy float) is written with ``digits`` decimals, ``None`` as
+    "-", anything else (text, integers) with ``str``.
+    """
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(value, digits) for value in row) + " |")
     return "\n".join(lines)
+
+
+def scores_table(first_header: str, headers: Mapping[str, str], rows: Mapping[str, Scores]) -> str:
+    """One row per name; ``headers`` maps score keys to column titles, plus Avg (only when all are present)."""
+    return markdown_table(
+        [first_header, *headers.values(), "Avg"],
+        ([name, *(as_float(scores.get(key)) for key in headers), _average(scores, headers)]
+         for name, scores in rows.items()),
+    )
 
 
 def sts_scores(results: STSResults | Mapping[str, Any]) -> dict[str, float]:
@@ -57,16 +72,16 @@ def transfer_scores(results: TransferResults | Mapping[str, Any]) -> dict[str, f
 
 
 def sts_table(rows: Mapping[str, STSResults | Mapping[str, Any]]) -> str:
-    return markdown_table("model", STS_HEADERS, {name: sts_scores(r) for name, r in rows.items()})
+    return scores_table("model", STS_HEADERS, {name: sts_scores(r) for name, r in rows.items()})
 
 
 def transfer_table(rows: Mapping[str, TransferResults | Mapping[str, Any]]) -> str:
-    return markdown_table("model", TRANSFER_HEADERS, {name: transfer_scores(r) for name, r in rows.items()})
+    return scores_table("model", TRANSFER_HEADERS, {name: transfer_scores(r) for name, r in rows.items()})
 
 
 def mteb_table(rows: Mapping[str, MTEBResults | Mapping[str, Any]]) -> str:
     scores = {name: (r.scores if isinstance(r, MTEBResults) else r["scores"]) for name, r in rows.items()}
-    return markdown_table("model (mteb)", STS_HEADERS, scores)
+    return scores_table("model (mteb)", STS_HEADERS, scores)
 
 
 def build_payload(
@@ -95,11 +110,29 @@ def render_markdown(payloads: Sequence[Mapping[str, Any]]) -> str:
         ("transfer", "Transfer (accuracy x100)", transfer_table),
         ("mteb", "mteb cross-check (cosine Spearman x100)", mteb_table),
     ):
-        rows = {label: p[key] for label, p in labelled if key in p}
-        if rows:
-            sections.append(f"### {title}\n\n{table(rows)}")
+        present = [(label, p) for label, p in labelled if key in p]
+        if not present:
+            continue
+        settings = {label: run_settings(p, key) for label, p in present}
+        if len(set(settings.values())) == 1:
+            title = f"{title[:-1]}; {next(iter(settings.values()))})"
+            rows = {label: p[key] for label, p in present}
+        else:
+            rows = {f"{label} [{settings[label]}]": p[key] for label, p in present}
+        sections.append(f"### {title}\n\n{table(rows)}")
     notes = [_sts_note(label, p) for label, p in labelled if "sts" in p]
     return "\n\n".join(sections + notes) + "\n"
+
+
+def run_settings(payload: Mapping[str, Any], section: str) -> str:
+    """What produced a section's numbers besides the model: encoding precision, transfer protocol."""
+    bf16 = payload.get("config", {}).get("bf16")
+    precision = "precision not recorded" if bf16 is None else ("bf16" if bf16 else "fp32") + " encoding"
+    if section != "transfer":
+        return precision
+    # Results saved before the senteval protocol existed came from the scikit-learn ("fast") one.
+    protocol = payload["transfer"].get("protocol", "fast")
+    return f"{protocol} protocol, {precision}"
 
 
 def row_labels(payloads: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -138,8 +171,16 @@ def _average(scores: Scores, headers: Mapping[str, str]) -> float | None:
     return round(sum(values) / len(values), 2)
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def as_float(value: Any) -> float | None:
+    """A score as a float cell (so an integral score still gets its decimals); None stays None."""
+    return None if value is None else float(value)
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None:
+        return "-"
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+    return f"{value:.{digits}f}" if is_real else str(value)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,6 +1,15 @@
 """SentEval transfer tasks: logistic regression on frozen sentence embeddings (accuracy x100).
 
-Protocols, as SentEval runs them with its scikit-learn classifier (``usepytorch=False``):
+Two protocols (``TransferSettings.protocol``; every result and table names the one used):
+
+* ``senteval`` (default): SentEval's PyTorch logistic regression with SimCSE's "test" settings, the
+  protocol behind the papers' transfer tables; see ``eval/transfer_senteval.py``. Rows are sorted
+  by length before folding and MRPC uses ``[|u-v|, u*v]``, as SentEval does.
+* ``fast``: scikit-learn's lbfgs logistic regression with SentEval's scikit-learn C grids, described
+  below. Minutes faster on CPU; its numbers are not the papers' protocol (on all-MiniLM-L6-v2 the
+  average differs by about 0.4 points), so use it for quick comparisons between your own models.
+
+The ``fast`` protocol, as SentEval runs it with ``usepytorch=False``:
 
 * MR, CR, SUBJ, MPQA: stratified 10-fold cross-validation; inside each training part, an inner
   stratified k-fold picks the L2 strength C from ``C_GRID_INNER`` (SentEval's InnerKFoldClassifier).
@@ -12,19 +21,13 @@ Protocols, as SentEval runs them with its scikit-learn classifier (``usepytorch=
 Features are used as they come, not standardised: SentEval's C grids assume raw embeddings, and
 standardising moves the best C below them (on all-MiniLM-L6-v2 MR embeddings the validation
 optimum is near C = 1 raw but near 2^-7 standardised, where the grid's 0.25 edge loses ~0.7 points).
-lbfgs converges in tens of iterations on raw sentence embeddings, so this costs no speed. Two speed
-tricks: the C grid is walked from strong to weak regularisation with warm starts (same optimum, fewer
-iterations; a test checks the choice against a cold grid search), and the (outer or inner) folds are
-fitted in parallel by joblib (``n_jobs``). Every fit and prediction runs with BLAS on one thread, so
-the numbers do not depend on ``n_jobs`` or the machine's core count (threaded BLAS reorders lbfgs's
-sums, which moved CR by 0.1 here), and these small problems run faster without threading overhead.
+Two speed tricks: the C grid is walked from strong to weak regularisation with warm starts (same
+optimum, fewer iterations; a test checks the choice against a cold grid search), and the folds are
+fitted in parallel by joblib (``n_jobs``). Every fit runs with BLAS on one thread, so the numbers do
+not depend on ``n_jobs`` or the machine's core count (threaded BLAS reorders lbfgs's sums).
 
-Note that SimCSE's published transfer numbers come from SentEval's *PyTorch* logistic regression
-(Adam, L2 in 1e-5..1e-2, early stopping), not this scikit-learn path; expect small differences.
-
-MRPC pair features: SentEval's code (senteval/mrpc.py) uses ``[|u-v|, u*v]``; this project's spec
-asks for ``[u, v, |u-v|, u*v]``. Both are available (``mrpc_features``); the default follows the
-spec, and results record which one was used.
+MRPC pair features: ``senteval`` uses SentEval's ``[|u-v|, u*v]``; ``fast`` keeps this project's
+earlier ``[u, v, |u-v|, u*v]`` unless ``mrpc_features`` says otherwise; results record which.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ from eval.data import (
     load_trec,
 )
 
+from . import transfer_senteval as senteval
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
 
 TRANSFER_TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
@@ -64,12 +68,46 @@ C_GRID_INNER: tuple[float, ...] = tuple(2.0**t for t in range(-2, 4))
 C_GRID_KFOLD: tuple[float, ...] = tuple(2.0**t for t in range(-1, 6))
 """C candidates for TREC and MRPC (SentEval's KFoldClassifier: 2^-1 .. 2^5)."""
 
-MRPCFeatures = Literal["u,v,|u-v|,u*v", "|u-v|,u*v"]
+MRPCFeatures = Literal["|u-v|,u*v", "u,v,|u-v|,u*v"]
 MRPC_FEATURE_CHOICES: tuple[str, ...] = get_args(MRPCFeatures)
-DEFAULT_MRPC_FEATURES: MRPCFeatures = "u,v,|u-v|,u*v"
+DEFAULT_MRPC_FEATURES: MRPCFeatures = "|u-v|,u*v"
+FAST_MRPC_FEATURES: MRPCFeatures = "u,v,|u-v|,u*v"
+"""The ``fast`` protocol's MRPC default: the four-part feature this project used before SentEval's."""
+
+Protocol = Literal["senteval", "fast"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+DEFAULT_PROTOCOL: Protocol = "senteval"
 
 SEED = 1111  # SentEval's default seed: fold assignment and solver randomness
 MAX_ITER = 1000
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How the classifiers run. ``inner_folds`` and ``mrpc_features`` apply to ``fast`` only: the
+    ``senteval`` protocol uses ``n_folds`` inner folds and ``[|u-v|, u*v]``, as SentEval does.
+    ``mrpc_features=None`` means the protocol's own (``fast``: ``FAST_MRPC_FEATURES``)."""
+
+    protocol: Protocol = DEFAULT_PROTOCOL
+    n_folds: int = 10
+    inner_folds: int = 10
+    mrpc_features: MRPCFeatures | None = None
+    seed: int = SEED
+    n_jobs: int = -1
+    """folds fitted at a time (-1: one per CPU core); the results do not depend on it"""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown transfer protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.protocol == "senteval" and self.mrpc_features not in (None, DEFAULT_MRPC_FEATURES):
+            raise ValueError("the senteval protocol uses MRPC features |u-v|,u*v; pick protocol 'fast' for others")
+
+    @property
+    def mrpc(self) -> MRPCFeatures:
+        """The MRPC pair features this protocol uses."""
+        if self.mrpc_features is not None:
+            return self.mrpc_features
+        return DEFAULT_MRPC_FEATURES if self.protocol == "senteval" else FAST_MRPC_FEATURES
 
 
 @dataclass(frozen=True)
@@ -88,10 +126,11 @@ class TransferTaskResult:
     accuracy: float
     """Test accuracy x100 (mean over the outer folds for MR, CR, SUBJ, MPQA)."""
     dev_accuracy: float
-    """Validation accuracy x100 of the chosen C (inner CV, or SST2 dev)."""
+    """Validation accuracy x100 of the chosen regularisation (inner CV, or SST2 dev)."""
     protocol: str
     n_examples: dict[str, int]
-    chosen_c: tuple[float, ...]
+    chosen_regularisation: tuple[float, ...]
+    """``senteval``: Adam weight decay (L2); ``fast``: scikit-learn's C (inverse strength)."""
     f1: float | None = None
     """MRPC only: F1 x100 of the paraphrase class, as SentEval reports."""
     notes: dict[str, str] = field(default_factory=dict)
@@ -104,6 +143,7 @@ class TransferTaskResult:
 class TransferResults:
     tasks: dict[str, TransferTaskResult]
     pooler: str
+    protocol: Protocol = DEFAULT_PROTOCOL
 
     @property
     def average(self) -> float | None:
@@ -115,12 +155,13 @@ class TransferResults:
     def to_dict(self) -> dict:
         return {
             "pooler": self.pooler,
+            "protocol": self.protocol,
             "average": self.average,
             "tasks": {name: result.to_dict() for name, result in self.tasks.items()},
         }
 
 
-# --- classifiers on feature matrices (no model needed) --------------------------------------------
+# --- the fast protocol's classifiers on feature matrices (no model needed) ------------------------
 
 
 def select_c(
@@ -299,56 +340,50 @@ def evaluate_transfer(
     pooler: Pooler = "model",
     batch_size: int = 128,
     bf16: bool = DEFAULT_BF16,
-    n_folds: int = 10,
-    inner_folds: int = 10,
-    mrpc_features: MRPCFeatures = DEFAULT_MRPC_FEATURES,
-    seed: int = SEED,
+    settings: TransferSettings = TransferSettings(),
     show_progress: bool = True,
-    n_jobs: int = -1,
 ) -> TransferResults:
-    """Run the transfer tasks on a model; all their sentences are encoded in one pass.
-
-    ``n_jobs`` classifier folds are fitted at a time (-1: one per CPU core); the results do not
-    depend on it.
-    """
+    """Run the transfer tasks on a model; all their sentences are encoded in one pass."""
     model = load_model(model)
     data = load_transfer_data(tasks, data_dir)
     table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
     results = {
-        task: score_task(task, data, table, n_folds, inner_folds, mrpc_features, seed, n_jobs)
-        for task in tqdm(tasks, desc="transfer classifiers", unit="task", disable=not show_progress)
+        task: score_task(task, data, table, settings)
+        for task in tqdm(tasks, desc=f"transfer classifiers ({settings.protocol})", unit="task",
+                         disable=not show_progress)
     }
-    return TransferResults(results, pooler)
+    return TransferResults(results, pooler, settings.protocol)
 
 
 def score_task(
-    task: str,
-    data: TransferData,
-    table: EmbeddingTable,
-    n_folds: int = 10,
-    inner_folds: int = 10,
-    mrpc_features: MRPCFeatures = DEFAULT_MRPC_FEATURES,
-    seed: int = SEED,
-    n_jobs: int = -1,
+    task: str, data: TransferData, table: EmbeddingTable, settings: TransferSettings = TransferSettings()
 ) -> TransferTaskResult:
     """One task's classifier protocol on already-encoded sentences (``table`` holds ``data.sentences()``)."""
+    if settings.protocol == "senteval":
+        return _score_senteval(task, data, table, settings)
     if task in data.single:
-        return _score_cv_task(task, data.single[task], table, n_folds, inner_folds, seed, n_jobs)
+        return _score_cv_task(task, data.single[task], table, settings)
     if task == "SST2":
-        return _score_sst2(data.splits["SST2"], table, seed)
+        return _score_sst2(data.splits["SST2"], table, settings.seed)
     if task == "TREC":
-        return _score_trec(data.splits["TREC"], table, inner_folds, seed, n_jobs)
-    return _score_mrpc(data.mrpc, table, inner_folds, mrpc_features, seed, n_jobs)
+        return _score_trec(data.splits["TREC"], table, settings)
+    return _score_mrpc(data.mrpc, table, settings)
 
 
 def _xy(rows: Sequence[LabeledSentence], table: EmbeddingTable) -> tuple[np.ndarray, np.ndarray]:
     return table[[r.text for r in rows]], np.array([r.label for r in rows])
 
 
-def _score_cv_task(task, rows, table, n_folds, inner_folds, seed, n_jobs) -> TransferTaskResult:
+def _mrpc_xy(rows: Sequence[LabeledPair], table: EmbeddingTable, kind: MRPCFeatures) -> tuple[np.ndarray, np.ndarray]:
+    u, v = table[[p.sentence1 for p in rows]], table[[p.sentence2 for p in rows]]
+    return pair_features(u, v, kind), np.array([p.label for p in rows])
+
+
+def _score_cv_task(task, rows, table, settings: TransferSettings) -> TransferTaskResult:
     features, labels = _xy(rows, table)
-    outcome = kfold_accuracy(features, labels, n_folds, inner_folds, C_GRID_INNER, seed, n_jobs)
-    protocol = f"{n_folds}-fold CV, C by inner {inner_folds}-fold CV"
+    n_folds, inner_folds = settings.n_folds, settings.inner_folds
+    outcome = kfold_accuracy(features, labels, n_folds, inner_folds, C_GRID_INNER, settings.seed, settings.n_jobs)
+    protocol = f"fast: {n_folds}-fold CV, C by inner {inner_folds}-fold CV"
     return TransferTaskResult(
         task, outcome.test_accuracy, outcome.dev_accuracy, protocol, {"all": len(rows)}, outcome.chosen_c
     )
@@ -359,29 +394,67 @@ def _score_sst2(splits, table, seed) -> TransferTaskResult:
     outcome = split_accuracy(train, dev, test, C_GRID_INNER, seed)
     sizes = {s: len(rows) for s, rows in splits.items()}
     return TransferTaskResult(
-        "SST2", outcome.test_accuracy, outcome.dev_accuracy, "train/dev/test, C on dev", sizes, outcome.chosen_c
+        "SST2", outcome.test_accuracy, outcome.dev_accuracy, "fast: train/dev/test, C on dev", sizes,
+        outcome.chosen_c,
     )
 
 
-def _score_trec(splits, table, inner_folds, seed, n_jobs) -> TransferTaskResult:
+def _score_trec(splits, table, settings: TransferSettings) -> TransferTaskResult:
     (train_x, train_y), (test_x, test_y) = _xy(splits["train"], table), _xy(splits["test"], table)
-    outcome = train_test_accuracy(train_x, train_y, test_x, test_y, inner_folds, C_GRID_KFOLD, seed, n_jobs)
+    outcome = train_test_accuracy(
+        train_x, train_y, test_x, test_y, settings.inner_folds, C_GRID_KFOLD, settings.seed, settings.n_jobs
+    )
     sizes = {s: len(rows) for s, rows in splits.items()}
-    protocol = f"train/test, C by {inner_folds}-fold CV on train"
+    protocol = f"fast: train/test, C by {settings.inner_folds}-fold CV on train"
     return TransferTaskResult("TREC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_c)
 
 
-def _score_mrpc(splits, table, inner_folds, kind, seed, n_jobs) -> TransferTaskResult:
-    def features_and_labels(rows: list[LabeledPair]) -> tuple[np.ndarray, np.ndarray]:
-        u, v = table[[p.sentence1 for p in rows]], table[[p.sentence2 for p in rows]]
-        return pair_features(u, v, kind), np.array([p.label for p in rows])
-
-    (train_x, train_y), (test_x, test_y) = features_and_labels(splits["train"]), features_and_labels(splits["test"])
-    outcome = train_test_accuracy(train_x, train_y, test_x, test_y, inner_folds, C_GRID_KFOLD, seed, n_jobs)
+def _score_mrpc(splits, table, settings: TransferSettings) -> TransferTaskResult:
+    (train_x, train_y), (test_x, test_y) = (_mrpc_xy(splits[s], table, settings.mrpc) for s in ("train", "test"))
+    outcome = train_test_accuracy(
+        train_x, train_y, test_x, test_y, settings.inner_folds, C_GRID_KFOLD, settings.seed, settings.n_jobs
+    )
     f1 = round(100 * float(f1_score(test_y, outcome.test_predictions)), 2)
     sizes = {s: len(rows) for s, rows in splits.items()}
-    protocol = f"train/test, C by {inner_folds}-fold CV on train"
+    protocol = f"fast: train/test, C by {settings.inner_folds}-fold CV on train"
     return TransferTaskResult(
         "MRPC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_c, f1,
-        {"features": kind},
+        {"features": settings.mrpc},
     )
+
+
+# --- the senteval protocol (classifier in eval/transfer_senteval.py) --------------------------------
+
+
+def _length_sorted(rows: Sequence[LabeledSentence | LabeledPair]) -> list:
+    """Rows in SentEval's evaluation order: by token length (each sentence of a pair), then label."""
+    texts = [(r.sentence1, r.sentence2) if isinstance(r, LabeledPair) else r.text for r in rows]
+    return [rows[i] for i in senteval.length_order(texts, [r.label for r in rows])]
+
+
+def _score_senteval(task: str, data: TransferData, table: EmbeddingTable, settings: TransferSettings) -> TransferTaskResult:
+    folds, seed, jobs = settings.n_folds, settings.seed, settings.n_jobs
+    if task in data.single:
+        rows = _length_sorted(data.single[task])
+        outcome = senteval.kfold_accuracy(_xy(rows, table), folds, seed, jobs)
+        protocol = f"senteval: {folds}-fold CV, L2 by inner {folds}-fold CV"
+        return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol,
+                                  {"all": len(rows)}, outcome.chosen_l2)
+    if task == "MRPC":
+        splits = {s: _length_sorted(rows) for s, rows in data.mrpc.items()}
+        train, test = (_mrpc_xy(splits[s], table, "|u-v|,u*v") for s in ("train", "test"))
+    else:
+        splits = {s: _length_sorted(rows) for s, rows in data.splits[task].items()}
+        train, test = _xy(splits["train"], table), _xy(splits["test"], table)
+    sizes = {s: len(rows) for s, rows in splits.items()}
+    if task == "SST2":
+        outcome = senteval.split_accuracy(train, _xy(splits["dev"], table), test, seed)
+        return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy,
+                                  "senteval: train/dev/test, L2 and early stopping on dev", sizes, outcome.chosen_l2)
+    outcome = senteval.train_test_accuracy(train, test, folds, seed, jobs)
+    protocol = f"senteval: train/test, L2 by {folds}-fold CV on train"
+    if task == "TREC":
+        return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_l2)
+    f1 = round(100 * float(f1_score(test[1], outcome.test_predictions)), 2)
+    return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes,
+                              outcome.chosen_l2, f1, {"features": "|u-v|,u*v"})

@@ -21,6 +21,7 @@ TASK_GROUPS = ("sts", "transfer", "mteb")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from eval.encode import DEFAULT_BF16, POOLERS
     from eval.sts import AGGREGATIONS
+    from eval.transfer import DEFAULT_PROTOCOL, PROTOCOLS
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -54,17 +55,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=None,
         help="results JSON path; the .md goes beside it (default: results/<model name>.json)",
     )
-    default_mark = " (default; see reports/eval_speed.md)"
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
         "--bf16", dest="bf16", action="store_true",
-        help="encode under bfloat16 autocast" + (default_mark if DEFAULT_BF16 else ""),
+        help="encode under bfloat16 autocast: faster on CPUs with native bf16, moves scores by ~0.01-0.02 "
+        "(see reports/eval_speed.md)" + (" (default)" if DEFAULT_BF16 else ""),
     )
     precision.add_argument(
         "--fp32", dest="bf16", action="store_false",
-        help="encode in float32, e.g. to reproduce a published number" + ("" if DEFAULT_BF16 else default_mark),
+        help="encode in float32, as the papers' numbers were" + ("" if DEFAULT_BF16 else " (default)"),
     )
     parser.set_defaults(bf16=DEFAULT_BF16)
+    parser.add_argument(
+        "--transfer-protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS,
+        help="senteval = SentEval's PyTorch logistic regression as the papers ran it (slow on CPU); "
+        f"fast = scikit-learn logistic regression, not comparable with the papers. Default: {DEFAULT_PROTOCOL}",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=-1, help="transfer classifier folds fitted at a time (-1: every core; default)"
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="sentences per forward pass (default: 128)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the encoding progress bar")
@@ -103,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.mteb_bridge import evaluate_mteb_sts
     from eval.report import build_payload, render_markdown, write_results
     from eval.sts import evaluate_sts
-    from eval.transfer import evaluate_transfer
+    from eval.transfer import TransferSettings, evaluate_transfer
 
     problem = model_folder_problem(args.model)
     if problem:
@@ -114,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     runners = {
         "sts": lambda: evaluate_sts(model, aggregation=args.aggregation, show_progress=progress, **common),
-        "transfer": lambda: evaluate_transfer(model, show_progress=progress, **common),
+        "transfer": lambda: evaluate_transfer(
+            model, settings=TransferSettings(args.transfer_protocol, n_jobs=args.jobs), show_progress=progress, **common
+        ),
         "mteb": lambda: evaluate_mteb_sts(model, **common),
     }
     started, timings, results = time.perf_counter(), {}, {}
@@ -125,8 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = {
         "model": args.model, "tasks": args.task_groups, "pooler": args.pooler, "aggregation": args.aggregation,
-        "bf16": args.bf16, "batch_size": args.batch_size, "data_dir": str(args.data_dir) if args.data_dir else None,
-        "device": str(model.device),
+        "transfer_protocol": args.transfer_protocol, "bf16": args.bf16, "batch_size": args.batch_size,
+        "data_dir": str(args.data_dir) if args.data_dir else None, "device": str(model.device),
     }
     extra = {"seconds": {**timings, "total": round(time.perf_counter() - started, 1)}, "versions": _versions()}
     payload = build_payload(args.model, config, **results, extra=extra)

@@ -90,11 +90,10 @@ def _unit_interval(text: str) -> float:
 
 def table(first_header: str, headers: Mapping[str, str], rows: Mapping[str, Mapping[str, Any]], digits: int = 2) -> str:
     """A markdown table, one row per name; ``headers`` maps result keys to column titles."""
-    lines = ["| " + " | ".join([first_header, *headers.values()]) + " |", "|" + "---|" * (len(headers) + 1)]
-    for name, values in rows.items():
-        cells = ["-" if values.get(key) is None else f"{values[key]:.{digits}f}" for key in headers]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    return "\n".join(lines)
+    from eval.report import as_float, markdown_table
+
+    cells = ([name, *(as_float(values.get(key)) for key in headers)] for name, values in rows.items())
+    return markdown_table([first_header, *headers.values()], cells, digits)
 
 
 def render_markdown(payload: Mapping[str, Any]) -> str:

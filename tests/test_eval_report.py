@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from eval.report import build_payload, markdown_table, render_markdown, sts_table, transfer_table, write_results
+from eval.report import (
+    build_payload,
+    markdown_table,
+    render_markdown,
+    scores_table,
+    sts_table,
+    transfer_table,
+    write_results,
+)
 from eval.sts import STS_TASKS, STSResults, STSTaskResult
 from eval.transfer import TRANSFER_TASKS, TransferResults, TransferTaskResult
 
@@ -29,7 +37,7 @@ def test_sts_table_is_in_the_papers_format():
 
 def test_transfer_table_columns_and_average():
     tasks = {
-        t: TransferTaskResult(t, acc, acc, "p", {"all": 1}, (1.0,))
+        t: TransferTaskResult(t, acc, acc, "p", {"all": 1}, (1e-4,))
         for t, acc in zip(TRANSFER_TASKS, [81.18, 86.46, 94.45, 88.88, 85.50, 89.80, 74.43])
     }
     header, _, row = transfer_table({"SimCSE": TransferResults(tasks, "cls")}).splitlines()
@@ -38,8 +46,14 @@ def test_transfer_table_columns_and_average():
 
 
 def test_missing_task_shows_dash_and_no_average():
-    row = markdown_table("model", {"A": "A", "B": "B"}, {"m": {"A": 1.0}}).splitlines()[-1]
-    assert row == "| m | 1.00 | - | - |"
+    row = scores_table("model", {"A": "A", "B": "B"}, {"m": {"A": 1}}).splitlines()[-1]
+    assert row == "| m | 1.00 | - | - |"  # an integral score still gets its decimals
+
+
+def test_markdown_table_formats_each_kind_of_cell():
+    table = markdown_table(["name", "x", "n", "note"], [["a", 0.12345, 7, None], ["b", 2.0, 0, "—"]], digits=3)
+    assert table.splitlines() == ["| name | x | n | note |", "|---|---|---|---|",
+                                  "| a | 0.123 | 7 | - |", "| b | 2.000 | 0 | — |"]
 
 
 def test_write_results_round_trips_json_and_markdown(tmp_path):
@@ -51,9 +65,21 @@ def test_write_results_round_trips_json_and_markdown(tmp_path):
     assert saved["seconds"] == {"sts": 1.0}
     markdown = md_path.read_text()
     assert "| tiny | 70.00 |" in markdown and "STS-B dev 80.50 (not in Avg)" in markdown
+    assert "### STS (Spearman x100; precision not recorded)" in markdown
     assert render_markdown([saved, {**saved, "model": "other"}]).count("| other |") == 1
-    twice = render_markdown([saved, {**saved, "config": {"pooler": "mean", "bf16": True}}])
-    assert "| tiny (cls_before_pooler, fp32) |" in twice and "| tiny (mean, bf16) |" in twice
+    fp32 = {**saved, "config": {"pooler": "cls_before_pooler", "bf16": False}}
+    twice = render_markdown([fp32, {**saved, "config": {"pooler": "mean", "bf16": True}}])
+    # Precisions differ, so each row names its own; the title names none.
+    assert "| tiny (cls_before_pooler, fp32) [fp32 encoding] |" in twice
+    assert "| tiny (mean, bf16) [bf16 encoding] |" in twice and "### STS (Spearman x100)" in twice
+
+
+def test_transfer_title_names_protocol_and_precision():
+    tasks = {t: TransferTaskResult(t, 80.0, 80.0, "p", {"all": 1}, (1e-4,)) for t in TRANSFER_TASKS}
+    payload = build_payload("m", {"bf16": False}, transfer=TransferResults(tasks, "model", "senteval"))
+    assert "### Transfer (accuracy x100; senteval protocol, fp32 encoding)" in render_markdown([payload])
+    old = {**payload, "transfer": {k: v for k, v in payload["transfer"].items() if k != "protocol"}}
+    assert "### Transfer (accuracy x100; fast protocol, fp32 encoding)" in render_markdown([old])
 
 
 def _load_cli():
@@ -71,6 +97,14 @@ def test_cli_rejects_unknown_task_groups(capsys):
     assert cli.default_out_path("offline:all-MiniLM-L6-v2") == Path("results/all-MiniLM-L6-v2.json")
 
 
+def test_cli_defaults_are_the_papers_protocol_and_fp32():
+    cli = _load_cli()
+    defaults = cli.parse_args(["--model", "x"])
+    assert (defaults.transfer_protocol, defaults.bf16) == ("senteval", False)
+    chosen = cli.parse_args(["--model", "x", "--transfer-protocol", "fast", "--bf16"])
+    assert (chosen.transfer_protocol, chosen.bf16) == ("fast", True)
+
+
 def test_cli_runs_sts_on_tiny_data(tiny_bert_dir, tiny_senteval_dir, tmp_path, capsys):
     cli = _load_cli()
     out = tmp_path / "tiny.json"
@@ -79,5 +113,6 @@ def test_cli_runs_sts_on_tiny_data(tiny_bert_dir, tiny_senteval_dir, tmp_path, c
     assert cli.main(argv) == 0
     saved = json.loads(out.read_text())
     assert saved["config"]["aggregation"] == "wmean" and saved["sts"]["pooler"] == "mean"
+    assert saved["config"]["bf16"] is False and saved["config"]["transfer_protocol"] == "senteval"  # defaults
     assert set(saved["sts"]["tasks"]) == set(STS_TASKS) and out.with_suffix(".md").exists()
     assert "| STS12 | STS13 |" in capsys.readouterr().out

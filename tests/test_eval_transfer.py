@@ -1,14 +1,18 @@
-"""eval.transfer: the three SentEval protocols on tiny separable data, MRPC features, a tiny full run."""
+"""eval.transfer: both protocols (senteval: PyTorch-style logistic regression; fast: scikit-learn) on
+tiny constructed data with hand-computed expectations, MRPC features, a tiny full run."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from eval import transfer_senteval as senteval
 from eval.transfer import (
     C_GRID_INNER,
     C_GRID_KFOLD,
     TRANSFER_TASKS,
     TransferResults,
+    TransferSettings,
     TransferTaskResult,
     evaluate_transfer,
     kfold_accuracy,
@@ -111,17 +115,112 @@ def test_average_needs_all_seven_tasks():
     assert TransferResults({"MR": task("MR", 80.0)}, "model").average is None
 
 
-def test_evaluate_transfer_runs_every_task_on_tiny_files(tiny_st, tiny_senteval_dir):
-    results = evaluate_transfer(
-        tiny_st, tiny_senteval_dir, pooler="mean", n_folds=2, inner_folds=2, show_progress=False, n_jobs=1
-    )
-    assert list(results.tasks) == list(TRANSFER_TASKS)
+@pytest.mark.parametrize("protocol, features", [("senteval", "|u-v|,u*v"), ("fast", "u,v,|u-v|,u*v")])
+def test_evaluate_transfer_runs_every_task_on_tiny_files(tiny_st, tiny_senteval_dir, protocol, features):
+    settings = TransferSettings(protocol, n_folds=2, inner_folds=2, n_jobs=1)
+    results = evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=settings, show_progress=False)
+    assert list(results.tasks) == list(TRANSFER_TASKS) and results.protocol == protocol
     assert results.tasks["MR"].n_examples == {"all": 20}
     assert results.tasks["SST2"].n_examples == {"train": 20, "dev": 20, "test": 20}
-    assert results.tasks["MRPC"].f1 is not None and results.tasks["MRPC"].notes["features"] == "u,v,|u-v|,u*v"
-    assert all(0.0 <= r.accuracy <= 100.0 for r in results.tasks.values())
+    assert results.tasks["MRPC"].f1 is not None and results.tasks["MRPC"].notes["features"] == features
+    assert all(r.protocol.startswith(protocol) for r in results.tasks.values())
     payload = results.to_dict()
-    assert payload["average"] == results.average and payload["tasks"]["TREC"]["n_examples"]["test"] == 24
+    assert payload["protocol"] == protocol and payload["tasks"]["TREC"]["n_examples"]["test"] == 24
+
+
+def test_senteval_protocol_refuses_other_mrpc_features():
+    with pytest.raises(ValueError, match="senteval protocol uses MRPC features"):
+        TransferSettings("senteval", mrpc_features="u,v,|u-v|,u*v")
+    with pytest.raises(ValueError, match="unknown transfer protocol"):
+        TransferSettings("sklearn")
+
+
+# --- the senteval protocol ---------------------------------------------------------------------------
+
+
+def test_senteval_initialisation_is_nn_linear_under_the_seed():
+    torch.manual_seed(1111)
+    reference = torch.nn.Linear(5, 3)
+    params = senteval.LogisticRegression(5, 3, [1e-5, 1e-2], seed=1111).params
+    expected = np.concatenate([reference.weight.detach().numpy(), reference.bias.detach().numpy()[:, None]], axis=1)
+    for model in params:
+        np.testing.assert_array_equal(model, expected)
+
+
+def test_senteval_pass_matches_torch_adam_with_weight_decay():
+    """One pass of mini-batches equals nn.Linear + cross-entropy + torch.optim.Adam(weight_decay=l2)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(150, 4)).astype(np.float32), rng.integers(0, 3, 150)
+    l2 = (1e-5, 1e-2)
+    ours = senteval.LogisticRegression(4, 3, l2, seed=7)
+    adam = senteval._Adam(ours.params.shape, 1e-3)
+    ours._one_pass(senteval._with_bias_column(x), np.eye(3, dtype=np.float32)[y], adam)
+    order = np.random.RandomState(7).permutation(150)  # the batch order: numpy's RandomState(seed)
+    for index, weight_decay in enumerate(l2):
+        torch.manual_seed(7)
+        layer = torch.nn.Linear(4, 3)
+        optimizer = torch.optim.Adam(layer.parameters(), lr=1e-3, weight_decay=weight_decay)
+        for start in range(0, 150, 64):
+            rows = order[start:start + 64]
+            loss = torch.nn.functional.cross_entropy(layer(torch.from_numpy(x[rows])), torch.from_numpy(y[rows]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        expected = torch.cat([layer.weight, layer.bias[:, None]], dim=1).detach().numpy()
+        np.testing.assert_allclose(ours.params[index], expected, atol=1e-6)
+
+
+def test_senteval_separable_task_is_perfect_and_ties_go_to_the_smallest_l2():
+    """Separable blobs (enough rows for early stopping to see progress): every fold 100%; every L2
+    ties at 100 on validation, so the first (smallest) is chosen."""
+    outcome = senteval.kfold_accuracy(_blobs(300, dim=16), n_folds=3, n_jobs=1)
+    assert (outcome.test_accuracy, outcome.dev_accuracy) == (100.0, 100.0)
+    assert outcome.chosen_l2 == (1e-5, 1e-5, 1e-5)
+    features, labels = _blobs(300, dim=16)
+    split = senteval.split_accuracy(*((features[a:b], labels[a:b]) for a, b in ((0, 400), (400, 500), (500, 600))))
+    assert (split.test_accuracy, split.dev_accuracy, split.chosen_l2) == (100.0, 100.0, (1e-5,))
+    features, labels = _blobs(100, n_classes=6, dim=16, seed=4)
+    trec_like = senteval.train_test_accuracy((features[:450], labels[:450]), (features[450:], labels[450:]), 3)
+    assert trec_like.test_accuracy == 100.0 and trec_like.chosen_l2 == (1e-5,)
+    np.testing.assert_array_equal(trec_like.test_predictions, labels[450:])
+
+
+def test_senteval_l2_choice_rounds_fold_means_then_takes_the_first_best():
+    grid = (1e-5, 1e-4, 1e-3, 1e-2)
+    fold_scores = np.array([[0.90, 0.90, 0.95, 0.80],
+                            [0.90, 1.00, 0.95, 0.80]])  # means x100: 90, 95, 95, 80
+    assert senteval._choose(fold_scores, grid) == (1e-4, 95.0)
+    nearly = np.array([[0.95001, 0.95004, 0.9, 0.9]])  # 95.00 and 95.00 after rounding: the first wins
+    assert senteval._choose(nearly, grid) == (1e-5, 95.0)
+
+
+def test_senteval_strong_l2_wins_when_weights_must_stay_small():
+    """Train labels follow a noise feature that the dev set contradicts: only heavy decay keeps the
+    classifier near the true signal, so the largest L2 has the best dev score."""
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 200)
+    signal = (2 * y - 1) * 0.2
+    train_x = np.stack([signal + 0.05 * rng.normal(size=400), 20 * (2 * y - 1) + rng.normal(size=400)], 1)
+    dev_x = np.stack([signal + 0.05 * rng.normal(size=400), -20 * (2 * y - 1) + rng.normal(size=400)], 1)
+    outcome = senteval.split_accuracy((train_x, y), (dev_x, y), (dev_x, y), seed=1)
+    scores = senteval.LogisticRegression(2, 2, senteval.L2_GRID, 1).fit((train_x, y), (dev_x, y))
+    assert outcome.chosen_l2 == (senteval.L2_GRID[int(np.argmax(np.round(100 * scores, 2)))],)
+
+
+def test_senteval_length_order_sorts_by_tokens_then_label_stably():
+    texts = ["a b c", "a", "a b", "x", "", "y"]
+    labels = [0, 1, 0, 0, 1, 1]
+    # (tokens, label): (3,0) (1,1) (2,0) (1,0) (0,1) (1,1) -> "" ; "x" ; "a", "y" (tie kept in input order) ; ...
+    assert senteval.length_order(texts, labels) == [4, 3, 1, 5, 2, 0]
+    pairs = [("a b", "c"), ("a", "b c d"), ("a", "b"), ("a", "b")]
+    assert senteval.length_order(pairs, [0, 0, 1, 0]) == [3, 2, 1, 0]
+
+
+def test_senteval_parallel_folds_change_no_number():
+    rng = np.random.default_rng(11)
+    labels = np.repeat([0, 1, 2], 40)
+    data = (labels[:, None] * 0.4 + rng.normal(size=(120, 16)), labels)
+    assert senteval.kfold_accuracy(data, 3, n_jobs=1) == senteval.kfold_accuracy(data, 3, n_jobs=2)
 
 
 def test_unknown_transfer_task_is_rejected(tiny_st, tiny_senteval_dir):

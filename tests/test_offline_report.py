@@ -67,6 +67,9 @@ def test_report_states_the_goals_from_the_numbers(saved_results):
     assert "| untrained 3-layer student | " + " | ".join(["80.00"] * 8) + " |" in text
     assert "range from 82.60 (SimCSE) to 82.76 (Embedding regression (MSE))" in text
     assert "the untrained student scores 80.00 and the teacher scores 84.00." in text
+    # results that do not record them came from the defaults of their time: fast protocol, bf16 encoding
+    assert "## Transfer tasks (accuracy x100; MRPC: accuracy; fast protocol, bf16 encoding)" in text
+    assert "Avg as mean ± std; bf16 encoding)" in text
     # the 2-CPU-core section quotes the saved CPU run
     assert "| Embedding regression (MSE) | 1234 | cpu (2 threads) | 10 | 10.0 | 0.02 | 76.00 | 95.0% |" in text
     assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
@@ -86,3 +89,11 @@ def test_cpu_check_without_results_is_refused(tmp_path, capsys):
         parse_args(["--report-only", "--cpu-check", str(tmp_path)])
     assert exit_info.value.code == 2
     assert f"--cpu-check {tmp_path}: no <method>/seed*/results.json under it" in capsys.readouterr().err
+
+
+def test_seeds_count_up_from_the_first_and_any_seed_is_accepted():
+    from benchmarks.offline_distill import run_seeds
+
+    args = parse_args(["--seeds", "5", "--transfer-seeds", "2"])
+    assert run_seeds(args) == (1234, 1235, 1236, 1237, 1238)
+    assert [seed in run_seeds(args)[:args.transfer_seeds] for seed in (1234, 1235, 1236, 42)] == [True, True, False, False]

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,57 @@ def test_max_steps_crosses_epochs():
 def test_too_little_data_is_a_clear_error():
     with pytest.raises(ValueError, match="no complete batch"):
         list(iterate_steps(10, 0, 32, seed=0, epochs=1, max_steps=None))
+
+
+# --- the official (released KDMCSE) schedule ------------------------------------------------------
+
+
+def _official_reference(n_text, n_paired, batch_size, seed, epochs):
+    """The released loop written plainly: two endless reshuffling loaders (short last batch kept),
+    ceil(n_text/B) + ceil(n_paired/B) steps an epoch, paired at step % k == 0, loaders carried over."""
+    def loader(n, pool):
+        for pass_number in itertools.count():
+            order = np.random.default_rng([seed, pool, pass_number]).permutation(n)
+            yield from (order[i:i + batch_size] for i in range(0, n, batch_size))
+
+    text, paired = loader(n_text, 0), loader(n_paired, 1)
+    text_batches, paired_batches = -(-n_text // batch_size), -(-n_paired // batch_size)
+    k = text_batches // paired_batches
+    return [[("paired", next(paired)) if step % k == 0 else ("text", next(text))
+             for step in range(text_batches + paired_batches)] for _ in range(epochs)]
+
+
+def test_official_paired_steps_per_epoch_match_the_released_formula():
+    """Wiki1M + 145k Flickr30k captions at batch 64: 15,625 + 2,266 batches, k = 6, so paired steps
+    are 0, 6, ..., 17,886: 2,982 (1.32 passes over the pairs); one_pass gives 2,265."""
+    official = epoch_steps(1_000_000, 145_000, 64, seed=0, epoch=0, schedule="official")
+    assert len(official) == 15_625 + 2_266 == total_steps(1_000_000, 145_000, 64, 1, None, schedule="official")
+    assert sum(s.kind == "paired" for s in official) == 2_982
+    assert [s.kind for s in official[:7]] == ["paired"] + ["text"] * 5 + ["paired"]
+    one_pass = epoch_steps(1_000_000, 145_000, 64, seed=0, epoch=0)
+    assert sum(s.kind == "paired" for s in one_pass) == 2_265
+
+
+def test_official_epochs_are_the_released_loop_cut_by_epoch():
+    reference = _official_reference(n_text=300, n_paired=100, batch_size=32, seed=5, epochs=3)
+    for epoch, expected in enumerate(reference):
+        steps = epoch_steps(300, 100, 32, seed=5, epoch=epoch, schedule="official")
+        assert [s.kind for s in steps] == [kind for kind, _ in expected]
+        assert all(np.array_equal(s.rows, rows) for s, (_, rows) in zip(steps, expected))
+    # 10 + 4 batches a pass, k = 10 // 4 = 2: 14 steps, paired at 0, 2, ..., 12 (7 of them), so the
+    # pairs loader wraps within the epoch after its short batch (100 = 3*32 + 4).
+    assert [len(rows) for kind, rows in reference[0] if kind == "paired"] == [32, 32, 32, 4, 32, 32, 32]
+    assert [len(rows) for kind, rows in reference[0] if kind == "text"] == [32] * 7
+
+
+def test_official_resume_replays_the_same_batches():
+    full = list(iterate_steps(300, 100, 32, seed=3, epochs=3, max_steps=None, schedule="official"))
+    resumed = list(iterate_steps(300, 100, 32, seed=3, epochs=3, max_steps=None, start_step=20,
+                                 schedule="official"))
+    assert len(full) == 3 * 14 and [i for i, _ in resumed] == list(range(20, 42))
+    assert all(np.array_equal(a.rows, b.rows) for (_, a), (_, b) in zip(full[20:], resumed))
+
+
+def test_unknown_schedule_is_rejected():
+    with pytest.raises(ValueError, match="unknown schedule"):
+        epoch_steps(64, 0, 32, seed=0, epoch=0, schedule="twice")
