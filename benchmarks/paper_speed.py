@@ -91,7 +91,7 @@ def save_random_bert(folder: Path, size: str, tokenizer_dir: Path, seed: int = 0
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, **BERT_SHAPES[size])
     folder.mkdir(parents=True, exist_ok=True)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    BertModel(config).save_pretrained(folder)  # with its pooler, as bert-base-uncased ships
     tokenizer.save_pretrained(folder)
     (folder / "RANDOM_WEIGHTS.txt").write_text("Random weights from a BertConfig: for speed benchmarks only.\n")
     return folder
@@ -395,8 +395,9 @@ def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
 
 
 def non_embedding_params(encoder: nn.Module) -> int:
-    """Parameters that multiply every token (the 6 N T rule counts these; embeddings are lookups)."""
-    return sum(p.numel() for name, p in encoder.named_parameters() if "embeddings" not in name)
+    """Parameters that multiply every token (the 6 N T rule counts these): not the embeddings (lookups),
+    not the pooler (one token per row)."""
+    return sum(p.numel() for name, p in encoder.named_parameters() if "embeddings" not in name and "pooler" not in name)
 
 
 def padded_length(student_dir: Path, sentences: list[str]) -> int:
