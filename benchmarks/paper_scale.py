@@ -33,18 +33,21 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.paper_speed import save_random_bert  # noqa: E402
 from distill.config import load_config, save_config  # noqa: E402
 from distill.schedule import total_steps  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from teacher_cache.offline_models import minilm_path  # noqa: E402
 
+T = TypeVar("T")
+CACHE_STAGE = "cache (scripts/cache_teacher.py)"
 PAPER_CONFIG = ROOT / "configs" / "kdmcse_bert_flickr.yaml"
 PAPER_WIKI_LINES = 1_000_000
 PAPER_FLICKR_IMAGES = 29_000  # Multi30k (= Flickr30k) train split
@@ -52,6 +55,12 @@ CAPTIONS_PER_IMAGE = 5
 PAPER_EPOCHS = 3
 MULTI30K = Path("flickr30k/multi30k/task2")
 STSB_DEV = Path("senteval/STS/STSBenchmark/sts-dev.csv")
+BERT_SHAPES = {
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 max_position_embeddings=512),
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
+                 max_position_embeddings=64),
+}
 TINY_OPEN_CLIP = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
@@ -113,16 +122,17 @@ def write_flickr_captions(source: Path, target: Path, n_images: int) -> list[str
 
 
 def write_jpegs(folder: Path, names: list[str], size: tuple[int, int], distinct: int = 64) -> None:
-    """One synthetic JPEG per name: ``distinct`` different noisy pictures, cycled (decoding cost is real)."""
+    """One synthetic JPEG per name at a photo's size: ``distinct`` different smooth random pictures
+    (coarse noise, upsampled), cycled, so decoding costs what a photo of that size costs."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
     blobs = []
     for _ in range(distinct):
-        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        coarse = rng.integers(0, 256, size=(max(1, size[1] // 16), max(1, size[0] // 16), 3), dtype=np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
+        Image.fromarray(coarse).resize(size, Image.BILINEAR).save(buffer, format="JPEG", quality=90)
         blobs.append(buffer.getvalue())
     folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
@@ -152,21 +162,36 @@ def write_random_teacher(folder: Path, tiny: bool) -> list[str]:
     return ["teacher.clip_model=ViT-L-14", f"teacher.clip_pretrained={checkpoint}"]
 
 
+def save_random_bert(folder: Path, size: str, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A transformers folder: BertModel with RANDOM weights in the ``size`` shape + the MiniLM tokenizer.
+
+    ``student.model`` can point at it (``build_encoder`` wraps it in Transformer + Pooling).
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, **BERT_SHAPES[size])
+    folder.mkdir(parents=True, exist_ok=True)
+    BertModel(config).save_pretrained(folder)  # with its pooler, as bert-base-uncased ships
+    tokenizer.save_pretrained(folder)
+    (folder / "RANDOM_WEIGHTS.txt").write_text("Random weights from a BertConfig: for speed benchmarks only.\n")
+    return folder
+
+
 # --- 4./5. the project's own scripts ------------------------------------------------------------------
 
 
-def run_script(script: str, args: list[str], log: Path) -> float:
-    """Run ``scripts/<script>`` in a subprocess (this checkout first on the path); its wall seconds."""
+def run_script(script: str, args: list[str], log: Path) -> None:
+    """Run ``scripts/<script>`` in a subprocess (this checkout first on the path), its output to ``log``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    started = time.perf_counter()
     with log.open("w") as handle:
         result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, env=env,
                                 stdout=handle, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - started
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
         raise SystemExit(f"{script} failed (exit {result.returncode}); last lines of {log}:\n{tail}")
-    return seconds
 
 
 # --- extrapolation --------------------------------------------------------------------------------------
@@ -202,6 +227,20 @@ def pool_sizes(config_file: Path, data_dir: Path) -> tuple[int, int]:
     return pools.n_text, pools.n_paired
 
 
+class Stages:
+    """Wall seconds of each stage, printed as each one ends (a run cut short still says how far it got)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def time(self, name: str, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        result = work()
+        self.seconds[name] = time.perf_counter() - started
+        print(f"[paper_scale] {name}: {self.seconds[name]:.1f} s", flush=True)
+        return result
+
+
 # --- main -------------------------------------------------------------------------------------------------
 
 
@@ -232,17 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout(scaled(PAPER_WIKI_LINES, args.scale, 64), scaled(PAPER_FLICKR_IMAGES, args.scale, 16))
     train_steps = scaled(args.train_steps, args.scale, 8)  # 8: a paired step (every 7th here) is in
     width, height = (int(v) for v in args.image_size.lower().split("x"))
-    stages: dict[str, float] = {}
+    stages = Stages()
 
-    started = time.perf_counter()
-    lay_out_data(resolve_data_dir(args.source_data), work / "data", layout, (width, height))
-    stages["lay out data"] = time.perf_counter() - started
-    started = time.perf_counter()
-    teacher_overrides = write_random_teacher(work / "teacher", args.tiny_models)
-    stages["write random teacher checkpoint"] = time.perf_counter() - started
-    started = time.perf_counter()
-    student = save_random_bert(work / "student", "tiny" if args.tiny_models else "base", args.tokenizer or minilm_path())
-    stages["write random student"] = time.perf_counter() - started
+    stages.time("lay out data", lambda: lay_out_data(resolve_data_dir(args.source_data), work / "data", layout,
+                                                     (width, height)))
+    teacher_overrides = stages.time("write random teacher checkpoint",
+                                    lambda: write_random_teacher(work / "teacher", args.tiny_models))
+    student = stages.time("write random student", lambda: save_random_bert(
+        work / "student", "tiny" if args.tiny_models else "base", args.tokenizer or minilm_path()))
 
     config_file = work / "run_config.yaml"
     cfg = load_config(PAPER_CONFIG, [
@@ -251,14 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         f"train.precision={args.precision}", f"data_dir={work / 'data'}"])
     save_config(cfg, config_file)
     common = ["--config", str(config_file), "--data-dir", str(work / "data")]
-    stages["cache (scripts/cache_teacher.py)"] = run_script("cache_teacher.py", [*common, "--no-progress"],
-                                                           work / "cache.log")
-    stages["train (scripts/train_student.py)"] = run_script("train_student.py", common, work / "train.log")
+    stages.time(CACHE_STAGE, lambda: run_script("cache_teacher.py", [*common, "--no-progress"], work / "cache.log"))
+    stages.time("train (scripts/train_student.py)", lambda: run_script("train_student.py", common, work / "train.log"))
     summary = json.loads((work / "run" / "train_summary.json").read_text())
 
     n_text, n_paired = pool_sizes(config_file, work / "data")
     seconds_per_step = summary["train_seconds"] / summary["steps"]
-    cache_seconds = stages["cache (scripts/cache_teacher.py)"]
+    cache_seconds = stages.seconds[CACHE_STAGE]
     here = extrapolate(Layout(n_text, n_paired // CAPTIONS_PER_IMAGE), cfg.train.batch_size, seconds_per_step,
                        cache_seconds)
     paper = extrapolate(Layout(PAPER_WIKI_LINES, PAPER_FLICKR_IMAGES), cfg.train.batch_size, seconds_per_step,
@@ -268,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "layout": {"wiki_lines": layout.wiki_lines, "images": layout.images, "captions": layout.captions},
         "pools": {"text": n_text, "paired": n_paired},
         "train_steps_asked": train_steps, "train_summary": {k: summary[k] for k in ("steps", "train_seconds", "device")},
-        "stages_seconds": stages, "this_layout": asdict(here), "paper_size": asdict(paper),
+        "stages_seconds": stages.seconds, "this_layout": asdict(here), "paper_size": asdict(paper),
     }
     (work / "paper_scale.json").write_text(json.dumps(result, indent=2))
     report = render(result, " ".join(sys.argv[1:]))

@@ -6,11 +6,12 @@ What it builds (nothing is downloaded, nothing here is ever a product model):
     random weights, the offline MiniLM tokenizer (the same uncased WordPiece vocabulary as
     bert-base-uncased), wrapped as the project wraps it (Transformer + Pooling cls, MLP head);
   * teacher: a cache of random 768-d unit vectors written by the project's own cache writer for 2,000
-    Wiki1M sentences and the coco2017_mini captions + images (labelled ``random-unit-768``).
+    Wiki1M sentences and 64 Flickr30k images (synthetic JPEGs) with their 5 shipped captions each
+    (labelled ``random-unit-768``).
 
 What it times, in one run, each in fp32 and bf16, eager and under ``torch.compile`` of the encoder:
   * the project's ``training_step`` for SimCSE, KDMCSE (angular + AdapACSE) and KDMCSE + threshold
-    filter + soft-target KL, on one fixed paired batch of 64 captions x 2 dropout views, max 32 tokens;
+    filter + soft-target KL, on one fixed paired batch of 64 Flickr30k captions x 2 dropout views, max 32 tokens;
   * a tight reference loop: the same encoder shape doing SimCSE on the same batch pre-tokenised on the
     device, fused AdamW on CUDA, no host syncs inside the step.
 Every configuration takes one step in turn (A, B, C, ..., A, B, C, ...) so all see the same machine
@@ -44,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.paper_scale import BERT_SHAPES, Layout, lay_out_data, save_random_bert  # noqa: E402
 from distill.config import RunConfig, load_config  # noqa: E402
 from distill.objective import DistillationObjective  # noqa: E402
 from distill.pools import TrainingPools, build_pools  # noqa: E402
@@ -55,12 +57,6 @@ from teacher_cache.distributed import DistEnv  # noqa: E402
 from teacher_cache.offline_models import minilm_path  # noqa: E402
 
 PAPER_CONFIG = ROOT / "configs" / "kdmcse_bert_flickr.yaml"
-BERT_SHAPES = {
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                 max_position_embeddings=512),
-    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
-                 max_position_embeddings=64),
-}
 TEACHER_DIM = 768  # CLIP ViT-L/14's embedding width
 MAX_TOKENS = 32
 TIGHT = "tight SimCSE loop (pre-tokenised, fused AdamW on CUDA, no host syncs)"
@@ -78,23 +74,6 @@ STEP_NAMES = [*VARIANTS, TIGHT]
 
 
 # --- random models (benchmark only) ---------------------------------------------------------------
-
-
-def save_random_bert(folder: Path, size: str, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A transformers folder: BertModel with RANDOM weights in the ``size`` shape + the MiniLM tokenizer.
-
-    ``student.model`` can point at it (``build_encoder`` wraps it in Transformer + Pooling).
-    """
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, **BERT_SHAPES[size])
-    folder.mkdir(parents=True, exist_ok=True)
-    BertModel(config).save_pretrained(folder)  # with its pooler, as bert-base-uncased ships
-    tokenizer.save_pretrained(folder)
-    (folder / "RANDOM_WEIGHTS.txt").write_text("Random weights from a BertConfig: for speed benchmarks only.\n")
-    return folder
 
 
 class RandomUnitTeacher:
@@ -121,11 +100,13 @@ class RandomUnitTeacher:
         return self._unit(len(images))
 
 
-def random_teacher_cache(cache_root: Path, data_dir: Path) -> tuple[TeacherCache, TrainingPools]:
-    """2,000 Wiki1M sentences + coco2017_mini (captions and photos) with random 768-d teacher vectors."""
-    data_cfg = CacheDataConfig(text_sources=("wiki1m", "coco2017_mini"), image_sources=("coco2017_mini",),
-                               limits={"wiki1m": 2000, "coco2017_mini": 64})
-    report = build_cache(TeacherConfig(), data_cfg, cache_root, data_dir, progress=False,
+def random_teacher_cache(work: Path, source_data: Path) -> tuple[TeacherCache, TrainingPools]:
+    """The paper's corpora in small (2,000 Wiki1M lines, 64 Flickr30k images as synthetic JPEGs with their
+    5 shipped captions each) with random 768-d teacher vectors, through the project's cache writer."""
+    data_dir = work / "data"
+    lay_out_data(source_data, data_dir, Layout(wiki_lines=2000, images=64), (64, 48))
+    data_cfg = CacheDataConfig(text_sources=("wiki1m", "flickr30k_train"), image_sources=("flickr30k_train",))
+    report = build_cache(TeacherConfig(), data_cfg, work / "cache", data_dir, progress=False,
                          teacher=RandomUnitTeacher())
     cache = TeacherCache.open(report.path)
     return cache, build_pools(cache, data_cfg, data_dir)
@@ -302,7 +283,7 @@ def render_report(rows: list[Row], flops: dict[str, int], facts: dict[str, str])
         "",
         f"- device: {facts['device']}; torch {torch.__version__}",
         f"- student: BERT `{facts['size']}` shape ({facts['params']} parameters besides the embeddings), MiniLM uncased WordPiece "
-        f"tokenizer, [CLS] pooling + MLP head; batch 64 captions x 2 dropout views, padded to the longest "
+        f"tokenizer, [CLS] pooling + MLP head; batch 64 Flickr30k captions x 2 dropout views, padded to the longest "
         f"({facts['tokens']} tokens, max {MAX_TOKENS})",
         f"- {facts['steps']} timed steps per configuration after {facts['warmup']} warm-up steps, all configurations "
         "taking turns step by step; medians",
@@ -337,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile backend for the compiled rows (inductor; eager for a quick CPU "
                              "rehearsal of the same code path); 'none' leaves the compiled rows out")
     parser.add_argument("--tokenizer", type=Path, default=None, help="MiniLM tokenizer folder (default: offline package)")
-    parser.add_argument("--data-dir", default=None, help="holds wiki1m/ and images/coco2017_mini (default: resolved)")
+    parser.add_argument("--data-dir", default=None, help="shipped data: wiki1m/ and flickr30k/multi30k (default: resolved)")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="default: reports/paper_speed_<device>.md")
     return parser.parse_args(argv)
@@ -361,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
     student_dir = save_random_bert(work / "student", args.size, args.tokenizer or minilm_path())
-    cache, pools = random_teacher_cache(work / "cache", resolve_data_dir(args.data_dir))
+    cache, pools = random_teacher_cache(work, resolve_data_dir(args.data_dir))
     env = DistEnv(0, 1, device)
     fixed = Step("paired", np.arange(64))  # one fixed batch: every configuration and step has the same shapes
     sentences = [pools.sentences[i] for i in pools.paired_text_rows[fixed.rows]]
