@@ -343,29 +343,18 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
     student_dir = save_random_bert(work / "student", args.size, args.tokenizer or minilm_path())
     cache, pools = random_teacher_cache(work, resolve_data_dir(args.data_dir))
-    env = DistEnv(0, 1, device)
-    fixed = Step("paired", np.arange(64))  # one fixed batch: every configuration and step has the same shapes
+    # one fixed batch of 64 random captions: every configuration and step sees the same shapes
+    fixed = Step("paired", np.random.default_rng(0).permutation(pools.n_paired)[:64])
     sentences = [pools.sentences[i] for i in pools.paired_text_rows[fixed.rows]]
     backend = None if args.compile == "none" else args.compile
-    steps: dict[Config, Callable[[], None]] = {}
-    flops: dict[str, int] = {}
-    params = 0
-    for precision in args.precisions.split(","):
-        for compiled in ([False, True] if backend else [False]):
-            for name, overrides in VARIANTS.items():
-                variant = build_project_variant([*overrides, f"train.precision={precision}"], student_dir, cache,
-                                                pools, device)
-                params = non_embedding_params(variant.trainable.student.encoder)
-                if compiled:
-                    compile_encoder(variant, backend)
-                steps[Config(name, precision, compiled)] = lambda v=variant: project_step(v, fixed, env)
-            steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
-                                                                     backend if compiled else None)
+    steps = build_steps(args.precisions.split(","), backend, student_dir, (cache, pools, fixed, sentences), device)
+    flops: dict[str, int] = {}  # counted once per step kind: the same math at every precision and compile setting
     for config, run_step in steps.items():
         if not config.compiled and config.name not in flops:
             flops[config.name] = count_flops(run_step)
     times = time_interleaved(steps, args.steps, args.warmup, device)
     tokens = padded_length(student_dir, sentences)
+    params = non_embedding_params(build_encoder(load_config(PAPER_CONFIG, [f"student.model={student_dir}"]).student))
     facts = {
         "command": "python benchmarks/paper_speed.py " + " ".join(sys.argv[1:]),
         "device": device_label(device), "size": args.size, "params": f"{params / 1e6:.1f}M",
@@ -373,6 +362,26 @@ def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
         "analytic_tflop": f"{6 * params * 2 * 64 * tokens / 1e12:.4f}",
     }
     return render_report(make_rows(times, flops), flops, facts)
+
+
+def build_steps(precisions: list[str], backend: str | None, student_dir: Path, batch: tuple,
+                device: torch.device) -> dict[Config, Callable[[], None]]:
+    """One closure per configuration; each owns its model and optimiser. ``batch`` = (cache, pools,
+    fixed step, its sentences)."""
+    cache, pools, fixed, sentences = batch
+    env = DistEnv(0, 1, device)
+    steps: dict[Config, Callable[[], None]] = {}
+    for precision in precisions:
+        for compiled in ([False, True] if backend else [False]):
+            for name, overrides in VARIANTS.items():
+                variant = build_project_variant([*overrides, f"train.precision={precision}"], student_dir, cache,
+                                                pools, device)
+                if compiled:
+                    compile_encoder(variant, backend)
+                steps[Config(name, precision, compiled)] = lambda v=variant: project_step(v, fixed, env)
+            steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
+                                                                     backend if compiled else None)
+    return steps
 
 
 def non_embedding_params(encoder: nn.Module) -> int:
