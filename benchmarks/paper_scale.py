@@ -95,6 +95,13 @@ def lay_out_data(source: Path, target: Path, layout: Layout, image_size: tuple[i
     shutil.copyfile(source / STSB_DEV, target / STSB_DEV)
 
 
+def missing_sources(source: Path) -> list[Path]:
+    """The shipped files ``lay_out_data`` reads that ``source`` lacks."""
+    needed = [Path("wiki1m/wiki1m_for_simcse.prefix.txt"), MULTI30K / "image_splits" / "train_images.txt", STSB_DEV,
+              *(MULTI30K / "raw" / f"train.{k}.en.gz" for k in range(1, CAPTIONS_PER_IMAGE + 1))]
+    return [source / path for path in needed if not (source / path).is_file()]
+
+
 def write_wiki(prefix: Path, target: Path, n_lines: int) -> None:
     """``n_lines`` sentences cycling through the prefix's complete lines (its cut last line is dropped)."""
     lines = [line for line in prefix.read_bytes().split(b"\n")[:-1] if line.strip()]
@@ -260,26 +267,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not 0 < args.scale <= 1:
-        print(f"error: --scale must be in (0, 1], got {args.scale}", file=sys.stderr)
+    problem = input_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     work = args.work_dir.resolve()
-    if (work / "run").exists() or (work / "cache").exists():
-        print(f"error: {work} holds an earlier run (run/ or cache/); give a fresh --work-dir", file=sys.stderr)
-        return 2
     work.mkdir(parents=True, exist_ok=True)
+    result = dry_run(args, work)
+    (work / "paper_scale.json").write_text(json.dumps(result, indent=2))
+    report = render(result, " ".join(sys.argv[1:]))
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+def input_problem(args: argparse.Namespace) -> str | None:
+    """One line saying what is wrong with the command line, or None."""
+    if not 0 < args.scale <= 1:
+        return f"--scale must be in (0, 1], got {args.scale}"
+    if (args.work_dir / "run").exists() or (args.work_dir / "cache").exists():
+        return f"{args.work_dir} holds an earlier run (run/ or cache/); give a fresh --work-dir"
+    size = args.image_size.lower().split("x")
+    if len(size) != 2 or not all(v.isdigit() and int(v) > 0 for v in size):
+        return f"--image-size expects WxH such as 500x375, got {args.image_size!r}"
+    missing = missing_sources(resolve_data_dir(args.source_data))
+    if missing:
+        return (f"--source-data lacks {missing[0]}; point it at the shipped data (or at runs/device_inputs/data "
+                "from benchmarks/device_run.sh prepare)")
+    return None
+
+
+def dry_run(args: argparse.Namespace, work: Path) -> dict:
+    """The five stages, then the extrapolation; returns what paper_scale.json holds."""
     layout = Layout(scaled(PAPER_WIKI_LINES, args.scale, 64), scaled(PAPER_FLICKR_IMAGES, args.scale, 16))
     train_steps = scaled(args.train_steps, args.scale, 8)  # 8: a paired step (every 7th here) is in
-    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    image_size = tuple(int(v) for v in args.image_size.lower().split("x"))
     stages = Stages()
-
     stages.time("lay out data", lambda: lay_out_data(resolve_data_dir(args.source_data), work / "data", layout,
-                                                     (width, height)))
+                                                     image_size))
     teacher_overrides = stages.time("write random teacher checkpoint",
                                     lambda: write_random_teacher(work / "teacher", args.tiny_models))
     student = stages.time("write random student", lambda: save_random_bert(
         work / "student", "tiny" if args.tiny_models else "base", args.tokenizer or minilm_path()))
-
     config_file = work / "run_config.yaml"
     cfg = load_config(PAPER_CONFIG, [
         f"student.model={student}", *teacher_overrides, f"train.output_dir={work / 'run'}",
@@ -290,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     stages.time(CACHE_STAGE, lambda: run_script("cache_teacher.py", [*common, "--no-progress"], work / "cache.log"))
     stages.time("train (scripts/train_student.py)", lambda: run_script("train_student.py", common, work / "train.log"))
     summary = json.loads((work / "run" / "train_summary.json").read_text())
-
     n_text, n_paired = pool_sizes(config_file, work / "data")
     seconds_per_step = summary["train_seconds"] / summary["steps"]
     cache_seconds = stages.seconds[CACHE_STAGE]
@@ -298,20 +328,13 @@ def main(argv: list[str] | None = None) -> int:
                        cache_seconds)
     paper = extrapolate(Layout(PAPER_WIKI_LINES, PAPER_FLICKR_IMAGES), cfg.train.batch_size, seconds_per_step,
                         cache_seconds / args.scale)
-    result = {
+    return {
         "scale": args.scale, "tiny_models": args.tiny_models, "precision": args.precision,
         "layout": {"wiki_lines": layout.wiki_lines, "images": layout.images, "captions": layout.captions},
         "pools": {"text": n_text, "paired": n_paired},
         "train_steps_asked": train_steps, "train_summary": {k: summary[k] for k in ("steps", "train_seconds", "device")},
         "stages_seconds": stages.seconds, "this_layout": asdict(here), "paper_size": asdict(paper),
     }
-    (work / "paper_scale.json").write_text(json.dumps(result, indent=2))
-    report = render(result, " ".join(sys.argv[1:]))
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-    return 0
 
 
 def render(result: dict, command: str) -> str:

@@ -107,6 +107,20 @@ def test_layout_is_what_the_projects_loaders_read(tmp_path):
     assert (tmp_path / paper_scale.STSB_DEV).is_file()
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--scale", "2"], "--scale must be in (0, 1]"),
+    (["--image-size", "big"], "--image-size expects WxH"),
+    (["--source-data", "EMPTY"], "--source-data lacks"),
+])
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, capsys, flags, says):
+    (tmp_path / "empty").mkdir()
+    flags = [str(tmp_path / "empty") if flag == "EMPTY" else flag for flag in flags]
+    assert paper_scale.main(["--work-dir", str(tmp_path / "work"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and err.count("\n") == 1
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow  # three Python processes (cache, train, the driver): ~35 s on 2 idle cores
 def test_paper_scale_tiny_end_to_end(tmp_path):
     work = tmp_path / "work"
