@@ -153,9 +153,9 @@ def build_project_variant(overrides: list[str], student_dir: Path, cache: Teache
     return ProjectVariant(cfg, trainable, optimizer, scheduler, scaler, cache, pools)
 
 
-def compile_encoder(variant: ProjectVariant, backend: str) -> None:
+def compile_encoder(variant: ProjectVariant, backend: str, mode: str | None) -> None:
     """``torch.compile`` the transformer in place (parameter names and the trainer's code unchanged)."""
-    variant.trainable.student.encoder[0].auto_model.compile(backend=backend)
+    variant.trainable.student.encoder[0].auto_model.compile(backend=backend, mode=mode)
 
 
 class TightSimCSE(nn.Module):
@@ -177,7 +177,7 @@ class TightSimCSE(nn.Module):
 
 
 def tight_step_fn(student_dir: Path, sentences: list[str], precision: str, device: torch.device,
-                  compile_backend: str | None) -> Callable[[], None]:
+                  compile_with: tuple[str, str | None] | None) -> Callable[[], None]:
     """A closure doing one tight step; the batch is tokenised once, here, onto the device."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -187,7 +187,7 @@ def tight_step_fn(student_dir: Path, sentences: list[str], precision: str, devic
     torch.manual_seed(0)
     model = TightSimCSE(AutoModel.from_pretrained(str(student_dir))).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=device.type == "cuda")
-    forward = torch.compile(model, backend=compile_backend) if compile_backend else model
+    forward = torch.compile(model, backend=compile_with[0], mode=compile_with[1]) if compile_with else model
 
     def step() -> None:
         with autocast(precision, device):
@@ -290,7 +290,7 @@ def render_report(rows: list[Row], flops: dict[str, int], facts: dict[str, str])
         "- FLOPs per step: counted with `torch.utils.flop_counter.FlopCounterMode` over one eager forward + "
         "backward (matmuls and attention only); TFLOP/s = that count / median step time. For comparison, "
         f"6 x non-embedding params x tokens (2 x 64 rows x padded length) = {facts['analytic_tflop']} TFLOP",
-        f"- compile: `torch.compile(backend={facts['backend']!r})` of the encoder (project steps) or of the "
+        f"- compile: `torch.compile` ({facts['backend']}) of the encoder (project steps) or of the "
         "whole forward (tight loop)",
         "- ratio = median / median of the SimCSE project step at the same precision and compile setting",
         "",
@@ -313,15 +313,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration first (compiling)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--compile", default="inductor",
-                        help="torch.compile backend for the compiled rows (inductor; eager for a quick CPU "
-                             "rehearsal of the same code path); 'none' leaves the compiled rows out")
+    parser.add_argument("--precisions", default="fp32,bf16", type=_precisions)
+    parser.add_argument("--compile", default="inductor", choices=["inductor", "aot_eager", "eager", "none"],
+                        help="torch.compile backend for the compiled rows (eager: a quick CPU rehearsal of the "
+                             "same code path); 'none' leaves the compiled rows out")
+    parser.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode (reduce-overhead: CUDA graphs where they fit)")
     parser.add_argument("--tokenizer", type=Path, default=None, help="MiniLM tokenizer folder (default: offline package)")
     parser.add_argument("--data-dir", default=None, help="shipped data: wiki1m/ and flickr30k/multi30k (default: resolved)")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="default: reports/paper_speed_<device>.md")
     return parser.parse_args(argv)
+
+
+def _precisions(value: str) -> list[str]:
+    chosen = value.split(",")
+    if not chosen or set(chosen) - {"fp32", "bf16"}:
+        raise argparse.ArgumentTypeError(f"expected fp32, bf16 or fp32,bf16; got {value!r}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,7 +356,8 @@ def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
     fixed = Step("paired", np.random.default_rng(0).permutation(pools.n_paired)[:64])
     sentences = [pools.sentences[i] for i in pools.paired_text_rows[fixed.rows]]
     backend = None if args.compile == "none" else args.compile
-    steps = build_steps(args.precisions.split(","), backend, student_dir, (cache, pools, fixed, sentences), device)
+    steps = build_steps(args.precisions, (backend, args.compile_mode), student_dir,
+                        (cache, pools, fixed, sentences), device)
     flops: dict[str, int] = {}  # counted once per step kind: the same math at every precision and compile setting
     for config, run_step in steps.items():
         if not config.compiled and config.name not in flops:
@@ -358,17 +368,19 @@ def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
     facts = {
         "command": "python benchmarks/paper_speed.py " + " ".join(sys.argv[1:]),
         "device": device_label(device), "size": args.size, "params": f"{params / 1e6:.1f}M",
-        "tokens": str(tokens), "steps": str(args.steps), "warmup": str(args.warmup), "backend": args.compile,
+        "tokens": str(tokens), "steps": str(args.steps), "warmup": str(args.warmup),
+        "backend": f"backend {args.compile}" + (f", mode {args.compile_mode}" if args.compile_mode else ""),
         "analytic_tflop": f"{6 * params * 2 * 64 * tokens / 1e12:.4f}",
     }
     return render_report(make_rows(times, flops), flops, facts)
 
 
-def build_steps(precisions: list[str], backend: str | None, student_dir: Path, batch: tuple,
-                device: torch.device) -> dict[Config, Callable[[], None]]:
-    """One closure per configuration; each owns its model and optimiser. ``batch`` = (cache, pools,
-    fixed step, its sentences)."""
+def build_steps(precisions: list[str], compile_with: tuple[str | None, str | None], student_dir: Path,
+                batch: tuple, device: torch.device) -> dict[Config, Callable[[], None]]:
+    """One closure per configuration; each owns its model and optimiser. ``compile_with`` = (backend or
+    None for no compiled rows, mode); ``batch`` = (cache, pools, fixed step, its sentences)."""
     cache, pools, fixed, sentences = batch
+    backend, mode = compile_with
     env = DistEnv(0, 1, device)
     steps: dict[Config, Callable[[], None]] = {}
     for precision in precisions:
@@ -377,10 +389,10 @@ def build_steps(precisions: list[str], backend: str | None, student_dir: Path, b
                 variant = build_project_variant([*overrides, f"train.precision={precision}"], student_dir, cache,
                                                 pools, device)
                 if compiled:
-                    compile_encoder(variant, backend)
+                    compile_encoder(variant, backend, mode)
                 steps[Config(name, precision, compiled)] = lambda v=variant: project_step(v, fixed, env)
             steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
-                                                                     backend if compiled else None)
+                                                                     (backend, mode) if compiled else None)
     return steps
 
 
