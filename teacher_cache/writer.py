@@ -44,6 +44,7 @@ import hashlib
 import io
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -262,15 +263,18 @@ def build_cache(
     """
     started = time.perf_counter()
     group = DistEnv.current()
-    teacher = teacher or build_teacher(teacher_cfg)
     cache_root = Path(cache_root)
+    with _random_state_kept():
+        teacher = teacher or build_teacher(teacher_cfg)
     with _lock_on_rank0(group, cache_root):
         plan = _computed_on_rank0(group, lambda: _make_plan(
             teacher, teacher_cfg, data_cfg, cache_root, data or collect_data(data_cfg, data_dir), shard_rows))
         report = BuildReport(path=plan.directory, already_complete=plan.complete)
         if not plan.complete:
             report.shards_reused = len(plan.all_shards()) - len(plan.todo)
-            _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world_size], report, progress and group.rank == 0)
+            with _random_state_kept():
+                _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world_size], report,
+                                  progress and group.rank == 0)
             group.barrier()
             if group.rank == 0:
                 _finalise(plan)
@@ -540,6 +544,18 @@ def _computed_on_rank0(group: DistEnv, compute: Callable[[], Any]) -> Any:
     if payload[1] is not None:
         raise RuntimeError(f"rank 0 could not plan the cache: {payload[1]}")
     return payload[0]
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Loading a teacher may draw random numbers (weights initialised before the checkpoint is read).
+    A trainer that found its cache complete loads none, so the draws are undone: a run that built
+    its cache and one that did not train the very same student."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 @contextmanager
