@@ -103,7 +103,7 @@ def main() -> int:
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", base)
     data_dir = resolve_data_dir(cfg.data_dir)
     cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir))
-    pools = build_pools(cache, cfg.data, data_dir)
+    pools = build_pools(cache)
     rows = []
     for precision in args.precisions.split(","):
         times = time_variants(args, precision, cache, pools, base)

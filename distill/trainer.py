@@ -79,7 +79,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     seed_everything(cfg.train.seed + env.rank)
     data_dir = resolve_data_dir(cfg.data_dir)
     cache = open_teacher_cache(cfg, data_dir, env)
-    pools = build_pools(cache, cfg.data, data_dir, cfg.train.retrieval_holdout_images)
+    pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         check_resumable(cfg, out)
@@ -262,7 +262,8 @@ def _diff_keys(a, b, prefix=""):
 
 
 def open_teacher_cache(cfg: RunConfig, data_dir: Path, env: DistEnv) -> TeacherCache:
-    """Build the cache if it is missing (a collective: ranks share the shards), then open it read-only."""
+    """Build the cache if it is missing (a collective: ranks share the shards), then open it read-only,
+    checked (sizes; checksums once per build or copy). A complete cache opens without the teacher."""
     return TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir,
                                           progress=env.is_main))
 

@@ -38,7 +38,7 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from distill.config import RunConfig, load_config
-from teacher_cache.corpora import CaptionRow, load_coco2017_mini, resolve_data_dir
+from teacher_cache.corpora import resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
 from distill.student import GroundingHeads
 from teacher_cache import TeacherCache, ensure_cache
@@ -279,6 +279,7 @@ def evaluate_run_retrieval(
 
     The cache is opened with ``ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, ...)``, so a
     relative ``cache_root`` is read from the current directory, as in training; a missing cache is built.
+    Captions and their images come from the cache, so any image source the run held images out of works.
     """
     run = load_retrieval_run(run_dir, data_dir, with_teacher_captions=rerank_beta is not None, device=device)
     return run.evaluate(rerank_beta, alpha, leave_query_out, batch_size, show_progress)
@@ -295,20 +296,21 @@ def load_retrieval_run(
     heads = GroundingHeads.load(heads_path, map_location=device)
     if heads.image_adapter is None:
         raise RetrievalRunError(f"{heads_path} has no image adapter: the run was trained without image-caption "
-                                "batches; train with coco2017_mini in data.image_sources and data.text_sources")
+                                "batches; train with an image source (e.g. coco2017_mini) in both data.image_sources "
+                                "and data.text_sources")
     data_root = resolve_data_dir(data_dir or cfg.data_dir)
-    captions = _heldout_captions(data_root, cfg, heldout)
     cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_root))
+    rows = _heldout_caption_rows(cache, heldout)
     position = {image_id: i for i, image_id in enumerate(heldout)}
     teacher_captions = None
     if with_teacher_captions:  # gallery-side text: read only for re-ranking
-        teacher_captions = cache.text(cache.text_index([c.row_id for c in captions]), device)
+        teacher_captions = cache.text(rows, device)
     return RetrievalRun(
         encoder=load_model(run / "model", device=device),
         heads=heads,
         teacher_images=cache.image(cache.image_index(heldout), device),
-        captions=[c.text for c in captions],
-        caption_image_index=np.array([position[c.image_id] for c in captions], dtype=np.int64),
+        captions=[cache.texts[row] for row in rows],
+        caption_image_index=np.array([position[cache.caption_image_ids[row]] for row in rows], dtype=np.int64),
         image_ids=list(heldout),
         teacher_captions=teacher_captions,
     )
@@ -334,13 +336,13 @@ def _run_files(run: Path) -> tuple[Path, RunConfig, list[str]]:
     return heads, load_config(config), list(heldout)
 
 
-def _heldout_captions(data_root: Path, cfg: RunConfig, heldout: list[str]) -> list[CaptionRow]:
-    """The coco2017_mini captions of the held-out images, in data order."""
-    _, captions = load_coco2017_mini(data_root, limit=cfg.data.limits.get("coco2017_mini"), problems=[])
+def _heldout_caption_rows(cache: TeacherCache, heldout: list[str]) -> np.ndarray:
+    """Cache text rows of the captions of the held-out images, in cache order, whatever image source
+    (Flickr30k, COCO, coco2017_mini, user data) they come from: the cache records each caption's image."""
     wanted = set(heldout)
-    kept = [c for c in captions if c.image_id in wanted]
-    missing = wanted - {c.image_id for c in kept}
+    rows = np.array([row for row, image_id in enumerate(cache.caption_image_ids) if image_id in wanted], dtype=np.int64)
+    missing = wanted - {cache.caption_image_ids[row] for row in rows}
     if missing:
-        raise RetrievalRunError(f"held-out image(s) {sorted(missing)[:5]} have no caption in {data_root}'s "
-                                "coco2017_mini: is this the data directory the run was trained on?")
-    return kept
+        raise RetrievalRunError(f"held-out image(s) {sorted(missing)[:5]} have no caption in teacher cache "
+                                f"{cache.path}: is this the cache the run was trained on?")
+    return rows

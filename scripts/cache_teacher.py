@@ -8,9 +8,10 @@
     python scripts/cache_teacher.py --verify [CACHE_DIR]    # recompute checksums; exit 1 if any is off
 
 A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``data:``
-(CacheDataConfig fields), ``cache_root``, ``shard_rows`` and ``skip_bad``; flags override it.
-Rerunning finishes an interrupted build, or does nothing if the cache is complete.
---print-config lists every teacher.* and data.* key with its type, default and doc.
+(CacheDataConfig fields, ``skip_bad`` among them), ``cache_root`` and ``shard_rows``; flags override
+it. Rerunning finishes an interrupted build, or does nothing if the cache is complete. A cache built
+with --skip-bad is trained on with ``data.skip_bad=true``. --print-config lists every teacher.* and
+data.* key with its type, default and doc.
 """
 from __future__ import annotations
 
@@ -31,13 +32,17 @@ from teacher_cache import (  # noqa: E402
     TEXT_SOURCES,
     BadInputError,
     CacheDataConfig,
+    CacheIntegrityError,
     MissingCheckpointError,
     TeacherConfig,
     build_cache,
     build_teacher,
+    collect_data,
+    find_complete_cache,
     locate_cache,
     verify_cache,
 )
+from teacher_cache.corpora import DataFormatError  # noqa: E402
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
 from distill.config import PRINT_CONFIG_HEADER, configs_dir, describe_config, resolve_config_path  # noqa: E402
@@ -70,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--data-dir", help="default: $DISTILL_DATA_DIR or ../shared/data")
     parser.add_argument("--cache-root", type=Path)
     parser.add_argument("--shard-rows", type=int)
-    parser.add_argument("--skip-bad", action="store_true", default=None, help="leave bad rows out, record them")
+    parser.add_argument("--skip-bad", action="store_true", default=None,
+                        help="leave bad rows out and record them (train on it with data.skip_bad=true)")
     parser.add_argument("--verify", nargs="?", const="", metavar="CACHE_DIR",
                         help="recompute checksums of CACHE_DIR (default: the cache of this configuration)")
     parser.add_argument("--no-progress", action="store_true")
@@ -91,11 +97,12 @@ def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataC
         data_values["image_sources"] = args.image_sources
     if args.limit:
         data_values["limits"] = {**data_values.get("limits", {}), **_parse_limits(args.limit)}
+    if args.skip_bad is not None:
+        data_values["skip_bad"] = args.skip_bad
     run = {
         "cache_root": Path(args.cache_root or loaded.get("cache_root")
                            or loaded.get("train", {}).get("cache_root", DEFAULT_CACHE_ROOT)),
         "shard_rows": int(args.shard_rows or loaded.get("shard_rows", DEFAULT_SHARD_ROWS)),
-        "skip_bad": bool(args.skip_bad if args.skip_bad is not None else loaded.get("skip_bad", False)),
     }
     return TeacherConfig.from_dict(teacher_values), CacheDataConfig.from_dict(data_values), run
 
@@ -114,8 +121,11 @@ def verify(args: argparse.Namespace, teacher_cfg: TeacherConfig, data_cfg: Cache
     if args.verify:
         directory = Path(args.verify)
     else:
-        teacher = build_teacher(teacher_cfg)
-        directory = locate_cache(teacher, teacher_cfg, data_cfg, run["cache_root"], args.data_dir, run["shard_rows"])
+        data = collect_data(data_cfg, args.data_dir)
+        directory = find_complete_cache(teacher_cfg, data_cfg, run["cache_root"], data, run["shard_rows"])
+        if directory is None:  # not in the index: fingerprint the loaded teacher
+            teacher = build_teacher(teacher_cfg)
+            directory = locate_cache(teacher, teacher_cfg, data_cfg, run["cache_root"], args.data_dir, run["shard_rows"])
     problems = verify_cache(directory)
     for problem in problems:
         print(f"CORRUPT {problem}", file=sys.stderr)
@@ -126,7 +136,11 @@ def verify(args: argparse.Namespace, teacher_cfg: TeacherConfig, data_cfg: Cache
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    teacher_cfg, data_cfg, run = resolve_configs(args)
+    try:
+        teacher_cfg, data_cfg, run = resolve_configs(args)
+    except ValueError as err:  # unknown keys or sources, bad values
+        print(f"error: {args.config}: {err}", file=sys.stderr)
+        return 2
     if args.print_config:
         print(PRINT_CONFIG_HEADER, describe_config(teacher_cfg, "teacher."), describe_config(data_cfg, "data."), sep="\n")
         return 0
@@ -134,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         return verify(args, teacher_cfg, data_cfg, run)
     init_distributed()
     try:
-        report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir, skip_bad=run["skip_bad"],
+        report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir,
                              shard_rows=run["shard_rows"], progress=not args.no_progress)
-    except (BadInputError, MissingCheckpointError) as err:
+    except (BadInputError, MissingCheckpointError, CacheIntegrityError, DataFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

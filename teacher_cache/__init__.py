@@ -2,30 +2,24 @@
 
     from teacher_cache import TeacherConfig, CacheDataConfig, ensure_cache, TeacherCache
     cache = TeacherCache.open(ensure_cache(TeacherConfig(), CacheDataConfig()))
-    targets = cache.targets(cache.text_index(row_ids), cache.image_index(image_ids), device="cuda")
+    vectors = cache.text(cache.text_index(row_ids), device="cuda")
 """
 from .data import IMAGE_SOURCES, TEXT_SOURCES, CacheDataConfig, CacheRows, collect_rows, dataset_fingerprint
-from .reader import CacheFormatError, SoftTargets, TeacherCache
-from .towers import (
-    AUTO_PRECISION,
-    CrossModalUnavailableError,
-    MissingCheckpointError,
-    Teacher,
-    TeacherConfig,
-    build_teacher,
-    cross_modal_similarity,
-)
+from .integrity import CacheIntegrityError, verify_cache
+from .reader import CacheFormatError, TeacherCache
+from .towers import AUTO_PRECISION, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
 from .writer import (
     DEFAULT_CACHE_ROOT,
     DEFAULT_SHARD_ROWS,
     BadInputError,
     BuildReport,
-    CacheIntegrityError,
+    CollectedData,
     build_cache,
     cache_name,
+    collect_data,
     ensure_cache,
+    find_complete_cache,
     locate_cache,
-    verify_cache,
 )
 
 __all__ = [
@@ -36,12 +30,11 @@ __all__ = [
     "CacheFormatError",
     "CacheIntegrityError",
     "CacheRows",
-    "CrossModalUnavailableError",
+    "CollectedData",
     "DEFAULT_CACHE_ROOT",
     "DEFAULT_SHARD_ROWS",
     "IMAGE_SOURCES",
     "MissingCheckpointError",
-    "SoftTargets",
     "TEXT_SOURCES",
     "Teacher",
     "TeacherCache",
@@ -50,9 +43,10 @@ __all__ = [
     "build_teacher",
     "cache_name",
     "collect_rows",
-    "cross_modal_similarity",
+    "collect_data",
     "dataset_fingerprint",
     "ensure_cache",
+    "find_complete_cache",
     "locate_cache",
     "verify_cache",
 ]

@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,14 @@ class CacheDataConfig:
     ``limits`` maps a source name to how many of its first items to keep: sentences for ``wiki1m``,
     images (with all their captions) for the caption sets. One limit applies to a source's text and
     image rows alike, so ``{"coco2017_mini": 8}`` keeps 8 photos and exactly their 40 captions.
+    ``skip_bad`` leaves unusable rows (empty captions, broken images) out instead of stopping; the
+    cache records them and the run's summary lists them.
     """
 
     text_sources: tuple[str, ...] = OFFLINE_TEXT_SOURCES
     image_sources: tuple[str, ...] = OFFLINE_IMAGE_SOURCES
     limits: dict[str, int] = field(default_factory=dict)
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_sources", _canonical(self.text_sources, TEXT_SOURCES, "text"))
@@ -64,7 +67,8 @@ class CacheDataConfig:
         object.__setattr__(self, "limits", {name: int(self.limits[name]) for name in sorted(self.limits)})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text_sources": list(self.text_sources), "image_sources": list(self.image_sources), "limits": dict(self.limits)}
+        return {"text_sources": list(self.text_sources), "image_sources": list(self.image_sources),
+                "limits": dict(self.limits), "skip_bad": self.skip_bad}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CacheDataConfig":
@@ -97,7 +101,9 @@ def collect_rows(cfg: CacheDataConfig, data_dir: Path) -> CacheRows:
     problems: list[BadRow] = []
     texts: list[TextRow] = []
     for name in cfg.text_sources:
-        texts.extend(_TEXT_LOADERS[name](data_dir, cfg.limits.get(name), problems))
+        rows = _TEXT_LOADERS[name](data_dir, cfg.limits.get(name), problems)
+        # A caption is paired with its image only when its source's images are encoded as well.
+        texts.extend(rows if name in cfg.image_sources else [replace(row, image_id=None) for row in rows])
     images: list[ImageRow] = []
     for name in cfg.image_sources:
         images.extend(_IMAGE_LOADERS[name](data_dir, cfg.limits.get(name), problems))

@@ -53,3 +53,26 @@ def file_sha256(path: Path) -> str | None:
 def json_bytes(record: dict[str, Any]) -> bytes:
     """Deterministic JSON (sorted keys), so identical builds write identical manifests."""
     return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+
+
+def inside(root: Path, relative: str | Path) -> Path | None:
+    """``root / relative`` when it stays inside ``root``, else None (absolute, or ``..`` climbing out).
+
+    Normalised lexically, not with ``resolve()``: a data folder whose images are a symlink to another
+    disk is legitimate, a file name that walks out of its folder is not.
+    """
+    candidate = Path(root) / relative
+    normalised = Path(os.path.normpath(candidate))
+    base = Path(os.path.normpath(root))
+    if Path(relative).is_absolute() or not normalised.is_relative_to(base) or normalised == base:
+        return None
+    return candidate
+
+
+def stat_identity(path: Path) -> list[int]:
+    """[size, mtime_ns, inode]: what a cheap "unchanged since last time" check compares.
+
+    The inode makes a copied folder count as new, so a copy is verified once in its new place.
+    """
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, info.st_ino]

@@ -3,11 +3,17 @@
 Layout of ``<cache_root>/<teacher name>-<12 hex of fingerprint>/``::
 
     plan.json                    what is being built (fingerprint, teacher identity, shard table)
-    text_ids.txt  image_ids.txt  one row id per line; line i = row i of that modality's matrix
+    text_rows.jsonl              line i = text row i: {"id", "text", "image_id" (captions paired with
+                                 a cached image only)}, so pools and retrieval need no corpus reads
+    image_ids.txt                one image id per line; line i = row i of the image matrix
     text/shard-00000.npy         float16 [rows, dim] (.npy, so np.load(..., mmap_mode="r") reads it)
     text/shard-00000.npy.sha256  sha256sum-style checksum, written after the shard: marks it complete
     image/shard-00000.npy ...
-    manifest.json                written last: its presence means the cache is complete
+    manifest.json                written last: its presence means the cache is complete; records
+                                 every file's sha256 and byte size
+
+Beside the cache folders, ``<cache root>/index/`` maps configs to caches (:mod:`teacher_cache.index`)
+and ``<cache root>/.verified/`` stamps verified caches (:mod:`teacher_cache.integrity`).
 
 Why it is built this way:
 
@@ -28,8 +34,8 @@ Why it is built this way:
   broadcasts the plan, ranks take unfinished shards round-robin, and rank 0 verifies every shard
   and writes the manifest.
 - *Bad input.* Unreadable or undecodable images and empty captions are all listed before any
-  encoding starts; with ``skip_bad`` they are left out and recorded in the manifest. No row is
-  ever stored as a zero or garbage vector.
+  encoding starts; with ``data.skip_bad`` they are left out and recorded in the manifest. No row
+  is ever stored as a zero or garbage vector.
 """
 from __future__ import annotations
 
@@ -38,15 +44,13 @@ import hashlib
 import io
 import json
 import logging
-import os
+import random
 import re
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +61,24 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .corpora import BadRow, ImageRow, TextRow, resolve_data_dir
-
+from .data import CacheDataConfig, CacheRows, collect_rows, dataset_fingerprint, find_bad_images
 from .distributed import DistEnv
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
-from .data import CacheDataConfig, collect_rows, dataset_fingerprint, find_bad_images
+from .index import find_indexed, index_key, library_versions, record_in_index
+from .integrity import CacheIntegrityError, record_verified
 from .towers import Teacher, TeacherConfig, build_teacher
 from .towers.base import load_rgb
 
 log = logging.getLogger(__name__)
 
-FORMAT = "teacher-cache/1"
+FORMAT = "teacher-cache/2"
 DEFAULT_CACHE_ROOT = Path("cache/teacher")
 DEFAULT_SHARD_ROWS = 4096
 MODALITIES = ("text", "image")
 STORAGE_DTYPE = np.float16
 NORMALISATION = "L2-normalised in float32, then cast to float16 (re-normalise after loading for exact cosines)"
-# Fault injection for the resume tests: SIGKILL this process half-way through writing the shard
-# that follows the first N shards it completed.
-KILL_AFTER_SHARDS_ENV = "TEACHER_CACHE_TEST_KILL_AFTER_SHARDS"
+ROWS_FILES = {"text": "text_rows.jsonl", "image": "image_ids.txt"}
 _UNIT_NORM_TOLERANCE = 1e-3
-_LIBRARIES = ("torch", "numpy", "transformers", "sentence-transformers", "open_clip_torch", "timm", "pillow")
 
 
 class BadInputError(ValueError):
@@ -86,13 +88,24 @@ class BadInputError(ValueError):
         self.problems = list(problems)
         listing = "\n".join(f"  - {problem.describe()}" for problem in self.problems)
         super().__init__(
-            f"{len(self.problems)} bad input row(s); fix them, or pass --skip-bad (skip_bad=True) to leave "
-            f"them out and record them in the manifest:\n{listing}"
+            f"{len(self.problems)} bad input row(s); fix them, or leave them out and record them in the manifest "
+            f"(scripts/cache_teacher.py --skip-bad; training: data.skip_bad=true):\n{listing}"
         )
 
 
-class CacheIntegrityError(RuntimeError):
-    """A written shard does not match its checksum."""
+@dataclass(frozen=True)
+class CollectedData:
+    """The corpora, read once: rows in cache order, their fingerprint, and the folder they came from."""
+
+    rows: CacheRows
+    fingerprint: str
+    data_dir: Path
+
+
+def collect_data(data_cfg: CacheDataConfig, data_dir: Path | str | None) -> CollectedData:
+    resolved = resolve_data_dir(data_dir)
+    rows = collect_rows(data_cfg, resolved)
+    return CollectedData(rows, dataset_fingerprint(rows), resolved)
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,8 @@ class CachePlan:
 
     directory: Path
     fingerprint: str
+    index_key: str
+    dataset_fingerprint: str
     teacher_name: str
     teacher_identity: dict[str, Any]
     shared_space: bool
@@ -145,6 +160,20 @@ class CachePlan:
 
     def ids(self, modality: str) -> list[str]:
         return [row.row_id for row in self.texts] if modality == "text" else [row.image_id for row in self.images]
+
+    def rows_file_bytes(self, modality: str) -> bytes:
+        """``image_ids.txt``: one id a line. ``text_rows.jsonl``: id, text and, for a caption whose
+        image is cached too, that image's id: the pairing the trainer's pools and retrieval read."""
+        if modality == "image":
+            return "".join(f"{image_id}\n" for image_id in self.ids("image")).encode()
+        cached_images = set(self.ids("image"))
+        lines = []
+        for row in self.texts:
+            record = {"id": row.row_id, "text": row.text}
+            if row.image_id is not None and row.image_id in cached_images:
+                record["image_id"] = row.image_id
+            lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        return "".join(lines).encode()
 
 
 @dataclass
@@ -179,18 +208,40 @@ def ensure_cache(
     cache_root: Path | str = DEFAULT_CACHE_ROOT,
     data_dir: Path | str | None = None,
     *,
-    skip_bad: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     progress: bool = True,
 ) -> Path:
     """The directory of the complete cache for this teacher and data, building what is missing.
 
-    This is what a trainer calls before training. Under an initialised ``torch.distributed`` group
-    every rank must call it (the ranks share the encoding); a single process just builds.
+    This is what a trainer calls before training. The corpora are read once (on rank 0); a cache the
+    index knows (:mod:`teacher_cache.index`) is returned without loading the teacher. Under an
+    initialised ``torch.distributed`` group every rank must call it (the ranks share the encoding).
     """
-    return build_cache(
-        teacher_cfg, data_cfg, cache_root, data_dir, skip_bad=skip_bad, shard_rows=shard_rows, progress=progress
-    ).path
+    group = DistEnv.current()
+    data = collect_data(data_cfg, data_dir) if group.rank == 0 else None
+    found = _computed_on_rank0(group, lambda: find_complete_cache(teacher_cfg, data_cfg, Path(cache_root), data,
+                                                                  shard_rows))
+    if found is not None:
+        return found
+    return build_cache(teacher_cfg, data_cfg, cache_root, data_dir, shard_rows=shard_rows, progress=progress,
+                       data=data).path
+
+
+def find_complete_cache(teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path,
+                        data: CollectedData, shard_rows: int = DEFAULT_SHARD_ROWS) -> Path | None:
+    """The complete cache the index records for these configs and data, or None; loads no teacher.
+
+    A cache holding skipped rows is refused unless ``data_cfg.skip_bad`` allows it.
+    """
+    entry = find_indexed(cache_root, index_key(teacher_cfg, data.fingerprint, shard_rows, FORMAT))
+    if entry is None:
+        return None
+    directory = cache_root / entry["cache"]
+    manifest = _read_manifest(directory)
+    if manifest is None or manifest.get("format") != FORMAT or manifest.get("fingerprint") != entry["fingerprint"]:
+        return None
+    _refuse_skipped_rows_unless_allowed(manifest, data_cfg.skip_bad)
+    return directory
 
 
 def build_cache(
@@ -199,31 +250,37 @@ def build_cache(
     cache_root: Path | str = DEFAULT_CACHE_ROOT,
     data_dir: Path | str | None = None,
     *,
-    skip_bad: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     progress: bool = True,
     teacher: Teacher | None = None,
+    data: CollectedData | None = None,
 ) -> BuildReport:
     """Build or resume the cache (on every rank of an initialised process group) and report.
 
     ``teacher``, when given, is an already-loaded teacher built from ``teacher_cfg`` (saves loading
-    it twice); its ``identity`` is what fingerprints the cache.
+    it twice); its ``identity`` is what fingerprints the cache. ``data``: the corpora already read
+    by the caller (rank 0), so they are not read twice.
     """
     started = time.perf_counter()
     group = DistEnv.current()
-    teacher = teacher or build_teacher(teacher_cfg)
-    with _lock_on_rank0(group, Path(cache_root)):
-        plan = _broadcast_plan(group, 
-            lambda: _make_plan(teacher, teacher_cfg, data_cfg, Path(cache_root), data_dir, skip_bad, shard_rows)
-        )
+    cache_root = Path(cache_root)
+    with _random_state_kept():
+        teacher = teacher or build_teacher(teacher_cfg)
+    with _lock_on_rank0(group, cache_root):
+        plan = _computed_on_rank0(group, lambda: _make_plan(
+            teacher, teacher_cfg, data_cfg, cache_root, data or collect_data(data_cfg, data_dir), shard_rows))
         report = BuildReport(path=plan.directory, already_complete=plan.complete)
         if not plan.complete:
             report.shards_reused = len(plan.all_shards()) - len(plan.todo)
-            _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world_size], report, progress and group.rank == 0)
+            with _random_state_kept():
+                _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world_size], report,
+                                  progress and group.rank == 0)
             group.barrier()
             if group.rank == 0:
                 _finalise(plan)
             group.barrier()
+        if group.rank == 0:
+            record_in_index(cache_root, plan.index_key, plan.directory.name, plan.fingerprint)
     report.seconds = time.perf_counter() - started
     log.info(report.summary())
     return report
@@ -238,8 +295,7 @@ def locate_cache(
     shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> Path:
     """Where the cache for this teacher and data lives (whether or not it exists yet)."""
-    rows = collect_rows(data_cfg, resolve_data_dir(data_dir))
-    fingerprint = _cache_fingerprint(teacher, teacher_cfg, dataset_fingerprint(rows), shard_rows)
+    fingerprint = _cache_fingerprint(teacher, teacher_cfg, collect_data(data_cfg, data_dir).fingerprint, shard_rows)
     return Path(cache_root) / cache_name(teacher.name, fingerprint)
 
 
@@ -248,73 +304,40 @@ def cache_name(teacher_name: str, fingerprint: str) -> str:
     return f"{slug}-{fingerprint[:12]}"
 
 
-def verify_cache(path: Path | str) -> list[str]:
-    """Recompute every checksum of a finished cache; returns one line per problem (empty = sound)."""
-    path = Path(path)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError) as err:
-        return [f"{path / 'manifest.json'}: unreadable ({err})"]
-    problems = []
-    for entry in _checksummed_files(manifest):
-        actual = file_sha256(path / entry["file"])
-        if actual != entry["sha256"]:
-            state = "missing" if actual is None else "checksum mismatch (corrupt)"
-            problems.append(f"{path / entry['file']}: {state}")
-    return problems
-
-
 # --- planning ------------------------------------------------------------------------------------
 
 
-def _make_plan(
-    teacher: Teacher,
-    teacher_cfg: TeacherConfig,
-    data_cfg: CacheDataConfig,
-    cache_root: Path,
-    data_dir: Path | str | None,
-    skip_bad: bool,
-    shard_rows: int,
-) -> CachePlan:
-    """Rank 0 only: collect and check rows, name the directory, and list the shards still to do."""
-    resolved_dir = resolve_data_dir(data_dir)
-    rows = collect_rows(data_cfg, resolved_dir)
-    fingerprint = _cache_fingerprint(teacher, teacher_cfg, dataset_fingerprint(rows), shard_rows)
+def _make_plan(teacher: Teacher, teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path,
+               data: CollectedData, shard_rows: int) -> CachePlan:
+    """Rank 0 only: check rows, name the directory, and list the shards still to do."""
+    fingerprint = _cache_fingerprint(teacher, teacher_cfg, data.fingerprint, shard_rows)
     directory = cache_root / cache_name(teacher.name, fingerprint)
-    manifest = _read_complete_manifest(directory, fingerprint)
+    plan = CachePlan(
+        directory=directory, fingerprint=fingerprint, index_key=index_key(teacher_cfg, data.fingerprint, shard_rows, FORMAT),
+        dataset_fingerprint=data.fingerprint, teacher_name=teacher.name, teacher_identity=teacher.identity,
+        shared_space=teacher.shared_space, dims={"text": teacher.text_dim, "image": teacher.image_dim},
+        texts=data.rows.texts, images=data.rows.images, skipped=[], shard_rows=shard_rows,
+        batch_size=teacher_cfg.batch_size,
+        provenance={"teacher_config": teacher_cfg.to_dict(), "data_config": data_cfg.to_dict(),
+                    "data_dir": str(data.data_dir)},
+    )
+    manifest = _read_manifest(directory)
     if manifest is not None:
-        _refuse_skipped_rows_unless_allowed(manifest, skip_bad)
-        return _plan_from(teacher, teacher_cfg, data_cfg, resolved_dir, rows.texts, rows.images, [], directory,
-                          fingerprint, shard_rows, complete=True)
-    problems = rows.problems + find_bad_images(rows.images)
-    if problems and not skip_bad:
+        if manifest.get("fingerprint") != fingerprint:
+            raise CacheIntegrityError(f"{directory / 'manifest.json'} belongs to fingerprint "
+                                      f"{manifest.get('fingerprint')}, expected {fingerprint}")
+        _refuse_skipped_rows_unless_allowed(manifest, data_cfg.skip_bad)
+        plan.complete = True
+        return plan
+    problems = data.rows.problems + find_bad_images(data.rows.images)
+    if problems and not data_cfg.skip_bad:
         raise BadInputError(problems)
     bad_images = {problem.row_id for problem in problems}
-    images = [image for image in rows.images if image.image_id not in bad_images]
-    plan = _plan_from(teacher, teacher_cfg, data_cfg, resolved_dir, rows.texts, images, problems, directory,
-                      fingerprint, shard_rows, complete=False)
+    plan.images = [image for image in data.rows.images if image.image_id not in bad_images]
+    plan.skipped = problems
     _prepare_directory(plan)
     plan.todo = [spec for spec in plan.all_shards() if not _shard_is_complete(directory, spec)]
     return plan
-
-
-def _plan_from(teacher, teacher_cfg, data_cfg, data_dir, texts, images, skipped, directory, fingerprint,
-               shard_rows, complete) -> CachePlan:
-    return CachePlan(
-        directory=directory,
-        fingerprint=fingerprint,
-        teacher_name=teacher.name,
-        teacher_identity=teacher.identity,
-        shared_space=teacher.shared_space,
-        dims={"text": teacher.text_dim, "image": teacher.image_dim},
-        texts=texts,
-        images=images,
-        skipped=skipped,
-        shard_rows=shard_rows,
-        batch_size=teacher_cfg.batch_size,
-        provenance={"teacher_config": teacher_cfg.to_dict(), "data_config": data_cfg.to_dict(), "data_dir": str(data_dir)},
-        complete=complete,
-    )
 
 
 def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_fingerprint: str, shard_rows: int) -> str:
@@ -331,14 +354,9 @@ def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_finger
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _read_complete_manifest(directory: Path, fingerprint: str) -> dict[str, Any] | None:
+def _read_manifest(directory: Path) -> dict[str, Any] | None:
     path = directory / "manifest.json"
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text())
-    if manifest.get("fingerprint") != fingerprint:
-        raise CacheIntegrityError(f"{path} belongs to fingerprint {manifest.get('fingerprint')}, expected {fingerprint}")
-    return manifest
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool) -> None:
@@ -348,18 +366,17 @@ def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool
 
 
 def _prepare_directory(plan: CachePlan) -> None:
-    """Create the layout, drop temporaries of killed runs, and write the plan and the id files."""
+    """Create the layout, drop temporaries of killed runs, and write the plan and the row files."""
     directory = plan.directory
     for modality in MODALITIES:
         (directory / modality).mkdir(parents=True, exist_ok=True)
     for stale in directory.rglob("*.tmp-*"):
         stale.unlink()
+    bad = [row_id for row_id in plan.ids("image") if "\n" in row_id or "\r" in row_id]
+    if bad:
+        raise ValueError(f"image ids must be single-line: {bad[:5]}")
     for modality in MODALITIES:
-        ids = plan.ids(modality)
-        bad = [row_id for row_id in ids if "\n" in row_id or "\r" in row_id]
-        if bad:
-            raise ValueError(f"row ids must be single-line: {bad[:5]}")
-        write_if_changed(directory / f"{modality}_ids.txt", "".join(f"{row_id}\n" for row_id in ids).encode())
+        write_if_changed(directory / ROWS_FILES[modality], plan.rows_file_bytes(modality))
     write_if_changed(directory / "plan.json", json_bytes(_plan_record(plan)))
 
 
@@ -367,6 +384,7 @@ def _plan_record(plan: CachePlan) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "fingerprint": plan.fingerprint,
+        "dataset_fingerprint": plan.dataset_fingerprint,
         "teacher": {"name": plan.teacher_name, "identity": plan.teacher_identity, "shared_space": plan.shared_space},
         "batch_size": plan.batch_size,
         "shard_rows": plan.shard_rows,
@@ -387,15 +405,13 @@ def _bad_row_record(problem: BadRow) -> dict[str, Any]:
 
 
 def _encode_my_shards(teacher: Teacher, plan: CachePlan, shards: list[ShardSpec], report: BuildReport, progress: bool) -> None:
-    kill_after = os.environ.get(KILL_AFTER_SHARDS_ENV)
     for modality in MODALITIES:
         mine = [spec for spec in shards if spec.modality == modality]
         total = sum(spec.stop - spec.start for spec in mine)
         with tqdm(total=total, desc=f"teacher {modality}", unit="rows", disable=not progress or total == 0) as bar:
             for spec in mine:
                 embeddings = _encode_shard(teacher, plan, spec, bar)
-                die_midway = kill_after is not None and report.shards_written >= int(kill_after)
-                report.bytes_written += _write_shard(plan.directory, spec, embeddings, die_midway)
+                report.bytes_written += _write_shard(plan.directory, spec, embeddings)
                 report.shards_written += 1
                 report.rows_encoded += spec.stop - spec.start
 
@@ -457,24 +473,15 @@ def _check_embeddings(embeddings: torch.Tensor, ids: list[str], dim: int) -> Non
         raise RuntimeError(f"teacher produced non-finite or non-unit embeddings for rows {rows[:10]}")
 
 
-def _write_shard(directory: Path, spec: ShardSpec, embeddings: np.ndarray, die_midway: bool = False) -> int:
+def _write_shard(directory: Path, spec: ShardSpec, embeddings: np.ndarray) -> int:
     """Write the shard, then its checksum file; each goes temp file -> fsync -> rename."""
     buffer = io.BytesIO()
     np.save(buffer, embeddings, allow_pickle=False)
     data = buffer.getvalue()
-    if die_midway:
-        _write_partial_then_die(directory / spec.file, data)
     atomic_write(directory / spec.file, data)
     digest = hashlib.sha256(data).hexdigest()
     atomic_write(directory / spec.checksum_file, f"{digest}  {Path(spec.file).name}\n".encode())
     return len(data)
-
-
-def _write_partial_then_die(path: Path, data: bytes) -> None:
-    with open(path.with_name(f"{path.name}.tmp-{os.getpid()}"), "wb") as handle:
-        handle.write(data[: len(data) // 2])
-        handle.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _shard_is_complete(directory: Path, spec: ShardSpec) -> bool:
@@ -489,7 +496,10 @@ def _recorded_checksum(directory: Path, spec: ShardSpec) -> str:
 
 
 def _finalise(plan: CachePlan) -> None:
-    """Rank 0: check every shard against the checksum its writer recorded, then write the manifest."""
+    """Rank 0: check every shard against the checksum its writer recorded, then write the manifest.
+
+    Every file is hashed here, so the cache is stamped as verified (:mod:`teacher_cache.integrity`).
+    """
     modalities = {}
     for modality in MODALITIES:
         shards = []
@@ -497,55 +507,55 @@ def _finalise(plan: CachePlan) -> None:
             recorded = _recorded_checksum(plan.directory, spec)
             if file_sha256(plan.directory / spec.file) != recorded:
                 raise CacheIntegrityError(f"{plan.directory / spec.file} does not match its checksum; delete it and rerun")
-            shards.append({"file": spec.file, "rows": [spec.start, spec.stop], "sha256": recorded})
-        ids_file = f"{modality}_ids.txt"
+            shards.append({"file": spec.file, "rows": [spec.start, spec.stop], "sha256": recorded,
+                           "bytes": (plan.directory / spec.file).stat().st_size})
+        rows_file = plan.directory / ROWS_FILES[modality]
         modalities[modality] = {
             "count": plan.count(modality),
             "dim": plan.dims[modality],
-            "ids_file": ids_file,
-            "ids_sha256": file_sha256(plan.directory / ids_file),
+            "rows_file": ROWS_FILES[modality],
+            "rows_sha256": file_sha256(rows_file),
+            "rows_bytes": rows_file.stat().st_size,
             "shards": shards,
         }
-    manifest = {**_plan_record(plan), "modalities": modalities, "versions": _library_versions()}
+    manifest = {**_plan_record(plan), "modalities": modalities, "versions": library_versions()}
     atomic_write(plan.directory / "manifest.json", json_bytes(manifest))
-
-
-def _checksummed_files(manifest: dict[str, Any]) -> Iterator[dict[str, str]]:
-    for entry in manifest["modalities"].values():
-        yield {"file": entry["ids_file"], "sha256": entry["ids_sha256"]}
-        yield from ({"file": shard["file"], "sha256": shard["sha256"]} for shard in entry["shards"])
-
-
-def _library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    record_verified(plan.directory, manifest)
 
 
 # --- process group -------------------------------------------------------------------------------
 
 
-def _broadcast_plan(group: DistEnv, make_plan: Callable[[], CachePlan]) -> CachePlan:
-    """Rank 0 plans; a planning error is raised on every rank, so no rank waits forever."""
+def _computed_on_rank0(group: DistEnv, compute: Callable[[], Any]) -> Any:
+    """Rank 0 computes, the others receive its result; an error is raised on every rank, so no rank
+    waits forever."""
     if group.world_size == 1:
-        return make_plan()
-    plan, error = None, None
+        return compute()
+    result, error = None, None
     if group.rank == 0:
         try:
-            plan = make_plan()
+            result = compute()
         except Exception as err:
             error = err
-    payload = [plan, None if error is None else f"{type(error).__name__}: {error}"]
+    payload = [result, None if error is None else f"{type(error).__name__}: {error}"]
     dist.broadcast_object_list(payload, src=0)
     if error is not None:
         raise error
     if payload[1] is not None:
         raise RuntimeError(f"rank 0 could not plan the cache: {payload[1]}")
     return payload[0]
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Loading a teacher may draw random numbers (weights initialised before the checkpoint is read).
+    A trainer that found its cache complete loads none, so the draws are undone: a run that built
+    its cache and one that did not train the very same student."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 @contextmanager

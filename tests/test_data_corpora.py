@@ -14,6 +14,7 @@ from teacher_cache.corpora import (
     load_coco2017_mini,
     load_coco_val2017_captions,
     load_flickr30k_captions,
+    load_flickr30k_images,
     load_wiki1m,
 )
 
@@ -106,6 +107,33 @@ def test_flickr_caption_file_shorter_than_image_list(tmp_path):
     _flickr_copy(tmp_path, [b"x\ny\n"] * 4 + [b"only one\n"])
     with pytest.raises(DataFormatError, match=r"val.5.en.gz:2: ends after 1 lines"):
         load_flickr30k_captions(tmp_path, "val")
+
+
+def test_flickr_caption_file_longer_than_image_list(tmp_path):
+    """One inserted line would shift every later caption onto the wrong image: refused, even under a limit."""
+    _flickr_copy(tmp_path, [b"x\ny\n"] * 3 + [b"x\ninserted\ny\n"] + [b"x\ny\n"])
+    for limit in (None, 1):
+        with pytest.raises(DataFormatError, match=r"val.4.en.gz:3: has 3 lines, .*val_images.txt has 2: "
+                                                  r"the first surplus line is 3 \('y'\)"):
+            load_flickr30k_captions(tmp_path, "val", limit=limit)
+
+
+def test_file_names_in_data_files_stay_inside_their_folder(tmp_path):
+    escaping = json.dumps({"image_id": 1, "image": "../../../secret.jpg", "captions": ["a cat"]})
+    _write(tmp_path / "images/coco2017_mini/captions.jsonl", f"{escaping}\n".encode())
+    with pytest.raises(DataFormatError, match=r"captions.jsonl:1: file name '../../../secret.jpg' points outside"):
+        load_coco2017_mini(tmp_path)
+    absolute = json.dumps({"image_id": 1, "image": "/etc/passwd", "captions": ["a cat"]})
+    _write(tmp_path / "images/coco2017_mini/captions.jsonl", f"{absolute}\n".encode())
+    with pytest.raises(DataFormatError, match=r"'/etc/passwd' points outside"):
+        load_coco2017_mini(tmp_path)
+    inside = json.dumps({"image_id": 1, "image": "images/../images/1.jpg", "captions": ["a cat"]})
+    _write(tmp_path / "images/coco2017_mini/captions.jsonl", f"{inside}\n".encode())
+    images, _ = load_coco2017_mini(tmp_path)
+    assert images[0].path == tmp_path / "images/coco2017_mini/images/../images/1.jpg"
+    _flickr_copy(tmp_path, [b"x\ny\n"] * 5, images=b"a.jpg\n../../b.jpg\n")
+    with pytest.raises(DataFormatError, match=r"val_images.txt:2: file name '../../b.jpg' points outside"):
+        load_flickr30k_images(tmp_path, "val")
 
 
 def test_flickr_empty_caption_names_file_and_line(tmp_path):

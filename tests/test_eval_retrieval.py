@@ -180,49 +180,41 @@ def test_reference_similarity_matches_a_brute_force_loop():
 # --- a run directory -------------------------------------------------------------------------------
 
 
-def _write_coco_mini(data_dir: Path, n_images: int = 6) -> None:
-    folder = data_dir / "images" / "coco2017_mini"
-    folder.mkdir(parents=True)
-    rng = random.Random(1)
-    lines = [json.dumps({"image_id": 100 + i, "image": f"images/{i}.jpg",
-                         "captions": [" ".join(rng.choice(WORDS) for _ in range(5)) for _ in range(3)]})
-             for i in range(n_images)]
-    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
-
-
 class _FakeCache:
-    """Stands in for TeacherCache: a fixed random vector per row id."""
+    """Stands in for TeacherCache: two plain sentences, then 3 Flickr30k captions for each of 6 images
+    (any image source: the cache records each caption's image); a fixed random vector per row."""
 
-    def __init__(self, image_ids: list[str], text_ids: list[str]):
+    def __init__(self, n_images: int = 6):
         generator = torch.Generator().manual_seed(5)
-        self.image_ids, self.text_ids = image_ids, text_ids
-        self.images = torch.randn(len(image_ids), TEACHER_IMAGE_DIM, generator=generator)
-        self.texts = torch.randn(len(text_ids), TEACHER_TEXT_DIM, generator=generator)
+        rng = random.Random(1)
+        self.image_ids = [f"flickr30k:{100 + i}" for i in range(n_images)]
+        self.text_ids = ["wiki1m:0", "wiki1m:1"] + [f"flickr30k:train:{i}:{k}" for i in range(n_images) for k in (1, 2, 3)]
+        self.caption_image_ids = [None, None] + [image_id for image_id in self.image_ids for _ in range(3)]
+        self.texts = [" ".join(rng.choice(WORDS) for _ in range(5)) for _ in self.text_ids]
+        self.image_vectors = torch.randn(len(self.image_ids), TEACHER_IMAGE_DIM, generator=generator)
+        self.text_vectors = torch.randn(len(self.text_ids), TEACHER_TEXT_DIM, generator=generator)
 
     def image_index(self, ids):
         return np.array([self.image_ids.index(i) for i in ids])
 
-    def text_index(self, ids):
-        return np.array([self.text_ids.index(i) for i in ids])
-
     def image(self, idx, device="cpu"):
-        return self.images[torch.as_tensor(idx)].to(device)
+        return self.image_vectors[torch.as_tensor(idx)].to(device)
 
     def text(self, idx, device="cpu"):
-        return self.texts[torch.as_tensor(idx)].to(device)
+        return self.text_vectors[torch.as_tensor(idx)].to(device)
 
 
 @pytest.fixture
 def run_dir(tmp_path, tiny_st, monkeypatch):
     """A finished run: tiny model + heads, config, summary holding out 3 of 6 images; cache faked."""
     data_dir, run = tmp_path / "data", tmp_path / "run"
-    _write_coco_mini(data_dir)
+    data_dir.mkdir()
     tiny_st.save(str(run / "model"))
     _heads().save(run / "model" / "grounding_heads.pt")
     (run / "config.yaml").write_text(f"name: tiny\ndata_dir: {data_dir}\ntrain:\n  cache_root: {tmp_path / 'cache'}\n")
-    heldout = ["coco:104", "coco:101", "coco:103"]
+    heldout = ["flickr30k:104", "flickr30k:101", "flickr30k:103"]
     (run / "train_summary.json").write_text(json.dumps({"heldout_image_ids": heldout}))
-    cache = _FakeCache([f"coco:{100 + i}" for i in range(6)], [f"coco2017_mini:{100 + i}:{k}" for i in range(6) for k in range(3)])
+    cache = _FakeCache()
     monkeypatch.setattr(retrieval, "ensure_cache", lambda *args, **kwargs: tmp_path / "cache")
     monkeypatch.setattr(retrieval.TeacherCache, "open", classmethod(lambda cls, path: cache))
     return run, heldout, cache
@@ -231,15 +223,17 @@ def run_dir(tmp_path, tiny_st, monkeypatch):
 def test_evaluate_run_retrieval_uses_the_heldout_images_and_their_captions(run_dir, tiny_st):
     run, heldout, cache = run_dir
     loaded = retrieval.load_retrieval_run(run, with_teacher_captions=True, device="cpu")
-    assert loaded.image_ids == heldout and len(loaded.captions) == 9
-    # captions come in data order (images 101, 103, 104), each mapped to its image's gallery column
+    assert loaded.image_ids == heldout
+    # captions come in cache order (images 101, 103, 104), each mapped to its image's gallery column
+    caption_rows = [5, 6, 7, 11, 12, 13, 14, 15, 16]
+    assert loaded.captions == [cache.texts[row] for row in caption_rows]
     assert loaded.caption_image_index.tolist() == [1, 1, 1, 2, 2, 2, 0, 0, 0]
-    torch.testing.assert_close(loaded.teacher_images, cache.images[[4, 1, 3]])
-    torch.testing.assert_close(loaded.teacher_captions, cache.texts[[3, 4, 5, 9, 10, 11, 12, 13, 14]])
+    torch.testing.assert_close(loaded.teacher_images, cache.image_vectors[[4, 1, 3]])
+    torch.testing.assert_close(loaded.teacher_captions, cache.text_vectors[caption_rows])
 
     for beta in (None, 0.5):
         ours = evaluate_run_retrieval(run, rerank_beta=beta, device="cpu")
-        direct = evaluate_retrieval(tiny_st, _heads(), cache.images[[4, 1, 3]], loaded.captions,
+        direct = evaluate_retrieval(tiny_st, _heads(), cache.image_vectors[[4, 1, 3]], loaded.captions,
                                     loaded.caption_image_index, teacher_captions=loaded.teacher_captions,
                                     rerank_beta=beta)
         assert ours == direct

@@ -1,20 +1,15 @@
-"""Cache reader: ids, rows, similarity targets against a hand-computed cosine, neighbours."""
+"""Cache reader: ids, texts and caption pairing, rows against the stored shards, refused caches."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from teacher_cache import (
-    CacheFormatError,
-    CrossModalUnavailableError,
-    SoftTargets,
-    TeacherCache,
-    TeacherConfig,
-    ensure_cache,
-)
+from teacher_cache import CacheFormatError, TeacherCache, TeacherConfig, ensure_cache
 from teacher_testkit import make_tiny_open_clip, small_data_config
 
 DATA_CFG = small_data_config(images=3, sentences=10)  # 10 + 15 text rows, 3 images
@@ -63,52 +58,31 @@ def test_rows_across_shards_in_requested_order(composite_cache):
     np.testing.assert_array_equal(rows.numpy(), _stored(composite_cache, "text")[idx].astype(np.float32))
 
 
-def test_targets_equal_a_manual_cosine(composite_cache):
+def test_texts_and_caption_images(composite_cache):
     cache = composite_cache
-    captions = [row_id for row_id in cache.text_ids if row_id.startswith("coco2017_mini:")][:6]
-    images = [f"coco:{row_id.split(':')[1]}" for row_id in captions]
-    text_idx, image_idx = cache.text_index(captions), cache.image_index(images)
-    targets = cache.targets(text_idx, image_idx, device="cpu")
-    assert isinstance(targets, SoftTargets) and targets.s_cv is None
-    text, image = _stored(cache, "text")[text_idx], _stored(cache, "image")[image_idx]
-    np.testing.assert_allclose(targets.s_cc.numpy(), _cosine(text, text), atol=1e-6)
-    np.testing.assert_allclose(targets.s_vv.numpy(), _cosine(image, image), atol=1e-6)
-    assert torch.allclose(targets.s_vv[0, 1], torch.tensor(1.0))  # two captions of one photo -> same image
-    assert cache.targets(text_idx).s_vv is None
-    with pytest.raises(CrossModalUnavailableError, match="unrelated spaces"):
-        cache.cross_modal(text_idx, image_idx)
+    assert cache.texts[0] == "YMCA in South Australia"
+    assert cache.caption_image_ids[:10] == [None] * 10  # wiki1m sentences describe no image
+    captions = [(row_id, image_id) for row_id, image_id in zip(cache.text_ids, cache.caption_image_ids)
+                if image_id is not None]
+    assert len(captions) == 15 and all(image_id == f"coco:{row_id.split(':')[1]}" for row_id, image_id in captions)
 
 
-def test_shared_space_targets_include_cross_modal(clip_cache):
-    cache = clip_cache
-    text_idx, image_idx = np.array([0, 12, 20]), np.array([2, 0])
-    targets = cache.targets(text_idx, image_idx)
-    expected = _cosine(_stored(cache, "text")[text_idx], _stored(cache, "image")[image_idx])
-    assert cache.shared_space and targets.s_cv.shape == (3, 2)
-    np.testing.assert_allclose(targets.s_cv.numpy(), expected, atol=1e-6)
-    torch.testing.assert_close(cache.cross_modal(text_idx, image_idx), targets.s_cv)
-
-
-def test_top_k_neighbours_match_brute_force_and_are_stored(composite_cache):
-    indices, scores = composite_cache.top_k_neighbours("text", k=3, block_rows=7)
-    similarity = _cosine(_stored(composite_cache, "text"), _stored(composite_cache, "text"))
-    np.fill_diagonal(similarity, -np.inf)
-    np.testing.assert_allclose(scores, -np.sort(-similarity, axis=1)[:, :3], atol=1e-5)
-    assert (indices != np.arange(len(indices))[:, None]).all()
-    assert (composite_cache.path / "neighbours" / "text-top3.npz").is_file()
-    again_indices, _ = composite_cache.top_k_neighbours("text", k=3)
-    np.testing.assert_array_equal(again_indices, indices)
+def test_clip_cache_rows_equal_the_stored_shards(clip_cache):
+    idx = np.array([0, 12, 20])
+    assert clip_cache.shared_space and clip_cache.text_dim == 16
+    np.testing.assert_array_equal(clip_cache.text(idx).numpy(), _stored(clip_cache, "text")[idx].astype(np.float32))
 
 
 def test_open_refuses_an_unfinished_or_inconsistent_cache(composite_cache, tmp_path):
     with pytest.raises(CacheFormatError, match="no manifest.json"):
         TeacherCache.open(tmp_path)
-    manifest = json.loads((composite_cache.path / "manifest.json").read_text())
+    broken = Path(shutil.copytree(composite_cache.path, tmp_path / "broken"))
+    manifest = json.loads((broken / "manifest.json").read_text())
     manifest["modalities"]["text"]["count"] = 26
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("text_ids.txt", "image_ids.txt"):
-        (broken / name).write_bytes((composite_cache.path / name).read_bytes())
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CacheFormatError, match="has 25 ids, manifest says 26"):
+    with pytest.raises(CacheFormatError, match="has 25 rows, manifest says 26"):
+        TeacherCache.open(broken)
+    manifest["format"] = "teacher-cache/1"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CacheFormatError, match="format 'teacher-cache/1', this reader knows 'teacher-cache/2'; rebuild"):
         TeacherCache.open(broken)

@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..files import inside
 from .records import BadRow, CaptionRow, DataFormatError, ImageRow, TextRow
 
 __all__ = [
@@ -95,11 +96,13 @@ def load_flickr30k_captions(
     if split not in FLICKR30K_SPLITS:
         raise ValueError(f"unknown Flickr30k split {split!r}; expected one of {FLICKR30K_SPLITS}")
     root = Path(data_dir) / MULTI30K_DIR
-    images = _read_image_list(_existing(root / "image_splits" / f"{split}_images.txt"), limit)
+    image_list = _existing(root / "image_splits" / f"{split}_images.txt")
+    images = _read_image_list(image_list, None)  # all of it: the caption files must match its full length
     captions_by_k = {
-        k: _read_gzip_lines(_existing(root / "raw" / f"{split}.{k}.en.gz"), len(images))
+        k: _read_gzip_lines(_existing(root / "raw" / f"{split}.{k}.en.gz"), image_list, len(images))
         for k in range(1, CAPTIONS_PER_FLICKR_IMAGE + 1)
     }
+    images = images[:limit]
     rows: list[CaptionRow] = []
     for line_no, file_name in enumerate(images):
         image_id = f"flickr30k:{Path(file_name).stem}"
@@ -120,9 +123,11 @@ def load_flickr30k_images(data_dir: Path | str, split: str = "train", limit: int
     """
     if split not in FLICKR30K_SPLITS:
         raise ValueError(f"unknown Flickr30k split {split!r}; expected one of {FLICKR30K_SPLITS}")
-    names = _read_image_list(_existing(Path(data_dir) / MULTI30K_DIR / "image_splits" / f"{split}_images.txt"), limit)
+    image_list = _existing(Path(data_dir) / MULTI30K_DIR / "image_splits" / f"{split}_images.txt")
+    names = _read_image_list(image_list, limit)
     folder = Path(data_dir) / FLICKR30K_IMAGE_DIR
-    return [ImageRow(f"flickr30k:{Path(name).stem}", folder / name, source=f"flickr30k_{split}") for name in names]
+    return [ImageRow(f"flickr30k:{Path(name).stem}", _inside(folder, name, image_list, line), source=f"flickr30k_{split}")
+            for line, name in enumerate(names, start=1)]
 
 
 def load_coco_val2017_captions(
@@ -170,7 +175,8 @@ def load_coco_images(data_dir: Path | str, split: str = "train2014", limit: int 
     for image in list(ordered)[:limit]:
         if not isinstance(files.get(image), str):
             raise DataFormatError(path, None, f"image {image} has captions but no file_name in 'images'")
-        rows.append(ImageRow(f"coco:{image}", Path(data_dir) / "coco" / split / files[image], source=f"coco_{split}"))
+        located = _inside(Path(data_dir) / "coco" / split, files[image], path, None)
+        rows.append(ImageRow(f"coco:{image}", located, source=f"coco_{split}"))
     return rows
 
 
@@ -191,7 +197,7 @@ def load_coco2017_mini(
             break
         coco_id, image_file, texts = _mini_record_fields(record, path, line_no)
         image_id = f"coco:{coco_id}"
-        images.append(ImageRow(image_id=image_id, path=root / image_file, source="coco2017_mini"))
+        images.append(ImageRow(image_id=image_id, path=_inside(root, image_file, path, line_no), source="coco2017_mini"))
         for index, raw_text in enumerate(texts):
             text = raw_text.strip()
             row_id = f"coco2017_mini:{coco_id}:{index}"
@@ -208,6 +214,14 @@ def _existing(path: Path) -> Path:
     if not path.is_file():
         raise DataFormatError(path, None, "file not found (is --data-dir / $DISTILL_DATA_DIR right?)")
     return path
+
+
+def _inside(folder: Path, name: str, listed_in: Path, line: int | None) -> Path:
+    """``folder / name`` for a file name read from a data file, refused when it leads out of ``folder``."""
+    located = inside(folder, name)
+    if located is None:
+        raise DataFormatError(listed_in, line, f"file name {name!r} points outside {folder}; use a path relative to it")
+    return located
 
 
 def _decode(raw: bytes, path: Path, line: int) -> str:
@@ -240,19 +254,21 @@ def _read_image_list(path: Path, limit: int | None) -> list[str]:
     return names
 
 
-def _read_gzip_lines(path: Path, expected: int) -> list[str]:
-    """The first ``expected`` lines; fewer lines means the caption file and image list disagree."""
+def _read_gzip_lines(path: Path, image_list: Path, expected: int) -> list[str]:
+    """Every line of a caption file, which must have exactly one line per image of ``image_list``:
+    a missing or an extra line would pair every later caption with the wrong image."""
     lines: list[str] = []
     try:
         with gzip.open(path, "rb") as handle:
             for line_no, raw in enumerate(handle, start=1):
-                if len(lines) == expected:
-                    break
                 lines.append(_decode(raw, path, line_no).rstrip("\r\n"))
     except (OSError, EOFError, zlib.error) as err:
         raise DataFormatError(path, len(lines) + 1, f"unreadable gzip data ({err})") from err
     if len(lines) < expected:
-        raise DataFormatError(path, len(lines) + 1, f"ends after {len(lines)} lines; the image list has {expected}")
+        raise DataFormatError(path, len(lines) + 1, f"ends after {len(lines)} lines; {image_list} has {expected}")
+    if len(lines) > expected:
+        raise DataFormatError(path, expected + 1, f"has {len(lines)} lines, {image_list} has {expected}: the first "
+                              f"surplus line is {expected + 1} ({lines[expected][:60]!r}); remove the extra lines")
     return lines
 
 

@@ -1,25 +1,18 @@
 """Teacher towers: a protocol, three backends, and ``build_teacher(TeacherConfig)``."""
 from __future__ import annotations
 
-from .base import (
-    CrossModalUnavailableError,
-    ImageInput,
-    MissingCheckpointError,
-    Teacher,
-    cross_modal_similarity,
-    resolve_device,
-)
+from .base import ImageInput, MissingCheckpointError, Teacher, resolve_device
 from .config import AUTO_PRECISION, TeacherConfig
 
 
 def build_teacher(cfg: TeacherConfig) -> Teacher:
     """Load the configured towers (frozen, eval mode) on ``cfg.device``."""
     device = resolve_device(cfg.device)
-    precisions = {modality: cfg.precision_for(device.type, modality) for modality in ("text", "image")}
     if cfg.backend == "composite":
         from .composite import build_composite
 
         return build_composite(cfg, device)
+    precisions = {modality: cfg.precision_for(device.type, modality) for modality in ("text", "image")}
     if cfg.backend == "open_clip":
         from .open_clip_backend import OpenClipTeacher
 
@@ -31,12 +24,10 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
 
 __all__ = [
     "AUTO_PRECISION",
-    "CrossModalUnavailableError",
     "ImageInput",
     "MissingCheckpointError",
     "Teacher",
     "TeacherConfig",
     "build_teacher",
-    "cross_modal_similarity",
     "resolve_device",
 ]

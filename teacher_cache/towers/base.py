@@ -27,16 +27,12 @@ class MissingCheckpointError(FileNotFoundError):
     """The teacher's weights are not where the configuration says; the message says how to supply them."""
 
 
-class CrossModalUnavailableError(RuntimeError):
-    """Text and image embeddings of this teacher live in unrelated spaces; their cosine means nothing."""
-
-
 @runtime_checkable
 class Teacher(Protocol):
     """A frozen text tower and image tower whose outputs a cache stores.
 
     ``shared_space`` is True only when text and image vectors are trained to be comparable (CLIP):
-    only then may a caller compute text-image similarities.
+    only then do text-image similarities mean anything.
     """
 
     name: str
@@ -48,17 +44,6 @@ class Teacher(Protocol):
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor: ...
 
     def encode_image(self, images: Sequence[ImageInput]) -> torch.Tensor: ...
-
-
-def cross_modal_similarity(teacher: Teacher, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
-    """Cosine between every text and every image embedding, refused when the spaces are unrelated."""
-    if not teacher.shared_space:
-        raise CrossModalUnavailableError(
-            f"teacher {teacher.name!r} encodes text and images in unrelated spaces "
-            f"({teacher.text_dim}-d and {teacher.image_dim}-d); text-image similarities would be "
-            "meaningless. Use a CLIP teacher (backend open_clip or hf_clip) for cross-modal scores."
-        )
-    return F.normalize(text_emb.float(), dim=-1) @ F.normalize(image_emb.float(), dim=-1).T
 
 
 def resolve_device(device: str) -> torch.device:
