@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from teacher_cache.corpora import load_coco2017_mini, load_coco_captions, load_flickr30k_captions
+from teacher_cache.corpora import TextRow, load_coco2017_mini, load_coco_captions, load_flickr30k_captions
 from teacher_cache.data import CacheDataConfig, collect_rows
 from teacher_cache.reader import TeacherCache
 
@@ -39,16 +39,17 @@ class TrainingPools:
         return len(self.paired_text_rows)
 
 
-def build_pools(cache: TeacherCache, data_cfg: CacheDataConfig, data_dir: Path,
+def build_pools(cache: TeacherCache, data_cfg: CacheDataConfig, data_dir: Path | None,
                 heldout_images: int = 0) -> TrainingPools:
     """Split the cache's rows into the two pools, keeping ``heldout_images`` images out of training."""
-    text_by_id = {row.row_id: row.text for row in collect_rows(data_cfg, data_dir).texts}
+    texts = collect_rows(data_cfg, data_dir).texts
+    text_by_id = {row.row_id: row.text for row in texts}
     missing = [row_id for row_id in cache.text_ids if row_id not in text_by_id]
     if missing:
         raise ValueError(f"cache {cache.path} holds rows the data no longer has, e.g. {missing[:3]}; "
                          "rebuild it with scripts/cache_teacher.py")
     sentences = [text_by_id[row_id] for row_id in cache.text_ids]
-    captions = _paired_captions(cache, data_cfg, data_dir)
+    captions = _paired_captions(cache, data_cfg, data_dir, texts)
     heldout = choose_heldout_images(sorted({image_id for _, image_id in captions}), heldout_images)
     heldout_set = set(heldout)
     paired = [(row_id, image_id) for row_id, image_id in captions if image_id not in heldout_set]
@@ -72,14 +73,18 @@ def choose_heldout_images(image_ids: list[str], n: int) -> list[str]:
     return sorted(image_ids[i] for i in order[:n])
 
 
-def _paired_captions(cache: TeacherCache, data_cfg: CacheDataConfig, data_dir: Path) -> list[tuple[str, str]]:
+def _paired_captions(cache: TeacherCache, data_cfg: CacheDataConfig, data_dir: Path | None,
+                     texts: list[TextRow]) -> list[tuple[str, str]]:
     """(caption row id, image id) for every cached caption whose image is cached too."""
     text_ids, image_ids = set(cache.text_ids), set(cache.image_ids)
     pairs = []
     for source in data_cfg.image_sources:
-        if source in data_cfg.text_sources:
+        if isinstance(source, str) and source in data_cfg.text_sources:
             captions = _CAPTION_LOADERS[source](data_dir, data_cfg.limits.get(source))
             pairs += [(c.row_id, c.image_id) for c in captions if c.row_id in text_ids and c.image_id in image_ids]
+    own = {source.name for source in data_cfg.image_sources if not isinstance(source, str)}
+    pairs += [(row.row_id, row.image_id) for row in texts
+              if row.source in own and row.row_id in text_ids and row.image_id in image_ids]
     return pairs
 
 

@@ -4,7 +4,17 @@
     cache = TeacherCache.open(ensure_cache(TeacherConfig(), CacheDataConfig()))
     targets = cache.targets(cache.text_index(row_ids), cache.image_index(image_ids), device="cuda")
 """
-from .data import IMAGE_SOURCES, TEXT_SOURCES, CacheDataConfig, CacheRows, collect_rows, dataset_fingerprint
+from .data import (
+    IMAGE_SOURCES,
+    TEXT_SOURCES,
+    CacheDataConfig,
+    CacheRows,
+    ImageCaptionSource,
+    TextSource,
+    collect_rows,
+    data_dir_for,
+    dataset_fingerprint,
+)
 from .reader import CacheFormatError, SoftTargets, TeacherCache
 from .towers import (
     AUTO_PRECISION,
@@ -40,9 +50,11 @@ __all__ = [
     "DEFAULT_CACHE_ROOT",
     "DEFAULT_SHARD_ROWS",
     "IMAGE_SOURCES",
+    "ImageCaptionSource",
     "MissingCheckpointError",
     "SoftTargets",
     "TEXT_SOURCES",
+    "TextSource",
     "Teacher",
     "TeacherCache",
     "TeacherConfig",
@@ -51,6 +63,7 @@ __all__ = [
     "cache_name",
     "collect_rows",
     "cross_modal_similarity",
+    "data_dir_for",
     "dataset_fingerprint",
     "ensure_cache",
     "locate_cache",

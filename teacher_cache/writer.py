@@ -56,11 +56,11 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .corpora import BadRow, ImageRow, TextRow, resolve_data_dir
+from .corpora import BadRow, ImageRow, TextRow
 
 from .distributed import DistEnv
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
-from .data import CacheDataConfig, collect_rows, dataset_fingerprint, find_bad_images
+from .data import CacheDataConfig, collect_rows, data_dir_for, dataset_fingerprint, find_bad_images
 from .towers import Teacher, TeacherConfig, build_teacher
 from .towers.base import load_rgb
 
@@ -238,7 +238,7 @@ def locate_cache(
     shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> Path:
     """Where the cache for this teacher and data lives (whether or not it exists yet)."""
-    rows = collect_rows(data_cfg, resolve_data_dir(data_dir))
+    rows = collect_rows(data_cfg, data_dir_for(data_cfg, data_dir))
     fingerprint = _cache_fingerprint(teacher, teacher_cfg, dataset_fingerprint(rows), shard_rows)
     return Path(cache_root) / cache_name(teacher.name, fingerprint)
 
@@ -277,7 +277,7 @@ def _make_plan(
     shard_rows: int,
 ) -> CachePlan:
     """Rank 0 only: collect and check rows, name the directory, and list the shards still to do."""
-    resolved_dir = resolve_data_dir(data_dir)
+    resolved_dir = data_dir_for(data_cfg, data_dir)
     rows = collect_rows(data_cfg, resolved_dir)
     fingerprint = _cache_fingerprint(teacher, teacher_cfg, dataset_fingerprint(rows), shard_rows)
     directory = cache_root / cache_name(teacher.name, fingerprint)
