@@ -26,9 +26,8 @@ from teacher_cache import (
     DEFAULT_SHARD_ROWS,
     IMAGE_SOURCES,
     TEXT_SOURCES,
-    BadInputError,
+    USER_ERRORS,
     CacheDataConfig,
-    MissingCheckpointError,
     TeacherConfig,
     build_cache,
     build_teacher,
@@ -120,14 +119,22 @@ def verify(args: argparse.Namespace, teacher_cfg: TeacherConfig, data_cfg: Cache
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    teacher_cfg, data_cfg, run = resolve_configs(args)
+    try:
+        teacher_cfg, data_cfg, run = resolve_configs(args)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # the config file or a key in it
+        print(f"config error ({args.config}): {err}", file=sys.stderr)
+        return 2
     if args.verify is not None:
-        return verify(args, teacher_cfg, data_cfg, run)
+        try:
+            return verify(args, teacher_cfg, data_cfg, run)
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     init_distributed()
     try:
         report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir, skip_bad=run["skip_bad"],
                              shard_rows=run["shard_rows"], progress=not args.no_progress)
-    except (BadInputError, MissingCheckpointError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -15,6 +15,7 @@ from .data import (
     data_dir_for,
     dataset_fingerprint,
 )
+from .corpora import DataFormatError
 from .reader import CacheFormatError, SoftTargets, TeacherCache
 from .towers import (
     AUTO_PRECISION,
@@ -38,6 +39,9 @@ from .writer import (
     verify_cache,
 )
 
+# A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
+USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError)
+
 __all__ = [
     "AUTO_PRECISION",
     "BadInputError",
@@ -47,6 +51,7 @@ __all__ = [
     "CacheIntegrityError",
     "CacheRows",
     "CrossModalUnavailableError",
+    "DataFormatError",
     "DEFAULT_CACHE_ROOT",
     "DEFAULT_SHARD_ROWS",
     "IMAGE_SOURCES",
@@ -55,6 +60,7 @@ __all__ = [
     "SoftTargets",
     "TEXT_SOURCES",
     "TextSource",
+    "USER_ERRORS",
     "Teacher",
     "TeacherCache",
     "TeacherConfig",
