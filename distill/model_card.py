@@ -27,7 +27,7 @@ def write_model_card(model_dir: Path, cfg: RunConfig, teacher_manifest: dict[str
   pooling `{cfg.student.pooling}`; training-only heads (MLP, grounding head, teacher adapters) were dropped.
 - **Teacher:** `{json.dumps(teacher, sort_keys=True)}`
 - **Teacher cache:** fingerprint `{teacher_manifest.get("fingerprint", "?")}`; rows {json.dumps(counts)}
-- **Data:** {", ".join(cfg.data.text_sources)} (text); {", ".join(cfg.data.image_sources) or "none"} (images)
+- **Data:** {", ".join(cfg.data.text_source_names)} (text); {", ".join(cfg.data.image_source_names) or "none"} (images)
 
 ### STS-B dev during training
 

@@ -83,7 +83,7 @@ class CacheDataConfig:
         unknown = set(self.limits) - set(TEXT_SOURCES) - set(IMAGE_SOURCES) - set(names)
         if unknown:
             raise ValueError(f"limits name unknown sources {sorted(unknown)}; known: "
-                             f"{sorted(set(self.source_names))}")
+                             f"{sorted({*self.text_source_names, *self.image_source_names})}")
         object.__setattr__(self, "limits", {name: int(self.limits[name]) for name in sorted(self.limits)})
 
     @property
@@ -91,8 +91,12 @@ class CacheDataConfig:
         return [s for s in (*self.text_sources, *self.image_sources) if not isinstance(s, str)]
 
     @property
-    def source_names(self) -> list[str]:
-        return [s if isinstance(s, str) else s.name for s in (*self.text_sources, *self.image_sources)]
+    def text_source_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.text_sources]
+
+    @property
+    def image_source_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.image_sources]
 
     @property
     def uses_data_dir(self) -> bool:
