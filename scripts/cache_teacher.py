@@ -8,7 +8,8 @@
     python scripts/cache_teacher.py --verify [CACHE_DIR]    # recompute checksums; exit 1 if any is off
 
 A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``data:``
-(CacheDataConfig fields), ``cache_root``, ``shard_rows`` and ``skip_bad``; flags override it.
+(CacheDataConfig fields, including your own files and datasets: docs/data.md), ``cache_root``,
+``shard_rows`` and ``skip_bad``; flags override it (--text-sources / --image-sources take built-in names).
 Rerunning finishes an interrupted build, or does nothing if the cache is complete.
 """
 from __future__ import annotations

@@ -4,6 +4,7 @@
     cache = TeacherCache.open(ensure_cache(TeacherConfig(), CacheDataConfig()))
     targets = cache.targets(cache.text_index(row_ids), cache.image_index(image_ids), device="cuda")
 """
+from .corpora import DataFormatError
 from .data import (
     IMAGE_SOURCES,
     TEXT_SOURCES,
@@ -15,7 +16,6 @@ from .data import (
     data_dir_for,
     dataset_fingerprint,
 )
-from .corpora import DataFormatError
 from .reader import CacheFormatError, SoftTargets, TeacherCache
 from .towers import (
     AUTO_PRECISION,

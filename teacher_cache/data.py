@@ -112,7 +112,7 @@ class CacheDataConfig:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "CacheDataConfig":
+    def from_dict(cls, values: dict[str, Any]) -> CacheDataConfig:
         known = {f.name for f in fields(cls)}
         if set(values) - known:
             raise ValueError(f"unknown CacheDataConfig keys {sorted(set(values) - known)}; known: {sorted(known)}")

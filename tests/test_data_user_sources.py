@@ -9,8 +9,19 @@ import datasets
 import pytest
 from PIL import Image
 
-from teacher_cache import CacheDataConfig, DataFormatError, collect_rows, data_dir_for, dataset_fingerprint
-from teacher_cache.corpora.user import ImageCaptionSource, TextSource, load_user_image_captions, load_user_texts
+from teacher_cache import (
+    CacheDataConfig,
+    DataFormatError,
+    collect_rows,
+    data_dir_for,
+    dataset_fingerprint,
+)
+from teacher_cache.corpora.user import (
+    ImageCaptionSource,
+    TextSource,
+    load_user_image_captions,
+    load_user_texts,
+)
 
 
 def texts_of(source: TextSource, limit: int | None = None) -> tuple[list[tuple[str, str]], list[str]]:

@@ -301,7 +301,7 @@ def _read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataFormatError(path, raw.count(b"\n", 0, err.start) + 1, f"not valid UTF-8 ({err.reason})") from err
+        raise DataFormatError(path, raw.count(b"\n", 0, err.start) + 1, f"cannot decode as utf-8: {err.reason}") from err
 
 
 def _table_records(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
