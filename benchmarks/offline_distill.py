@@ -35,7 +35,7 @@ _PLAIN = ["loss.false_negative_filter=none", "loss.soft_target_weight=0", "loss.
 _KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative_filter=threshold",
            "loss.same_image_mask=true", "loss.soft_target_weight=0", "loss.regression_weight=0"]
 
-_DIAS = ["loss.dias_weight=0.0001", "loss.dias_relation_weight=1.0", "loss.dias_top_k=5"]
+_DIAS = ["loss.dias.dimension_weight=0.0001", "loss.dias.relation_weight=1.0", "loss.dias.top_k=5"]
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("kdmcse_kl_mse", "KDMCSE + KL + regression", (*_KDMCSE, "loss.soft_target_weight=1",
                                                          "loss.regression_weight=100"), True),
     # Issue 6 ablations: each related method added to the KDMCSE configuration (docs/modules.md).
-    Method("kdmcse_aahr", "KDMCSE + AAHR", (*_KDMCSE, "loss.aahr_queue_size=512", "loss.aahr_prototypes=32",
-                                            "loss.aahr_weight=0.1", "loss.aahr_cluster_negative_weight=0.5"), True),
+    Method("kdmcse_aahr", "KDMCSE + AAHR", (*_KDMCSE, "loss.aahr.queue_size=512", "loss.aahr.prototypes=32",
+                                            "loss.aahr.weight=0.1", "loss.aahr.cluster_negative_weight=0.5"), True),
     Method("kdmcse_softmask", "KDMCSE + soft masks / focal", (*_KDMCSE, "loss.focal_gamma=2.0",
-                                                               "loss.soft_mask_view_weight=1.0",
-                                                               "loss.soft_mask_strength=1.0"), True),
-    Method("kdmcse_mmref", "KDMCSE + MMRef", (*_KDMCSE, "loss.mmref_weight=0.01", "loss.mmref_alpha=0.5"), True),
+                                                               "loss.soft_mask.weight=1.0",
+                                                               "loss.soft_mask.strength=1.0"), True),
+    Method("kdmcse_mmref", "KDMCSE + MMRef", (*_KDMCSE, "loss.mmref.weight=0.01", "loss.mmref.alpha=0.5"), True),
     Method("kdmcse_dias", "KDMCSE + DIAS", (*_KDMCSE, *_DIAS), True),
     # Combinations that try to beat plain regression: keep the pointwise target, add relational ones.
     Method("regression_kl", "Regression + soft-target KL", ("loss.text=none", "loss.multimodal=none",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +32,10 @@ class StudentConfig:
     ``model`` is a hub id, a local path, or ``offline:all-MiniLM-L6-v2``. A plain Hugging Face
     encoder gets a Pooling module of kind ``pooling``; ``model`` keeps a sentence-transformers
     folder's own pooling. ``layers: k`` keeps only the first k transformer layers.
+
+    ``max_seq_length``: tokens a training batch is truncated at (the saved model keeps the base's own
+    maximum). ``mlp_head``: the Linear + Tanh head of SimCSE on the text loss, training only.
+    ``grounding_dim``: width of the grounding head and teacher adapters of the multimodal loss.
     """
 
     model: str = "offline:all-MiniLM-L6-v2"
@@ -41,100 +47,179 @@ class StudentConfig:
 
 
 @dataclass
+class AAHRConfig:
+    """AAHR (arXiv 2507.09256; docs/modules.md): a queue of earlier student text embeddings as extra
+    negatives of the text loss (``queue_size``), and ``prototypes`` = K online prototypes of the teacher
+    text embeddings, which feed the prototype soft-target term (``weight``; student temperature
+    ``temperature``, teacher ``loss.teacher_temperature``) and down-weight same-cluster negatives of the
+    text loss (``cluster_negative_weight`` < 1). ``momentum`` is the centroids' EMA keep rate. The
+    defaults are the offline benchmark's settings."""
+
+    queue_size: int = 512
+    prototypes: int = 32
+    weight: float = 0.1
+    cluster_negative_weight: float = 0.5
+    temperature: float = 0.1
+    momentum: float = 0.99
+
+    def __post_init__(self) -> None:
+        _at_least(self, queue_size=0, prototypes=0, weight=0)
+        if self.prototypes == 1:
+            raise ValueError("prototypes must be 0 (off) or >= 2")
+        if not 0 <= self.cluster_negative_weight <= 1:
+            raise ValueError(f"cluster_negative_weight must be in [0, 1], got {self.cluster_negative_weight}")
+        if self.uses_prototypes and self.prototypes == 0:
+            raise ValueError("weight > 0 or cluster_negative_weight < 1 needs prototypes >= 2")
+        if self.prototypes and not self.uses_prototypes:
+            raise ValueError("prototypes is set but nothing uses them: set weight > 0 and/or "
+                             "cluster_negative_weight < 1")
+        if not self.queue_size and not self.prototypes:
+            raise ValueError("switches nothing on: set queue_size > 0 and/or prototypes >= 2 (or remove loss.aahr)")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def uses_prototypes(self) -> bool:
+        return self.weight > 0 or self.cluster_negative_weight < 1
+
+    @property
+    def reshapes_text(self) -> bool:
+        """Queue negatives or cluster weights change the text loss."""
+        return self.queue_size > 0 or self.cluster_negative_weight < 1
+
+
+@dataclass
+class SoftMaskConfig:
+    """Text-driven soft masks (arXiv 2304.00719; docs/modules.md): term ``soft_mask_view`` (weight
+    ``weight``) is the text contrast with a third, saliency-masked view as the positive; its most
+    salient tokens' word embeddings are scaled by ``1 - strength * M``."""
+
+    weight: float = 1.0
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError(f"weight must be > 0, got {self.weight} (remove loss.soft_mask to switch it off)")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+
+
+@dataclass
+class MMRefConfig:
+    """MMRef (arXiv 2504.07718; docs/modules.md): term ``mmref`` (weight ``weight``, paired steps)
+    aligns grounded captions with per-image references fusing the adapted teacher image (weight
+    ``alpha``) and its captions."""
+
+    weight: float = 0.01
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError(f"weight must be > 0, got {self.weight} (remove loss.mmref to switch it off)")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+@dataclass
+class DIASConfig:
+    """DIAS (arXiv 2410.16853; docs/modules.md): term ``dias_dimension`` (weight ``dimension_weight``,
+    paired steps) pushes the cross-correlation of grounding vs adapted teacher image dimensions to
+    identity (off-diagonal weight ``off_diagonal_weight``); term ``dias_relation`` (weight
+    ``relation_weight``, every step) matches student to teacher text cosines on each row's ``top_k``
+    strongest teacher neighbours. A weight of 0 leaves its term out."""
+
+    dimension_weight: float = 1e-4
+    off_diagonal_weight: float = 5e-3
+    relation_weight: float = 1.0
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        _at_least(self, dimension_weight=0, off_diagonal_weight=0, relation_weight=0, top_k=1)
+        if not self.dimension_weight and not self.relation_weight:
+            raise ValueError("switches nothing on: set dimension_weight and/or relation_weight > 0 "
+                             "(or remove loss.dias)")
+
+
+def _at_least(section: Any, **minimums: float) -> None:
+    for name, minimum in minimums.items():
+        if getattr(section, name) < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {getattr(section, name)}")
+
+
+@dataclass
 class LossConfig:
-    """Which objective terms are on, and their weights (REFERENCE.md gives the papers' values).
+    """Which objective terms are on, and their weights (docs/objective.md: every term's formula;
+    docs/reference.md: the papers' values).
 
-    The four related-method modules (docs/modules.md) are off by default; when they are off the
-    objective computes exactly the KDMCSE terms above them.
-
-    - AAHR: ``aahr_queue_size`` > 0 appends a queue of earlier student text embeddings as extra
-      negatives of the text loss; ``aahr_prototypes`` = K > 0 keeps K online prototypes of the teacher
-      text embeddings, which feed ``aahr_weight`` (prototype soft-target KL, student temperature
-      ``aahr_temperature``, teacher ``teacher_temperature``) and ``aahr_cluster_negative_weight`` (< 1
-      down-weights same-cluster negatives of the text loss). ``aahr_prototype_momentum`` is the
-      centroid EMA keep rate.
-    - Text-driven soft masks: ``focal_gamma`` > 0 weights the text contrastive terms by
-      ``(1 - p_ii)^gamma``; ``soft_mask_view_weight`` > 0 adds a third, saliency-masked view as an extra
-      positive, its most salient tokens' word embeddings scaled by ``1 - soft_mask_strength * M``.
-    - MMRef: ``mmref_weight`` > 0 aligns grounded captions with per-image references fusing the adapted
-      teacher image (weight ``mmref_alpha``) and its captions (paired steps).
-    - DIAS: ``dias_weight`` > 0 pushes the cross-correlation of grounding vs adapted teacher image
-      dimensions to identity (off-diagonal weight ``dias_off_diagonal_weight``; paired steps);
-      ``dias_relation_weight`` > 0 matches student to teacher text cosines on each row's
-      ``dias_top_k`` strongest teacher neighbours (every step).
+    - KDMCSE: ``text`` is the text loss L_intra (SimCSE InfoNCE, angular margin, or none), at
+      ``temperature`` with angular margin ``text_margin`` (radians). ``multimodal`` is the paired-batch
+      loss L_inter (AdapACSE or MCSE), weighted ``multimodal_weight``, with AdapACSE margin
+      ``multimodal_margin``. ``same_image_mask`` removes captions of the same image as negatives (this
+      project's addition). ``false_negative_filter`` removes negatives the teacher rates too similar:
+      caption-caption cosine above ``filter_threshold``, GIST's rule with ``gist_margin`` in
+      ``gist_mode``, or the released code's cross-modal filter on L_inter only (``cross_modal_threshold``
+      on a ``cross_modal_similarity`` of dot or cosine); docs/objective.md says what each masks.
+      ``focal_gamma`` > 0 weights the text contrast by ``(1 - p_ii)^gamma``.
+    - Distillation: ``soft_target_weight`` weights the KL to the teacher's in-batch similarity rows at
+      ``teacher_temperature``; ``regression_weight`` weights the MSE to the teacher's text vectors.
+    - Related-method modules (docs/modules.md), nested sections that are off when absent: ``aahr``,
+      ``soft_mask``, ``mmref``, ``dias``; each adds and owns its own terms.
     """
 
     text: Literal["simcse", "angular", "none"] = "angular"
     temperature: float = 0.05
     text_margin: float = 0.15
+    focal_gamma: float = 0.0
     multimodal: Literal["adapacse", "mcse", "none"] = "adapacse"
     multimodal_margin: float = 0.15
     multimodal_weight: float = 0.01
     same_image_mask: bool = True
-    false_negative_filter: Literal["none", "threshold", "gist"] = "none"
+    false_negative_filter: Literal["none", "threshold", "gist", "teacher_cross_modal"] = "none"
     filter_threshold: float = 0.9
     gist_margin: float = 0.1
     gist_mode: Literal["absolute", "relative"] = "absolute"
+    cross_modal_threshold: float = 0.8
+    cross_modal_similarity: Literal["dot", "cosine"] = "dot"
     soft_target_weight: float = 0.0
     teacher_temperature: float = 0.05
     regression_weight: float = 0.0
-    # AAHR (arXiv 2507.09256)
-    aahr_queue_size: int = 0
-    aahr_prototypes: int = 0
-    aahr_weight: float = 0.0
-    aahr_cluster_negative_weight: float = 1.0
-    aahr_temperature: float = 0.1
-    aahr_prototype_momentum: float = 0.99
-    # Text-driven soft masks and focal contrast (arXiv 2304.00719)
-    focal_gamma: float = 0.0
-    soft_mask_view_weight: float = 0.0
-    soft_mask_strength: float = 1.0
-    # MMRef (arXiv 2504.07718)
-    mmref_weight: float = 0.0
-    mmref_alpha: float = 0.5
-    # DIAS (arXiv 2410.16853)
-    dias_weight: float = 0.0
-    dias_off_diagonal_weight: float = 5e-3
-    dias_relation_weight: float = 0.0
-    dias_top_k: int = 5
+    aahr: AAHRConfig | None = None
+    soft_mask: SoftMaskConfig | None = None
+    mmref: MMRefConfig | None = None
+    dias: DIASConfig | None = None
 
     def __post_init__(self) -> None:
-        for name in ("aahr_queue_size", "aahr_prototypes", "aahr_weight", "focal_gamma", "soft_mask_view_weight",
-                     "mmref_weight", "dias_weight", "dias_off_diagonal_weight", "dias_relation_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.aahr_prototypes == 1:
-            raise ValueError("aahr_prototypes must be 0 (off) or >= 2")
-        if not 0 <= self.aahr_cluster_negative_weight <= 1:
-            raise ValueError("aahr_cluster_negative_weight must be in [0, 1], "
-                             f"got {self.aahr_cluster_negative_weight}")
-        uses_prototypes = self.aahr_weight > 0 or self.aahr_cluster_negative_weight < 1
-        if uses_prototypes and self.aahr_prototypes == 0:
-            raise ValueError("aahr_weight > 0 or aahr_cluster_negative_weight < 1 needs aahr_prototypes >= 2")
-        if self.aahr_prototypes and not uses_prototypes:
-            raise ValueError("aahr_prototypes is set but nothing uses the prototypes: "
-                             "set aahr_weight > 0 and/or aahr_cluster_negative_weight < 1")
-        if not 0 <= self.aahr_prototype_momentum < 1:
-            raise ValueError(f"aahr_prototype_momentum must be in [0, 1), got {self.aahr_prototype_momentum}")
-        if self.aahr_temperature <= 0:
-            raise ValueError(f"aahr_temperature must be > 0, got {self.aahr_temperature}")
-        if not 0 < self.soft_mask_strength <= 1:
-            raise ValueError(f"soft_mask_strength must be in (0, 1], got {self.soft_mask_strength}")
-        if not 0 <= self.mmref_alpha <= 1:
-            raise ValueError(f"mmref_alpha must be in [0, 1], got {self.mmref_alpha}")
-        if self.dias_top_k < 1:
-            raise ValueError(f"dias_top_k must be >= 1, got {self.dias_top_k}")
-        reshapes_text = {"aahr_queue_size": self.aahr_queue_size > 0, "focal_gamma": self.focal_gamma > 0,
-                         "aahr_cluster_negative_weight": self.aahr_cluster_negative_weight < 1,
-                         "soft_mask_view_weight": self.soft_mask_view_weight > 0}
+        _at_least(self, focal_gamma=0)
+        reshapes_text = {"focal_gamma": self.focal_gamma > 0, "soft_mask": self.soft_mask is not None,
+                         "aahr": self.aahr is not None and self.aahr.reshapes_text}
         if self.text == "none" and any(reshapes_text.values()):
             keys = ", ".join(k for k, on in reshapes_text.items() if on)
             raise ValueError(f"{keys} reshape the text loss, which loss.text=none switches off")
 
+    @property
+    def reshapes_text(self) -> bool:
+        """The text term needs its general (weighted, focal) form rather than the plain loss."""
+        return self.focal_gamma > 0 or (self.aahr is not None and self.aahr.reshapes_text)
+
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, evaluation and output settings."""
+    """Optimisation, schedule, evaluation and output settings.
+
+    ``output_dir``: the run folder (config, checkpoints, ``model/``); rerunning resumes it.
+    ``cache_root``: where teacher caches are built and found. ``batch_size``: rows per rank and step.
+    ``lr``: AdamW peak learning rate, with ``weight_decay``, linear decay after ``warmup_ratio`` of the
+    steps, gradient norm clipped at ``grad_clip`` (0 = off). ``epochs`` over the text rows, or
+    ``max_steps`` when set. ``seed`` fixes batch order, dropout and initialisation. ``precision``:
+    autocast dtype of the training forward. ``paired_every``: a paired image-caption batch every k
+    steps (None: KDMCSE's floor(#text / #paired batches)). ``eval_every``: steps between STS-B dev
+    evaluations and checkpoints. ``retrieval_holdout_images``: images kept out of training for the
+    retrieval evaluation. ``eval_batch_size``: sentences per forward in the dev evaluation.
+    ``log_every``: steps between TensorBoard scalars. ``device``: torch device (None: cuda if
+    available, else cpu; torchrun sets one per rank).
+    """
 
     output_dir: str = "runs/offline_default"
     cache_root: str = "cache/teacher"
@@ -157,7 +242,11 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """A whole training run: student, teacher, data, objective and trainer settings."""
+    """A whole training run: student, teacher, data, objective and trainer settings.
+
+    ``name``: the run's name (model card title). ``data_dir``: the data directory (None: the
+    ``--data-dir`` flag, else $DISTILL_DATA_DIR, ../shared/data or ./data).
+    """
 
     name: str = "offline_default"
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -184,23 +273,158 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     return from_dict(RunConfig, raw, prefix="")
 
 
+def configs_dir() -> Path:
+    """The shipped run configs: ``configs/`` of this checkout, or the copy installed inside ``distill/``."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path as given, else a shipped config by name (``kdmcse_bert_flickr`` or with .yaml)."""
+    path = Path(name)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    shipped = configs_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+    return shipped if shipped.is_file() else path
+
+
 def add_cli_arguments(parser, default_config: Path) -> None:
-    """The flags every run script shares: --config, --data-dir, --output-dir and key=value overrides."""
-    parser.add_argument("--config", default=str(default_config), help="YAML run config (default: %(default)s)")
+    """The flags every run script shares: --config, --data-dir, --output-dir, --print-config and overrides."""
+    parser.add_argument("--config", default=str(default_config),
+                        help="YAML run config, or the name of a shipped one such as kdmcse_bert_flickr "
+                        "(default: %(default)s)")
     parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
     parser.add_argument("--eval-data-dir", help="folder with senteval/ for STS-B dev (default: the data directory)")
     parser.add_argument("--output-dir", help="shortcut for train.output_dir=...")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    parser.add_argument("--print-config", action="store_true",
+                        help="list every config key with its type, value (after --config and overrides), "
+                        "default and doc, then exit")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="config overrides, e.g. train.max_steps=50 (--print-config lists the keys)")
 
 
 def run_config_from_argv(argv: list[str] | None, description: str, default_config: Path) -> RunConfig:
-    """Parse a run script's command line into a RunConfig; a bad config exits 2 naming the key."""
+    """Parse a run script's command line into a RunConfig; a bad config exits 2 naming the key, and
+    ``--print-config`` prints the keys and exits 0."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cli_arguments(parser, default_config)
+    args = parser.parse_args(argv)
     try:
-        return config_from_cli(parser.parse_args(argv))
+        cfg = config_from_cli(args)
     except ConfigError as err:
         parser.exit(2, f"config error: {err}\n")
+    if args.print_config:
+        print(PRINT_CONFIG_HEADER, describe_config(cfg), sep="\n")
+        parser.exit(0)
+    return cfg
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One leaf of a config: ``section.key``, its type, its value here, its default and a line of doc."""
+
+    key: str
+    type: str
+    value: Any
+    default: Any
+    doc: str
+
+
+def config_keys(cfg: Any, prefix: str = "") -> list[ConfigKey]:
+    """Every leaf key of config dataclass ``cfg``, nested sections flattened to ``section.key``."""
+    hints = typing.get_type_hints(type(cfg))
+    keys = []
+    for item in dataclasses.fields(cfg):
+        value = getattr(cfg, item.name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{prefix}{item.name}.")
+        else:
+            keys.append(ConfigKey(prefix + item.name, type_name(hints[item.name]), value, _field_default(item),
+                                  field_doc(type(cfg), item)))
+    return keys
+
+
+PRINT_CONFIG_HEADER = ("# every config key: type = value here (default), then what it does; "
+                       "set any with section.key=value or in the YAML file")
+
+
+def describe_config(cfg: Any, prefix: str = "") -> str:
+    """``key: type = value (default ...)`` and an indented line of doc for every key of ``cfg``."""
+    lines = []
+    for key in config_keys(cfg, prefix):
+        default = "" if key.value == key.default else f" (default {_show(key.default)})"
+        lines.append(f"{key.key}: {key.type} = {_show(key.value)}{default}")
+        lines.append(f"    {key.doc or '(undocumented)'}")
+    return "\n".join(lines)
+
+
+def type_name(hint: Any) -> str:
+    """A type annotation as a reader writes it: ``int | None``, ``'fp32' | 'bf16'``, ``tuple[str, ...]``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return " | ".join(repr(choice) for choice in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in args)
+    if hint is type(None):
+        return "None"
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def field_doc(cls: type, item: dataclasses.Field) -> str:
+    """One line saying what a field does: its ``metadata["doc"]``, else its trailing ``# comment``, else
+    the sentence of the class docstring that names it in double backticks."""
+    if item.metadata.get("doc"):
+        return item.metadata["doc"]
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = ""
+    comment = re.search(rf"^\s+{item.name}\s*:[^#\n]*#\s*(.+)$", source, flags=re.M)
+    if comment:
+        return comment.group(1).strip()
+    clauses = _docstring_clauses(cls)
+    named = next((c for c in clauses if re.search(rf"``{item.name}(``|:)|^{item.name}: ", c)), None)
+    in_formula = next((c for c in clauses if any(re.search(rf"\b{item.name}\b", span)
+                                                 for span in re.findall(r"``(.+?)``", c))), None)
+    return (named or in_formula or "").replace("``", "`")
+
+
+def _docstring_clauses(cls: type) -> list[str]:
+    """The class docstring cut at paragraphs, bullets, sentences and semicolons."""
+    clauses = []
+    for chunk in re.split(r"\n\s*\n|\n\s*(?=- )", inspect.getdoc(cls) or ""):
+        text = " ".join(chunk.split()).removeprefix("- ").replace("e.g. ", "e.g.\0").replace("i.e. ", "i.e.\0")
+        for sentence in re.split(r"(?<=\.) ", text):
+            clauses += [clause.replace("\0", " ").strip() for clause in _split_outside_parentheses(sentence, "; ")]
+    return clauses
+
+
+def _split_outside_parentheses(text: str, separator: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and text.startswith(separator, i):
+            parts.append(text[start:i])
+            start = i + len(separator)
+    return parts + [text[start:]]
+
+
+def _field_default(item: dataclasses.Field) -> Any:
+    if item.default is not dataclasses.MISSING:
+        return item.default
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return "required"
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in the YAML file."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 
 def config_from_cli(args) -> RunConfig:
@@ -212,7 +436,7 @@ def config_from_cli(args) -> RunConfig:
         overrides.append(f"eval_data_dir={args.eval_data_dir}")
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
-    return load_config(args.config, overrides)
+    return load_config(resolve_config_path(args.config), overrides)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""A model card section that says how a distilled student was made: teacher, data, config, scores."""
+"""The student's own model card: what it is, how to load it, how it was distilled, what it scores.
+
+The YAML header comes from sentence-transformers' model card data
+(``SentenceTransformerModelCardData``: tags, base model, language, library), so the Hugging Face hub
+lists the folder as a sentence-transformers model; the body is written here because the facts that
+matter (teacher, losses and weights, dev score of this checkpoint) are the run's, not a trainer's.
+"""
 from __future__ import annotations
 
 import json
@@ -6,39 +12,159 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 
-from distill.config import RunConfig, to_dict
+from distill.config import LossConfig, RunConfig, to_dict
+from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
+from teacher_cache.towers.config import TeacherConfig
+
+# What the offline aliases load, named as the hub knows them.
+HUB_NAMES = {MINILM_ALIAS: "sentence-transformers/all-MiniLM-L6-v2",
+             EFFICIENTNET_ALIAS: "EfficientNet-Lite0 (ImageNet)"}
 
 
-def write_model_card(model_dir: Path, cfg: RunConfig, teacher_manifest: dict[str, Any], state) -> None:
-    """Append a "Distillation" section to the README.md sentence-transformers wrote into ``model_dir``."""
-    readme = model_dir / "README.md"
-    existing = readme.read_text() if readme.is_file() else ""
-    teacher = teacher_manifest.get("teacher", {})
-    counts = teacher_manifest.get("counts", {})
-    history = "\n".join(f"| {step} | {score:.2f} |" for step, score in state.dev_history) or "| - | - |"
-    section = f"""
+def write_model_card(model_dir: Path, cfg: RunConfig, teacher_manifest: dict[str, Any], state,
+                     results: dict[str, float] | None = None) -> None:
+    """Write ``model_dir/README.md`` for the saved student (replacing the card of the model it started from).
 
-## Distillation (kdmcse-distill)
+    ``state`` is the trainer's RunState (steps, best dev score and step, dev history); ``results``
+    optionally adds further scores of this checkpoint, e.g. ``{"STS avg": 76.1, "MR": 80.2}``.
+    """
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    header = card_header(model, cfg)
+    body = card_body(model, cfg, teacher_manifest, state, results or {})
+    (Path(model_dir) / "README.md").write_text(f"---\n{header}\n---\n\n{body}")
 
-- **Run:** `{cfg.name}`; {state.step} steps in {state.train_seconds / 60:.1f} min; best STS-B dev
-  Spearman x100 **{state.best_dev:.2f}** at step {state.best_step} (this checkpoint).
-- **Student:** `{cfg.student.model}`{f", first {cfg.student.layers} layers" if cfg.student.layers else ""};
-  pooling `{cfg.student.pooling}`; training-only heads (MLP, grounding head, teacher adapters) were dropped.
-- **Teacher:** `{json.dumps(teacher, sort_keys=True)}`
-- **Teacher cache:** fingerprint `{teacher_manifest.get("fingerprint", "?")}`; rows {json.dumps(counts)}
-- **Data:** {", ".join(cfg.data.text_source_names)} (text); {", ".join(cfg.data.image_source_names) or "none"} (images)
 
-### STS-B dev during training
+def card_header(model: SentenceTransformer, cfg: RunConfig) -> str:
+    """The YAML metadata block, from sentence-transformers' own model card data."""
+    data = SentenceTransformerModelCardData(
+        language="en", model_name=f"{cfg.name} (kdmcse-distill student)", local_files_only=True,
+        generate_widget_examples=False)
+    data.add_tags(["knowledge-distillation", "kdmcse-distill"])
+    base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
+    if _looks_like_hub_id(base):
+        data.base_model = base
+    model.model_card_data = data
+    data.register_model(model)
+    return data.to_yaml()
 
-| step | Spearman x100 |
-|---|---|
-{history}
 
-### Resolved config
+def card_body(model: SentenceTransformer, cfg: RunConfig, manifest: dict[str, Any], state,
+              results: dict[str, float]) -> str:
+    base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
+    layers = f", first {cfg.student.layers} layers" if cfg.student.layers else ""
+    folder = Path(cfg.train.output_dir) / "model"
+    return f"""# {cfg.name}: a distilled sentence encoder
+
+A [sentence-transformers](https://www.sbert.net) model distilled with kdmcse-distill from the teacher
+**{teacher_name(cfg.teacher)}** into the student **`{base}`**{layers}. It maps a sentence to a
+{model.get_embedding_dimension()}-dimensional vector (cosine similarity); inputs longer than
+{model.max_seq_length} tokens are truncated.
+
+## Usage
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{folder.as_posix()}")  # this folder (or its hub id once uploaded)
+embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
+print(model.similarity(embeddings, embeddings))
+```
+
+## Results of this checkpoint
+
+{results_table(state, results)}
+
+Spearman correlation x100; STS-B dev is scored at the model's own maximum length, as in the
+SentEval protocol. The checkpoint is the step with the best STS-B dev score.
+
+## Training
+
+- **Base model (student):** `{base}`{layers}; pooling `{cfg.student.pooling}`; training batches
+  truncated at {cfg.student.max_seq_length} tokens (the saved model keeps {model.max_seq_length}).
+- **Teacher (frozen, embeddings cached once):** {teacher_name(cfg.teacher)}; cache fingerprint
+  `{manifest.get("fingerprint", "?")}`.
+- **Training data:** {training_data(cfg, manifest)}
+- **Steps:** {state.step} ({state.train_seconds / 60:.1f} min), batch size {cfg.train.batch_size},
+  learning rate {cfg.train.lr}, precision {cfg.train.precision}, seed {cfg.train.seed}.
+- **Dropped after training:** the training-only heads (MLP, grounding head, teacher adapters); the
+  grounding head and adapters are kept in `grounding_heads.pt` for retrieval evaluation.
+
+### Losses
+
+| term | weight | settings |
+|---|---|---|
+{loss_rows(cfg.loss)}
+
+<details><summary>Resolved run config</summary>
 
 ```yaml
 {yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip()}
 ```
+</details>
 """
-    readme.write_text(existing + section)
+
+
+def teacher_name(teacher: TeacherConfig) -> str:
+    """The teacher's towers as a reader knows them (hub names for the offline aliases)."""
+    if teacher.backend == "composite":
+        text = HUB_NAMES.get(teacher.text_model, teacher.text_model)
+        image = HUB_NAMES.get(teacher.image_model, teacher.image_model)
+        return f"`{text}` (text) + `{image}` (images)"
+    pretrained = f" ({teacher.clip_pretrained})" if teacher.clip_pretrained else ""
+    return f"`{teacher.clip_model}`{pretrained} ({teacher.backend})"
+
+
+def training_data(cfg: RunConfig, manifest: dict[str, Any]) -> str:
+    text = ", ".join(cfg.data.text_source_names) or "none"
+    images = ", ".join(cfg.data.image_source_names) or "none"
+    counts = manifest.get("counts")
+    rows = f"; rows {json.dumps(counts, sort_keys=True)}" if counts else ""
+    return f"sentences from {text}; image-caption pairs from {images}{rows}."
+
+
+def loss_rows(loss: LossConfig) -> str:
+    """One table row per objective term that is switched on."""
+    rows = []
+    if loss.text == "simcse":
+        rows.append(("SimCSE InfoNCE (text)", 1.0, f"temperature {loss.temperature}"))
+    elif loss.text == "angular":
+        rows.append(("angular margin contrastive (text)", 1.0,
+                     f"temperature {loss.temperature}, margin {loss.text_margin}"))
+    if loss.multimodal == "adapacse":
+        rows.append(("AdapACSE (grounded text vs adapted teacher)", loss.multimodal_weight,
+                     f"margin {loss.multimodal_margin}, same-image mask {loss.same_image_mask}"))
+    elif loss.multimodal == "mcse":
+        rows.append(("MCSE grounding InfoNCE", loss.multimodal_weight, f"temperature {loss.temperature}"))
+    if loss.false_negative_filter != "none":
+        rows.append((f"teacher false-negative filter ({loss.false_negative_filter})", "-",
+                     f"threshold {loss.filter_threshold}" if loss.false_negative_filter == "threshold"
+                     else f"margin {loss.gist_margin}, {loss.gist_mode}"))
+    optional = [("soft-target KL to teacher similarities", loss.soft_target_weight,
+                 f"teacher temperature {loss.teacher_temperature}"),
+                ("embedding regression (MSE)", loss.regression_weight, ""),
+                ("AAHR prototype KL", loss.aahr_weight, f"{loss.aahr_prototypes} prototypes"),
+                ("soft-masked third view", loss.soft_mask_view_weight, f"strength {loss.soft_mask_strength}"),
+                ("MMRef reference alignment", loss.mmref_weight, f"alpha {loss.mmref_alpha}"),
+                ("DIAS cross-correlation", loss.dias_weight, f"off-diagonal {loss.dias_off_diagonal_weight}"),
+                ("DIAS relation matching", loss.dias_relation_weight, f"top-k {loss.dias_top_k}")]
+    rows += [row for row in optional if row[1] > 0]
+    if loss.focal_gamma > 0:
+        rows.append(("focal weighting of the text terms", "-", f"gamma {loss.focal_gamma}"))
+    if loss.aahr_queue_size > 0:
+        rows.append(("AAHR negative queue", "-", f"{loss.aahr_queue_size} embeddings"))
+    return "\n".join(f"| {name} | {weight} | {settings} |" for name, weight, settings in rows) or "| none | - | - |"
+
+
+def results_table(state, results: dict[str, float]) -> str:
+    lines = ["| evaluation | score |", "|---|---|"]
+    if state.best_step >= 0:
+        lines.append(f"| STS-B dev (step {state.best_step} of {state.step}) | {state.best_dev:.2f} |")
+    lines += [f"| {name} | {score:.2f} |" for name, score in results.items()]
+    history = ", ".join(f"{step}: {score:.2f}" for step, score in state.dev_history)
+    return "\n".join(lines) + (f"\n\nSTS-B dev during training (step: score): {history}." if history else "")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))

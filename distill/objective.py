@@ -1,40 +1,42 @@
 """The training objective of one step: which loss terms run, on which tensors, with which masks.
 
-Text steps: text loss (+ soft-target KL, + embedding regression) on two dropout views.
-Paired steps: the same, plus ``multimodal_weight`` x (AdapACSE or MCSE) against the teacher's
-image and caption embeddings. Negatives are gathered across ranks; teacher similarities for the
-gathered candidates come from the gathered teacher embeddings, so every mask lines up with them.
+.. code-block:: text
 
-Optional modules from related methods (:mod:`distill.modules`, docs/modules.md), each off by default
-and each adding its own named, weighted terms:
+    loss = text                                  L_intra (angular margin) or SimCSE, both dropout views
+         + soft_target_weight  x soft_target     KL of teacher to student in-batch similarity rows
+         + regression_weight   x regression      MSE of regression(h) to the teacher's text embedding
+         + multimodal_weight   x multimodal      paired steps: AdapACSE (image + caption terms) or MCSE
+         + the terms of each optional module     loss.aahr, loss.soft_mask, loss.mmref, loss.dias
 
-=================  ==========================  ===============================================  ==========
-module             switch                      effect / terms                                   steps
-=================  ==========================  ===============================================  ==========
-AAHR               ``aahr_queue_size``         queue of earlier ``z2`` as extra text negatives  all
-                   ``aahr_prototypes``         ``aahr_prototypes`` (weight ``aahr_weight``),    all
-                                               same-cluster negatives down-weighted in ``text``
-soft masks         ``focal_gamma``             ``text`` (and ``soft_mask_view``) made focal     all
-                   ``soft_mask_view_weight``   ``soft_mask_view``: saliency-masked positive     all
-MMRef              ``mmref_weight``            ``mmref``: grounded captions vs references       paired
-DIAS               ``dias_weight``             ``dias_dimension``: grounding vs image dims      paired
-                   ``dias_relation_weight``    ``dias_relation``: top-k teacher relations       all
-=================  ==========================  ===============================================  ==========
+Negatives are gathered across ranks; teacher similarities for the gathered candidates come from the
+gathered teacher embeddings, so every mask lines up with them. ``same_image_mask`` and the
+``false_negative_filter`` remove candidates from the softmaxes; docs/objective.md says which filter
+masks which term. Each module (docs/modules.md) owns its terms:
 
-With every module off the terms and their sum are exactly the KDMCSE baseline's.
+=================  ===========================================================  ==========
+module             terms (already weighted)                                     steps
+=================  ===========================================================  ==========
+``loss.aahr``      queue negatives and cluster weights in ``text``;             all
+                   ``aahr_prototypes`` (prototype soft targets)
+``loss.soft_mask`` ``soft_mask_view``: the text contrast, saliency-masked       all
+                   positive (``loss.focal_gamma`` makes both text terms focal)
+``loss.mmref``     ``mmref``: grounded captions vs multi-modal references       paired
+``loss.dias``      ``dias_dimension`` (paired), ``dias_relation`` (all)         see left
+=================  ===========================================================  ==========
+
+With every module absent the terms and their sum are exactly the KDMCSE baseline's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from distill import losses
 from distill.config import LossConfig
 from distill.distributed import gather_with_grad
-from distill.modules import AAHR, DIAS, MMRef, SoftMaskView, TextContrast
+from distill.modules import AAHR, DIAS, MMRef, SoftMaskView
 from distill.student import Student
 
 
@@ -43,66 +45,61 @@ class StepInputs:
     """What the trainer looked up for the local rows of one step."""
 
     sentences: list[str]
-    teacher_text: torch.Tensor  # [B, d_t], L2-normalised
-    teacher_image: torch.Tensor | None = None  # [B, d_i], paired steps only
-    image_ids: torch.Tensor | None = None  # [B] int64, paired steps only
+    teacher_text: Tensor  # [B, d_t], L2-normalised
+    teacher_image: Tensor | None = None  # [B, d_i], paired steps only
+    image_ids: Tensor | None = None  # [B] int64, paired steps only
 
 
-def gather_all(x: torch.Tensor) -> torch.Tensor:
+def gather_all(x: Tensor) -> Tensor:
     """Rows of every rank (teacher tensors and ids: nothing there needs a gradient)."""
     return gather_with_grad(x)[0]
 
 
 @dataclass(eq=False)
-class Step:
+class PairedTensors:
+    """A paired step's gathered image side: ``images`` / ``captions`` are the adapted teacher images and
+    captions of every rank (``[N, g]``; None where no term reads them); ``image_exclude`` and
+    ``caption_exclude`` mask the two L_inter terms (they differ under ``teacher_cross_modal``)."""
+
+    teacher_image_all: Tensor
+    image_ids: Tensor
+    images: Tensor | None
+    captions: Tensor | None
+    image_exclude: Tensor | None
+    caption_exclude: Tensor | None
+
+
+@dataclass(eq=False)
+class StepTensors:
     """The tensors the terms of one step share. ``h``: sentence embeddings of the two dropout views,
-    ``z``: their MLP outputs; ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``);
-    ``s_cc``: teacher text cosines local x gathered. Heads' outputs are computed on first use."""
+    ``z``: their MLP outputs; ``candidates``: ``z2`` of every rank (local anchors' positives at
+    ``offset``); ``s_cc``: teacher text cosines local x gathered; ``exclude``: candidates removed from
+    every text-side softmax; ``grounded``: grounding-head outputs of both views (when a term reads
+    them); ``clusters``: AAHR's cluster ids of the gathered rows; ``text_logits`` / ``text_exclude``: the general text contrast's logits (queue negatives and
+    cluster weights included) and mask, when a module reshapes the text term."""
 
     student: Student
     inputs: StepInputs
-    h1: torch.Tensor
-    h2: torch.Tensor
-    z1: torch.Tensor
-    z2: torch.Tensor
-    candidates: torch.Tensor
+    h1: Tensor
+    h2: Tensor
+    z1: Tensor
+    z2: Tensor
+    candidates: Tensor
     offset: int
-    teacher_text_all: torch.Tensor
-    s_cc: torch.Tensor
-    exclude: torch.Tensor | None = None
-    clusters: torch.Tensor | None = None  # AAHR cluster id of every gathered row
-    cache: dict = field(default_factory=dict)
-
-    @property
-    def paired(self) -> bool:
-        return self.inputs.teacher_image is not None
-
-    @cached_property
-    def grounded(self) -> list[torch.Tensor]:
-        """Grounding-head outputs of both views, ``[B, g]`` each."""
-        return [self.student.heads.ground(h) for h in (self.h1, self.h2)]
-
-    @cached_property
-    def teacher_image_all(self) -> torch.Tensor:
-        return gather_all(self.inputs.teacher_image)
-
-    @cached_property
-    def image_ids_all(self) -> torch.Tensor:
-        return gather_all(self.inputs.image_ids)
-
-    @cached_property
-    def images_all(self) -> torch.Tensor:
-        """Adapted teacher images of every rank, ``[N, g]``."""
-        return self.student.heads.adapt_images(self.teacher_image_all)
-
-    @cached_property
-    def captions_all(self) -> torch.Tensor:
-        """Adapted teacher captions of every rank, ``[N, g]``."""
-        return self.student.heads.adapt_captions(self.teacher_text_all)
+    s_cc: Tensor
+    exclude: Tensor | None
+    paired: PairedTensors | None
+    grounded: list[Tensor] | None
+    clusters: Tensor | None = None  # AAHR cluster id of every gathered row
+    text_logits: Tensor | None = None
+    text_exclude: Tensor | None = None
 
 
 class DistillationObjective(nn.Module):
-    def __init__(self, cfg: LossConfig):
+    """The step's loss terms (module docstring). ``student_dim`` (width of ``z``) and ``teacher_dim``
+    (width of the teacher's text embeddings) size AAHR's queue and prototypes; only ``loss.aahr`` needs them."""
+
+    def __init__(self, cfg: LossConfig, student_dim: int | None = None, teacher_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.text_loss = {
@@ -117,29 +114,28 @@ class DistillationObjective(nn.Module):
         }[cfg.multimodal]()
         self.soft_target = losses.SoftTargetKLLoss(cfg.temperature, cfg.teacher_temperature)
         self.regression = losses.EmbeddingRegressionLoss()
-        # Optional modules (None when off). The general text contrast is only used when one of them
-        # reshapes the text term; otherwise ``text_loss`` computes it exactly as in the baseline.
-        self.aahr = AAHR(cfg.aahr_queue_size, cfg.aahr_prototypes, cfg.aahr_cluster_negative_weight,
-                         cfg.aahr_temperature, cfg.teacher_temperature, cfg.aahr_prototype_momentum) \
-            if cfg.aahr_queue_size > 0 or cfg.aahr_prototypes > 0 else None
-        self.soft_mask = SoftMaskView(cfg.soft_mask_strength) if cfg.soft_mask_view_weight > 0 else None
-        self.mmref = MMRef(cfg.mmref_alpha, cfg.temperature) if cfg.mmref_weight > 0 else None
-        self.dias = DIAS(cfg.dias_weight > 0, cfg.dias_relation_weight > 0, cfg.dias_off_diagonal_weight,
-                         cfg.dias_top_k) if cfg.dias_weight > 0 or cfg.dias_relation_weight > 0 else None
-        self.reshaped_text = cfg.aahr_queue_size > 0 or cfg.aahr_cluster_negative_weight < 1 or cfg.focal_gamma > 0
-        self.text_contrast = TextContrast(cfg.text, cfg.temperature, cfg.text_margin, cfg.focal_gamma) \
-            if self.reshaped_text or self.soft_mask is not None else None
+        # The general text contrast runs only when a module reshapes the text term (or swaps its
+        # positive); otherwise ``text_loss`` computes it exactly as in the baseline.
+        margin = cfg.text_margin if cfg.text == "angular" else None
+        self.text_contrast = losses.WeightedInfoNCELoss(cfg.temperature, margin, cfg.focal_gamma) \
+            if cfg.reshapes_text or cfg.soft_mask is not None else None
+        self.aahr = _aahr(cfg, student_dim, teacher_dim)
+        self.soft_mask = SoftMaskView(cfg.soft_mask) if cfg.soft_mask is not None else None
+        self.mmref = MMRef(cfg.mmref, cfg.temperature) if cfg.mmref is not None else None
+        self.dias = DIAS(cfg.dias) if cfg.dias is not None else None
+        # paired steps: the terms comparing grounded sentences with the adapted teacher images
+        self.reads_images = cfg.multimodal != "none" or cfg.mmref is not None or \
+            (cfg.dias is not None and cfg.dias.dimension_weight > 0)
 
-    def forward(self, student: Student, inputs: StepInputs) -> dict[str, torch.Tensor]:
+    def forward(self, student: Student, inputs: StepInputs) -> dict[str, Tensor]:
         """Loss terms of this step (already weighted) and their sum under ``"loss"``."""
         cfg = self.cfg
         step = self._prepare(student, inputs)
-
-        terms: dict[str, torch.Tensor] = {}
+        terms: dict[str, Tensor] = {}
         if self.text_loss is not None:
             terms["text"] = self._text(step)
         if self.soft_mask is not None:
-            terms["soft_mask_view"] = cfg.soft_mask_view_weight * self._soft_mask_view(step)
+            terms.update(self.soft_mask.terms(step, self.text_contrast))
         if cfg.soft_target_weight > 0:
             kl = self.soft_target(step.z1, step.candidates, step.s_cc, exclude=step.exclude,
                                   positive_offset=step.offset)
@@ -148,20 +144,11 @@ class DistillationObjective(nn.Module):
             predicted = student.regression(torch.cat([step.h1, step.h2]))
             target = torch.cat([inputs.teacher_text, inputs.teacher_text])
             terms["regression"] = cfg.regression_weight * self.regression(predicted, target)
-        if step.paired and self.multimodal_loss is not None:
+        if step.paired is not None and self.multimodal_loss is not None:
             terms["multimodal"] = cfg.multimodal_weight * self._multimodal(step)
-        if self.aahr is not None and cfg.aahr_weight > 0:
-            terms["aahr_prototypes"] = cfg.aahr_weight * self.aahr.prototype_loss(
-                step.grounded, inputs.teacher_text, student.heads.adapt_captions)
-        if self.mmref is not None and step.paired:
-            terms["mmref"] = cfg.mmref_weight * self.mmref(
-                step.grounded, step.images_all, step.captions_all, step.image_ids_all, step.offset)
-        if self.dias is not None and self.dias.dimension_loss is not None and step.paired:
-            local_images = step.images_all[step.offset:step.offset + len(step.z1)]
-            terms["dias_dimension"] = cfg.dias_weight * self.dias.dimension(step.grounded, local_images)
-        if self.dias is not None and self.dias.relation_loss is not None:
-            terms["dias_relation"] = cfg.dias_relation_weight * self.dias.relation(
-                step.z1, step.candidates, step.s_cc, step.offset)
+        for module in (self.aahr, self.mmref, self.dias):
+            if module is not None:
+                terms.update(module.terms(step))
         if not terms:
             raise ValueError("every loss term is switched off: set loss.text, loss.multimodal, "
                              "loss.soft_target_weight or loss.regression_weight")
@@ -171,7 +158,7 @@ class DistillationObjective(nn.Module):
             self.aahr.enqueue(step.candidates, step.clusters)
         return terms
 
-    def _prepare(self, student: Student, inputs: StepInputs) -> Step:
+    def _prepare(self, student: Student, inputs: StepInputs) -> StepTensors:
         """Two dropout views, gathered candidates and teacher tensors, masks, and module state updates."""
         views = student.embed(inputs.sentences + inputs.sentences)
         h1, h2 = views.chunk(2)
@@ -179,59 +166,99 @@ class DistillationObjective(nn.Module):
         candidates, offset = gather_with_grad(z2)
         teacher_text_all = gather_all(inputs.teacher_text)
         s_cc = inputs.teacher_text @ teacher_text_all.T
-        step = Step(student, inputs, h1, h2, z1, z2, candidates, offset, teacher_text_all, s_cc)
-        step.exclude = self._exclude_mask(step)
+        paired = self._paired(student, inputs, teacher_text_all, offset) if inputs.teacher_image is not None else None
+        exclude = self._exclude_mask(s_cc, inputs.image_ids, paired, offset)
+        if paired is not None:
+            paired.image_exclude = _either(exclude, paired.image_exclude)
+            paired.caption_exclude = _either(exclude, paired.caption_exclude)
+        grounded = [student.heads.ground(h) for h in (h1, h2)] if self._reads_grounding(paired is not None) else None
+        step = StepTensors(student, inputs, h1, h2, z1, z2, candidates, offset, s_cc, exclude, paired, grounded)
         if self.aahr is not None:
-            step.clusters = self.aahr.observe(candidates, teacher_text_all)
+            step.clusters = self.aahr.observe(teacher_text_all)
+        if self.text_contrast is not None:
+            step.text_logits, step.text_exclude = self._text_logits(step)
         return step
 
-    def _text(self, step: Step) -> torch.Tensor:
-        """KDMCSE's text loss; through the general contrast when AAHR or focal weighting reshape it."""
-        if not self.reshaped_text:
+    def _paired(self, student: Student, inputs: StepInputs, teacher_text_all: Tensor, offset: int) -> PairedTensors:
+        """Gathered images and ids, their adapted forms where a term reads them, and the cross-modal filter."""
+        cfg = self.cfg
+        teacher_image_all = gather_all(inputs.teacher_image)
+        reads_captions = cfg.multimodal == "adapacse" or cfg.mmref is not None
+        image_exclude = caption_exclude = None
+        if cfg.false_negative_filter == "teacher_cross_modal":
+            image_exclude, caption_exclude = self._cross_modal_masks(inputs, teacher_text_all, teacher_image_all,
+                                                                     offset)
+        return PairedTensors(
+            teacher_image_all=teacher_image_all, image_ids=gather_all(inputs.image_ids),
+            images=student.heads.adapt_images(teacher_image_all) if self.reads_images else None,
+            captions=student.heads.adapt_captions(teacher_text_all) if reads_captions else None,
+            image_exclude=image_exclude, caption_exclude=caption_exclude)
+
+    def _reads_grounding(self, paired: bool) -> bool:
+        """Whether a term of this step reads the grounding head's outputs."""
+        return (paired and self.reads_images) or (self.cfg.aahr is not None and self.cfg.aahr.weight > 0)
+
+    def _text(self, step: StepTensors) -> Tensor:
+        """KDMCSE's text loss; through the general contrast when a module reshapes it."""
+        if not self.cfg.reshapes_text:
             return self.text_loss(step.z1, step.candidates, exclude=step.exclude, positive_offset=step.offset)
-        logits, exclude = self._text_logits(step)
-        return self.text_contrast.loss(logits, step.offset, exclude)
+        return self.text_contrast.from_logits(step.text_logits, step.offset, step.text_exclude)
 
-    def _soft_mask_view(self, step: Step) -> torch.Tensor:
-        """The text contrast with the soft-masked view ``z3`` as the positive and the same negatives."""
-        inputs = step.inputs
-        z3 = self.soft_mask(step.student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
-        logits, exclude = self._text_logits(step)
-        return self.text_contrast.loss(self.text_contrast.with_positive(logits, step.z1, z3, step.offset),
-                                       step.offset, exclude)
+    def _text_logits(self, step: StepTensors) -> tuple[Tensor, Tensor | None]:
+        """Text logits (AAHR's queue negatives and cluster weights included) and their exclude mask."""
+        candidates, exclude, weights = step.candidates, step.exclude, None
+        if self.aahr is not None:
+            candidates, exclude, weights = self.aahr.extend(candidates, exclude, step.clusters, step.offset,
+                                                            len(step.z1))
+        return self.text_contrast.logits(step.z1, candidates, step.offset, weights), exclude
 
-    def _text_logits(self, step: Step) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Text logits (queue negatives and cluster weights included) and their exclude mask, once per step."""
-        if "text_logits" not in step.cache:
-            candidates, exclude, weights = step.candidates, step.exclude, None
-            if self.aahr is not None:
-                candidates, exclude, weights = self.aahr.extend(candidates, exclude, step.clusters, step.offset,
-                                                                len(step.z1))
-            step.cache["text_logits"] = (self.text_contrast.logits(step.z1, candidates, step.offset, weights),
-                                         exclude)
-        return step.cache["text_logits"]
-
-    def _multimodal(self, step: Step) -> torch.Tensor:
+    def _multimodal(self, step: StepTensors) -> Tensor:
+        """L_inter: MCSE's image term, or AdapACSE's image term + caption term, each with its own mask."""
+        paired = step.paired
         if self.cfg.multimodal == "mcse":
-            return self.multimodal_loss(step.grounded, step.images_all, exclude=step.exclude,
+            return self.multimodal_loss(step.grounded, paired.images, exclude=paired.image_exclude,
                                         positive_offset=step.offset)
-        s_vv = step.inputs.teacher_image @ step.teacher_image_all.T
-        return self.multimodal_loss(step.grounded, step.images_all, step.captions_all, s_vv, step.s_cc,
-                                    exclude=step.exclude, positive_offset=step.offset)
+        s_vv = step.inputs.teacher_image @ paired.teacher_image_all.T
+        image_term = self.multimodal_loss(step.grounded, image=paired.images, s_vv=s_vv,
+                                          exclude=paired.image_exclude, positive_offset=step.offset)
+        caption_term = self.multimodal_loss(step.grounded, caption=paired.captions, s_cc=step.s_cc,
+                                            exclude=paired.caption_exclude, positive_offset=step.offset)
+        return image_term + caption_term
 
-    def _exclude_mask(self, step: Step) -> torch.Tensor | None:
-        """Candidates removed from every softmax: same image, and teacher-flagged false negatives."""
-        cfg, s_cc, offset = self.cfg, step.s_cc, step.offset
-        masks = []
-        if cfg.same_image_mask and step.inputs.image_ids is not None:
-            masks.append(losses.same_image_mask(step.inputs.image_ids, step.image_ids_all, positive_offset=offset))
+    def _exclude_mask(self, s_cc: Tensor, image_ids: Tensor | None, paired: PairedTensors | None,
+                      offset: int) -> Tensor | None:
+        """Candidates removed from every softmax: same image, and caption-caption teacher filters."""
+        cfg = self.cfg
+        mask = None
+        if cfg.same_image_mask and paired is not None:
+            mask = losses.same_image_mask(image_ids, paired.image_ids, positive_offset=offset)
         if cfg.false_negative_filter == "threshold":
-            masks.append(losses.threshold_mask(s_cc, cfg.filter_threshold, positive_offset=offset))
+            mask = _either(mask, losses.threshold_mask(s_cc, cfg.filter_threshold, positive_offset=offset))
         elif cfg.false_negative_filter == "gist":
-            masks.append(losses.gist_mask(s_cc, cfg.gist_margin, cfg.gist_mode, positive_offset=offset))
-        if not masks:
-            return None
-        mask = masks[0]
-        for extra in masks[1:]:
-            mask = mask | extra
+            mask = _either(mask, losses.gist_mask(s_cc, cfg.gist_margin, cfg.gist_mode, positive_offset=offset))
         return mask
+
+    def _cross_modal_masks(self, inputs: StepInputs, teacher_text_all: Tensor, teacher_image_all: Tensor,
+                           offset: int) -> tuple[Tensor, Tensor]:
+        """The released KDMCSE filter: ``(image term mask, caption term mask)`` from the teacher's
+        caption_i . image_j and image_i . caption_j scores above ``cross_modal_threshold``."""
+        cfg = self.cfg
+        threshold, similarity = cfg.cross_modal_threshold, cfg.cross_modal_similarity
+        return (losses.cross_modal_mask(inputs.teacher_text, teacher_image_all, threshold, similarity, offset),
+                losses.cross_modal_mask(inputs.teacher_image, teacher_text_all, threshold, similarity, offset))
+
+
+def _either(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """Union of two optional masks."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a | b
+
+
+def _aahr(cfg: LossConfig, student_dim: int | None, teacher_dim: int | None) -> AAHR | None:
+    if cfg.aahr is None:
+        return None
+    if student_dim is None or teacher_dim is None:
+        raise ValueError("loss.aahr sizes its queue and prototypes from the student's and teacher's widths: "
+                         "build DistillationObjective(cfg, student_dim=..., teacher_dim=...)")
+    return AAHR(cfg.aahr, student_dim, teacher_dim, cfg.teacher_temperature)

@@ -1,6 +1,6 @@
 """KDMCSE's batch schedule: text-only batches with a paired image-caption batch every k-th step.
 
-k = floor(#text batches / #paired batches) unless ``paired_every`` fixes it (REFERENCE.md: at batch
+k = floor(#text batches / #paired batches) unless ``paired_every`` fixes it (docs/reference.md: at batch
 64, Flickr gives k = 6 and COCO k = 2). Orders are a pure function of (seed, epoch), so a resumed
 run replays exactly the batches an uninterrupted run would have seen.
 """

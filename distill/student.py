@@ -1,7 +1,9 @@
 """The student: a sentence-transformers encoder plus heads that exist only during training.
 
 At save time only ``encoder`` is written, so the result loads with ``SentenceTransformer(path)``
-and embeds exactly what the STS evaluation scored during training.
+and embeds exactly what the STS evaluation scored during training. The encoder keeps the base
+model's maximum sequence length; ``StudentConfig.max_seq_length`` truncates training batches only
+(``Student.embed``), so neither the evaluation nor a later user of the saved model truncates at it.
 """
 from __future__ import annotations
 
@@ -19,15 +21,18 @@ from teacher_cache.offline_models import resolve_model_name
 
 
 def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:
-    """Load the student encoder, set its pooling and cut it to ``cfg.layers`` layers if asked."""
+    """Load the student encoder, set its pooling and cut it to ``cfg.layers`` layers if asked.
+
+    The encoder keeps the base model's own maximum length: ``cfg.max_seq_length`` is a training
+    setting that ``Student.embed`` applies per batch.
+    """
     name = resolve_model_name(cfg.model)
     if cfg.pooling == "model":
         encoder = SentenceTransformer(name, device=str(device))
     else:
-        transformer = Transformer(name, max_seq_length=cfg.max_seq_length)
+        transformer = Transformer(name)
         pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=cfg.pooling)
         encoder = SentenceTransformer(modules=[transformer, pooling], device=str(device))
-    encoder.max_seq_length = cfg.max_seq_length
     if cfg.layers is not None:
         keep_first_layers(encoder, cfg.layers)
     return encoder
@@ -58,7 +63,7 @@ def _projection(d_in: int, d_out: int) -> nn.Sequential:
 
 
 class Student(nn.Module):
-    """Encoder + training-only heads (KDMCSE, REFERENCE.md).
+    """Encoder + training-only heads (KDMCSE, docs/reference.md).
 
     - ``mlp``: Linear(d, d) + Tanh on the sentence embedding for the text loss (SimCSE's train-time MLP),
       identity when ``mlp_head`` is off.
@@ -72,18 +77,17 @@ class Student(nn.Module):
                  teacher_image_dim: int | None):
         super().__init__()
         self.encoder = encoder
+        self.train_max_length = cfg.max_seq_length
         dim = encoder.get_embedding_dimension()
         self.mlp = _projection(dim, dim) if cfg.mlp_head else nn.Identity()
-        self.heads = GroundingHeads(
-            grounding=_projection(dim, cfg.grounding_dim),
-            image_adapter=_projection(teacher_image_dim, cfg.grounding_dim) if teacher_image_dim else None,
-            caption_adapter=_projection(teacher_text_dim, cfg.grounding_dim),
-        )
+        self.heads = GroundingHeads.create(dim, cfg.grounding_dim, teacher_text_dim, teacher_image_dim)
         self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
 
     def embed(self, sentences: list[str]) -> torch.Tensor:
-        """Sentence embeddings (the evaluated representation), with dropout active in train mode."""
-        features = self.encoder.preprocess(sentences)
+        """Sentence embeddings (the evaluated representation), with dropout active in train mode; inputs
+        are truncated at the training length, not at the saved model's maximum."""
+        limit = {"text": {"max_length": self.train_max_length, "truncation": True}}
+        features = self.encoder.preprocess(sentences, processing_kwargs=limit)
         device = next(self.encoder.parameters()).device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return self.encoder(features)["sentence_embedding"]
@@ -96,11 +100,22 @@ class GroundingHeads(nn.Module):
     shared grounding space where image-text retrieval is scored.
     """
 
-    def __init__(self, grounding: nn.Module, image_adapter: nn.Module | None, caption_adapter: nn.Module):
+    def __init__(self, grounding: nn.Module, image_adapter: nn.Module | None, caption_adapter: nn.Module | None):
         super().__init__()
         self.grounding = grounding
         self.image_adapter = image_adapter
         self.caption_adapter = caption_adapter
+
+    @classmethod
+    def create(cls, student_dim: int, grounding_dim: int, teacher_text_dim: int | None,
+               teacher_image_dim: int | None) -> "GroundingHeads":
+        """Freshly initialised heads; an adapter whose teacher dimension is None is left out (a text-only
+        run has no image adapter, MCSE no caption adapter)."""
+        return cls(
+            grounding=_projection(student_dim, grounding_dim),
+            image_adapter=_projection(teacher_image_dim, grounding_dim) if teacher_image_dim else None,
+            caption_adapter=_projection(teacher_text_dim, grounding_dim) if teacher_text_dim else None,
+        )
 
     def ground(self, sentence_embedding: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.grounding(sentence_embedding), dim=-1)
@@ -111,6 +126,8 @@ class GroundingHeads(nn.Module):
         return F.normalize(self.image_adapter(teacher_images), dim=-1)
 
     def adapt_captions(self, teacher_captions: torch.Tensor) -> torch.Tensor:
+        if self.caption_adapter is None:
+            raise ValueError("these heads were trained without a caption adapter")
         return F.normalize(self.caption_adapter(teacher_captions), dim=-1)
 
     def save(self, path: str | Path) -> None:
@@ -118,7 +135,7 @@ class GroundingHeads(nn.Module):
         shapes = {
             "student_dim": self.grounding[0].in_features,
             "grounding_dim": self.grounding[0].out_features,
-            "teacher_text_dim": self.caption_adapter[0].in_features,
+            "teacher_text_dim": self.caption_adapter[0].in_features if self.caption_adapter is not None else None,
             "teacher_image_dim": self.image_adapter[0].in_features if self.image_adapter is not None else None,
         }
         torch.save({"shapes": shapes, "state_dict": self.state_dict()}, path)
@@ -127,11 +144,7 @@ class GroundingHeads(nn.Module):
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "GroundingHeads":
         payload = torch.load(path, map_location=map_location, weights_only=True)
         shapes = payload["shapes"]
-        image_dim = shapes["teacher_image_dim"]
-        heads = cls(
-            _projection(shapes["student_dim"], shapes["grounding_dim"]),
-            _projection(image_dim, shapes["grounding_dim"]) if image_dim else None,
-            _projection(shapes["teacher_text_dim"], shapes["grounding_dim"]),
-        )
+        heads = cls.create(shapes["student_dim"], shapes["grounding_dim"], shapes["teacher_text_dim"],
+                           shapes["teacher_image_dim"])
         heads.load_state_dict(payload["state_dict"])
         return heads.eval()

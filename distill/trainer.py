@@ -87,7 +87,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
 
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
                       cache.image_dim if pools.n_paired else None).to(env.device)
-    objective = DistillationObjective(cfg.loss)
+    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
     trainable = StudentWithObjective(student, objective).to(env.device)
     n_steps = total_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
                           cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every)

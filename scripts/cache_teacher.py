@@ -11,6 +11,7 @@ A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``
 (CacheDataConfig fields, including your own files and datasets: docs/data.md), ``cache_root``,
 ``shard_rows`` and ``skip_bad``; flags override it (--text-sources / --image-sources take built-in names).
 Rerunning finishes an interrupted build, or does nothing if the cache is complete.
+--print-config lists every teacher.* and data.* key with its type, default and doc.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from typing import Any
 
 import yaml
 
-from teacher_cache import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
+
+from teacher_cache import (  # noqa: E402
     DEFAULT_CACHE_ROOT,
     DEFAULT_SHARD_ROWS,
     IMAGE_SOURCES,
@@ -36,16 +39,17 @@ from teacher_cache import (
     verify_cache,
 )
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
-from teacher_cache.towers.config import BACKENDS, PRECISIONS
+from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
+from distill.config import PRINT_CONFIG_HEADER, configs_dir, describe_config, resolve_config_path  # noqa: E402
 
-DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
+DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
                  "batch_size", "precision", "device", "max_seq_length")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_RUN_CONFIG,
+    parser.add_argument("--config", type=resolve_config_path, default=DEFAULT_RUN_CONFIG,
                         help="YAML with teacher:/data: sections, e.g. a training run config, so the cache is "
                              "the one train_student.py will read (default: %(default)s)")
     teacher = parser.add_argument_group("teacher (TeacherConfig)")
@@ -70,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verify", nargs="?", const="", metavar="CACHE_DIR",
                         help="recompute checksums of CACHE_DIR (default: the cache of this configuration)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--print-config", action="store_true",
+                        help="list every teacher.* and data.* key with its type, value, default and doc, then exit")
     return parser.parse_args(argv)
 
 
@@ -125,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, yaml.YAMLError) as err:  # the config file or a key in it
         print(f"config error ({args.config}): {err}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(PRINT_CONFIG_HEADER, describe_config(teacher_cfg, "teacher."), describe_config(data_cfg, "data."), sep="\n")
+        return 0
     if args.verify is not None:
         try:
             return verify(args, teacher_cfg, data_cfg, run)

@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
-from distill.config import RunConfig, run_config_from_argv  # noqa: E402
+from distill.config import RunConfig, configs_dir, run_config_from_argv  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
+DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
 
 def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:

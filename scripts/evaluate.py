@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
+
 TASK_GROUPS = ("sts", "transfer", "mteb")
 
 
@@ -85,6 +87,16 @@ def default_out_path(model: str) -> Path:
     return Path("results") / f"{name}.json"
 
 
+def model_folder_problem(model: str) -> str | None:
+    """Why a local --model folder cannot be a SentenceTransformer (e.g. a training run folder), or None."""
+    path = Path(model)
+    if not path.is_dir() or (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return None
+    if (path / "model" / "modules.json").is_file():
+        return f"--model {model} is a training run folder; its saved model is --model {path / 'model'}"
+    return f"--model {model}: this folder holds no model (no modules.json or config.json)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from eval.encode import load_model
@@ -93,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.sts import evaluate_sts
     from eval.transfer import evaluate_transfer
 
+    problem = model_folder_problem(args.model)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     model = load_model(args.model, device=args.device)
     common = dict(data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16)
     progress = not args.no_progress
@@ -129,5 +145,4 @@ def _versions() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
     raise SystemExit(main())

@@ -7,7 +7,8 @@ Examples:
   python scripts/train_student.py --config configs/offline_default.yaml train.max_steps=50 loss.soft_target_weight=1
   torchrun --nproc_per_node 2 scripts/train_student.py --config configs/offline_default.yaml
 
-Any config key can be overridden as section.key=value (values are parsed as YAML). The resolved
+Any config key can be overridden as section.key=value (values are parsed as YAML); --print-config
+lists every key with its type, value, default and doc. The resolved
 config is written next to the run's outputs; rerunning the same command resumes from the last
 checkpoint.
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
-from distill.config import run_config_from_argv  # noqa: E402
+from distill.config import configs_dir, run_config_from_argv  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_default.yaml"
+DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:

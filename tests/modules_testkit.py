@@ -15,16 +15,17 @@ from distill.config import LossConfig, StudentConfig
 from distill.objective import DistillationObjective, StepInputs
 from distill.student import Student, build_encoder
 
-TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM, GROUNDING_DIM = 24, 20, 8
+STUDENT_DIM, TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM, GROUNDING_DIM = 32, 24, 20, 8  # student: conftest's tiny BERT
 SENTENCES = ["a dog runs on the grass", "two men play guitar", "a red car parked near a house",
              "the cat eats food", "a woman rides a blue bike slowly", "children play football"]
 IMAGE_IDS = [3, 3, 5, 8, 8, 9]  # two images with two captions each
 
 
-def make_student(tiny_bert_dir: Path, with_images: bool = True, seed: int = 0) -> Student:
+def make_student(tiny_bert_dir: Path, image_dim: int | None = TEACHER_IMAGE_DIM, seed: int = 0) -> Student:
+    """The tiny student; ``image_dim=None``: no image adapter, ``TEACHER_TEXT_DIM``: a CLIP-like teacher."""
     torch.manual_seed(seed)
     cfg = StudentConfig(model=str(tiny_bert_dir), layers=1, grounding_dim=GROUNDING_DIM)
-    return Student(build_encoder(cfg), cfg, TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM if with_images else None).train()
+    return Student(build_encoder(cfg), cfg, TEACHER_TEXT_DIM, image_dim).train()
 
 
 def make_inputs(paired: bool = True, seed: int = 0, n: int = len(SENTENCES)) -> StepInputs:
@@ -57,4 +58,10 @@ def captured_views(student: Student):
 
 
 def objective(**overrides) -> DistillationObjective:
-    return DistillationObjective(LossConfig(**overrides))
+    """The objective of ``LossConfig(**overrides)`` (nested sections as dataclasses)."""
+    return objective_for(LossConfig(**overrides))
+
+
+def objective_for(cfg: LossConfig) -> DistillationObjective:
+    """The objective of a loaded ``loss`` section, with the test student's and teacher's widths."""
+    return DistillationObjective(cfg, student_dim=STUDENT_DIM, teacher_dim=TEACHER_TEXT_DIM)

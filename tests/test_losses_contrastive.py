@@ -7,7 +7,6 @@ import torch
 from distill.losses import (
     AdapACSELoss,
     AngularMarginLoss,
-    FocalInfoNCELoss,
     MCSEGroundingLoss,
     SimCSELoss,
     WeightedInfoNCELoss,
@@ -106,17 +105,16 @@ def test_focal_by_hand():
     rows = [[math.cos(a - c) / tau for c in C] for a in A]
     terms = [ce(rows[i], i) for i in range(2)]
     expected = sum((1 - math.exp(-l)) ** gamma * l for l in terms) / 2
-    for detach in (True, False):
-        loss = FocalInfoNCELoss(tau, gamma, detach_weight=detach)(vecs(A), vecs(C))
-        assert loss.item() == pytest.approx(expected, rel=1e-10)
+    loss = WeightedInfoNCELoss(tau, gamma=gamma)(vecs(A), vecs(C))
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
     simcse = SimCSELoss(tau)(vecs(A), vecs(C)).item()
-    assert FocalInfoNCELoss(tau, 0.0)(vecs(A), vecs(C)).item() == pytest.approx(simcse)
+    assert WeightedInfoNCELoss(tau, gamma=0.0)(vecs(A), vecs(C)).item() == pytest.approx(simcse)
 
 
 def test_focal_detached_gradient_is_reweighted_infonce():
     tau = 0.5
     a = vecs(A).requires_grad_()
-    FocalInfoNCELoss(tau, 2.0, detach_weight=True)(a, vecs(C)).backward()
+    WeightedInfoNCELoss(tau, gamma=2.0)(a, vecs(C)).backward()
     grads = []
     for i in range(2):
         ai = vecs(A).requires_grad_()
@@ -138,3 +136,24 @@ def test_weighted_infonce_by_hand():
     w1 = torch.tensor([[1.0, 0.5, 1.0, 0.25], [1.0, 1.0, 1.0, 0.5]], dtype=torch.float64)
     assert WeightedInfoNCELoss(TAU)(vecs(A), vecs(C), w1, exclude=ex).item() == pytest.approx(expected, rel=1e-10)
     assert WeightedInfoNCELoss(TAU)(vecs(A), vecs(C)).item() == pytest.approx(SimCSELoss(TAU)(vecs(A), vecs(C)).item())
+
+
+def test_weighted_infonce_with_a_margin_is_the_angular_margin_loss_when_nothing_reshapes_it():
+    a, c = vecs([0.0, 1.2, 2.0]), vecs([0.3, 1.0, 2.5, 1.25, 0.1, 2.2], 3.0)
+    exclude = torch.zeros(3, 6, dtype=torch.bool)
+    exclude[0, 4] = exclude[2, 1] = True
+    weighted = WeightedInfoNCELoss(TAU, margin=M)(a, c, exclude=exclude, positive_offset=2)
+    assert weighted.item() == pytest.approx(AngularMarginLoss(M, TAU)(a, c, exclude, positive_offset=2).item(),
+                                            rel=1e-12)
+
+
+def test_weighted_focal_angular_by_hand():
+    tau, gamma = 0.5, 1.0
+    w = [[1.0, 0.5, 1.0, 0.25], [1.0, 1.0, 0.5, 1.0]]
+    rows = [[math.cos(a - c) for c in C] for a in A]
+    margin_rows = [[x if j == i or math.acos(x) <= M else math.cos(math.acos(x) - M) for j, x in enumerate(r)]
+                   for i, r in enumerate(rows)]
+    terms = [ce([x / tau for x in margin_rows[i]], i, w[i]) for i in range(2)]
+    expected = sum((1 - math.exp(-l)) ** gamma * l for l in terms) / 2
+    loss = WeightedInfoNCELoss(tau, margin=M, gamma=gamma)(vecs(A), vecs(C), torch.tensor(w, dtype=torch.float64))
+    assert loss.item() == pytest.approx(expected, rel=1e-9)

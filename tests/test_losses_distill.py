@@ -9,13 +9,11 @@ from distill.losses import (
     EmbeddingRegressionLoss,
     MomentumQueue,
     OnlinePrototypes,
-    PrototypeSoftTargetLoss,
     ReferenceAlignmentLoss,
     SoftTargetKLLoss,
     SparseRelationLoss,
     build_references,
     rerank_with_references,
-    soft_assignments,
 )
 
 
@@ -219,30 +217,3 @@ def test_online_prototypes_deterministic_init_and_ema_by_hand():
     assert torch.equal(p3.centroids, p4.centroids)
     assert torch.allclose(p3.centroids.norm(dim=1), torch.ones(5))
     assert len({tuple(c) for c in p3.centroids.tolist()}) == 5
-
-
-def test_prototype_soft_target_by_hand():
-    student, teacher = [0.1, 1.4], [0.0, 2.0]  # angles, 2-D both sides
-    P, Ct = [0.0, 1.5, 3.0], [0.2, 1.9, -2.0]  # student prototypes / teacher centroids (angles)
-    tau, tau_t = 0.1, 0.05
-    expected = sum(kl(softmax([math.cos(t - c) / tau_t for c in Ct]), softmax([math.cos(s - p) / tau for p in P]))
-                   for s, t in zip(student, teacher)) / 2
-    loss = PrototypeSoftTargetLoss(3, 2, tau, tau_t).double()
-    with torch.no_grad():
-        loss.prototypes.copy_(vecs(P))
-    s = vecs(student, 2.0).requires_grad_()
-    out = loss(s, vecs(teacher), vecs(Ct))
-    assert out.item() == pytest.approx(expected, rel=1e-10)
-    out.backward()
-    assert loss.prototypes.grad is not None and s.grad is not None
-    assert torch.allclose(soft_assignments(vecs(teacher), vecs(Ct), tau_t)[0],
-                          t64(softmax([math.cos(0.0 - c) / tau_t for c in Ct])))
-    torch.autograd.gradcheck(lambda s: loss(s, vecs(teacher), vecs(Ct)), (vecs(student).requires_grad_(),))
-    with pytest.raises(ValueError):
-        loss(s, vecs(teacher), vecs(Ct[:2]))
-
-
-def test_prototype_loss_with_more_rows_than_prototypes():
-    loss = PrototypeSoftTargetLoss(2, 3)
-    out = loss(torch.randn(5, 3), torch.randn(5, 4), torch.randn(2, 4))
-    assert torch.isfinite(out) and out >= 0

@@ -2,7 +2,14 @@
 import pytest
 import torch
 
-from distill.losses import SimCSELoss, gist_mask, same_cluster_weights, same_image_mask, threshold_mask
+from distill.losses import (
+    SimCSELoss,
+    cross_modal_mask,
+    gist_mask,
+    same_cluster_weights,
+    same_image_mask,
+    threshold_mask,
+)
 
 T, F = True, False
 
@@ -20,6 +27,30 @@ def test_threshold_mask():
     s = torch.tensor([[0.95, 0.91, 0.3], [0.92, 0.5, 0.89]])
     assert threshold_mask(s, 0.9).tolist() == [[F, T, F], [T, F, F]]  # the positive 0.5 < 0.9: kept anyway
     assert threshold_mask(s, 0.9, positive_offset=1).tolist() == [[T, F, F], [T, F, F]]
+
+
+# Teacher captions and images of three rows, not unit length (the released code compares raw CLIP dots).
+CAPTIONS = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+IMAGES = torch.tensor([[0.0, 1.0], [1.0, 0.5], [0.5, 0.0]])
+
+
+def test_cross_modal_mask_raw_dot_by_hand():
+    # image term: caption_i . image_j = [[0, 1, .5], [2, 1, 0], [1, 1.5, .5]]; > 0.8 off the diagonal
+    assert cross_modal_mask(CAPTIONS, IMAGES).tolist() == [[F, T, F], [T, F, F], [T, T, F]]
+    # caption term: image_i . caption_j = [[0, 2, 1], [1, 1, 1.5], [.5, 0, .5]]: not the transpose's mask
+    assert cross_modal_mask(IMAGES, CAPTIONS).tolist() == [[F, T, T], [T, F, T], [F, F, F]]
+    assert cross_modal_mask(CAPTIONS, IMAGES, threshold=1.2).tolist() == [[F, F, F], [T, F, F], [F, T, F]]
+
+
+def test_cross_modal_mask_cosine_and_offset_by_hand():
+    # cos(caption_i, image_j) = [[0, .894, 1], [1, .447, 0], [.707, .949, .707]]
+    assert cross_modal_mask(CAPTIONS, IMAGES, similarity="cosine").tolist() == [[F, T, T], [T, F, F], [F, T, F]]
+    # two local rows whose positives sit at columns 1, 2 (rank 1 of a gathered batch)
+    assert cross_modal_mask(CAPTIONS[1:], IMAGES, positive_offset=1).tolist() == [[T, F, F], [T, T, F]]
+    with pytest.raises(ValueError, match="share one space"):
+        cross_modal_mask(CAPTIONS, torch.ones(3, 4))
+    with pytest.raises(ValueError, match="similarity"):
+        cross_modal_mask(CAPTIONS, IMAGES, similarity="l2")
 
 
 def test_gist_mask_absolute_and_relative():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import aahr_rank_worker
 from distill import losses
+from distill.config import AAHRConfig
 from distill.modules import AAHR
 from modules_testkit import TEACHER_TEXT_DIM, captured_views, make_inputs, make_student, objective, run
 
@@ -19,7 +20,7 @@ def student(tiny_bert_dir):
 
 
 def test_queue_holds_the_gathered_candidates_of_earlier_steps_with_their_clusters(student):
-    obj = objective(aahr_queue_size=100, aahr_prototypes=3, aahr_weight=0.1)
+    obj = objective(aahr=AAHRConfig(queue_size=100, prototypes=3, weight=0.1, cluster_negative_weight=1.0))
     replay = losses.OnlinePrototypes(3, TEACHER_TEXT_DIM, momentum=0.99)
     z2s, clusters = [], []
     for seed in (0, 1):
@@ -36,7 +37,7 @@ def test_queue_holds_the_gathered_candidates_of_earlier_steps_with_their_cluster
 
 
 def test_a_full_queue_keeps_the_newest_rows_oldest_first(student):
-    obj = objective(aahr_queue_size=8)
+    obj = objective(aahr=AAHRConfig(queue_size=8, prototypes=0, weight=0.0, cluster_negative_weight=1.0))
     z2s = []
     for seed in (0, 1):
         with captured_views(student) as views:
@@ -48,7 +49,8 @@ def test_a_full_queue_keeps_the_newest_rows_oldest_first(student):
 
 
 def test_text_loss_uses_the_queue_as_extra_negatives_after_the_batch(student):
-    obj = objective(aahr_queue_size=50, false_negative_filter="gist")
+    obj = objective(aahr=AAHRConfig(queue_size=50, prototypes=0, weight=0.0, cluster_negative_weight=1.0),
+                    false_negative_filter="gist")
     run(obj, student, make_inputs(seed=0), seed=0)
     queued = obj.aahr.queue.negatives.clone()
     inputs = make_inputs(seed=1)
@@ -64,8 +66,8 @@ def test_text_loss_uses_the_queue_as_extra_negatives_after_the_batch(student):
 
 
 def test_extend_pads_exclude_and_weights_same_cluster_negatives_by_hand():
-    aahr = AAHR(queue_size=4, num_prototypes=3, cluster_negative_weight=0.5)
-    aahr._materialise(student_dim=2, teacher_dim=2)
+    aahr = AAHR(AAHRConfig(queue_size=4, prototypes=3, cluster_negative_weight=0.5), student_dim=2, teacher_dim=2,
+                teacher_temperature=0.05)
     aahr.enqueue(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 2]))
     candidates = torch.eye(2).repeat(2, 1)  # N = 4 gathered rows, clusters below
     clusters = torch.tensor([1, 0, 1, 2])
@@ -81,8 +83,8 @@ def test_extend_pads_exclude_and_weights_same_cluster_negatives_by_hand():
 
 
 def test_prototype_term_is_the_kl_of_teacher_to_student_assignments_by_hand():
-    aahr = AAHR(num_prototypes=2, temperature=0.5, teacher_temperature=0.25)
-    aahr._materialise(None, 2)
+    aahr = AAHR(AAHRConfig(queue_size=0, prototypes=2, temperature=0.5), student_dim=2, teacher_dim=2,
+                teacher_temperature=0.25)
     aahr.prototypes.centroids.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     teacher = F.normalize(torch.tensor([[3.0, 1.0]]), dim=-1)
     view = F.normalize(torch.tensor([[1.0, 2.0]]), dim=-1)
@@ -94,7 +96,7 @@ def test_prototype_term_is_the_kl_of_teacher_to_student_assignments_by_hand():
 
 
 def test_state_is_checkpointed_and_loads_into_a_fresh_objective(student):
-    cfg = dict(aahr_queue_size=10, aahr_prototypes=3, aahr_weight=0.1, aahr_cluster_negative_weight=0.5)
+    cfg = dict(aahr=AAHRConfig(queue_size=10, prototypes=3, weight=0.1, cluster_negative_weight=0.5))
     trained = objective(**cfg)
     for seed in (0, 1):
         run(trained, student, make_inputs(seed=seed), seed=seed)
@@ -102,8 +104,8 @@ def test_state_is_checkpointed_and_loads_into_a_fresh_objective(student):
     assert {"aahr.queue.queue", "aahr.queue.queue_ids", "aahr.queue.ptr", "aahr.queue.count",
             "aahr.prototypes.centroids", "aahr.prototypes.initialized"} <= set(state)
     fresh = objective(**cfg)
-    assert fresh.state_dict() == {}  # sizes are learnt on the first step ...
-    fresh.load_state_dict(state)  # ... or from a checkpoint
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    fresh.load_state_dict(state)
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, state[key]), key
     a = run(trained, student, make_inputs(seed=2), seed=2)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import torch
 
 from distill import losses
+from distill.config import DIASConfig
 from distill.modules import DIAS
 from modules_testkit import captured_views, make_inputs, make_student, objective, run
 
 
 def test_module_builds_only_the_parts_switched_on():
-    assert DIAS(dimension=True, relation=False).relation_loss is None
-    assert DIAS(dimension=False, relation=True, top_k=3).relation_loss.k == 3
-    assert objective(dias_relation_weight=1.0).dias.dimension_loss is None
+    assert DIAS(DIASConfig(dimension_weight=1.0, relation_weight=0.0)).relation_loss is None
+    assert DIAS(DIASConfig(dimension_weight=0.0, top_k=3)).relation_loss.k == 3
+    assert objective(dias=DIASConfig(dimension_weight=0.0)).dias.dimension_loss is None
 
 
 def test_objective_terms_match_the_losses_on_the_right_tensors(tiny_bert_dir):
     student = make_student(tiny_bert_dir)
-    obj = objective(dias_weight=0.01, dias_off_diagonal_weight=0.1, dias_relation_weight=2.0, dias_top_k=2)
+    obj = objective(dias=DIASConfig(dimension_weight=0.01, off_diagonal_weight=0.1, relation_weight=2.0, top_k=2))
     inputs = make_inputs()
     with captured_views(student) as views:
         terms = run(obj, student, inputs)

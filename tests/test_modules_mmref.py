@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill import losses
+from distill.config import MMRefConfig
 from distill.modules import MMRef
 from modules_testkit import captured_views, make_inputs, make_student, objective, run
 
@@ -19,7 +20,7 @@ def test_references_fuse_each_image_with_its_own_captions_by_hand():
     images[4] = images[1]  # rows of one image carry the same image vector
     images[2] = images[0]
     ids = torch.tensor([7, 3, 7, 9, 3])
-    refs, index = MMRef(alpha=0.25).references(images, captions, ids)
+    refs, index = MMRef(MMRefConfig(alpha=0.25), temperature=0.05).references(images, captions, ids)
     assert index.tolist() == [1, 0, 1, 2, 0]  # references in sorted id order: 3, 7, 9
     expected = torch.stack([
         0.25 * images[1] + 0.75 * (captions[1] + captions[4]) / 2,  # image 3: rows 1 and 4
@@ -32,7 +33,7 @@ def test_references_fuse_each_image_with_its_own_captions_by_hand():
 def test_local_captions_target_their_own_image_reference():
     images, captions, views = _unit(5, 4), _unit(5, 4, seed=1), [_unit(2, 4, seed=2), _unit(2, 4, seed=3)]
     ids = torch.tensor([7, 3, 7, 9, 3])
-    module = MMRef(alpha=0.5, temperature=0.1)
+    module = MMRef(MMRefConfig(alpha=0.5), temperature=0.1)
     refs, _ = module.references(images, captions, ids)
     loss = module(views, images, captions, ids, positive_offset=2)  # local rows 2, 3: images 7 and 9
     targets = torch.tensor([1, 2])
@@ -42,7 +43,7 @@ def test_local_captions_target_their_own_image_reference():
 
 def test_objective_aligns_grounded_captions_with_adapted_references_on_paired_steps(tiny_bert_dir):
     student = make_student(tiny_bert_dir)
-    obj = objective(mmref_weight=0.5, mmref_alpha=0.3)
+    obj = objective(mmref=MMRefConfig(weight=0.5, alpha=0.3))
     inputs = make_inputs()
     with captured_views(student) as views:
         terms = run(obj, student, inputs)

@@ -1,19 +1,20 @@
-"""The objective with the related-method modules: off = the KDMCSE baseline bit for bit; all on = every
-term, finite, differentiable; config checks; the general text contrast against the plain losses."""
+"""The objective with the related-method modules: absent = the KDMCSE baseline bit for bit; all on =
+every term, finite, differentiable; the nested module sections load, validate and name bad keys."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from distill import losses
-from distill.config import ConfigError, LossConfig, load_config
-from distill.modules import TextContrast
+from distill.config import AAHRConfig, ConfigError, DIASConfig, LossConfig, MMRefConfig, SoftMaskConfig, load_config
+from distill.modules import swap_positive
 from modules_testkit import make_inputs, make_student, objective, run
 
 BASELINE = dict(soft_target_weight=1.0, regression_weight=1.0, false_negative_filter="gist")
-ALL_ON = dict(BASELINE, aahr_queue_size=16, aahr_prototypes=3, aahr_weight=0.1, aahr_cluster_negative_weight=0.5,
-              focal_gamma=2.0, soft_mask_view_weight=1.0, soft_mask_strength=0.5, mmref_weight=0.01,
-              dias_weight=0.001, dias_relation_weight=1.0, dias_top_k=2)
+ALL_ON = dict(BASELINE, focal_gamma=2.0,
+              aahr=AAHRConfig(queue_size=16, prototypes=3, weight=0.1, cluster_negative_weight=0.5),
+              soft_mask=SoftMaskConfig(weight=1.0, strength=0.5), mmref=MMRefConfig(weight=0.01),
+              dias=DIASConfig(dimension_weight=0.001, relation_weight=1.0, top_k=2))
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +49,18 @@ def baseline_terms(student, inputs, cfg: LossConfig) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "text"])
-def test_modules_off_equal_the_baseline_bit_for_bit(student, paired):
+def test_modules_absent_equal_the_baseline_bit_for_bit(student, paired):
     inputs = make_inputs(paired)
     cfg = LossConfig(**BASELINE)
     torch.manual_seed(0)
     expected = baseline_terms(student, inputs, cfg)
-    # off by default, and "off" through zero weights / neutral values with the secondary knobs changed
-    for overrides in ({}, dict(aahr_queue_size=0, aahr_prototypes=0, aahr_weight=0.0, aahr_temperature=0.3,
-                               focal_gamma=0.0, soft_mask_view_weight=0.0, soft_mask_strength=0.3,
-                               mmref_weight=0.0, mmref_alpha=0.2, dias_weight=0.0, dias_relation_weight=0.0,
-                               dias_top_k=1, dias_off_diagonal_weight=0.5)):
-        obj = objective(**BASELINE, **overrides)
-        assert [m for m in (obj.aahr, obj.soft_mask, obj.mmref, obj.dias, obj.text_contrast) if m is not None] == []
-        assert list(obj.state_dict()) == []
-        terms = run(obj, student, inputs)
-        assert list(terms) == list(expected)
-        for key in expected:
-            assert torch.equal(terms[key], expected[key]), key
+    obj = objective(**BASELINE)
+    assert [m for m in (obj.aahr, obj.soft_mask, obj.mmref, obj.dias, obj.text_contrast) if m is not None] == []
+    assert list(obj.state_dict()) == []
+    terms = run(obj, student, inputs)
+    assert list(terms) == list(expected)
+    for key in expected:
+        assert torch.equal(terms[key], expected[key]), key
 
 
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "text"])
@@ -88,60 +84,75 @@ def test_all_modules_on_give_every_term_finite_and_differentiable(student, paire
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["loss.aahr_prototypes=8"], "nothing uses the prototypes"),
-    (["loss.aahr_weight=0.1"], "needs aahr_prototypes"),
-    (["loss.aahr_cluster_negative_weight=0.5"], "needs aahr_prototypes"),
-    (["loss.aahr_prototypes=1", "loss.aahr_weight=0.1"], "0 \\(off\\) or >= 2"),
-    (["loss.aahr_cluster_negative_weight=1.5", "loss.aahr_prototypes=4"], "in \\[0, 1\\]"),
-    (["loss.soft_mask_strength=0"], "soft_mask_strength"),
-    (["loss.mmref_alpha=2"], "mmref_alpha"),
-    (["loss.dias_top_k=0"], "dias_top_k"),
-    (["loss.dias_weight=-1"], "dias_weight must be >= 0"),
+    (["loss.aahr.prototypes=8", "loss.aahr.weight=0", "loss.aahr.cluster_negative_weight=1"],
+     "loss.aahr: prototypes is set but nothing uses them"),
+    (["loss.aahr.prototypes=0"], "loss.aahr: weight > 0 or cluster_negative_weight < 1 needs prototypes"),
+    (["loss.aahr.prototypes=1"], "0 \\(off\\) or >= 2"),
+    (["loss.aahr.cluster_negative_weight=1.5"], "cluster_negative_weight must be in \\[0, 1\\]"),
+    (["loss.aahr={queue_size: 0, prototypes: 0, weight: 0, cluster_negative_weight: 1}"], "switches nothing on"),
+    (["loss.aahr.queue_sise=8"], "unknown key\\(s\\) loss.aahr.queue_sise"),
+    (["loss.aahr_queue_size=8"], "unknown key\\(s\\) loss.aahr_queue_size"),  # the flat keys are gone
+    (["loss.soft_mask.strength=0"], "loss.soft_mask: strength must be in"),
+    (["loss.soft_mask.weight=0"], "remove loss.soft_mask to switch it off"),
+    (["loss.mmref.alpha=2"], "loss.mmref: alpha must be in"),
+    (["loss.dias.top_k=0"], "loss.dias: top_k must be >= 1"),
+    (["loss.dias.dimension_weight=-1"], "dimension_weight must be >= 0"),
+    (["loss.dias.dimension_weight=0", "loss.dias.relation_weight=0"], "switches nothing on"),
     (["loss.text=none", "loss.focal_gamma=2"], "focal_gamma reshape the text loss"),
-    (["loss.text=none", "loss.aahr_queue_size=8"], "aahr_queue_size reshape the text loss"),
+    (["loss.text=none", "loss.aahr.queue_size=8"], "aahr reshape the text loss"),
+    (["loss.text=none", "loss.soft_mask={}"], "soft_mask reshape the text loss"),
+    (["loss.focal_gamma=-1"], "focal_gamma must be >= 0"),
 ])
 def test_bad_module_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
 
 
-def test_module_switches_load_from_overrides():
-    cfg = load_config(None, ["loss.aahr_queue_size=512", "loss.aahr_prototypes=32", "loss.aahr_weight=0.1",
-                             "loss.focal_gamma=2", "loss.soft_mask_view_weight=1", "loss.mmref_weight=0.01",
-                             "loss.dias_weight=0.001", "loss.dias_relation_weight=1", "loss.dias_top_k=8"])
-    assert cfg.loss.focal_gamma == 2.0 and isinstance(cfg.loss.focal_gamma, float)
-    assert cfg.loss.dias_top_k == 8 and cfg.loss.aahr_queue_size == 512
+def test_module_sections_load_from_overrides_with_their_defaults():
+    cfg = load_config(None, ["loss.aahr.queue_size=16", "loss.focal_gamma=2", "loss.soft_mask={}",
+                             "loss.mmref.weight=0.05", "loss.dias.top_k=8"])
+    loss = cfg.loss
+    assert loss.aahr == AAHRConfig(queue_size=16, prototypes=32, weight=0.1, cluster_negative_weight=0.5,
+                                   temperature=0.1, momentum=0.99)
+    assert loss.focal_gamma == 2.0 and isinstance(loss.focal_gamma, float)
+    assert loss.soft_mask == SoftMaskConfig(weight=1.0, strength=1.0)
+    assert loss.mmref == MMRefConfig(weight=0.05, alpha=0.5)
+    assert loss.dias == DIASConfig(dimension_weight=1e-4, off_diagonal_weight=5e-3, relation_weight=1.0, top_k=8)
+    assert load_config(None, []).loss.aahr is None
+    assert load_config(None, ["loss.aahr.queue_size=16", "loss.aahr=null"]).loss.aahr is None
+
+
+def test_a_saved_config_with_sections_loads_back(tmp_path):
+    from distill.config import save_config
+
+    cfg = load_config(None, ["loss.aahr.queue_size=16", "loss.dias.relation_weight=0.5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_aahr_needs_the_widths():
+    with pytest.raises(ValueError, match="student_dim=..., teacher_dim=..."):
+        from distill.objective import DistillationObjective
+        DistillationObjective(LossConfig(aahr=AAHRConfig()))
 
 
 def _unit(*shape, seed=0):
     return torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def test_general_contrast_equals_the_plain_losses_when_nothing_reshapes_it():
-    a, c = _unit(4, 6), _unit(10, 6, seed=1)
-    exclude = torch.zeros(4, 10, dtype=torch.bool)
-    exclude[0, 7] = exclude[2, 1] = True
-    angular = TextContrast("angular", 0.05, 0.15)
-    torch.testing.assert_close(angular.loss(angular.logits(a, c, 3), 3, exclude),
-                               losses.AngularMarginLoss(0.15, 0.05)(a, c, exclude, positive_offset=3))
-    focal = TextContrast("simcse", 0.05, 0.15, focal_gamma=2.0)
-    torch.testing.assert_close(focal.loss(focal.logits(a, c, 3), 3, exclude),
-                               losses.FocalInfoNCELoss(0.05, gamma=2.0)(a, c, exclude, positive_offset=3))
-
-
 def test_negative_weights_and_swapped_positive_by_hand():
     a, c, p = _unit(2, 3), _unit(4, 3, seed=1), _unit(2, 3, seed=2)
-    contrast = TextContrast("simcse", 0.5, 0.0)
+    contrast = losses.WeightedInfoNCELoss(0.5)
     weights = torch.tensor([[0.5, 0.0, 1.0, 0.25], [1.0, 0.5, 0.5, 0.0]])  # row 0 positive col 1 (w forced to 1)
     logits = contrast.logits(a, c, 1, weights)
     cos = a @ c.T
     expected = cos / 0.5 + torch.log(torch.tensor([[0.5, 1.0, 1.0, 0.25], [1.0, 0.5, 1.0, 0.0]]))
     torch.testing.assert_close(logits, expected)
-    swapped = contrast.with_positive(logits, a, p, 1)
+    swapped = swap_positive(logits, a, p, 0.5, 1)
     assert swapped[0, 1] == pytest.approx(float(a[0] @ p[0]) / 0.5, abs=1e-6)
     assert swapped[1, 2] == pytest.approx(float(a[1] @ p[1]) / 0.5, abs=1e-6)
     off_positive = torch.ones_like(logits, dtype=torch.bool)
     off_positive[0, 1] = off_positive[1, 2] = False
     assert torch.equal(swapped[off_positive], logits[off_positive])
     ce = -torch.log_softmax(swapped, dim=1)[[0, 1], [1, 2]]
-    torch.testing.assert_close(contrast.loss(swapped, 1), ce.mean())
+    torch.testing.assert_close(contrast.from_logits(swapped, 1), ce.mean())

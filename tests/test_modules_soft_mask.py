@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from distill import losses
-from distill.modules import SoftMaskView, focal_weights, normalise_saliency
+from distill.config import SoftMaskConfig
+from distill.losses import focal_weights
+from distill.modules import SoftMaskView, normalise_saliency
 from distill.modules.soft_mask import word_embeddings
 from modules_testkit import SENTENCES, captured_views, make_inputs, make_student, objective, run
 
@@ -62,7 +64,7 @@ def _manual_saliency(student, inputs, use_image: bool):
 @pytest.mark.parametrize("paired", [True, False], ids=["image_agreement", "text_agreement"])
 def test_saliency_follows_the_teacher_agreement_and_spares_special_tokens(student, paired):
     inputs = make_inputs(paired)
-    mask, ids = SoftMaskView().saliency(student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
+    mask, ids = SoftMaskView(SoftMaskConfig()).saliency(student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
     assert student.encoder.training  # eval only during the saliency pass
     torch.testing.assert_close(mask, _manual_saliency(student, inputs, use_image=paired))
     special = torch.isin(ids, torch.tensor(student.encoder.tokenizer.all_special_ids))
@@ -73,7 +75,7 @@ def test_saliency_follows_the_teacher_agreement_and_spares_special_tokens(studen
 
 def test_masked_view_scales_word_embeddings_by_one_minus_strength_m(student):
     inputs = make_inputs()
-    view = SoftMaskView(strength=0.5)
+    view = SoftMaskView(SoftMaskConfig(strength=0.5))
     mask, ids = view.saliency(student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
     seen = []
     embeddings = student.encoder[0].auto_model.embeddings
@@ -92,7 +94,7 @@ def test_masked_view_scales_word_embeddings_by_one_minus_strength_m(student):
 
 
 def test_view_term_is_the_text_contrast_with_the_masked_view_as_positive(student, monkeypatch):
-    obj = objective(soft_mask_view_weight=0.7)
+    obj = objective(soft_mask=SoftMaskConfig(weight=0.7))
     z3 = F.normalize(torch.randn(len(SENTENCES), 32, generator=torch.Generator().manual_seed(3)), dim=-1)
     monkeypatch.setattr(obj.soft_mask, "forward", lambda *args: z3)
     inputs = make_inputs()
@@ -115,4 +117,5 @@ def test_focal_gamma_makes_the_text_term_focal(student):
     with captured_views(student) as views:
         terms = run(objective(text="simcse", focal_gamma=2.0), student, inputs)
     z1, z2 = views
-    torch.testing.assert_close(terms["text"], losses.FocalInfoNCELoss(0.05, gamma=2.0)(z1, z2))
+    ce = F.cross_entropy(F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).T / 0.05, torch.arange(6), reduction="none")
+    torch.testing.assert_close(terms["text"], ((1 - torch.exp(-ce)) ** 2 * ce).mean())

@@ -14,11 +14,11 @@ from test_train import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES_ON = {
-    "loss.aahr_queue_size": 16, "loss.aahr_prototypes": 4, "loss.aahr_weight": 0.1,
-    "loss.aahr_cluster_negative_weight": 0.5,
-    "loss.focal_gamma": 2.0, "loss.soft_mask_view_weight": 1.0, "loss.soft_mask_strength": 0.5,
-    "loss.mmref_weight": 0.01,
-    "loss.dias_weight": 0.001, "loss.dias_relation_weight": 1.0, "loss.dias_top_k": 3,
+    "loss.aahr.queue_size": 16, "loss.aahr.prototypes": 4, "loss.aahr.weight": 0.1,
+    "loss.aahr.cluster_negative_weight": 0.5,
+    "loss.focal_gamma": 2.0, "loss.soft_mask.weight": 1.0, "loss.soft_mask.strength": 0.5,
+    "loss.mmref.weight": 0.01,
+    "loss.dias.dimension_weight": 0.001, "loss.dias.relation_weight": 1.0, "loss.dias.top_k": 3,
 }
 
 

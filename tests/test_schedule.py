@@ -5,7 +5,7 @@ from distill.schedule import epoch_steps, iterate_steps, paired_interval, total_
 
 
 def test_paired_interval_matches_kdmcse_ratios():
-    # REFERENCE.md: at batch 64, Flickr gives k = 6 and COCO k = 2.
+    # docs/reference.md: at batch 64, Flickr gives k = 6 and COCO k = 2.
     wiki_batches = 1_000_000 // 64
     assert paired_interval(wiki_batches, 145_000 // 64 + 1, None) == 6
     assert paired_interval(10, 5, None) == 2

@@ -125,6 +125,7 @@ def test_identity_tracks_precision_and_weights(tmp_path):
         (TeacherConfig(backend="open_clip", clip_model="local-dir:/no/such/dir"), r"open_clip_config.json"),
         (TeacherConfig(backend="hf_clip", clip_model="/no/such/clip"), r"CLIP folder /no/such/clip does not exist.*hub id"),
         (TeacherConfig(backend="hf_clip", clip_model="openai/clip-vit-large-patch14"), r"(?s)read as a hub id.*save_pretrained"),
+        (TeacherConfig(image_model="efficientnet_bx"), r"'efficientnet_bx' is not a timm model name; did you mean efficientnet_b"),
     ],
 )
 def test_missing_checkpoint_says_what_and_how(cfg, expected, monkeypatch):

@@ -62,7 +62,17 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path):
     assert summary["steps"] == 4 and [s for s, _ in summary["dev_history"]] == [2, 4]
     assert len(summary["heldout_image_ids"]) == 2
     card = (model_dir / "README.md").read_text()
-    assert "## Distillation" in card and "best STS-B dev" in card
+    assert card.startswith("---\n") and "library_name: sentence-transformers" in card
+    assert "all-MiniLM-L6-v2" not in card.split("# offline_default")[0]  # not the base model's card
+    assert f"student **`{tiny_bert_dir}`**, first 1 layers" in card
+    assert f"`{tiny_bert_dir}` (text) + `EfficientNet-Lite0 (ImageNet)` (images)" in card
+    assert "| angular margin contrastive (text) | 1.0 |" in card and "| embedding regression (MSE) | 1.0 |" in card
+    best_step, best_dev = summary["best_step"], summary["best_stsb_dev"]
+    assert f"| STS-B dev (step {best_step} of 4) | {best_dev:.2f} |" in card
+    assert f'SentenceTransformer("{run / "model"}")' in card
+    # training truncates at student.max_seq_length=32; the saved model keeps the base's 64
+    assert model.max_seq_length == 64 == SentenceTransformer(str(tiny_bert_dir)).max_seq_length
+    assert json.loads((model_dir / "tokenizer_config.json").read_text())["model_max_length"] == 64
     assert load_config(run / "config.yaml") == cfg
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 

@@ -6,24 +6,17 @@ positive of anchor ``i`` at ``positive_offset + i``, ``exclude [B, N]`` bool rem
 (never the positive), cosines of L2-normalised inputs computed in float32 or higher.
 """
 from ._common import cosine_logits, cosine_matrix, positive_mask
-from .aahr import (
-    MomentumQueue,
-    OnlinePrototypes,
-    PrototypeSoftTargetLoss,
-    WeightedInfoNCELoss,
-    same_cluster_weights,
-    soft_assignments,
-)
+from .aahr import MomentumQueue, OnlinePrototypes, same_cluster_weights
 from .adapacse import AdapACSELoss, adaptive_margin_logits
 from .angular_margin import AngularMarginLoss, angular_margin_cosines, angular_margin_logits
 from .dias import DimensionAlignmentLoss, SparseRelationLoss, top_k_neighbours
-from .false_negatives import gist_mask, same_image_mask, threshold_mask
-from .focal import FocalInfoNCELoss
+from .false_negatives import cross_modal_mask, gist_mask, same_image_mask, threshold_mask
 from .mcse import MCSEGroundingLoss
 from .mmref import ReferenceAlignmentLoss, build_references, rerank_with_references
 from .regression import EmbeddingRegressionLoss
 from .simcse import SimCSELoss
 from .soft_target import SoftTargetKLLoss, soft_target_kl
+from .weighted_info_nce import WeightedInfoNCELoss, focal_weights
 
 __all__ = [
     # contrastive losses
@@ -31,13 +24,11 @@ __all__ = [
     "AngularMarginLoss",
     "AdapACSELoss",
     "MCSEGroundingLoss",
-    "FocalInfoNCELoss",
     "WeightedInfoNCELoss",
     "ReferenceAlignmentLoss",
     # distillation losses
     "SoftTargetKLLoss",
     "EmbeddingRegressionLoss",
-    "PrototypeSoftTargetLoss",
     "DimensionAlignmentLoss",
     "SparseRelationLoss",
     # state
@@ -47,6 +38,7 @@ __all__ = [
     "same_image_mask",
     "threshold_mask",
     "gist_mask",
+    "cross_modal_mask",
     "same_cluster_weights",
     # pure functions
     "cosine_matrix",
@@ -56,7 +48,7 @@ __all__ = [
     "angular_margin_logits",
     "adaptive_margin_logits",
     "soft_target_kl",
-    "soft_assignments",
+    "focal_weights",
     "top_k_neighbours",
     "build_references",
     "rerank_with_references",

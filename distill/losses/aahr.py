@@ -1,20 +1,7 @@
-"""Student-side forms of AAHR's ambiguity handling (arXiv 2507.09256): a momentum queue of extra
-negatives, online teacher prototypes, prototype soft targets, and same-cluster down-weighting.
-
-Typical wiring (the trainer owns the modules; under DDP pass *gathered* tensors to ``enqueue`` and
-``update`` so every rank keeps identical state)::
-
-    protos = OnlinePrototypes(K, teacher_dim)          # buffers, no gradient
-    proto_loss = PrototypeSoftTargetLoss(K, student_dim)  # owns trainable student prototypes
-    contrast = WeightedInfoNCELoss()
-    queue = MomentumQueue(4096, student_dim)
-
-    clusters = protos.update(teacher_emb)               # [B] assignments, then EMA step
-    l_proto = proto_loss(student_emb, teacher_emb, protos.centroids)
-    cand = torch.cat([c, queue.negatives])              # queue rows are extra negatives
-    w = same_cluster_weights(clusters, torch.cat([clusters, queue.ids]), 0.5)
-    l_con = contrast(a, cand, weights=w)
-    queue.enqueue(c, ids=clusters)
+"""Student-side state of AAHR's ambiguity handling (arXiv 2507.09256): a momentum queue of extra
+negatives, online teacher prototypes, and same-cluster down-weighting of negatives (the weights feed
+:class:`WeightedInfoNCELoss`). :class:`distill.modules.AAHR` wires them into the objective; under DDP
+it passes *gathered* tensors to ``enqueue`` and ``update``, so every rank keeps identical state.
 
 Reference: "Ambiguity-Aware and High-Order Relation Learning for Multi-Grained Image-Text Matching",
 Knowledge-Based Systems 2025, arXiv 2507.09256. Only the prototype, soft-positive and queue ideas
@@ -26,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import cosine_logits, cosine_matrix, info_nce, positive_mask, positive_targets
-from .soft_target import soft_target_kl
+from ._common import cosine_matrix, positive_mask
 
 
 class MomentumQueue(nn.Module):
@@ -155,63 +141,6 @@ class OnlinePrototypes(nn.Module):
         return f"num_prototypes={self.num_prototypes}, dim={self.dim}, momentum={self.momentum}"
 
 
-def soft_assignments(x: Tensor, prototypes: Tensor, temperature: float) -> Tensor:
-    """``softmax_k(cos(x_i, C_k) / tau)``: ``[B, d] x [K, d] -> [B, K]`` (float32/float64)."""
-    return cosine_logits(x, prototypes, temperature).softmax(dim=-1)
-
-
-class PrototypeSoftTargetLoss(nn.Module):
-    r"""KL from the teacher's soft prototype assignments to the student's (AAHR's prototype contrast,
-    student form).
-
-    .. math::
-        q_{ik} = \mathrm{softmax}_k\big(\cos(t_i, C_k) / \tau_t\big), \qquad
-        p_{ik} = \mathrm{softmax}_k\big(\cos(s_i, P_k) / \tau\big), \qquad
-        L = \frac{1}{B}\sum_i \mathrm{KL}(q_i \,\|\, p_i)
-
-    ``C [K, d_t]`` are the teacher-space centroids of :class:`OnlinePrototypes` (constants);
-    ``P [K, d_s]`` are **trainable student-space prototypes owned by this module** (``self.prototypes``,
-    seeded random init on the unit sphere; add ``loss.parameters()`` to the optimiser). Design: the
-    student cannot be compared to teacher centroids directly (different spaces and dimensions), and a
-    fixed projection would have to be learnt anyway; with learnt ``P_k`` (as in SwAV/DINO heads) the
-    student only has to reproduce *which teacher cluster* a sentence belongs to, with the teacher's
-    uncertainty, so semantically similar pairs (soft positives) end up with similar assignments
-    instead of being pushed apart. Prototype ``k`` is tied to centroid ``k``; the EMA keeps
-    centroid identities stable, so ``P_k`` can track them.
-
-    Args:
-        num_prototypes: ``K`` (must match :class:`OnlinePrototypes`).
-        dim: student embedding dimension ``d_s``.
-        temperature: student ``tau`` (0.1).
-        teacher_temperature: ``tau_t`` (0.05; sharper than the student, as in DINO).
-        seed: seed of the prototype initialisation.
-
-    Inputs:
-        student ``[B, d_s]``, teacher ``[B, d_t]``, teacher_prototypes ``[K, d_t]``.
-
-    Returns:
-        scalar loss (>= 0).
-    """
-
-    def __init__(self, num_prototypes: int, dim: int, temperature: float = 0.1,
-                 teacher_temperature: float = 0.05, seed: int = 0):
-        super().__init__()
-        self.temperature, self.teacher_temperature = temperature, teacher_temperature
-        g = torch.Generator().manual_seed(seed)
-        self.prototypes = nn.Parameter(F.normalize(torch.randn(num_prototypes, dim, generator=g), dim=-1))
-
-    def forward(self, student: Tensor, teacher: Tensor, teacher_prototypes: Tensor) -> Tensor:
-        if len(teacher_prototypes) != len(self.prototypes):
-            raise ValueError(f"{len(teacher_prototypes)} teacher prototypes, expected {len(self.prototypes)}")
-        student_logits = cosine_logits(student, self.prototypes, self.temperature)
-        teacher_logits = cosine_logits(teacher.detach(), teacher_prototypes.detach(), self.teacher_temperature)
-        return soft_target_kl(student_logits, teacher_logits)
-
-    def extra_repr(self) -> str:
-        return (f"num_prototypes={len(self.prototypes)}, temperature={self.temperature}, "
-                f"teacher_temperature={self.teacher_temperature}")
-
-
 def same_cluster_weights(anchor_clusters: Tensor, candidate_clusters: Tensor, weight: float,
                          positive_offset: int = 0) -> Tensor:
     r"""``[B, N]`` negative weights: ``w`` where anchor and candidate share a cluster, 1 elsewhere.
@@ -224,51 +153,3 @@ def same_cluster_weights(anchor_clusters: Tensor, candidate_clusters: Tensor, we
     same = (a[:, None] == c[None, :]) & (c[None, :] >= 0)
     same &= ~positive_mask(len(a), len(c), positive_offset, a.device)
     return torch.where(same, torch.tensor(float(weight), device=a.device), torch.tensor(1.0, device=a.device))
-
-
-class WeightedInfoNCELoss(nn.Module):
-    r"""InfoNCE in which each negative's contribution to the partition function is weighted.
-
-    .. math::
-        \ell_i = -\log \frac{\exp(\cos(a_i, c_{o+i})/\tau)}
-                            {\sum_{j \notin E_i} W_{ij} \exp(\cos(a_i, c_j)/\tau)}
-        \quad\Longleftrightarrow\quad
-        \mathrm{logit}_{ij} = \cos(a_i, c_j)/\tau + \log W_{ij}
-
-    With ``W`` from :func:`same_cluster_weights`, negatives the teacher puts in the anchor's own
-    cluster (likely soft positives, AAHR) are pushed away less (``W = w in [0, 1]``; ``w = 0`` removes
-    them, like ``exclude``; ``w = 1`` / ``weights=None`` is :class:`SimCSELoss`). The positive's
-    weight is always 1.
-
-    Args:
-        temperature: ``tau`` (0.05).
-
-    Inputs:
-        anchors ``[B, d]``, candidates ``[N, d]``, weights ``[B, N]`` in ``[0, 1]`` or None,
-        exclude ``BoolTensor [B, N]`` or None, positive_offset ``int``.
-
-    Returns:
-        scalar loss.
-
-    Reference: AAHR arXiv 2507.09256 (soft positives among in-batch negatives).
-    """
-
-    def __init__(self, temperature: float = 0.05):
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, anchors: Tensor, candidates: Tensor, weights: Tensor | None = None,
-                exclude: Tensor | None = None, positive_offset: int = 0) -> Tensor:
-        B, N = len(anchors), len(candidates)
-        targets = positive_targets(B, N, positive_offset, anchors.device)
-        logits = cosine_logits(anchors, candidates, self.temperature)
-        if weights is not None:
-            if weights.shape != logits.shape:
-                raise ValueError(f"weights {tuple(weights.shape)} != {tuple(logits.shape)}")
-            w = weights.detach().to(logits).clamp(0, 1)
-            w = w.masked_fill(positive_mask(B, N, positive_offset, logits.device), 1.0)
-            logits = logits + torch.log(w)  # log 0 = -inf: the candidate is removed
-        return info_nce(logits, targets, exclude)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._common import positive_mask
+from ._common import cosine_matrix, positive_mask
 
 
 def _ids_tensor(ids: Tensor | Sequence, table: dict) -> Tensor:
@@ -47,16 +47,49 @@ def threshold_mask(teacher_sims: Tensor, threshold: float, positive_offset: int 
 
     .. math:: M_{ij} = [\,s_{ij} > \delta\,] \wedge [\,j \ne o+i\,]
 
-    ``s`` should be teacher *cosines* (normalised features; the released KDMCSE code compares raw
-    dot products with 0.8, the paper quotes a threshold around 0.85-0.9).
+    ``s`` is any teacher similarity of the same (anchor, candidate) pairs: caption-caption cosines
+    (``false_negative_filter: threshold``, delta 0.9) or the cross-modal caption-image scores of the
+    released KDMCSE code (``teacher_cross_modal``, delta 0.8; docs/objective.md).
 
     Args:
-        teacher_sims: ``[B, N]`` teacher cosine similarities.
+        teacher_sims: ``[B, N]`` teacher similarities.
         threshold: ``delta``.
         positive_offset: column of row ``i``'s positive is ``positive_offset + i``.
     """
     B, N = teacher_sims.shape
     return (teacher_sims > threshold) & ~positive_mask(B, N, positive_offset, teacher_sims.device)
+
+
+def cross_modal_mask(anchors: Tensor, candidates: Tensor, threshold: float = 0.8, similarity: str = "dot",
+                     positive_offset: int = 0) -> Tensor:
+    r"""The released KDMCSE filter of one L_inter term: candidates the teacher scores too close *across
+    modalities* to the anchor are removed.
+
+    .. math:: M_{ij} = [\,s(a_i, c_j) > \delta\,] \wedge [\,j \ne o+i\,], \qquad
+              s = a_i \cdot c_j \ (\text{dot}) \ \text{or}\ \cos(a_i, c_j)\ (\text{cosine})
+
+    For the image term (sentence i vs image j) the anchors are the teacher's captions and the candidates
+    its images (``caption_i . image_j``); for the caption term (sentence i vs caption j) the anchors are
+    the images and the candidates the captions (``image_i . caption_j``). Both need a teacher whose text
+    and image embeddings share one space (CLIP).
+
+    Args:
+        anchors: ``[B, d]`` teacher embeddings of the local rows (one modality).
+        candidates: ``[N, d]`` teacher embeddings of the candidates (the other modality).
+        threshold: ``delta`` (0.8 in the released scripts).
+        similarity: ``"dot"`` (raw dot product, as released) or ``"cosine"``.
+        positive_offset: column of row ``i``'s positive is ``positive_offset + i``.
+    """
+    if anchors.shape[1] != candidates.shape[1]:
+        raise ValueError(f"teacher_cross_modal compares {anchors.shape[1]}-d with {candidates.shape[1]}-d "
+                         "embeddings: it needs a teacher whose text and image embeddings share one space (CLIP)")
+    if similarity == "dot":
+        scores = anchors @ candidates.T
+    elif similarity == "cosine":
+        scores = cosine_matrix(anchors, candidates)
+    else:
+        raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+    return threshold_mask(scores, threshold, positive_offset)
 
 
 def gist_mask(guide_sims: Tensor, margin: float = 0.0, mode: str = "absolute",

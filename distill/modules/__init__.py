@@ -1,15 +1,14 @@
-"""Optional objective modules from related methods (docs/modules.md), each off by default.
+"""Optional objective modules from related methods (docs/modules.md), each off unless its section is set.
 
-The objective (:mod:`distill.objective`) builds a module only when its ``loss.*`` switch is on and calls
-it with the step's tensors; each module adds named terms. Files: ``aahr.py`` (queue, prototypes, soft
-positives), ``soft_mask.py`` (text-driven soft-masked view, focal weights), ``mmref.py`` (multi-modal
-references), ``dias.py`` (dimension alignment, sparse relations), ``text_contrast.py`` (the text loss in
-the general form those modules reshape).
+The objective (:mod:`distill.objective`) builds a module only when its ``loss.<module>`` section is
+present and asks it for its terms (named, already weighted) with the step's shared tensors. Files:
+``aahr.py`` (queue, prototypes, soft positives), ``soft_mask.py`` (text-driven soft-masked view),
+``mmref.py`` (multi-modal references), ``dias.py`` (dimension alignment, sparse relations). The text
+contrast they reshape is :class:`distill.losses.WeightedInfoNCELoss`.
 """
 from .aahr import AAHR
 from .dias import DIAS
 from .mmref import MMRef
-from .soft_mask import SoftMaskView, focal_weights, normalise_saliency
-from .text_contrast import TextContrast
+from .soft_mask import SoftMaskView, normalise_saliency, swap_positive
 
-__all__ = ["AAHR", "DIAS", "MMRef", "SoftMaskView", "TextContrast", "focal_weights", "normalise_saliency"]
+__all__ = ["AAHR", "DIAS", "MMRef", "SoftMaskView", "normalise_saliency", "swap_positive"]

@@ -11,8 +11,8 @@ The paper
 The student form here (the teacher's text embeddings define the clusters)
     - Online prototypes: ``K`` centroids ``C`` on the unit sphere, online spherical k-means over the
       *gathered* teacher text embeddings of every step (:class:`distill.losses.OnlinePrototypes`; EMA
-      keep rate ``momentum``); ``k(i)`` = nearest centroid.
-    - Prototype soft targets (term ``aahr_prototypes``, weight ``aahr_weight``), on both dropout views
+      keep rate ``loss.aahr.momentum``); ``k(i)`` = nearest centroid.
+    - Prototype soft targets (term ``aahr_prototypes``, weight ``loss.aahr.weight``), on both dropout views
       of the student's grounded sentence ``g_i = ground(h_i)``:
 
       .. math::
@@ -23,12 +23,11 @@ The student form here (the teacher's text embeddings define the clusters)
       The student-side prototypes are the teacher centroids passed through the student's trainable
       caption adapter (``adapt_captions``, the map KDMCSE already learns from teacher captions into the
       grounding space), so prototype ``k`` is tied to centroid ``k`` by construction and needs no
-      parameters of its own (:class:`distill.losses.PrototypeSoftTargetLoss` learns free prototypes
-      instead; that needs the student's width when the objective is built, which it is not given).
-    - Same-cluster negatives down-weighted (``aahr_cluster_negative_weight = w``): in the text loss a
+      parameters of its own.
+    - Same-cluster negatives down-weighted (``cluster_negative_weight = w``): in the text loss a
       candidate in the anchor's cluster enters the partition function with weight ``w``
       (``logit + log w``, :func:`distill.losses.same_cluster_weights`); the positive keeps weight 1.
-    - Momentum queue (``aahr_queue_size``): the gathered candidate embeddings ``z2`` of earlier steps
+    - Momentum queue (``loss.aahr.queue_size``): the gathered candidate embeddings ``z2`` of earlier steps
       (detached, with their cluster ids) are appended *after* the in-batch candidates of the text loss,
       so ``positive_offset`` stays valid; ``exclude`` is padded with False (no same-image or teacher
       filtering against queue rows). Unlike MoCo there is no momentum encoder: rows are the student's
@@ -39,68 +38,48 @@ The student form here (the teacher's text embeddings define the clusters)
     ranks hold identical state; both live in buffers (checkpointed with the objective).
 
 Cost: a ``[N, K]`` assignment and a ``[K, d_t]`` update per step, a ``[B, K]`` KL per view, and ``Q``
-extra columns in the text logits (``Q = aahr_queue_size``; ``B x Q x d`` multiply-adds) - negligible next
+extra columns in the text logits (``Q = queue_size``; ``B x Q x d`` multiply-adds) - negligible next
 to the encoder for ``K, Q`` in the hundreds.
-
-The queue's and prototypes' sizes depend on the student's and teacher's widths, which the objective
-learns on its first step; a checkpoint loaded before that creates them from the stored shapes.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill import losses
+from distill.config import AAHRConfig
 from distill.losses._common import compute_dtype
+
+if TYPE_CHECKING:
+    from distill.objective import StepTensors
 
 
 class AAHR(nn.Module):
-    """Queue, online prototypes and the prototype soft-target loss (see the module docstring).
+    """Queue, online prototypes and the prototype soft-target term (see the module docstring).
 
     Args:
-        queue_size: ``Q`` (0 = no queue).
-        num_prototypes: ``K`` (0 = no prototypes).
-        cluster_negative_weight: ``w`` in [0, 1] (1 = no down-weighting).
-        temperature: student ``tau`` of the prototype assignments.
-        teacher_temperature: teacher ``tau_t``.
-        momentum: centroid EMA keep rate.
+        cfg: ``loss.aahr``.
+        student_dim: width of the text loss's embeddings ``z`` (the queue's rows).
+        teacher_dim: width of the teacher's text embeddings (the prototypes' rows).
+        teacher_temperature: teacher ``tau_t`` of the prototype assignments (``loss.teacher_temperature``).
     """
 
-    def __init__(self, queue_size: int = 0, num_prototypes: int = 0, cluster_negative_weight: float = 1.0,
-                 temperature: float = 0.1, teacher_temperature: float = 0.05, momentum: float = 0.99):
+    def __init__(self, cfg: AAHRConfig, student_dim: int, teacher_dim: int, teacher_temperature: float):
         super().__init__()
-        self.queue_size, self.num_prototypes = queue_size, num_prototypes
-        self.cluster_negative_weight = cluster_negative_weight
-        self.temperature, self.teacher_temperature, self.momentum = temperature, teacher_temperature, momentum
-        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)  # follows .to(device)
-        self.register_module("queue", None)  # losses.MomentumQueue, created on the first step
-        self.register_module("prototypes", None)  # losses.OnlinePrototypes, created on the first step
+        self.cfg, self.teacher_temperature = cfg, teacher_temperature
+        self.queue = losses.MomentumQueue(cfg.queue_size, student_dim) if cfg.queue_size else None
+        self.prototypes = losses.OnlinePrototypes(cfg.prototypes, teacher_dim, cfg.momentum) \
+            if cfg.prototypes else None
 
     # --- state ------------------------------------------------------------------------------------
 
-    def _materialise(self, student_dim: int | None, teacher_dim: int | None) -> None:
-        device = self._device_anchor.device
-        if self.queue_size and self.queue is None and student_dim is not None:
-            self.queue = losses.MomentumQueue(self.queue_size, student_dim).to(device)
-        if self.num_prototypes and self.prototypes is None and teacher_dim is not None:
-            self.prototypes = losses.OnlinePrototypes(self.num_prototypes, teacher_dim, self.momentum).to(device)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        queue, centroids = state_dict.get(prefix + "queue.queue"), state_dict.get(prefix + "prototypes.centroids")
-        self._materialise(queue.shape[1] if queue is not None else None,
-                          centroids.shape[1] if centroids is not None else None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @torch.no_grad()
-    def observe(self, candidates: Tensor, teacher_text_all: Tensor) -> Tensor | None:
-        """Start of a step: create the state if needed, assign the gathered teacher rows to the
-        prototypes and update them. Returns the ``[N]`` cluster ids (None without prototypes)."""
-        if self._device_anchor.device != candidates.device:  # an objective never moved with .to(device)
-            self.to(candidates.device)
-        self._materialise(candidates.shape[1], teacher_text_all.shape[1])
+    def observe(self, teacher_text_all: Tensor) -> Tensor | None:
+        """Start of a step: assign the gathered teacher rows to the prototypes and update them.
+        Returns the ``[N]`` cluster ids (None without prototypes)."""
         return self.prototypes.update(teacher_text_all) if self.prototypes is not None else None
 
     @torch.no_grad()
@@ -128,28 +107,32 @@ class AAHR(nn.Module):
             if clusters is not None:
                 candidate_clusters = torch.cat([clusters, self.queue.ids.to(clusters.device)])
         weights = None
-        if clusters is not None and self.cluster_negative_weight < 1:
+        if clusters is not None and self.cfg.cluster_negative_weight < 1:
             anchors = clusters[positive_offset:positive_offset + batch]
-            weights = losses.same_cluster_weights(anchors, candidate_clusters, self.cluster_negative_weight,
+            weights = losses.same_cluster_weights(anchors, candidate_clusters, self.cfg.cluster_negative_weight,
                                                   positive_offset)
         return candidates, exclude, weights
 
     # --- the prototype term ------------------------------------------------------------------------
 
+    def terms(self, step: StepTensors) -> dict[str, Tensor]:
+        """``aahr_prototypes``: ``weight`` x the prototype soft-target KL (when ``weight > 0``)."""
+        if self.cfg.weight <= 0:
+            return {}
+        loss = self.prototype_loss(step.grounded, step.inputs.teacher_text, step.student.heads.adapt_captions)
+        return {"aahr_prototypes": self.cfg.weight * loss}
+
     def prototype_loss(self, student_views: list[Tensor], teacher_text: Tensor,
                        adapt: Callable[[Tensor], Tensor]) -> Tensor:
         """Mean over views of ``KL(q_i || p_i)`` (module docstring); ``adapt`` maps teacher-space
         centroids into the student views' space (the caption adapter)."""
-        if self.prototypes is None:
-            raise RuntimeError("the prototype term needs num_prototypes > 0 and observe() first")
         centroids = self.prototypes.centroids.detach()
         student_prototypes = adapt(centroids)
         teacher_logits = losses.cosine_logits(teacher_text.detach(), centroids, self.teacher_temperature)
-        terms = [losses.soft_target_kl(losses.cosine_logits(v, student_prototypes, self.temperature), teacher_logits)
+        terms = [losses.soft_target_kl(losses.cosine_logits(v, student_prototypes, self.cfg.temperature),
+                                       teacher_logits)
                  for v in student_views]
         return torch.stack(terms).mean()
 
     def extra_repr(self) -> str:
-        return (f"queue_size={self.queue_size}, num_prototypes={self.num_prototypes}, "
-                f"cluster_negative_weight={self.cluster_negative_weight}, temperature={self.temperature}, "
-                f"teacher_temperature={self.teacher_temperature}, momentum={self.momentum}")
+        return f"{self.cfg}, teacher_temperature={self.teacher_temperature}"

@@ -8,7 +8,7 @@ The paper
     strongest relations (sparse), so weak, noisy relations do not mislead the model.
 
 The student form here
-    - Dimension alignment (term ``dias_dimension``, weight ``dias_weight``, paired steps): the student's
+    - Dimension alignment (term ``dias_dimension``, weight ``dimension_weight``, paired steps): the student's
       grounded captions ``g = ground(h)`` (each dropout view) and the adapted teacher images
       ``v = adapt_images(v_teacher)`` of the same rows, both in the grounding space, are standardised per
       dimension over the local batch; their cross-correlation ``C = Z_g^T Z_v / B`` is pushed to the
@@ -18,7 +18,7 @@ The student form here
 
       The teacher side is a constant. The local batch is used (not the gathered one), so the loss and
       its gradient are exact per rank and DDP averages them.
-    - Sparse relations (term ``dias_relation``, weight ``dias_relation_weight``, every step): on each
+    - Sparse relations (term ``dias_relation``, weight ``relation_weight``, every step): on each
       row's ``k`` strongest teacher text neighbours ``N_k(i)`` (its own second view excluded), the
       student's cosine ``cos(z1_i, z2_j)`` (the text loss's embeddings, candidates gathered) matches the
       teacher's ``s^t_ij = cos(t_i, t_j)`` (:class:`distill.losses.SparseRelationLoss`):
@@ -38,33 +38,42 @@ Cost: a ``[g, g]`` cross-correlation per view (``B g^2``; ``g = grounding_dim``)
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from distill import losses
+from distill.config import DIASConfig
+
+if TYPE_CHECKING:
+    from distill.objective import StepTensors
 
 
 class DIAS(nn.Module):
-    """Dimension alignment and/or sparse relations (see the module docstring).
-
-    Args:
-        dimension: build the dimension-alignment part.
-        relation: build the sparse-relation part.
-        off_diagonal_weight: ``lambda`` of the dimension alignment.
-        top_k: ``k`` of the sparse relations.
+    """Dimension alignment and/or sparse relations (see the module docstring); a part whose weight is 0
+    is not built.
 
     Reference: Ma et al., ACM MM 2024, arXiv 2410.16853; Zbontar et al. "Barlow Twins", arXiv 2103.03230.
     """
 
-    def __init__(self, dimension: bool, relation: bool, off_diagonal_weight: float = 5e-3, top_k: int = 5):
+    def __init__(self, cfg: DIASConfig):
         super().__init__()
-        self.dimension_loss = losses.DimensionAlignmentLoss(off_diagonal_weight) if dimension else None
-        self.relation_loss = losses.SparseRelationLoss(top_k) if relation else None
+        self.cfg = cfg
+        self.dimension_loss = losses.DimensionAlignmentLoss(cfg.off_diagonal_weight) if cfg.dimension_weight else None
+        self.relation_loss = losses.SparseRelationLoss(cfg.top_k) if cfg.relation_weight else None
+
+    def terms(self, step: StepTensors) -> dict[str, Tensor]:
+        """``dias_dimension`` (paired steps) and ``dias_relation``, each times its weight."""
+        out = {}
+        if self.dimension_loss is not None and step.paired is not None:
+            local_images = step.paired.images[step.offset:step.offset + len(step.z1)]
+            out["dias_dimension"] = self.cfg.dimension_weight * self.dimension(step.grounded, local_images)
+        if self.relation_loss is not None:
+            out["dias_relation"] = self.cfg.relation_weight * self.relation_loss(
+                step.z1, step.candidates, step.s_cc, positive_offset=step.offset)
+        return out
 
     def dimension(self, grounded_views: list[Tensor], images: Tensor) -> Tensor:
         """Mean over views of the dimension alignment of ``[B, g]`` grounded captions with ``[B, g]`` images."""
         return torch.stack([self.dimension_loss(g, images) for g in grounded_views]).mean()
-
-    def relation(self, anchors: Tensor, candidates: Tensor, teacher_sims: Tensor, positive_offset: int) -> Tensor:
-        """Sparse relation loss of ``anchors [B, d]`` vs gathered ``candidates [N, d]`` and ``teacher_sims [B, N]``."""
-        return self.relation_loss(anchors, candidates, teacher_sims, positive_offset=positive_offset)

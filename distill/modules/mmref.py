@@ -34,26 +34,40 @@ Cost: ``torch.unique`` over ``N`` ids, an ``[M, g]`` fusion and a ``[B, M]`` Inf
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from distill import losses
+from distill.config import MMRefConfig
+
+if TYPE_CHECKING:
+    from distill.objective import StepTensors
 
 
 class MMRef(nn.Module):
     """Reference alignment of grounded captions (see the module docstring).
 
     Args:
-        alpha: image weight ``alpha`` of the fusion, in [0, 1].
-        temperature: ``tau``.
+        cfg: ``loss.mmref`` (term weight, image weight ``alpha`` of the fusion).
+        temperature: ``tau`` (``loss.temperature``).
 
     Reference: "Multi-modal Reference Learning for Fine-grained Text-to-Image Retrieval", arXiv 2504.07718.
     """
 
-    def __init__(self, alpha: float = 0.5, temperature: float = 0.05):
+    def __init__(self, cfg: MMRefConfig, temperature: float):
         super().__init__()
-        self.alpha = alpha
+        self.weight, self.alpha = cfg.weight, cfg.alpha
         self.alignment = losses.ReferenceAlignmentLoss(temperature)
+
+    def terms(self, step: StepTensors) -> dict[str, Tensor]:
+        """``mmref`` on paired steps, times its weight."""
+        if step.paired is None:
+            return {}
+        paired = step.paired
+        return {"mmref": self.weight * self(step.grounded, paired.images, paired.captions, paired.image_ids,
+                                            step.offset)}
 
     def references(self, images: Tensor, captions: Tensor, image_ids: Tensor) -> tuple[Tensor, Tensor]:
         """``(references [M, g], image_index [N])`` from the gathered adapted images ``[N, g]`` and captions
@@ -74,4 +88,4 @@ class MMRef(nn.Module):
         return torch.stack([self.alignment(g, refs, targets) for g in grounded_views]).mean()
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return f"weight={self.weight}, alpha={self.alpha}"

@@ -25,10 +25,11 @@ The student form here (text side, the teacher's image is the condition)
        ``torch.no_grad``) with each word embedding scaled by ``1 - strength * M_il``; special tokens are
        untouched (``M = 0`` there). Its MLP output ``z3`` is an extra positive of the anchor ``z1``:
        the text contrast with the same negatives and ``z3_i`` in place of ``z2_i`` (see
-       :meth:`distill.modules.TextContrast.with_positive`). ``z3`` is a constant target, so only the
-       anchor and the in-batch negatives receive its gradient.
-    3. Focal contrast. :func:`focal_weights` gives ``(1 - p_i)^gamma`` (detached) for the text term and
-       the soft-mask view term (the multimodal AdapACSE/MCSE term is not made focal).
+       :func:`swap_positive`; term ``soft_mask_view``, weight ``loss.soft_mask.weight``). ``z3`` is a
+       constant target, so only the anchor and the in-batch negatives receive its gradient.
+    3. Focal contrast (``loss.focal_gamma``, a property of the text contrast): the text term and the
+       soft-mask view term weight each anchor by ``(1 - p_i)^gamma``
+       (:class:`distill.losses.WeightedInfoNCELoss`; the multimodal AdapACSE/MCSE term is not made focal).
 
 Differences from the paper: the mask is over the student's input tokens, not the teacher's image
 regions (the teacher is frozen and cached, so no teacher Grad-CAM is possible); the saliency comes from
@@ -44,16 +45,30 @@ dominate). Memory: the saliency graph of ``B`` sentences lives only inside this 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.config import SoftMaskConfig
+from distill.losses import WeightedInfoNCELoss
+from distill.losses._common import cosine_matrix, positive_targets
 
-def focal_weights(ce: Tensor, gamma: float) -> Tensor:
-    r"""``(1 - p_i)^gamma`` with ``p_i = exp(-ce_i)``, detached (per-anchor importance weights)."""
-    return ((1 - (-ce.detach()).exp()).clamp_min(0) ** gamma)
+if TYPE_CHECKING:
+    from distill.objective import StepTensors
+
+
+def swap_positive(logits: Tensor, anchors: Tensor, positives: Tensor, temperature: float,
+                  positive_offset: int) -> Tensor:
+    """``logits [B, N]`` with each row's positive column replaced by ``cos(a_i, p_i) / tau`` (the negatives
+    are kept: "the same negatives, another positive")."""
+    B = len(anchors)
+    pos = torch.diagonal(cosine_matrix(anchors, positives)) / temperature
+    cols = positive_targets(B, logits.shape[1], positive_offset, logits.device)
+    out = logits.clone()
+    out[torch.arange(B, device=logits.device), cols] = pos.to(out)
+    return out
 
 
 def normalise_saliency(scores: Tensor, maskable: Tensor) -> Tensor:
@@ -97,18 +112,24 @@ class SoftMaskView(nn.Module):
     ``z3`` as an extra positive of ``z1`` with the text term's negatives.
 
     Args:
-        strength: ``lambda`` in (0, 1]; 1 zeroes the most salient token's word embedding (the paper's
-            ``x (1 - M)``).
+        cfg: ``loss.soft_mask``: the term's ``weight`` and ``strength`` = ``lambda`` in (0, 1] (1 zeroes
+            the most salient token's word embedding, the paper's ``x (1 - M)``).
 
     Reference: Park, Han. "Multi-Modal Representation Learning with Text-Driven Soft Masks", CVPR 2023,
     arXiv 2304.00719.
     """
 
-    def __init__(self, strength: float = 1.0):
+    def __init__(self, cfg: SoftMaskConfig):
         super().__init__()
-        if not 0 < strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        self.strength = strength
+        self.weight, self.strength = cfg.weight, cfg.strength
+
+    def terms(self, step: StepTensors, contrast: WeightedInfoNCELoss) -> dict[str, Tensor]:
+        """``soft_mask_view``: ``weight`` x the text ``contrast`` with ``z3`` as the positive and the text
+        term's negatives (``step.text_logits``)."""
+        inputs = step.inputs
+        z3 = self(step.student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
+        logits = swap_positive(step.text_logits, step.z1, z3, contrast.temperature, step.offset)
+        return {"soft_mask_view": self.weight * contrast.from_logits(logits, step.offset, step.text_exclude)}
 
     @staticmethod
     def agreement(student, h: Tensor, teacher_text: Tensor, teacher_image: Tensor | None) -> Tensor:
@@ -164,4 +185,4 @@ class SoftMaskView(nn.Module):
         return self.encode_masked(student, sentences, mask, ids)
 
     def extra_repr(self) -> str:
-        return f"strength={self.strength}"
+        return f"weight={self.weight}, strength={self.strength}"

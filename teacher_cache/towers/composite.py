@@ -7,6 +7,8 @@ are unrelated: text-text and image-image similarities are meaningful, text-image
 """
 from __future__ import annotations
 
+import difflib
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,11 @@ class TimmImageTower:
 
 def _pretrained_timm_model(name: str, weights: str | None) -> torch.nn.Module:
     """Real weights only: a local file via timm's pretrained_cfg overlay, else timm's hub download."""
+    if ":" not in name and not timm.is_model(name):  # prefixed names (hf-hub:, local-dir:) are not in timm's registry
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise MissingCheckpointError(f"teacher.image_model: {name!r} is not a timm model name; {hint}"
+                                     "timm.list_models('*pattern*') lists the known names")
     if weights is not None and not Path(weights).is_file():
         raise MissingCheckpointError(f"image tower weights file {weights} does not exist")
     overlay = {"file": str(weights)} if weights else None

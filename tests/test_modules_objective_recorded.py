@@ -1,0 +1,76 @@
+"""Every loss term of every shipped config and benchmark method equals, bit for bit, what the objective
+computed when the values in ``fixtures/objective_terms.json`` were recorded.
+
+The fixture was written by the objective as it stood before the loss config was nested (flat
+``aahr_*`` / ``mmref_*`` / ``dias_*`` keys, commit "Paper configs: same-image mask off ..."), so a refactor
+of the objective must leave each term unchanged. Each case runs three steps on one objective (paired,
+text, paired: stateful modules see a filled queue) over a fixed tiny batch whose teacher captions hold
+near-duplicates, so the threshold and gist filters remove real candidates.
+
+A deliberate change of a term is recorded again with ``DISTILL_RECORD_OBJECTIVE=1 pytest <this file>``;
+say why in the commit.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch.nn.functional as F
+
+from benchmarks.offline_distill import CONFIG, METHODS
+from distill.config import load_config
+from modules_testkit import make_inputs, make_student, objective_for, run
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "objective_terms.json"
+RECORD = os.environ.get("DISTILL_RECORD_OBJECTIVE") == "1"
+STEPS = ((True, 0), (False, 1), (True, 2))  # (paired, seed)
+
+CASES = {f"configs/{p.name}": (p, []) for p in sorted((ROOT / "configs").glob("*.yaml"))}
+CASES.update({f"method/{name}": (CONFIG, list(m.overrides)) for name, m in METHODS.items()})
+
+
+def near_duplicate_inputs(paired: bool, seed: int):
+    """``make_inputs`` with captions 1 and 4 moved next to captions 0 and 2 (teacher cosines ~0.98)."""
+    inputs = make_inputs(paired, seed=seed)
+    text = inputs.teacher_text.clone()
+    text[1] = F.normalize(text[0] + 0.2 * text[1], dim=-1)
+    text[4] = F.normalize(text[2] + 0.2 * text[4], dim=-1)
+    inputs.teacher_text = text
+    return inputs
+
+
+def case_terms(student, config: Path, overrides: list[str]) -> list[dict[str, float]]:
+    cfg = load_config(config, overrides)
+    obj = objective_for(cfg.loss)
+    out = []
+    for paired, seed in STEPS:
+        terms = run(obj, student, near_duplicate_inputs(paired, seed), seed=seed)
+        out.append({name: value.item() for name, value in terms.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def student(tiny_bert_dir):
+    return make_student(tiny_bert_dir)
+
+
+@pytest.fixture(scope="module")
+def recorded(student):
+    if RECORD:
+        FIXTURE.parent.mkdir(exist_ok=True)
+        values = {name: case_terms(student, *case) for name, case in CASES.items()}
+        FIXTURE.write_text(json.dumps(values, indent=1) + "\n")
+    return json.loads(FIXTURE.read_text())
+
+
+def test_every_case_is_recorded(recorded):
+    assert sorted(recorded) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_terms_equal_the_recorded_ones_bit_for_bit(student, recorded, name):
+    terms = case_terms(student, *CASES[name])
+    assert terms == recorded[name]  # Python floats from float32 tensors: equal means bit-identical

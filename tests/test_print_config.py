@@ -1,0 +1,63 @@
+"""--print-config: every key with its type, value, default and a line of doc, from the dataclasses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from distill.config import (
+    LossConfig,
+    RunConfig,
+    StudentConfig,
+    TrainConfig,
+    config_keys,
+    run_config_from_argv,
+    to_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flat_keys(raw: dict, prefix: str = "") -> list[str]:
+    return [k for name, value in raw.items()
+            for k in (flat_keys(value, f"{prefix}{name}.") if isinstance(value, dict) and name != "limits"
+                      else [prefix + name])]
+
+
+def test_print_config_lists_every_key_with_value_default_and_doc(capsys):
+    config = ROOT / "configs" / "offline_default.yaml"
+    with pytest.raises(SystemExit) as stop:
+        run_config_from_argv(["--config", str(config), "--print-config", "train.max_steps=50"], "d", config)
+    assert stop.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    listed = [line.split(":")[0] for line in out[1:] if not line.startswith("    ")]
+    assert listed == flat_keys(to_dict(RunConfig()))
+    i = out.index("train.max_steps: int | None = 50 (default null)")
+    assert out[i + 1] == "    `epochs` over the text rows, or `max_steps` when set."
+    i = out.index("student.max_seq_length: int = 32")
+    assert "truncated" in out[i + 1]
+    assert "train.precision: 'fp32' | 'bf16' | 'fp16' = bf16 (default fp32)" in out
+
+
+@pytest.mark.parametrize("section", [StudentConfig, LossConfig, TrainConfig])
+def test_every_key_of_the_training_sections_is_documented(section):
+    assert [key.key for key in config_keys(section()) if not key.doc] == []
+
+
+def test_doc_comes_from_metadata_then_comment_then_docstring():
+    @dataclass
+    class Example:
+        """Docs. ``beta`` counts things; ``gamma`` scales ``x * delta``."""
+
+        alpha: int = field(default=1, metadata={"doc": "from metadata"})
+        beta: int = 2
+        gamma: float = 0.5  # from a comment
+        delta: Literal["a", "b"] = "a"
+        epsilon: tuple[str, ...] = ()
+
+    docs = {key.key: (key.type, key.doc) for key in config_keys(Example())}
+    assert docs == {"alpha": ("int", "from metadata"), "beta": ("int", "`beta` counts things"),
+                    "gamma": ("float", "from a comment"), "delta": ("'a' | 'b'", "`gamma` scales `x * delta`."),
+                    "epsilon": ("tuple[str, ...]", "")}

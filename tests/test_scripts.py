@@ -1,0 +1,42 @@
+"""The command-line scripts from a clone: they import this checkout, and a user's mistake is one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ("cache_teacher.py", "train_student.py", "evaluate.py")  # the others start with the same line
+
+
+def run_script(name: str, args: list[str], cwd: Path, pythonpath: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_script_imports_this_checkout_before_an_installed_copy(script, tmp_path):
+    decoy = tmp_path / "installed"
+    for package in ("teacher_cache", "distill", "eval"):
+        (decoy / package).mkdir(parents=True)
+        (decoy / package / "__init__.py").write_text("raise ImportError('the installed copy was imported')\n")
+    result = run_script(script, ["--help"], cwd=tmp_path, pythonpath=str(decoy))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
+
+
+def test_evaluate_points_from_a_run_folder_to_its_model(tmp_path):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "modules.json").write_text("[]")
+    result = run_script("evaluate.py", ["--model", str(run)], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --model {run} is a training run folder; its saved model is --model {run / 'model'}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script("evaluate.py", ["--model", str(empty)], cwd=tmp_path)
+    assert result.returncode == 2 and "holds no model (no modules.json or config.json)" in result.stderr
