@@ -257,7 +257,8 @@ class RunConfig:
     data: CacheDataConfig = field(default_factory=CacheDataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    data_dir: str | None = None
+    data_dir: str | None = None  # the built-in corpora (own sources name their files themselves)
+    eval_data_dir: str | None = None  # the SentEval layout (STS-B dev); default: where data_dir resolves
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
@@ -297,6 +298,7 @@ def add_cli_arguments(parser, default_config: Path) -> None:
                         help="YAML run config, or the name of a shipped one such as kdmcse_bert_flickr "
                         "(default: %(default)s)")
     parser.add_argument("--data-dir", help="data directory (else $DISTILL_DATA_DIR, ../shared/data, ./data)")
+    parser.add_argument("--eval-data-dir", help="folder with senteval/ for STS-B dev (default: the data directory)")
     parser.add_argument("--output-dir", help="shortcut for train.output_dir=...")
     parser.add_argument("--print-config", action="store_true",
                         help="list every config key with its type, value (after --config and overrides), "
@@ -433,6 +435,8 @@ def config_from_cli(args) -> RunConfig:
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
+    if args.eval_data_dir:
+        overrides.append(f"eval_data_dir={args.eval_data_dir}")
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
     return load_config(resolve_config_path(args.config), overrides)

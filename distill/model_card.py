@@ -117,8 +117,8 @@ def teacher_name(teacher: TeacherConfig) -> str:
 
 
 def training_data(cfg: RunConfig, manifest: dict[str, Any]) -> str:
-    text = ", ".join(map(str, cfg.data.text_sources)) or "none"
-    images = ", ".join(map(str, cfg.data.image_sources)) or "none"
+    text = ", ".join(cfg.data.text_source_names) or "none"
+    images = ", ".join(cfg.data.image_source_names) or "none"
     counts = manifest.get("counts")
     rows = f"; rows {json.dumps(counts, sort_keys=True)}" if counts else ""
     return f"sentences from {text}; image-caption pairs from {images}{rows}."
@@ -143,17 +143,22 @@ def loss_rows(loss: LossConfig) -> str:
                      else f"margin {loss.gist_margin}, {loss.gist_mode}"))
     optional = [("soft-target KL to teacher similarities", loss.soft_target_weight,
                  f"teacher temperature {loss.teacher_temperature}"),
-                ("embedding regression (MSE)", loss.regression_weight, ""),
-                ("AAHR prototype KL", loss.aahr_weight, f"{loss.aahr_prototypes} prototypes"),
-                ("soft-masked third view", loss.soft_mask_view_weight, f"strength {loss.soft_mask_strength}"),
-                ("MMRef reference alignment", loss.mmref_weight, f"alpha {loss.mmref_alpha}"),
-                ("DIAS cross-correlation", loss.dias_weight, f"off-diagonal {loss.dias_off_diagonal_weight}"),
-                ("DIAS relation matching", loss.dias_relation_weight, f"top-k {loss.dias_top_k}")]
+                ("embedding regression (MSE)", loss.regression_weight, "")]
+    if loss.aahr:
+        optional.append(("AAHR prototype KL", loss.aahr.weight, f"{loss.aahr.prototypes} prototypes"))
+    if loss.soft_mask:
+        optional.append(("soft-masked third view", loss.soft_mask.weight, f"strength {loss.soft_mask.strength}"))
+    if loss.mmref:
+        optional.append(("MMRef reference alignment", loss.mmref.weight, f"alpha {loss.mmref.alpha}"))
+    if loss.dias:
+        optional += [("DIAS cross-correlation", loss.dias.dimension_weight,
+                      f"off-diagonal {loss.dias.off_diagonal_weight}"),
+                     ("DIAS relation matching", loss.dias.relation_weight, f"top-k {loss.dias.top_k}")]
     rows += [row for row in optional if row[1] > 0]
     if loss.focal_gamma > 0:
         rows.append(("focal weighting of the text terms", "-", f"gamma {loss.focal_gamma}"))
-    if loss.aahr_queue_size > 0:
-        rows.append(("AAHR negative queue", "-", f"{loss.aahr_queue_size} embeddings"))
+    if loss.aahr and loss.aahr.queue_size > 0:
+        rows.append(("AAHR negative queue", "-", f"{loss.aahr.queue_size} embeddings"))
     return "\n".join(f"| {name} | {weight} | {settings} |" for name, weight, settings in rows) or "| none | - | - |"
 
 

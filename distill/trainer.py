@@ -33,13 +33,12 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.config import RunConfig, load_config, save_config, to_dict
-from teacher_cache.corpora import resolve_data_dir
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import iterate_steps, total_steps
 from distill.student import Student, build_encoder
-from teacher_cache import TeacherCache, ensure_cache
+from teacher_cache import TeacherCache, data_dir_for, ensure_cache
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
 
 
@@ -77,7 +76,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     env = init_distributed(cfg.train.device)
     out = Path(cfg.train.output_dir)
     seed_everything(cfg.train.seed + env.rank)
-    data_dir = resolve_data_dir(cfg.data_dir)
+    data_dir = data_dir_for(cfg.data, cfg.data_dir)
     cache = open_teacher_cache(cfg, data_dir, env)
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     if env.is_main:
@@ -261,7 +260,7 @@ def _diff_keys(a, b, prefix=""):
         yield prefix.rstrip(".")
 
 
-def open_teacher_cache(cfg: RunConfig, data_dir: Path, env: DistEnv) -> TeacherCache:
+def open_teacher_cache(cfg: RunConfig, data_dir: Path | None, env: DistEnv) -> TeacherCache:
     """Build the cache if it is missing (a collective: ranks share the shards), then open it read-only,
     checked (sizes; checksums once per build or copy). A complete cache opens without the teacher."""
     return TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir,

@@ -220,5 +220,13 @@ class STSDevEvaluator:
 
 
 def stsb_dev_evaluator(cfg: RunConfig) -> STSDevEvaluator:
-    """The dev evaluator a training run selects its checkpoint with: STS-B dev, the model's own pooling."""
-    return STSDevEvaluator(data_dir=resolve_data_dir(cfg.data_dir), pooler="model", batch_size=cfg.train.eval_batch_size)
+    """The dev evaluator a training run selects its checkpoint with: STS-B dev, the model's own pooling.
+
+    STS-B dev is read from ``eval_data_dir`` when set, so training on one's own files needs no
+    SentEval copy beside them; otherwise from the data directory, resolved as for the corpora.
+    """
+    if cfg.eval_data_dir:
+        data_dir = resolve_data_dir(cfg.eval_data_dir, key="eval_data_dir (--eval-data-dir)")
+    else:
+        data_dir = resolve_data_dir(cfg.data_dir)
+    return STSDevEvaluator(data_dir=data_dir, pooler="model", batch_size=cfg.train.eval_batch_size)

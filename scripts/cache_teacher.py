@@ -8,10 +8,11 @@
     python scripts/cache_teacher.py --verify [CACHE_DIR]    # recompute checksums; exit 1 if any is off
 
 A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``data:``
-(CacheDataConfig fields, ``skip_bad`` among them), ``cache_root`` and ``shard_rows``; flags override
-it. Rerunning finishes an interrupted build, or does nothing if the cache is complete. A cache built
-with --skip-bad is trained on with ``data.skip_bad=true``. --print-config lists every teacher.* and
-data.* key with its type, default and doc.
+(CacheDataConfig fields, including your own files and datasets: docs/data.md; ``skip_bad`` among
+them), ``cache_root`` and ``shard_rows``; flags override it (--text-sources / --image-sources take
+built-in names). Rerunning finishes an interrupted build, or does nothing if the cache is complete. A
+cache built with --skip-bad is trained on with ``data.skip_bad=true``. --print-config lists every
+teacher.* and data.* key with its type, default and doc.
 """
 from __future__ import annotations
 
@@ -30,10 +31,8 @@ from teacher_cache import (  # noqa: E402
     DEFAULT_SHARD_ROWS,
     IMAGE_SOURCES,
     TEXT_SOURCES,
-    BadInputError,
+    USER_ERRORS,
     CacheDataConfig,
-    CacheIntegrityError,
-    MissingCheckpointError,
     TeacherConfig,
     build_cache,
     build_teacher,
@@ -42,7 +41,6 @@ from teacher_cache import (  # noqa: E402
     locate_cache,
     verify_cache,
 )
-from teacher_cache.corpora import DataFormatError  # noqa: E402
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
 from distill.config import PRINT_CONFIG_HEADER, configs_dir, describe_config, resolve_config_path  # noqa: E402
@@ -138,19 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         teacher_cfg, data_cfg, run = resolve_configs(args)
-    except ValueError as err:  # unknown keys or sources, bad values
-        print(f"error: {args.config}: {err}", file=sys.stderr)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # the config file or a key in it
+        print(f"config error ({args.config}): {err}", file=sys.stderr)
         return 2
     if args.print_config:
         print(PRINT_CONFIG_HEADER, describe_config(teacher_cfg, "teacher."), describe_config(data_cfg, "data."), sep="\n")
         return 0
     if args.verify is not None:
-        return verify(args, teacher_cfg, data_cfg, run)
+        try:
+            return verify(args, teacher_cfg, data_cfg, run)
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     init_distributed()
     try:
         report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir,
                              shard_rows=run["shard_rows"], progress=not args.no_progress)
-    except (BadInputError, MissingCheckpointError, CacheIntegrityError, DataFormatError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -32,7 +32,7 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
     if cached.is_file():
         return json.loads(cached.read_text())
     print(f"\n== evaluating {name} on STS12-16, STS-B, SICK-R")
-    results = evaluate_sts(model, data_dir=cfg.data_dir, batch_size=cfg.train.eval_batch_size)
+    results = evaluate_sts(model, data_dir=cfg.eval_data_dir or cfg.data_dir, batch_size=cfg.train.eval_batch_size)
     payload = build_payload(name, {"pooler": "model", "aggregation": "all"}, sts=results)
     write_results(cached, payload)
     return payload
@@ -40,21 +40,32 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
-    from teacher_cache.corpora import resolve_data_dir
+    from teacher_cache import USER_ERRORS
+
+    try:
+        return run_demo(cfg)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run_demo(cfg: RunConfig) -> int:
+    from teacher_cache import data_dir_for, ensure_cache
     from teacher_cache.offline_models import resolve_model_name
     from distill.student import build_encoder
     from distill.trainer import train
     from eval.report import render_markdown
     from eval.sts import stsb_dev_evaluator
-    from teacher_cache import ensure_cache
 
     started = time.perf_counter()
-    cfg.data_dir = str(resolve_data_dir(cfg.data_dir))  # fail now, not after the cache is built
+    data_dir = data_dir_for(cfg.data, cfg.data_dir)  # fail now, not after the cache is built
+    cfg.data_dir = str(data_dir) if data_dir else None
+    evaluate_dev = stsb_dev_evaluator(cfg)
     out = Path(cfg.train.output_dir)
     print("== 1/3 teacher cache")
     print(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, cfg.data_dir))
     print("== 2/3 training the student")
-    model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    model_dir = train(cfg, evaluate_dev)
     print("== 3/3 evaluation")
     payloads = [
         evaluate_once("student (untrained)", build_encoder(cfg.student), cfg, out),

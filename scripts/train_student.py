@@ -28,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.trainer import train
     from eval.sts import stsb_dev_evaluator
+    from teacher_cache import USER_ERRORS
 
-    model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    try:
+        model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"saved student to {model_dir}")
     return 0
 

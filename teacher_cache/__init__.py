@@ -4,7 +4,18 @@
     cache = TeacherCache.open(ensure_cache(TeacherConfig(), CacheDataConfig()))
     vectors = cache.text(cache.text_index(row_ids), device="cuda")
 """
-from .data import IMAGE_SOURCES, TEXT_SOURCES, CacheDataConfig, CacheRows, collect_rows, dataset_fingerprint
+from .corpora import DataFormatError
+from .data import (
+    IMAGE_SOURCES,
+    TEXT_SOURCES,
+    CacheDataConfig,
+    CacheRows,
+    ImageCaptionSource,
+    TextSource,
+    collect_rows,
+    data_dir_for,
+    dataset_fingerprint,
+)
 from .integrity import CacheIntegrityError, verify_cache
 from .reader import CacheFormatError, TeacherCache
 from .towers import AUTO_PRECISION, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
@@ -22,6 +33,10 @@ from .writer import (
     locate_cache,
 )
 
+# A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
+USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError,
+                                            CacheIntegrityError, CacheFormatError)
+
 __all__ = [
     "AUTO_PRECISION",
     "BadInputError",
@@ -31,11 +46,15 @@ __all__ = [
     "CacheIntegrityError",
     "CacheRows",
     "CollectedData",
+    "DataFormatError",
     "DEFAULT_CACHE_ROOT",
     "DEFAULT_SHARD_ROWS",
     "IMAGE_SOURCES",
+    "ImageCaptionSource",
     "MissingCheckpointError",
     "TEXT_SOURCES",
+    "TextSource",
+    "USER_ERRORS",
     "Teacher",
     "TeacherCache",
     "TeacherConfig",
@@ -44,6 +63,7 @@ __all__ = [
     "cache_name",
     "collect_rows",
     "collect_data",
+    "data_dir_for",
     "dataset_fingerprint",
     "ensure_cache",
     "find_complete_cache",

@@ -1,10 +1,12 @@
 """Which rows a cache holds (CacheDataConfig), how they are collected, checked and fingerprinted.
 
-Text rows are the sentences of the chosen text sources, concatenated in the fixed order of
-``TEXT_SOURCES`` (whatever order the config lists them in, so that listing order never creates a
-second cache). Image rows are the images of the image sources, in ``IMAGE_SOURCES`` order. Rows are
-identified by the loaders' stable ids; the dataset fingerprint hashes ids, texts and image bytes, so
-editing one caption or one JPEG gives a new cache rather than a stale one.
+A source is a built-in corpus, named (``wiki1m``, ``coco2017_mini``, ...: files under the data
+directory), or your own data, given as a mapping (:class:`TextSource`, :class:`ImageCaptionSource`,
+see docs/data.md). Text rows are the sentences of the built-in text sources in the fixed order of
+``TEXT_SOURCES``, then those of your own text sources sorted by name, then the captions of your
+own image sources; image rows follow the same rule. Listing order therefore never creates a second
+cache. Rows are identified by the loaders' stable ids; the dataset fingerprint hashes ids, texts
+and image bytes, so editing one sentence, caption or image gives a new cache rather than a stale one.
 """
 from __future__ import annotations
 
@@ -31,8 +33,16 @@ from .corpora import (
     load_flickr30k_captions,
     load_flickr30k_images,
     load_wiki1m,
+    resolve_data_dir,
 )
-
+from .corpora.user import (
+    ImageCaptionSource,
+    TextSource,
+    load_user_image_captions,
+    load_user_texts,
+    source_dict,
+    source_from,
+)
 from .files import file_sha256
 
 TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco_train2014", "coco2017_mini")
@@ -40,38 +50,73 @@ OFFLINE_TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2
 OFFLINE_IMAGE_SOURCES: tuple[str, ...] = ("coco2017_mini",)
 # flickr30k_train and coco_train2014 images are not shipped: they are for users who have them (README).
 IMAGE_SOURCES: tuple[str, ...] = ("flickr30k_train", "coco_train2014", "coco2017_mini")
+DEFAULT_IMAGE_STORE = "cache/images"
 
 
 @dataclass(frozen=True)
 class CacheDataConfig:
     """The rows to encode.
 
-    ``limits`` maps a source name to how many of its first items to keep: sentences for ``wiki1m``,
-    images (with all their captions) for the caption sets. One limit applies to a source's text and
-    image rows alike, so ``{"coco2017_mini": 8}`` keeps 8 photos and exactly their 40 captions.
+    ``text_sources`` / ``image_sources`` list built-in names and your own sources (mappings, see
+    :class:`TextSource` and :class:`ImageCaptionSource`). An own image source brings its captions
+    too, paired with their images; a built-in caption set pairs when named in both lists.
+    ``limits`` maps a source name to how many of its first items to keep: sentences for text
+    sources, images (with all their captions) for the caption sets. One limit applies to a source's
+    text and image rows alike, so ``{"coco2017_mini": 8}`` keeps 8 photos and exactly their 40
+    captions. ``image_store`` is where images of a ``datasets`` column without files are written.
     ``skip_bad`` leaves unusable rows (empty captions, broken images) out instead of stopping; the
     cache records them and the run's summary lists them.
     """
 
-    text_sources: tuple[str, ...] = OFFLINE_TEXT_SOURCES
-    image_sources: tuple[str, ...] = OFFLINE_IMAGE_SOURCES
+    text_sources: tuple[TextSource | str, ...] = OFFLINE_TEXT_SOURCES
+    image_sources: tuple[ImageCaptionSource | str, ...] = OFFLINE_IMAGE_SOURCES
     limits: dict[str, int] = field(default_factory=dict)
+    image_store: str = DEFAULT_IMAGE_STORE
     skip_bad: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "text_sources", _canonical(self.text_sources, TEXT_SOURCES, "text"))
-        object.__setattr__(self, "image_sources", _canonical(self.image_sources, IMAGE_SOURCES, "image"))
-        unknown = set(self.limits) - set(TEXT_SOURCES) - set(IMAGE_SOURCES)
+        object.__setattr__(self, "text_sources", _canonical(self.text_sources, TEXT_SOURCES, TextSource, "text"))
+        object.__setattr__(self, "image_sources",
+                           _canonical(self.image_sources, IMAGE_SOURCES, ImageCaptionSource, "image"))
+        names = [source.name for source in self.own_sources]
+        clashes = sorted({n for n, count in Counter(names).items() if count > 1} | (set(names) & set(TEXT_SOURCES)))
+        if clashes:
+            raise ValueError(f"source name(s) {clashes} used twice (or a built-in name); give each own source "
+                             "its own 'name'")
+        unknown = set(self.limits) - set(TEXT_SOURCES) - set(IMAGE_SOURCES) - set(names)
         if unknown:
-            raise ValueError(f"limits name unknown sources {sorted(unknown)}")
+            raise ValueError(f"limits name unknown sources {sorted(unknown)}; known: "
+                             f"{sorted({*self.text_source_names, *self.image_source_names})}")
         object.__setattr__(self, "limits", {name: int(self.limits[name]) for name in sorted(self.limits)})
 
+    @property
+    def own_sources(self) -> list[TextSource | ImageCaptionSource]:
+        return [s for s in (*self.text_sources, *self.image_sources) if not isinstance(s, str)]
+
+    @property
+    def text_source_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.text_sources]
+
+    @property
+    def image_source_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.image_sources]
+
+    @property
+    def uses_data_dir(self) -> bool:
+        """Whether a built-in corpus is chosen (only those are read from the data directory)."""
+        return any(isinstance(s, str) for s in (*self.text_sources, *self.image_sources))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"text_sources": list(self.text_sources), "image_sources": list(self.image_sources),
-                "limits": dict(self.limits), "skip_bad": self.skip_bad}
+        return {
+            "text_sources": [_source_value(s) for s in self.text_sources],
+            "image_sources": [_source_value(s) for s in self.image_sources],
+            "limits": dict(self.limits),
+            "image_store": self.image_store,
+            "skip_bad": self.skip_bad,
+        }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "CacheDataConfig":
+    def from_dict(cls, values: dict[str, Any]) -> CacheDataConfig:
         known = {f.name for f in fields(cls)}
         if set(values) - known:
             raise ValueError(f"unknown CacheDataConfig keys {sorted(set(values) - known)}; known: {sorted(known)}")
@@ -79,12 +124,28 @@ class CacheDataConfig:
         return cls(**converted)
 
 
-def _canonical(chosen: Iterable[str], known: tuple[str, ...], kind: str) -> tuple[str, ...]:
+def data_dir_for(cfg: CacheDataConfig, data_dir: str | Path | None) -> Path | None:
+    """The resolved data directory when a built-in corpus needs it; own data alone needs none."""
+    if cfg.uses_data_dir:
+        return resolve_data_dir(data_dir)
+    return Path(data_dir).resolve() if data_dir else None
+
+
+def _source_value(source: str | TextSource | ImageCaptionSource) -> str | dict[str, Any]:
+    return source if isinstance(source, str) else source_dict(source)
+
+
+def _canonical(chosen: Iterable, known: tuple[str, ...], kind: type, label: str) -> tuple:
+    """Built-in names in ``known`` order, then own sources by name."""
     chosen = tuple(chosen)
-    unknown = [name for name in chosen if name not in known]
+    names = [item for item in chosen if isinstance(item, str)]
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(f"unknown {kind} sources {unknown}; known: {list(known)}")
-    return tuple(name for name in known if name in chosen)
+        raise ValueError(f"unknown {label} source {unknown[0]!r}; built-in names: {list(known)}; for your own "
+                         f"data write a mapping, e.g. " + ("{path: my.txt}" if label == "text" else
+                                                          "{images: photos/, captions: captions.jsonl}"))
+    own = sorted((source_from(item, kind) for item in chosen if not isinstance(item, str)), key=lambda s: s.name)
+    return (*(name for name in known if name in names), *own)
 
 
 @dataclass
@@ -96,20 +157,40 @@ class CacheRows:
     problems: list[BadRow]
 
 
-def collect_rows(cfg: CacheDataConfig, data_dir: Path) -> CacheRows:
-    """Load every configured source, collecting bad rows instead of stopping at the first."""
+def collect_rows(cfg: CacheDataConfig, data_dir: Path | None) -> CacheRows:
+    """Load every configured source, collecting bad rows instead of stopping at the first.
+
+    ``data_dir`` is read by the built-in corpora only (None is fine when there are none).
+    """
     problems: list[BadRow] = []
     texts: list[TextRow] = []
-    for name in cfg.text_sources:
-        rows = _TEXT_LOADERS[name](data_dir, cfg.limits.get(name), problems)
-        # A caption is paired with its image only when its source's images are encoded as well.
-        texts.extend(rows if name in cfg.image_sources else [replace(row, image_id=None) for row in rows])
     images: list[ImageRow] = []
-    for name in cfg.image_sources:
-        images.extend(_IMAGE_LOADERS[name](data_dir, cfg.limits.get(name), problems))
+    for source in cfg.text_sources:
+        if isinstance(source, str):
+            rows = _TEXT_LOADERS[source](_needed(data_dir), cfg.limits.get(source), problems)
+            # A caption is paired with its image only when its source's images are encoded as well.
+            texts.extend(rows if source in cfg.image_sources else [replace(row, image_id=None) for row in rows])
+        else:
+            texts.extend(load_user_texts(source, cfg.limits.get(source.name), problems))
+    own_captions: list[TextRow] = []
+    for source in cfg.image_sources:
+        if isinstance(source, str):
+            images.extend(_IMAGE_LOADERS[source](_needed(data_dir), cfg.limits.get(source), problems))
+        else:
+            source_images, captions = load_user_image_captions(source, cfg.limits.get(source.name), problems,
+                                                               Path(cfg.image_store))
+            images.extend(source_images)
+            own_captions.extend(captions)
+    texts.extend(own_captions)
     _require_unique([row.row_id for row in texts], "text row")
     _require_unique([row.image_id for row in images], "image")
     return CacheRows(texts=texts, images=images, problems=_unique_problems(problems))
+
+
+def _needed(data_dir: Path | None) -> Path:
+    if data_dir is None:
+        raise ValueError("a built-in corpus needs the data directory; pass --data-dir (see docs/data.md)")
+    return data_dir
 
 
 def _as_text_rows(rows: Sequence) -> list[TextRow]:

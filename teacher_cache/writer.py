@@ -60,8 +60,8 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .corpora import BadRow, ImageRow, TextRow, resolve_data_dir
-from .data import CacheDataConfig, CacheRows, collect_rows, dataset_fingerprint, find_bad_images
+from .corpora import BadRow, ImageRow, TextRow
+from .data import CacheDataConfig, CacheRows, collect_rows, data_dir_for, dataset_fingerprint, find_bad_images
 from .distributed import DistEnv
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
 from .index import find_indexed, index_key, library_versions, record_in_index
@@ -103,7 +103,7 @@ class CollectedData:
 
 
 def collect_data(data_cfg: CacheDataConfig, data_dir: Path | str | None) -> CollectedData:
-    resolved = resolve_data_dir(data_dir)
+    resolved = data_dir_for(data_cfg, data_dir)
     rows = collect_rows(data_cfg, resolved)
     return CollectedData(rows, dataset_fingerprint(rows), resolved)
 

@@ -32,7 +32,7 @@ STS_YEAR_TOTALS = {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "
 def data_dir() -> Path:
     try:
         return resolve_data_dir()
-    except FileNotFoundError as err:  # pragma: no cover - only without the shared data
+    except DataFormatError as err:  # pragma: no cover - only without the shared data
         pytest.skip(f"shared SentEval data not found: {err}")
 
 

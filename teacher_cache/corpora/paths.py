@@ -4,18 +4,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .records import DataFormatError
+
 ENV_VAR = "DISTILL_DATA_DIR"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """``--data-dir`` flag, else ``$DISTILL_DATA_DIR``, else ``../shared/data`` if it exists, else ``./data``.
+def resolve_data_dir(data_dir: str | Path | None = None, key: str = "--data-dir") -> Path:
+    """``data_dir`` (from ``key``), else ``$DISTILL_DATA_DIR``, else ``../shared/data`` if it exists, else ``./data``.
 
     ``../shared/data`` is looked for beside the project checkout (CI clones the project next to
     ``shared/``) and beside the current directory.
     """
     if data_dir:
-        return _must_exist(Path(data_dir), "--data-dir")
+        return _must_exist(Path(data_dir), key)
     if os.environ.get(ENV_VAR):
         return _must_exist(Path(os.environ[ENV_VAR]), f"${ENV_VAR}")
     for candidate in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
@@ -26,8 +28,8 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
 
 def _must_exist(path: Path, origin: str) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"data directory {path} (from {origin}) does not exist; pass --data-dir, set ${ENV_VAR}, "
-            "or lay the data out as docs/data.md describes"
+        raise DataFormatError(
+            path, None, f"data directory not found (from {origin}); pass --data-dir, set ${ENV_VAR}, "
+            "or lay the data out as docs/data.md describes (own data needs no data directory)"
         )
     return path.resolve()

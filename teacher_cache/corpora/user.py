@@ -1,0 +1,370 @@
+"""Your own training data: sentence files, image folders with captions, Hugging Face datasets.
+
+A source is named (``name``, by default the file stem, the image folder's name or the dataset's
+last path component) and its rows get ids built from that name, so they are stable across runs:
+
+=================================  ====================================  =================================
+source                             text row id                           image id
+=================================  ====================================  =================================
+text file (``.txt``)               ``<name>:<line, 0-based>``            -
+CSV / TSV / JSONL                  ``<name>:<record, 0-based>``          -
+``datasets`` text column           ``<name>:<dataset index>``            -
+image folder + captions file       ``<name>:<image path>:<k>``           ``<name>:<image path>``
+``datasets`` image column          ``<name>:<dataset index>:<k>``        ``<name>:<dataset index>``
+=================================  ====================================  =================================
+
+``k`` counts an image's captions in file order. Rows of a captions file that name the same image
+are one image with several captions. Mistakes in a file (a missing column, a line that is not
+JSON, a value that is not text) raise :class:`DataFormatError` naming the file and its 1-based
+line; an empty sentence or a missing image file is a :class:`BadRow` (reported with all others
+before anything is encoded; ``--skip-bad`` leaves them out).
+
+Images of a ``datasets`` image column that have no file on disk are written once to
+``image_store/<sha256 of the bytes><suffix>``: the teacher cache reads images from files, and a
+name given by the content makes the copy idempotent and shared by every run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .records import BadRow, DataFormatError, ImageRow, TextRow, read_data_lines
+
+__all__ = ["ImageCaptionSource", "TextSource", "load_user_image_captions", "load_user_texts"]
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Your own sentences: ``path`` (a ``.txt`` file, one sentence per line, or a ``.csv`` / ``.tsv`` /
+    ``.jsonl`` file with a ``column``), or ``dataset`` (a ``save_to_disk`` folder or a hub name, with
+    ``split`` and ``column``). ``name`` prefixes the row ids (default: the file stem)."""
+
+    path: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    column: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of(self, "path", "dataset")
+        if self.path is not None:
+            suffix = Path(self.path).suffix.lower()
+            if suffix not in TEXT_SUFFIXES:
+                raise ValueError(f"text source {self.path}: unsupported file type {suffix or '(none)'!r}; "
+                                 f"use one of {list(TEXT_SUFFIXES)} or a datasets dataset ({{dataset: ...}})")
+            if suffix == ".txt" and self.column is not None:
+                raise ValueError(f"text source {self.path}: a .txt file has one sentence per line; drop 'column'")
+        if self.column is None and (self.dataset is not None or Path(self.path).suffix.lower() in TABLE_SUFFIXES):
+            raise ValueError(f"text source {self.path or self.dataset}: set 'column' to the column holding the text")
+        _set_name(self, Path(self.path).stem if self.path else _dataset_stem(self.dataset))
+
+    @property
+    def origin(self) -> str:
+        return self.path or _dataset_label(self.dataset, self.split)
+
+
+@dataclass(frozen=True)
+class ImageCaptionSource:
+    """Your own images with captions: ``captions`` (a ``.jsonl`` / ``.csv`` / ``.tsv`` file whose
+    ``image_column`` holds an image path relative to ``images`` (default: the captions file's folder)
+    and whose ``caption_column`` holds a caption, or in JSONL a list of captions), or ``dataset`` (a
+    ``save_to_disk`` folder or hub name with ``split``) whose ``image_column`` holds images or paths.
+    ``name`` prefixes the ids (default: the image folder's name, else the captions file stem)."""
+
+    images: str | None = None
+    captions: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    image_column: str = "image"
+    caption_column: str = "caption"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of(self, "captions", "dataset")
+        if self.captions is not None and Path(self.captions).suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"image source {self.captions}: captions must be a {'/'.join(TABLE_SUFFIXES)} file")
+        default = Path(self.images).name if self.images else (
+            Path(self.captions).stem if self.captions else _dataset_stem(self.dataset))
+        _set_name(self, default)
+
+    @property
+    def origin(self) -> str:
+        return self.captions or _dataset_label(self.dataset, self.split)
+
+    def image_folder(self) -> Path | None:
+        if self.images is not None:
+            return Path(self.images)
+        return Path(self.captions).parent if self.captions else None
+
+
+def source_from(value: Any, kind: type) -> Any:
+    """A source given in a config: a mapping of the dataclass's fields, or the dataclass itself."""
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"a {kind.__name__} must be a mapping such as {{path: my.txt}}, got {value!r}")
+    known = [f.name for f in fields(kind)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {value}; known: {known}")
+    return kind(**value)
+
+
+def source_dict(source: TextSource | ImageCaptionSource) -> dict[str, Any]:
+    """The fields that differ from the defaults (what a user wrote, plus the name)."""
+    return {f.name: getattr(source, f.name) for f in fields(source)
+            if getattr(source, f.name) != f.default or f.name == "name"}
+
+
+def _one_of(source: Any, first: str, second: str) -> None:
+    if (getattr(source, first) is None) == (getattr(source, second) is None):
+        given = {f.name: getattr(source, f.name) for f in fields(source) if getattr(source, f.name) is not None}
+        raise ValueError(f"{type(source).__name__} needs exactly one of '{first}' and '{second}', got {given}")
+
+
+def _set_name(source: Any, default: str) -> None:
+    name = source.name if source.name is not None else re.sub(r"[^A-Za-z0-9_.-]+", "_", default)
+    if not _NAME.match(name or ""):
+        raise ValueError(f"source name {name!r} may hold only letters, digits, '_', '.', '-'; set 'name'")
+    object.__setattr__(source, "name", name)
+
+
+def _dataset_stem(dataset: str | None) -> str:
+    return Path(str(dataset).rstrip("/")).name
+
+
+def _dataset_label(dataset: str | None, split: str | None) -> str:
+    return f"{dataset}[{split}]" if split else str(dataset)
+
+
+# --- text sources ----------------------------------------------------------------------------------
+
+
+def load_user_texts(source: TextSource, limit: int | None, problems: list[BadRow]) -> list[TextRow]:
+    """The sentences of one source, in file (or dataset) order; ``limit`` keeps the first ones."""
+    rows: list[TextRow] = []
+    for index, line, value in _text_values(source):
+        if limit is not None and index >= limit:
+            break
+        row_id = f"{source.name}:{index}"
+        text = _as_text(value, source, line, index, source.column)
+        if not text:
+            problems.append(BadRow(row_id, Path(source.origin), line, "empty text"))
+            continue
+        rows.append(TextRow(row_id=row_id, text=text, source=source.name))
+    return rows
+
+
+def _text_values(source: TextSource) -> Iterator[tuple[int, int | None, Any]]:
+    """(index, 1-based line or None for datasets, raw value) of every sentence."""
+    if source.dataset is not None:
+        dataset = _open_dataset(source.dataset, source.split)
+        _require_columns(dataset, source.origin, {"column": source.column})
+        yield from ((index, None, value) for index, value in enumerate(dataset[source.column]))
+        return
+    path = _existing_file(Path(source.path), "path")
+    if path.suffix.lower() == ".txt":
+        yield from ((index, index + 1, line) for index, line in enumerate(read_data_lines(path)))
+        return
+    for index, (line, record) in enumerate(_table_records(path, [source.column])):
+        yield index, line, record[source.column]
+
+
+def _as_text(value: Any, source: Any, line: int | None, index: int, column: str | None) -> str:
+    """The stripped text; a non-text value names the line (files) or the index (datasets)."""
+    if not isinstance(value, str):
+        at = "" if line is not None else f"index {index}: "
+        raise DataFormatError(source.origin, line, f"{at}column {column!r} holds {type(value).__name__}, not text")
+    return value.strip()
+
+
+# --- image-caption sources --------------------------------------------------------------------------
+
+
+def load_user_image_captions(
+    source: ImageCaptionSource, limit: int | None, problems: list[BadRow], image_store: Path
+) -> tuple[list[ImageRow], list[TextRow]]:
+    """Images and their captions (captions carry their image's id); ``limit`` keeps the first images.
+
+    An image whose file is missing is a bad row, left out with its captions.
+    """
+    images: list[ImageRow] = []
+    captions: list[TextRow] = []
+    for entry in _image_entries(source, image_store):
+        if limit is not None and len(images) >= limit:
+            break
+        key, line, path, texts = entry
+        image_id = f"{source.name}:{key}"
+        if not path.is_file():
+            problems.append(BadRow(image_id, Path(source.origin), line, f"image file {path} not found"))
+            continue
+        images.append(ImageRow(image_id=image_id, path=path, source=source.name))
+        for k, (text_line, text) in enumerate(texts):
+            row_id = f"{image_id}:{k}"
+            if not text:
+                problems.append(BadRow(row_id, Path(source.origin), text_line, "empty caption"))
+                continue
+            captions.append(TextRow(row_id=row_id, text=text, source=source.name, image_id=image_id))
+    return images, captions
+
+
+Entry = tuple[str, int | None, Path, list[tuple[int | None, str]]]
+
+
+def _image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]:
+    """(id key, line, image file, [(line, caption)]) per image, in order of first appearance."""
+    if source.dataset is not None:
+        return _dataset_image_entries(source, image_store)
+    path = _existing_file(Path(source.captions), "captions")
+    folder = source.image_folder()
+    if source.images is not None and not folder.is_dir():
+        raise DataFormatError(folder, None, "image folder not found (key 'images')")
+    columns = [source.image_column, source.caption_column]
+    grouped: dict[str, Entry] = {}
+    for line, record in _table_records(path, columns):
+        name = _as_text(record[source.image_column], source, line, 0, source.image_column)
+        if not name:
+            raise DataFormatError(path, line, f"empty image path in column {source.image_column!r}")
+        texts = _caption_list(record[source.caption_column], source, line, 0)
+        entry = grouped.setdefault(name, (name, line, folder / name, []))
+        entry[3].extend((line, text) for text in texts)
+    return list(grouped.values())
+
+
+def _caption_list(value: Any, source: ImageCaptionSource, line: int | None, index: int) -> list[str]:
+    if isinstance(value, list) and value:
+        return [_as_text(item, source, line, index, source.caption_column) for item in value]
+    return [_as_text(value, source, line, index, source.caption_column)]
+
+
+def _dataset_image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]:
+    """One image per dataset row: an image feature (stored files or in-memory bytes) or a path string."""
+    import datasets
+
+    dataset = _open_dataset(source.dataset, source.split)
+    _require_columns(dataset, source.origin, {"image_column": source.image_column,
+                                              "caption_column": source.caption_column})
+    if isinstance(dataset.features[source.image_column], datasets.Image):
+        dataset = dataset.cast_column(source.image_column, datasets.Image(decode=False))
+    folder = source.image_folder() or (Path(source.dataset) if Path(source.dataset).is_dir() else Path.cwd())
+    entries = []
+    for index, (image, caption) in enumerate(zip(dataset[source.image_column], dataset[source.caption_column])):
+        texts = [(None, text) for text in _caption_list(caption, source, None, index)]
+        entries.append((str(index), None, _image_file(image, folder, image_store, source, index), texts))
+    return entries
+
+
+def _image_file(image: Any, folder: Path, image_store: Path, source: ImageCaptionSource, index: int) -> Path:
+    if isinstance(image, str):
+        return folder / image
+    if isinstance(image, dict) and image.get("bytes"):
+        return _materialise(image["bytes"], Path(image.get("path") or "").suffix, image_store)
+    if isinstance(image, dict) and image.get("path"):
+        return Path(image["path"])
+    raise DataFormatError(source.origin, None, f"index {index}: column {source.image_column!r} holds "
+                                               f"{type(image).__name__}, not an image or a path")
+
+
+def _materialise(data: bytes, suffix: str, image_store: Path) -> Path:
+    import hashlib
+
+    from ..files import atomic_write
+
+    target = image_store / f"{hashlib.sha256(data).hexdigest()}{suffix.lower()}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, data)
+    return target
+
+
+# --- readers ------------------------------------------------------------------------------------------
+
+
+def _existing_file(path: Path, key: str) -> Path:
+    if not path.is_file():
+        raise DataFormatError(path, None, f"file not found (key '{key}'; relative paths start at the current directory)")
+    return path
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, raw.count(b"\n", 0, err.start) + 1, f"cannot decode as utf-8: {err.reason}") from err
+
+
+def _table_records(path: Path, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line, record) of a CSV (header row), TSV (header row, no quoting) or JSONL file."""
+    text = _read_text(path)
+    if path.suffix.lower() == ".jsonl":
+        yield from _jsonl_records(path, text, columns)
+        return
+    tsv = path.suffix.lower() == ".tsv"
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    missing = [column for column in columns if column not in (reader.fieldnames or [])]
+    if missing:
+        raise DataFormatError(path, 1, f"no column {missing[0]!r} in the header {reader.fieldnames}; "
+                                       "name the right column in the source's config")
+    try:
+        for record in reader:
+            absent = [column for column in columns if record.get(column) is None]
+            if absent:
+                raise DataFormatError(path, reader.line_num, f"too few fields: no value for {absent[0]!r}")
+            yield reader.line_num, record
+    except csv.Error as err:
+        raise DataFormatError(path, reader.line_num, f"malformed {'TSV' if tsv else 'CSV'} ({err})") from err
+
+
+def _jsonl_records(path: Path, text: str, columns: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines (a trailing one, say) separate nothing in JSONL
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, line, f"invalid JSON ({err.msg})") from err
+        if not isinstance(record, dict):
+            raise DataFormatError(path, line, "expected a JSON object per line")
+        missing = [column for column in columns if column not in record]
+        if missing:
+            raise DataFormatError(path, line, f"no key {missing[0]!r} (keys: {sorted(record)}); "
+                                              "name the right column in the source's config")
+        yield line, record
+
+
+def _open_dataset(name: str, split: str | None):
+    """A ``save_to_disk`` folder, else a hub dataset; a DatasetDict needs ``split``."""
+    import datasets
+
+    label = _dataset_label(name, split)
+    try:
+        if Path(name).is_dir():
+            loaded = datasets.load_from_disk(name)
+        else:
+            loaded = datasets.load_dataset(name, split=split)
+    except Exception as err:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
+        raise DataFormatError(label, None, f"cannot load the dataset ({type(err).__name__}: {err}); "
+                                           "give a save_to_disk folder or a hub name with 'split'") from err
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataFormatError(label, None, f"set 'split' to one of {list(loaded)}")
+        loaded = loaded[split]
+    return loaded
+
+
+def _require_columns(dataset: Any, origin: str, columns: dict[str, str]) -> None:
+    for key, column in columns.items():
+        if column not in dataset.column_names:
+            raise DataFormatError(origin, None, f"no column {column!r} (columns: {dataset.column_names}); set '{key}'")
