@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from sentence_transformers import SentenceTransformer
 
+from teacher_cache import TeacherCache
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,11 +56,12 @@ def test_readme_own_data_example_trains_and_loads(example_dir, tiny_bert_dir, ti
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["steps"] == 4 and [step for step, _ in summary["dev_history"]] == [2, 4]
     (cache,) = (example_dir / "cache" / "teacher").glob("*/manifest.json")
-    text_ids = (cache.parent / "text_ids.txt").read_text().split()
+    opened = TeacherCache.open(cache.parent)
+    text_ids = list(opened.text_ids)
     assert text_ids[:6] == [f"sentences:{i}" for i in range(6)]
     assert text_ids[6:8] == ["photos:red.jpg:0", "photos:red.jpg:1"] and len(text_ids) == 6 + 4 * 2
-    assert (cache.parent / "image_ids.txt").read_text().split() == [
-        "photos:red.jpg", "photos:green.jpg", "photos:blue.jpg", "photos:yellow.jpg"]
+    assert list(opened.caption_image_ids[6:8]) == ["photos:red.jpg", "photos:red.jpg"]
+    assert list(opened.image_ids) == ["photos:red.jpg", "photos:green.jpg", "photos:blue.jpg", "photos:yellow.jpg"]
 
     model = SentenceTransformer(str(run / "model"), device="cpu")
     assert model.encode(["a red square"]).shape == (1, 32)
