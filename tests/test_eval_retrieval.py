@@ -148,9 +148,23 @@ def test_rerank_with_beta_zero_equals_no_rerank(tiny_st, gallery):
 
 def test_rerank_changes_scores_and_checks_its_inputs(tiny_st, gallery):
     captions, index, images, teacher_captions = gallery
-    result = evaluate_retrieval(tiny_st, _heads(), images, captions, index, teacher_captions=teacher_captions,
+    heads = _heads()
+    result = evaluate_retrieval(tiny_st, heads, images, captions, index, teacher_captions=teacher_captions,
                                 rerank_beta=1.0, alpha=0.0)
-    assert np.isfinite(result.rsum)
+    # beta 1, alpha 0: a query is scored against the mean of the *other* captions of each image only
+    with torch.no_grad():
+        text = heads.ground(torch.from_numpy(encode(tiny_st, captions, show_progress=False)))
+        adapted = heads.adapt_captions(teacher_captions)
+    scores = torch.empty(len(captions), 12)
+    for q in range(len(captions)):
+        for m in range(12):
+            others = [c for c in range(len(captions)) if index[c] == m and c != q]
+            scores[q, m] = text[q] @ torch.nn.functional.normalize(adapted[others].mean(0), dim=0)
+    expected = retrieval_metrics(scores, index)
+    assert result.to_dict() | {"rerank_beta": None, "alpha": None, "leave_query_out": None} == expected.to_dict() | {
+        "rerank_beta": None, "alpha": None, "leave_query_out": None}
+    plain = evaluate_retrieval(tiny_st, heads, images, captions, index)
+    assert (result.i2t_r1, result.t2i_r1, result.rsum) != (plain.i2t_r1, plain.t2i_r1, plain.rsum)
     with pytest.raises(ValueError, match="teacher_captions"):
         evaluate_retrieval(tiny_st, _heads(), images, captions, index, rerank_beta=0.5)
     with pytest.raises(ValueError, match="rerank_beta"):
