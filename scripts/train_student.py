@@ -9,7 +9,7 @@ Examples:
 
 Any config key can be overridden as section.key=value (values are parsed as YAML). The resolved
 config is written next to the run's outputs; rerunning the same command resumes from the last
-checkpoint.
+checkpoint. The output folder must be new, empty, or a folder this trainer wrote (exit 2 otherwise).
 """
 from __future__ import annotations
 
@@ -25,10 +25,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "offline_defa
 
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
-    from distill.trainer import train
+    from distill.trainer import RunFolderError, train
     from eval.sts import stsb_dev_evaluator
 
-    model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    try:
+        model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    except RunFolderError as err:  # a folder that is not this run's, or a changed config: the user decides
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"saved student to {model_dir}")
     return 0
 
