@@ -17,10 +17,11 @@ batch = batch_size x world size.
 
 The run folder belongs to the trainer: it holds only what is listed in ``TRAINER_FILES`` and
 ``ENCODER_FOLDERS`` (each encoder folder lists its files in ``.trainer_files.json``, written last,
-so a folder with that listing is complete). ``best/`` and ``model/`` are replaced by writing
-``<name>.new/``, renaming the old one to ``<name>.old/``, renaming the new one into place and removing
-the old one; a start after a kill finishes or undoes an interrupted swap, so a complete ``best/``
-exists at every instant once one was written. One ``checkpoint.pt`` (rank 0 writes it) holds the
+so a folder with that listing is complete), plus the ``REPORTS`` the project's scripts add after
+training. ``best/`` and ``model/`` are replaced by writing ``<name>.new/``, renaming the old one to
+``<name>.old/``, renaming the new one into place and removing the old one; a start after a kill
+finishes or undoes an interrupted swap, so a complete ``best/`` exists at every instant once one
+was written. One ``checkpoint.pt`` (rank 0 writes it) holds the
 weights, the optimiser and every rank's CPU/CUDA/numpy/python RNG states as tensors and plain
 types; it is read with ``torch.load(weights_only=True)``, so a planted pickle never runs.
 """
@@ -63,6 +64,9 @@ DevEvaluator = Callable[[SentenceTransformer], float]
 
 TRAINER_FILES = {"config.yaml", "config.yaml.tmp", "checkpoint.pt", "checkpoint.pt.tmp",
                  "train_summary.json", "train_summary.json.tmp"}
+# Written beside a finished run by the project's own scripts (scripts/demo.py, benchmarks/offline_distill.py):
+# accepted in the run folder and never touched by the trainer.
+REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
 ENCODER_FOLDERS = ("best", "model")
 SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
@@ -306,7 +310,8 @@ def foreign_entries(out: Path) -> list[str]:
     swap_folders = {name + suffix for name in ENCODER_FOLDERS for suffix in SWAP_SUFFIXES}
     foreign = []
     for entry in sorted(out.iterdir()):
-        if entry.is_file() and entry.name in TRAINER_FILES or entry.is_dir() and entry.name in swap_folders:
+        if entry.is_file() and entry.name in TRAINER_FILES or entry.is_dir() and entry.name in swap_folders \
+                or entry.name in REPORTS:
             continue
         if entry.is_dir() and entry.name == "tensorboard":
             foreign += [f"tensorboard/{p.name}" for p in sorted(entry.iterdir())
