@@ -41,7 +41,7 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.config import load_config, save_config  # noqa: E402
+from distill.config import TrainConfig, load_config, save_config  # noqa: E402
 from distill.schedule import total_steps  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from teacher_cache.offline_models import minilm_path  # noqa: E402
@@ -214,12 +214,14 @@ class Extrapolation:
     total_seconds: float  # cache + train
 
 
-def extrapolate(layout: Layout, batch_size: int, seconds_per_step: float, cache_seconds: float) -> Extrapolation:
-    """The paper's epochs over this layout: the project's schedule (text pool = Wiki1M, paired pool = captions)."""
-    per_epoch = total_steps(layout.wiki_lines, layout.captions, batch_size, 1, None)
-    steps = total_steps(layout.wiki_lines, layout.captions, batch_size, PAPER_EPOCHS, None)
-    train = steps * seconds_per_step
-    return Extrapolation(per_epoch, steps, seconds_per_step, cache_seconds, train, cache_seconds + train)
+def extrapolate(layout: Layout, train: TrainConfig, seconds_per_step: float, cache_seconds: float) -> Extrapolation:
+    """The paper's epochs over this layout: the project's schedule (text pool = Wiki1M, paired pool = captions)
+    at the run's batch size and schedule."""
+    per_epoch = total_steps(layout.wiki_lines, layout.captions, train.batch_size, 1, None, schedule=train.schedule)
+    steps = total_steps(layout.wiki_lines, layout.captions, train.batch_size, PAPER_EPOCHS, None,
+                        schedule=train.schedule)
+    seconds = steps * seconds_per_step
+    return Extrapolation(per_epoch, steps, seconds_per_step, cache_seconds, seconds, cache_seconds + seconds)
 
 
 def pool_sizes(config_file: Path, data_dir: Path) -> tuple[int, int]:
@@ -230,7 +232,7 @@ def pool_sizes(config_file: Path, data_dir: Path) -> tuple[int, int]:
     cfg = load_config(config_file)
     (manifest,) = Path(cfg.train.cache_root).glob("*/manifest.json")
     cache = TeacherCache.open(manifest.parent)
-    pools = build_pools(cache, cfg.data, data_dir, cfg.train.retrieval_holdout_images)
+    pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     return pools.n_text, pools.n_paired
 
 
@@ -324,9 +326,9 @@ def dry_run(args: argparse.Namespace, work: Path) -> dict:
     n_text, n_paired = pool_sizes(config_file, work / "data")
     seconds_per_step = summary["train_seconds"] / summary["steps"]
     cache_seconds = stages.seconds[CACHE_STAGE]
-    here = extrapolate(Layout(n_text, n_paired // CAPTIONS_PER_IMAGE), cfg.train.batch_size, seconds_per_step,
+    here = extrapolate(Layout(n_text, n_paired // CAPTIONS_PER_IMAGE), cfg.train, seconds_per_step,
                        cache_seconds)
-    paper = extrapolate(Layout(PAPER_WIKI_LINES, PAPER_FLICKR_IMAGES), cfg.train.batch_size, seconds_per_step,
+    paper = extrapolate(Layout(PAPER_WIKI_LINES, PAPER_FLICKR_IMAGES), cfg.train, seconds_per_step,
                         cache_seconds / args.scale)
     return {
         "scale": args.scale, "tiny_models": args.tiny_models, "precision": args.precision,

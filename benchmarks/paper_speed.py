@@ -109,7 +109,7 @@ def random_teacher_cache(work: Path, source_data: Path) -> tuple[TeacherCache, T
     report = build_cache(TeacherConfig(), data_cfg, work / "cache", data_dir, progress=False,
                          teacher=RandomUnitTeacher())
     cache = TeacherCache.open(report.path)
-    return cache, build_pools(cache, data_cfg, data_dir)
+    return cache, build_pools(cache)
 
 
 # --- the coupling to distill/trainer.py (the one place to adapt when its API changes) --------------
@@ -117,10 +117,10 @@ def random_teacher_cache(work: Path, source_data: Path) -> tuple[TeacherCache, T
 
 def project_step(variant: "ProjectVariant", step: Step, env: DistEnv) -> None:
     """One optimisation step through the trainer's own code: lookups, forward, backward, AdamW."""
-    from distill.trainer import training_step
+    from distill.trainer import TrainingRun, training_step
 
-    training_step(variant.trainable, variant.optimizer, variant.scheduler, variant.scaler, variant.cache,
-                  variant.pools, step, env, variant.cfg)
+    training_step(TrainingRun(variant.cfg, env, variant.cache, variant.pools, variant.trainable, variant.trainable,
+                              variant.optimizer, variant.scheduler, variant.scaler, n_steps=0), step)
 
 
 # --- the configurations timed -----------------------------------------------------------------------

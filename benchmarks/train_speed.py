@@ -31,7 +31,7 @@ from distill.pools import build_pools  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
 from teacher_cache.distributed import DistEnv  # noqa: E402
-from distill.trainer import StudentWithObjective, lookup_inputs, training_step  # noqa: E402
+from distill.trainer import StudentWithObjective, TrainingRun, lookup_inputs, training_step  # noqa: E402
 from teacher_cache import TeacherCache, ensure_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,20 +61,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def build_variant(overrides: list[str], precision: str, device: str, cache: TeacherCache, base: list[str]):
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", base + overrides + [f"train.precision={precision}"])
+def build_variant(overrides: list[str], precision: str, env: DistEnv, cache: TeacherCache, pools) -> TrainingRun:
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", overrides + [f"train.precision={precision}"])
     torch.manual_seed(0)
-    student = Student(build_encoder(cfg.student, device), cfg.student, cache.text_dim, cache.image_dim)
-    trainable = StudentWithObjective(student, DistillationObjective(cfg.loss)).to(device)
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-5)
+    student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim, cache.image_dim)
+    trainable = StudentWithObjective(student, DistillationObjective(cfg.loss)).to(env.device)
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-5, fused=True if env.device.type == "cuda" else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    scaler = torch.amp.GradScaler(device, enabled=False)
-    return cfg, trainable, optimizer, scheduler, scaler
+    scaler = torch.amp.GradScaler(env.device.type, enabled=False)
+    return TrainingRun(cfg, env, cache, pools, trainable, trainable, optimizer, scheduler, scaler, n_steps=0)
 
 
 def time_variants(args, precision: str, cache: TeacherCache, pools, base: list[str]) -> dict[str, list[float]]:
     env = DistEnv(0, 1, torch.device(args.device))
-    built = {name: build_variant(o, precision, args.device, cache, base) for name, (_, o) in VARIANTS.items()}
+    built = {name: build_variant(base + o, precision, env, cache, pools) for name, (_, o) in VARIANTS.items()}
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in [*VARIANTS, LOOKUP]}
     for step in range(args.steps + 3):
@@ -84,11 +84,10 @@ def time_variants(args, precision: str, cache: TeacherCache, pools, base: list[s
         if step >= 3:
             times[LOOKUP].append(time.perf_counter() - started)
         for name, (kind, _) in VARIANTS.items():
-            cfg, trainable, optimizer, scheduler, scaler = built[name]
             if env.device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            training_step(trainable, optimizer, scheduler, scaler, cache, pools, Step(kind, rows), env, cfg)
+            training_step(built[name], Step(kind, rows))
             if env.device.type == "cuda":
                 torch.cuda.synchronize()
             if step >= 3:

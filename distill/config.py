@@ -25,6 +25,15 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
+# Allowed ranges of numeric fields, as dataclass field metadata (checked by ``from_dict``, naming the key).
+def at_least(low: float) -> dict[str, Any]:
+    return {"range": (low, None, False)}
+
+
+POSITIVE = {"range": (0, None, True)}  # > 0
+UNIT_INTERVAL = {"range": (0, 1, False)}  # in [0, 1]
+
+
 @dataclass
 class StudentConfig:
     """The sentence encoder being trained.
@@ -39,11 +48,11 @@ class StudentConfig:
     """
 
     model: str = "offline:all-MiniLM-L6-v2"
-    layers: int | None = None
+    layers: int | None = field(default=None, metadata=at_least(1))
     pooling: Literal["model", "cls", "mean"] = "model"
-    max_seq_length: int = 32
+    max_seq_length: int = field(default=32, metadata=at_least(1))
     mlp_head: bool = False
-    grounding_dim: int = 256
+    grounding_dim: int = field(default=256, metadata=at_least(1))
 
 
 @dataclass
@@ -217,30 +226,34 @@ class TrainConfig:
     steps (None: KDMCSE's floor(#text / #paired batches)). ``eval_every``: steps between STS-B dev
     evaluations and checkpoints. ``retrieval_holdout_images``: images kept out of training for the
     retrieval evaluation. ``eval_batch_size``: sentences per forward in the dev evaluation.
-    ``log_every``: steps between TensorBoard scalars. ``device``: torch device (None: cuda if
+    ``log_every``: steps between TensorBoard scalars, and how often the loss terms are read
+    from the device (the only host-device sync of a training step). ``device``: torch device (None: cuda if
     available, else cpu; torchrun sets one per rank).
+    ``compile`` runs the student's transformer under ``torch.compile`` (worth it on GPUs, slow to start
+    on CPUs).
     """
 
     output_dir: str = "runs/offline_default"
     cache_root: str = "cache/teacher"
-    batch_size: int = 64
-    lr: float = 3e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    grad_clip: float = 1.0
-    epochs: int = 1
-    max_steps: int | None = None
-    seed: int = 1234
+    batch_size: int = field(default=64, metadata=at_least(1))
+    lr: float = field(default=3e-5, metadata=POSITIVE)
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
+    warmup_ratio: float = field(default=0.0, metadata=UNIT_INTERVAL)
+    grad_clip: float = field(default=1.0, metadata=at_least(0))
+    epochs: int = field(default=1, metadata=at_least(1))
+    max_steps: int | None = field(default=None, metadata=at_least(1))
+    seed: int = field(default=1234, metadata=at_least(0))
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    paired_every: int | None = None
+    paired_every: int | None = field(default=None, metadata=at_least(1))
     schedule: Literal["official", "one_pass"] = "one_pass"
     """paired-batch schedule (distill/schedule.py): one_pass = one pass over each pool per epoch;
     official = the released KDMCSE loop's cycling loaders (the paper configs)"""
-    eval_every: int = 125
-    retrieval_holdout_images: int = 0
-    eval_batch_size: int = 256
-    log_every: int = 10
+    eval_every: int = field(default=125, metadata=at_least(1))
+    retrieval_holdout_images: int = field(default=0, metadata=at_least(0))
+    eval_batch_size: int = field(default=256, metadata=at_least(1))
+    log_every: int = field(default=10, metadata=at_least(1))
     device: str | None = None
+    compile: bool = False
 
 
 @dataclass
@@ -473,10 +486,24 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; known: {sorted(known)}")
     values = {name: _coerce(hints[name], value, prefix + name) for name, value in raw.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in values and "range" in f.metadata:
+            _check_range(values[f.name], f.metadata["range"], prefix + f.name)
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:  # the dataclass's own checks (__post_init__)
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
+
+
+def _check_range(value: Any, bounds: tuple[float, float | None, bool], key: str) -> None:
+    low, high, low_open = bounds
+    if value is None:
+        return
+    if low_open and not value > low or not low_open and not value >= low:
+        raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}"
+                          f"{f' and <= {high}' if high is not None else ''}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be >= {low} and <= {high}, got {value!r}")
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

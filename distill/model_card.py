@@ -121,7 +121,10 @@ def training_data(cfg: RunConfig, manifest: dict[str, Any]) -> str:
     images = ", ".join(cfg.data.image_source_names) or "none"
     counts = manifest.get("counts")
     rows = f"; rows {json.dumps(counts, sort_keys=True)}" if counts else ""
-    return f"sentences from {text}; image-caption pairs from {images}{rows}."
+    skipped = manifest.get("skipped", [])
+    left_out = f" {len(skipped)} bad row(s) left out (`train_summary.json` lists them): " + ", ".join(
+        f"`{row['row_id']}`" for row in skipped[:10]) + (" ..." if len(skipped) > 10 else "") if skipped else ""
+    return f"sentences from {text}; image-caption pairs from {images}{rows}.{left_out}"
 
 
 def loss_rows(loss: LossConfig) -> str:

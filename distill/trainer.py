@@ -1,15 +1,29 @@
 """The training loop: one function a reader can hold in their head (nanoGPT's train.py spirit).
 
+    claim the run folder                    (refuse files this trainer did not write)
     cache = ensure teacher cache            (teacher_cache/)
     pools = text rows / paired rows         (distill/pools.py)
     for step in KDMCSE batch schedule:      (distill/schedule.py)
         terms = objective(student, lookups) (distill/objective.py, distill/losses/)
         AdamW + linear decay + clip
+        every log_every: read the terms      (the only host-device sync of a training step)
         every eval_every: STS-B dev; keep the best encoder; checkpoint for resume
     save best encoder + model card
 
-Runs under ``torchrun`` unchanged: each rank takes its slice of every global batch, negatives are
-gathered across ranks, and DDP averages gradients. Effective batch = batch_size x world size.
+Runs under ``torchrun`` unchanged: each rank takes its equal slice of every global batch, student
+candidates are gathered across ranks with autograd (distill/distributed.py) and DDP averages
+gradients, so the update is exactly the one of a single process on the global batch. Effective
+batch = batch_size x world size.
+
+The run folder belongs to the trainer: it holds only what is listed in ``TRAINER_FILES`` and
+``ENCODER_FOLDERS`` (each encoder folder lists its files in ``.trainer_files.json``, written last,
+so a folder with that listing is complete), plus the ``REPORTS`` the project's scripts add after
+training. ``best/`` and ``model/`` are replaced by writing ``<name>.new/``, renaming the old one to
+``<name>.old/``, renaming the new one into place and removing the old one; a start after a kill
+finishes or undoes an interrupted swap, so a complete ``best/`` exists at every instant once one
+was written. One ``checkpoint.pt`` (rank 0 writes it) holds the
+weights, the optimiser and every rank's CPU/CUDA/numpy/python RNG states as tensors and plain
+types; it is read with ``torch.load(weights_only=True)``, so a planted pickle never runs.
 """
 from __future__ import annotations
 
@@ -22,9 +36,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
@@ -36,7 +52,7 @@ from distill.config import RunConfig, load_config, save_config, to_dict
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
-from distill.schedule import iterate_steps, total_steps
+from distill.schedule import Step, iterate_steps, total_steps
 from distill.student import Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
@@ -44,6 +60,19 @@ from teacher_cache.distributed import DistEnv, init_distributed, leave_distribut
 
 DevEvaluator = Callable[[SentenceTransformer], float]
 """Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
+
+TRAINER_FILES = {"config.yaml", "config.yaml.tmp", "checkpoint.pt", "checkpoint.pt.tmp",
+                 "train_summary.json", "train_summary.json.tmp"}
+# Written beside a finished run by the project's own scripts (scripts/demo.py, benchmarks/offline_distill.py):
+# accepted in the run folder and never touched by the trainer.
+REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
+ENCODER_FOLDERS = ("best", "model")
+SWAP_SUFFIXES = (".new", ".old")
+LISTING = ".trainer_files.json"
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used as it is; the message names what and says what to do."""
 
 
 class StudentWithObjective(nn.Module):
@@ -70,76 +99,114 @@ class RunState:
     train_seconds: float = 0.0
 
 
+@dataclass
+class TrainingRun:
+    """The machinery of one run: what every step, evaluation and the final save work with.
+
+    ``model`` is what the forward goes through (``trainable`` wrapped in DDP when world size > 1).
+    """
+
+    cfg: RunConfig
+    env: DistEnv
+    cache: TeacherCache
+    pools: TrainingPools
+    trainable: StudentWithObjective
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    n_steps: int
+    state: RunState = field(default_factory=RunState)
+    writer: SummaryWriter | None = None
+    evaluate_dev: DevEvaluator | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.train.output_dir)
+
+
 def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     """Train a student as ``cfg`` says, keeping the encoder ``evaluate_dev`` scores best (it runs on the
     main rank only); returns the folder of the saved SentenceTransformer."""
     env = init_distributed(cfg.train.device)
-    out = Path(cfg.train.output_dir)
+    claim_run_folder(cfg, env)
     seed_everything(cfg.train.seed + env.rank)
-    data_dir = data_dir_for(cfg.data, cfg.data_dir)
-    cache = open_teacher_cache(cfg, data_dir, env)
-    pools = build_pools(cache, cfg.train.retrieval_holdout_images)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        check_resumable(cfg, out)
-        save_config(cfg, out / "config.yaml")
-    env.barrier()
-
-    student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
-                      cache.image_dim if pools.n_paired else None).to(env.device)
-    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
-    trainable = StudentWithObjective(student, objective).to(env.device)
-    n_steps = total_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
-                          cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every)
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * n_steps), n_steps)
-    state = load_checkpoint(out, trainable, optimizer, scheduler)
-    scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.train.precision == "fp16")
-    model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
-
-    evaluator = evaluate_dev if env.is_main else None
-    writer = SummaryWriter(str(out / "tensorboard")) if env.is_main else None
-    schedule = iterate_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
+    run = start_run(cfg, evaluate_dev, env)
+    n_steps = run.n_steps
+    schedule = iterate_steps(run.pools.n_text, run.pools.n_paired, cfg.train.batch_size * env.world_size,
                              cfg.train.seed, cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every,
-                             start_step=state.step)
+                             start_step=run.state.step, schedule=cfg.train.schedule)
+    state = run.state
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
     for step_index, step in schedule:
         step_started = time.perf_counter()
-        terms = training_step(model, optimizer, scheduler, scaler, cache, pools, step, env, cfg)
+        terms = training_step(run, step)
         state.step = step_index + 1
         state.train_seconds += time.perf_counter() - step_started  # evaluation time is not training time
-        if env.is_main:
-            log_terms(writer, terms, scheduler.get_last_lr()[0], state.step, step.kind, cfg.train.log_every)
-            progress.set_postfix(loss=f"{terms['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
-            progress.update()
-        if state.step % cfg.train.eval_every == 0 or state.step == n_steps:
-            evaluate_and_checkpoint(trainable, evaluator, writer, state, out, optimizer, scheduler, env)
+        evaluating = state.step % cfg.train.eval_every == 0 or state.step == n_steps
+        if state.step % cfg.train.log_every == 0 or evaluating:
+            values = read_terms(terms, env)  # host-device sync: log steps only
+            log_terms(run, values)
+            progress.set_postfix(loss=f"{values['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
+        progress.update()
+        if evaluating:
+            evaluate_and_checkpoint(run)
     progress.close()
-    final = finish(student, state, cfg, cache, pools, out, env)
-    if writer is not None:
-        writer.close()
+    final = finish(run)
+    if run.writer is not None:
+        run.writer.close()
     leave_distributed()
     return final
 
 
-def training_step(model: nn.Module, optimizer, scheduler, scaler, cache: TeacherCache, pools: TrainingPools, step, env: DistEnv, cfg: RunConfig
-                  ) -> dict[str, float]:
-    """Forward the local slice of one global batch, backward, clip, update."""
+def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> TrainingRun:
+    """Open the cache and pools, build the student, optimiser and schedule, and resume if a checkpoint exists."""
+    out = Path(cfg.train.output_dir)
+    cache = open_teacher_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), env)
+    pools = build_pools(cache, cfg.train.retrieval_holdout_images)
+    if env.is_main:
+        save_config(cfg, out / "config.yaml.tmp")
+        os.replace(out / "config.yaml.tmp", out / "config.yaml")
+    env.barrier()
+
+    student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
+                      cache.image_dim if pools.n_paired else None).to(env.device)
+    if cfg.train.compile:
+        student.encoder[0].auto_model.compile()  # in place: state_dict keys and saving stay unchanged
+    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
+    trainable = StudentWithObjective(student, objective).to(env.device)
+    n_steps = total_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
+                          cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every, cfg.train.schedule)
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                  fused=True if env.device.type == "cuda" else None)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * n_steps), n_steps)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.train.precision == "fp16")
+    model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
+    run = TrainingRun(cfg, env, cache, pools, trainable, model, optimizer, scheduler, scaler, n_steps,
+                      evaluate_dev=evaluate_dev if env.is_main else None,
+                      writer=SummaryWriter(str(out / "tensorboard")) if env.is_main else None)
+    run.state = load_checkpoint(run)
+    return run
+
+
+def training_step(run: TrainingRun, step: Step) -> dict[str, torch.Tensor]:
+    """Forward the local slice of one global batch, backward, clip, update; the terms stay on the device."""
+    env, cfg = run.env, run.cfg
     local_rows = np.array_split(step.rows, env.world_size)[env.rank]
-    inputs = lookup_inputs(cache, pools, step.kind, local_rows, env.device)
-    model.train()
+    inputs = lookup_inputs(run.cache, run.pools, step.kind, local_rows, env.device)
+    run.model.train()
     with autocast(cfg.train.precision, env.device):
-        terms = model(inputs)  # through DDP's forward, so gradients get averaged
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(terms["loss"]).backward()
+        terms = run.model(inputs)  # through DDP's forward, so gradients get averaged
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(terms["loss"]).backward()
     if cfg.train.grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    return {name: value.detach().float().item() for name, value in terms.items()}
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return {name: value.detach() for name, value in terms.items()}
 
 
 def lookup_inputs(cache: TeacherCache, pools: TrainingPools, kind: str, rows: np.ndarray,
@@ -157,86 +224,232 @@ def lookup_inputs(cache: TeacherCache, pools: TrainingPools, kind: str, rows: np
                       image_ids=torch.as_tensor(image_idx, device=device, dtype=torch.long))
 
 
-def evaluate_and_checkpoint(trainable: "StudentWithObjective", evaluator, writer, state: RunState, out: Path,
-                            optimizer, scheduler, env: DistEnv) -> None:
-    """STS-B dev on the main rank; keep the best encoder; write a resumable checkpoint."""
-    student = trainable.student
-    if env.is_main:
+def read_terms(terms: dict[str, torch.Tensor], env: DistEnv) -> dict[str, float]:
+    """The step's terms averaged over ranks, i.e. the global batch's values (ranks hold equal slices)."""
+    values = torch.stack([value.float() for value in terms.values()])
+    if env.world_size > 1:
+        dist.all_reduce(values)
+        values /= env.world_size
+    return dict(zip(terms, values.tolist()))
+
+
+def evaluate_and_checkpoint(run: TrainingRun) -> None:
+    """STS-B dev on the main rank; keep the best encoder; write a resumable checkpoint (every rank takes part)."""
+    state, student = run.state, run.trainable.student
+    if run.env.is_main:
         student.eval()
         with torch.no_grad():
-            score = evaluator(student.encoder)
+            score = run.evaluate_dev(student.encoder)
         student.train()
         state.dev_history.append((state.step, score))
-        writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
+        run.writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
         if score > state.best_dev:
             state.best_dev, state.best_step = score, state.step
-            save_encoder_atomically(student, out / "best")
-        save_checkpoint(out, trainable, optimizer, scheduler, state)
-    env.barrier()
+            replace_folder(run.out / "best", lambda folder: save_encoder(student, folder))
+        tqdm.write(f"step {state.step}: STS-B dev {score:.2f}, best {state.best_dev:.2f} at step {state.best_step}")
+    save_checkpoint(run)
+    run.env.barrier()
 
 
-def finish(student: Student, state: RunState, cfg: RunConfig, cache: TeacherCache, pools: TrainingPools,
-           out: Path, env: DistEnv) -> Path:
+def finish(run: TrainingRun) -> Path:
     """Copy the best encoder to ``model/`` with its model card; returns that folder."""
+    out, state, cfg, env = run.out, run.state, run.cfg, run.env
     final = out / "model"
     if env.is_main:
-        source = out / "best" if (out / "best").is_dir() else None
-        if source is None:
-            save_encoder_atomically(student, out / "best")
-            source = out / "best"
-        tmp = out / "model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        write_model_card(tmp, cfg, cache.manifest, state)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        (out / "train_summary.json").write_text(json.dumps({
+        best = out / "best"
+        if state.best_step < 0:  # no finite dev score: nothing was ever better than the start
+            print("no evaluation scored a finite STS-B dev; saving the final weights as best/")
+            replace_folder(best, lambda folder: save_encoder(run.trainable.student, folder))
+        elif not is_complete(best):
+            raise RunFolderError(f"{best} is missing although step {state.best_step} was saved as best; "
+                                 "delete the run folder to start over")
+
+        def write_model(folder: Path) -> None:
+            shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING))
+            write_model_card(folder, cfg, run.cache.manifest, state)
+
+        replace_folder(final, write_model)
+        write_atomically(out / "train_summary.json", json.dumps({
             "steps": state.step, "best_step": state.best_step, "best_stsb_dev": state.best_dev,
             "train_seconds": state.train_seconds, "steps_per_second": state.step / max(state.train_seconds, 1e-9),
             "dev_history": state.dev_history, "world_size": env.world_size,
-            "heldout_image_ids": pools.heldout_image_ids,
+            "heldout_image_ids": run.pools.heldout_image_ids,
+            "skipped_rows": run.cache.skipped_rows,
             "device": device_name(env.device),
             "effective_batch_size": cfg.train.batch_size * env.world_size}, indent=2))
     env.barrier()
     return final
 
 
-def save_encoder_atomically(student: Student, target: Path) -> None:
+# --- the run folder ---------------------------------------------------------------------------------
+
+def claim_run_folder(cfg: RunConfig, env: DistEnv) -> None:
+    """Refuse a folder holding anything this trainer did not write, or a run with another config;
+    then (main rank) finish or undo a swap a kill interrupted. Every rank checks, so all stop together."""
+    out = Path(cfg.train.output_dir)
+    foreign = foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunFolderError(f"train.output_dir={out} holds files this trainer did not write ({shown}); "
+                             "choose a new or empty folder, or move them away")
+    check_resumable(cfg, out)
+    env.barrier()
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ENCODER_FOLDERS:
+            recover_swap(out / name)
+    env.barrier()
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """Paths in ``out`` (relative to it) that this trainer does not write."""
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        return [str(out)]
+    swap_folders = {name + suffix for name in ENCODER_FOLDERS for suffix in SWAP_SUFFIXES}
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.is_file() and entry.name in TRAINER_FILES or entry.is_dir() and entry.name in swap_folders \
+                or entry.name in REPORTS:
+            continue
+        if entry.is_dir() and entry.name == "tensorboard":
+            foreign += [f"tensorboard/{p.name}" for p in sorted(entry.iterdir())
+                        if not (p.is_file() and p.name.startswith("events.out.tfevents."))]
+        elif entry.is_dir() and entry.name in ENCODER_FOLDERS:
+            foreign += [f"{entry.name}/{p}" for p in unlisted_files(entry)]
+        else:
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
+def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
+    """Write ``target`` anew so that a kill at any instant leaves a complete old or new ``target``
+    (or its complete ``.new`` sibling, which ``recover_swap`` puts in place)."""
+    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)  # a kill's leftover, ours by name (claim_run_folder checked)
+    write(new)
+    seal(new)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(target: Path) -> None:
+    """Finish a ``replace_folder`` a kill interrupted: a sealed ``.new`` replaces a missing target,
+    an unsealed one is discarded, and ``.old`` goes once the target is there."""
+    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+    if new.is_dir():
+        if not target.exists() and is_complete(new):
+            os.replace(new, target)
+        else:
+            shutil.rmtree(new)
+    if old.is_dir():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, target)
+
+
+def seal(folder: Path) -> None:
+    """List the folder's files in ``LISTING``, written last: the folder is complete from then on."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    write_atomically(folder / LISTING, json.dumps(files, indent=0))
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / LISTING).is_file()
+
+
+def unlisted_files(folder: Path) -> list[str]:
+    """Files of an encoder folder that its listing does not name (all of them when it has none)."""
+    listed = set(json.loads((folder / LISTING).read_text())) if is_complete(folder) else set()
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING}
+    return sorted(present - listed)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_encoder(student: Student, folder: Path) -> None:
     """The encoder is saved as a plain SentenceTransformer; the grounding heads go to
     ``grounding_heads.pt`` beside it (for retrieval evaluation), never into the model itself."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.encoder.save(str(tmp))
-    student.heads.save(tmp / "grounding_heads.pt")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    student.encoder.save(str(folder))
+    student.heads.save(folder / "grounding_heads.pt")
 
 
-def save_checkpoint(out: Path, trainable: nn.Module, optimizer, scheduler, state: RunState) -> None:
-    payload = {"trainable": trainable.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "state": state.__dict__,
-               "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
-    tmp = out / "checkpoint.pt.tmp"
+# --- checkpoints --------------------------------------------------------------------------------------
+
+def save_checkpoint(run: TrainingRun) -> None:
+    """Rank 0 writes weights, optimiser, schedule, run state and every rank's RNG states (a collective)."""
+    rng = rank_rng_states(run.env)
+    if not run.env.is_main:
+        return
+    payload = {"trainable": run.trainable.state_dict(), "optimizer": run.optimizer.state_dict(),
+               "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+               "state": {**run.state.__dict__, "dev_history": [list(x) for x in run.state.dev_history]},
+               "rng": rng}
+    tmp = run.out / "checkpoint.pt.tmp"
     torch.save(payload, tmp)
-    os.replace(tmp, out / "checkpoint.pt")
+    os.replace(tmp, run.out / "checkpoint.pt")
 
 
-def load_checkpoint(out: Path, trainable: nn.Module, optimizer, scheduler) -> RunState:
-    """Resume from ``out/checkpoint.pt`` when it exists, else a fresh state."""
-    path = out / "checkpoint.pt"
+def load_checkpoint(run: TrainingRun) -> RunState:
+    """Resume from ``checkpoint.pt`` when it exists (each rank restores its own RNG states), else a fresh state."""
+    path = run.out / "checkpoint.pt"
     if not path.is_file():
         return RunState()
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    trainable.load_state_dict(payload["trainable"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["rng"]["torch"])
-    np.random.set_state(payload["rng"]["numpy"])
-    random.setstate(payload["rng"]["python"])
+    try:  # weights_only: tensors and plain types only, so a planted pickle payload never runs
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunFolderError(f"{path} is not a checkpoint this trainer wrote (refused to load it: {reason}); "
+                             "delete it to start the run over") from None
+    run.trainable.load_state_dict(payload["trainable"])
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.scheduler.load_state_dict(payload["scheduler"])
+    run.scaler.load_state_dict(payload["scaler"])
+    restore_rng_state(payload["rng"], run.env)
     state = RunState(**payload["state"])
-    state.dev_history = [tuple(x) for x in state.dev_history]
-    print(f"resuming {out} from step {state.step} (best STS-B dev {_fmt(state.best_dev)} at step {state.best_step})")
+    state.dev_history = [(int(s), float(v)) for s, v in state.dev_history]
+    if run.env.is_main:
+        print(f"resuming {run.out} from step {state.step} "
+              f"(best STS-B dev {_fmt(state.best_dev)} at step {state.best_step})")
     return state
+
+
+def rank_rng_states(env: DistEnv) -> list[dict[str, Any]] | None:
+    """Every rank's RNG states, gathered to rank 0 (None on the other ranks)."""
+    python_version, python_state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    own = {"torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state(env.device) if env.device.type == "cuda" else None,
+           "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+           "python": [python_version, list(python_state), gauss]}
+    if env.world_size == 1:
+        return [own]
+    gathered = [None] * env.world_size if env.is_main else None
+    dist.gather_object(own, gathered, dst=0)
+    return gathered
+
+
+def restore_rng_state(states: list[dict[str, Any]], env: DistEnv) -> None:
+    """This rank's own states; a rank the checkpoint has none for (more ranks now) keeps its fresh seed."""
+    if env.rank >= len(states):
+        print(f"rank {env.rank}: the checkpoint holds RNG states of {len(states)} ranks; this rank keeps its seed")
+        return
+    own = states[env.rank]
+    torch.set_rng_state(own["torch"])
+    if own["cuda"] is not None and env.device.type == "cuda":
+        torch.cuda.set_rng_state(own["cuda"], env.device)
+    name, keys, pos, has_gauss, cached = own["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    python_version, python_state, gauss = own["python"]
+    random.setstate((python_version, tuple(python_state), gauss))
 
 
 def check_resumable(cfg: RunConfig, out: Path) -> None:
@@ -248,8 +461,8 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
     now = to_dict(cfg)
     changed = sorted(_diff_keys(before, now))
     if changed:
-        raise ValueError(f"{out} holds a run with a different config ({', '.join(changed)}); "
-                         "choose another train.output_dir or delete that folder to start over")
+        raise RunFolderError(f"{out} holds a run with a different config ({', '.join(changed)}); "
+                             "choose another train.output_dir or delete that folder to start over")
 
 
 def _diff_keys(a, b, prefix=""):
@@ -259,6 +472,8 @@ def _diff_keys(a, b, prefix=""):
     elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
         yield prefix.rstrip(".")
 
+
+# --- small helpers -------------------------------------------------------------------------------------
 
 def open_teacher_cache(cfg: RunConfig, data_dir: Path | None, env: DistEnv) -> TeacherCache:
     """Build the cache if it is missing (a collective: ranks share the shards), then open it read-only,
@@ -288,12 +503,12 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def log_terms(writer: SummaryWriter, terms: dict[str, float], lr: float, step: int, kind: str, every: int) -> None:
-    if step % every and kind == "text":
+def log_terms(run: TrainingRun, values: dict[str, float]) -> None:
+    if run.writer is None:
         return
-    for name, value in terms.items():
-        writer.add_scalar(f"train/{name}", value, step)
-    writer.add_scalar("train/lr", lr, step)
+    for name, value in values.items():
+        run.writer.add_scalar(f"train/{name}", value, run.state.step)
+    run.writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.state.step)
 
 
 def _fmt(score: float) -> str:

@@ -10,7 +10,7 @@ Examples:
 Any config key can be overridden as section.key=value (values are parsed as YAML); --print-config
 lists every key with its type, value, default and doc. The resolved
 config is written next to the run's outputs; rerunning the same command resumes from the last
-checkpoint.
+checkpoint. The output folder must be new, empty, or a folder this trainer wrote (exit 2 otherwise).
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
-    from distill.trainer import train
+    from distill.trainer import RunFolderError, train
     from eval.sts import stsb_dev_evaluator
     from teacher_cache import USER_ERRORS
 
     try:
         model_dir = train(cfg, stsb_dev_evaluator(cfg))
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, RunFolderError) as err:  # the user's data, cache or run folder: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"saved student to {model_dir}")

@@ -1,4 +1,5 @@
-"""gather_with_grad on 2 CPU processes (gloo): values, positive_offset, gradient only on the local slice."""
+"""gather_with_grad on 2 CPU processes (gloo): values, positive_offset, and the gradient every rank's
+loss sends to a rank's rows (summed over ranks); tensors without requires_grad are gathered as constants."""
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -17,7 +18,7 @@ def _worker(rank, world, init_file, out_dir):
     try:
         x = _local(rank).requires_grad_()
         gathered, offset = gather_with_grad(x)
-        coeff = torch.arange(gathered.numel(), dtype=torch.float32).reshape(gathered.shape) + 1
+        coeff = (torch.arange(gathered.numel(), dtype=torch.float32).reshape(gathered.shape) + 1) * (rank + 1)
         (gathered * coeff).sum().backward()
         ids, _ = gather_with_grad(torch.tensor([100 + rank] * SIZES[rank]))  # int tensors work too
         torch.save({"gathered": gathered.detach(), "offset": offset, "grad": x.grad, "coeff": coeff,
@@ -34,8 +35,9 @@ def test_gather_with_grad_two_processes(tmp_path):
         assert torch.equal(out["gathered"], expected)
         assert out["offset"] == sum(SIZES[:rank])
         local = slice(out["offset"], out["offset"] + SIZES[rank])
-        # d(sum(gathered * coeff))/dx = coeff on the local rows only (other ranks' rows are constants)
-        assert torch.equal(out["grad"], out["coeff"][local])
+        # rank r's loss is sum(gathered * coeff_r) with coeff_r = (r + 1) * base, so
+        # d(sum_r loss_r)/dx = (1 + 2) * base on this rank's rows
+        assert torch.equal(out["grad"], 3 * out["coeff"][local] / (rank + 1))
         assert out["ids"].tolist() == [100, 100, 101, 101, 101]
 
 

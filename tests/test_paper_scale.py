@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.config import TrainConfig
+
 from benchmarks import paper_scale, paper_speed
 from benchmarks.paper_speed import SIMCSE, STEP_NAMES, Config
 from teacher_cache.corpora import load_flickr30k_captions, load_flickr30k_images, load_wiki1m, resolve_data_dir
@@ -82,12 +84,16 @@ def test_paper_speed_tiny_reports_every_row(tmp_path):
 
 
 def test_extrapolation_follows_the_projects_schedule():
-    # the paper's corpus: 1M / 64 = 15,625 text batches, 145,000 / 64 = 2,265 paired batches per epoch
-    result = paper_scale.extrapolate(paper_scale.Layout(1_000_000, 29_000), 64, 0.05, 120.0)
-    assert result.steps_per_epoch == 15_625 + 2_265
-    assert result.epoch_steps_total == 3 * 17_890
-    assert result.train_seconds == pytest.approx(53_670 * 0.05)
-    assert result.total_seconds == pytest.approx(53_670 * 0.05 + 120.0)
+    # the paper's corpus at batch 64. one_pass: 1M / 64 = 15,625 text batches, floor(145,000 / 64) = 2,265
+    # paired ones; official (the released loop): the paired loader keeps its short last batch (2,266)
+    one_pass = paper_scale.extrapolate(paper_scale.Layout(1_000_000, 29_000), TrainConfig(batch_size=64), 0.05, 120.0)
+    assert one_pass.steps_per_epoch == 15_625 + 2_265
+    assert one_pass.epoch_steps_total == 3 * 17_890
+    assert one_pass.train_seconds == pytest.approx(53_670 * 0.05)
+    assert one_pass.total_seconds == pytest.approx(53_670 * 0.05 + 120.0)
+    official = paper_scale.extrapolate(paper_scale.Layout(1_000_000, 29_000),
+                                       TrainConfig(batch_size=64, schedule="official"), 0.05, 120.0)
+    assert (official.steps_per_epoch, official.epoch_steps_total) == (15_625 + 2_266, 3 * 17_891)
 
 
 def test_layout_is_what_the_projects_loaders_read(tmp_path):

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
-from distill.config import load_config
+from distill.config import ConfigError, load_config
 from distill.student import GroundingHeads
 from distill.trainer import train
 from eval.sts import stsb_dev_evaluator
@@ -46,9 +46,10 @@ def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, **kwargs)
 
 
-def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path):
+def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, capsys):
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
-    model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    evaluate_dev = stsb_dev_evaluator(cfg)
+    model_dir = train(cfg, evaluate_dev)
     run = tmp_path / "run"
 
     model = SentenceTransformer(str(model_dir), device="cpu")
@@ -76,18 +77,40 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path):
     assert load_config(run / "config.yaml") == cfg
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
-    from eval.mteb_bridge import evaluate_mteb_sts  # the saved student runs in mteb as it is
+    # the saved model is the one the best dev score was measured on: rescoring it gives that score
+    best = max(summary["dev_history"], key=lambda x: x[1])
+    assert [summary["best_step"], summary["best_stsb_dev"]] == best
+    assert evaluate_dev(model) == pytest.approx(summary["best_stsb_dev"], abs=1e-9)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 2", "step 4"]
+    assert lines[-1].endswith(f"best {best[1]:.2f} at step {best[0]}")
 
-    scores = evaluate_mteb_sts(str(model_dir), tasks=["STSBenchmark"]).scores
-    assert 0 < scores["STSBenchmark"] <= 100
+
+ARGS = ["--config", str(ROOT / "configs" / "offline_default.yaml")]
 
 
-def test_kill_and_rerun_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
-    straight = tmp_path / "straight"
-    resumed = tmp_path / "resumed"
-    args = ["--config", str(ROOT / "configs" / "offline_default.yaml")]
+@pytest.fixture(scope="module")
+def straight_run(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
+    """An uninterrupted 6-step run the kill tests compare with: (its overrides without output_dir, folder)."""
+    tmp_path = tmp_path_factory.mktemp("straight")
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6})
-    assert run_cli(args + common + [f"train.output_dir={straight}"], timeout=600).returncode == 0
+    result = run_cli(ARGS + common + [f"train.output_dir={tmp_path / 'straight'}"], timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return common, tmp_path / "straight"
+
+
+def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    a = load_file(a_dir / "model.safetensors")
+    b = load_file(b_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path):
+    common, straight = straight_run
+    resumed = tmp_path / "resumed"
+    args = ARGS
 
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_student.py"), *args, *common,
                              f"train.output_dir={resumed}"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -102,11 +125,25 @@ def test_kill_and_rerun_resumes_to_the_same_weights(tiny_bert_dir, tmp_path):
     rerun = run_cli(args + common + [f"train.output_dir={resumed}"], timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming" in rerun.stdout + rerun.stderr
-    a = load_file(straight / "model" / "model.safetensors")
-    b = load_file(resumed / "model" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(straight / "model", resumed / "model")
+
+
+def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_run, tmp_path):
+    """SIGKILL at the first rename of a complete best.new/ into best/: the rerun puts it in place."""
+    common, straight = straight_run
+    out = tmp_path / "swapped"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT_REPLACE": "best:1"}
+    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_at_replace.py"),
+                             str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, f"train.output_dir={out}"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "best").exists() and (out / "best.new" / ".trainer_files.json").is_file()
+
+    rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in straight.iterdir())
+    assert_same_weights(straight / "best", out / "best")
+    assert_same_weights(straight / "model", out / "model")
 
 
 def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
@@ -115,6 +152,26 @@ def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
     changed = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.lr": 0.5}))
     with pytest.raises(ValueError, match="train.lr"):
         train(changed, stsb_dev_evaluator(changed))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("train.eval_every=0", "train.eval_every must be >= 1, got 0"),
+    ("train.lr=-1e-4", "train.lr must be > 0, got -0.0001"),
+    ("train.warmup_ratio=2", "train.warmup_ratio must be >= 0 and <= 1, got 2.0"),
+    ("student.max_seq_length=0", "student.max_seq_length must be >= 1, got 0"),
+])
+def test_out_of_range_values_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs" / "offline_default.yaml", [override])
+    assert str(err.value) == message
+
+
+def test_out_of_range_value_exits_2_before_anything_is_loaded(tmp_path):
+    result = run_cli([f"train.output_dir={tmp_path}", "train.batch_size=0"], timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "config error: train.batch_size must be >= 1, got 0"
+    assert not any(tmp_path.iterdir())
 
 
 def test_bad_config_value_fails_fast_with_the_key_named(tmp_path):
@@ -126,14 +183,59 @@ def test_bad_config_value_fails_fast_with_the_key_named(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def torchrun(args: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(port), *args], env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {event.step: event.value for event in events.Scalars("train/loss")}
+
+
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(tiny_bert_dir, tmp_path):
-    overrides = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.eval_every": 2})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(ROOT / "scripts" / "train_student.py"), *overrides]
-    result = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["effective_batch_size"] == 16
-    SentenceTransformer(str(tmp_path / "run" / "model"), device="cpu")
+def test_torchrun_two_processes_compute_the_global_batch(tiny_bert_dir, tmp_path):
+    """With dropout off, 2 ranks x 4 rows log the same loss as 1 process x 8 rows: at step 1 (the same
+    function of the same rows) and at step 2 (after the same, exact, update)."""
+    wrapper = [str(ROOT / "tests" / "no_dropout.py"), str(ROOT / "scripts" / "train_student.py")]
+    common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.eval_every": 2,
+                                                        "train.log_every": 1})
+    two = torchrun([*wrapper, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}"], 29533)
+    _, err = two.communicate(timeout=600)
+    assert two.returncode == 0, err[-3000:]
+    one = subprocess.run([sys.executable, *wrapper, *common, f"train.output_dir={tmp_path / 'one'}"],
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["effective_batch_size"] == 8
+    two_losses, one_losses = logged_losses(tmp_path / "two"), logged_losses(tmp_path / "one")
+    assert sorted(two_losses) == [1, 2]
+    assert two_losses[1] == pytest.approx(one_losses[1], rel=1e-5)
+    assert two_losses[2] == pytest.approx(one_losses[2], rel=1e-4)
+    assert two_losses[2] != pytest.approx(two_losses[1], rel=1e-3)  # the update did change the loss
+
+
+@pytest.mark.slow
+def test_torchrun_kill_and_resume_is_bit_identical(tiny_bert_dir, tmp_path):
+    """Both ranks' RNG states (dropout on) travel in the checkpoint: a killed 2-process run resumes exactly."""
+    script = str(ROOT / "scripts" / "train_student.py")
+    common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6, "train.batch_size": 4})
+    straight = torchrun([script, *common, f"train.output_dir={tmp_path / 'straight'}"], 29534)
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err[-3000:]
+
+    resumed = tmp_path / "resumed"
+    killer = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT_REPLACE": "checkpoint.pt:2"}  # rank 0, at step 4
+    proc = torchrun([str(ROOT / "tests" / "kill_at_replace.py"), script, *common, f"train.output_dir={resumed}"],
+                    29535, env=killer)
+    proc.communicate(timeout=600)
+    assert proc.returncode != 0 and not (resumed / "model").exists()
+    rerun = torchrun([script, *common, f"train.output_dir={resumed}"], 29536)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-3000:]
+    assert "resuming" in out + err
+    assert_same_weights(tmp_path / "straight" / "model", resumed / "model")

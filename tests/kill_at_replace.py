@@ -1,0 +1,30 @@
+"""Run a script with ``os.replace`` patched to SIGKILL this process at a chosen call (tests only).
+
+    KILL_AT_REPLACE=best:1 python tests/kill_at_replace.py scripts/train_student.py ARGS...
+
+kills the process at the 1st ``os.replace`` whose destination is named ``best``, i.e. inside the swap of
+``best/``, before the rename happens.
+"""
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+target, nth = os.environ["KILL_AT_REPLACE"].split(":")
+real_replace = os.replace
+seen = 0
+
+
+def replace(src, dst, *args, **kwargs):
+    global seen
+    if Path(dst).name == target:
+        seen += 1
+        if seen == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+
+
+os.replace = replace
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")

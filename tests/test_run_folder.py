@@ -1,0 +1,121 @@
+"""The run folder is the trainer's alone, and its checkpoint is never unpickled blindly.
+
+- a folder holding files the trainer did not write is refused (exit 2, files named, nothing touched);
+- a planted ``checkpoint.pt`` whose unpickling would create a file is refused without running;
+- ``replace_folder`` / ``recover_swap``: a kill at each instant of the swap leaves a complete folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import distill.trainer as trainer
+from distill.trainer import (LISTING, RunFolderError, foreign_entries, load_checkpoint, recover_swap,
+                             replace_folder)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_student.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_folder_with_foreign_files_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "model" / "weights.bin").write_text("mine too")
+    result = run_cli([f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: train.output_dir={out} holds files this trainer did not write (model/weights.bin, notes.txt); "
+        "choose a new or empty folder, or move them away"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model" / "weights.bin").read_text() == "mine too"
+    assert sorted(p.name for p in out.iterdir()) == ["model", "notes.txt"]
+    assert not (tmp_path / "cache").exists()  # stopped before anything was built
+
+
+def test_foreign_entries_accepts_exactly_what_the_trainer_writes(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    replace_folder(out / "best", lambda folder: (folder.mkdir(), (folder / "model.safetensors").write_text("w")))
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "events.out.tfevents.1.host").write_text("")
+    (out / "checkpoint.pt").write_text("")
+    (out / "config.yaml").write_text("")
+    assert foreign_entries(out) == []
+    (out / "best" / "extra.txt").write_text("")
+    (out / "tensorboard" / "plot.png").write_text("")
+    (out / "data").mkdir()
+    assert foreign_entries(out) == ["best/extra.txt", "data/", "tensorboard/plot.png"]
+
+
+class _CreatesAFile:
+    """Unpickling this calls ``open(path, "w")``: a stand-in for any code a planted pickle could run."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_planted_checkpoint_is_refused_without_running(tmp_path):
+    marker = tmp_path / "payload_ran"
+    torch.save({"trainable": _CreatesAFile(marker)}, tmp_path / "checkpoint.pt")
+    torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # the payload is live: plain unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(RunFolderError) as err:
+        load_checkpoint(SimpleNamespace(out=tmp_path))
+    assert not marker.exists()
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'checkpoint.pt'} is not a checkpoint this trainer wrote")
+    assert message.endswith("delete it to start the run over")
+
+
+def _write(text: str):
+    def write(folder: Path) -> None:
+        folder.mkdir()
+        (folder / "weights.txt").write_text(text)
+    return write
+
+
+@pytest.mark.parametrize("kill_at", range(5))
+def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypatch, kill_at):
+    """Kill (raise) at the n-th filesystem change of the swap; recovery leaves the old or the new folder."""
+    target = tmp_path / "best"
+    replace_folder(target, _write("old"))
+    calls = {"n": 0}
+
+    def dying(real):
+        def wrapped(*args, **kwargs):
+            if calls["n"] == kill_at:
+                raise KeyboardInterrupt("killed")
+            calls["n"] += 1
+            return real(*args, **kwargs)
+        return wrapped
+
+    # the swap's changes in order: clear .new, seal it, old -> .old, .new -> target, remove .old
+    monkeypatch.setattr(trainer.os, "replace", dying(os.replace))
+    monkeypatch.setattr(trainer.shutil, "rmtree", dying(trainer.shutil.rmtree))
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(target, _write("new"))
+    monkeypatch.undo()
+    recover_swap(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert sorted(p.name for p in target.iterdir()) == [LISTING, "weights.txt"]
+    # until the old folder is moved aside it stays; from then on the (sealed) new one wins
+    assert (target / "weights.txt").read_text() == ("old" if kill_at <= 2 else "new")
+    assert json.loads((target / LISTING).read_text()) == ["weights.txt"]
