@@ -20,14 +20,14 @@ from distill.objective import DistillationObjective, StepInputs
 from distill.student import Student, build_encoder
 from distill.trainer import StudentWithObjective
 
-# The related-method modules' settings, in one place (their config keys may be renamed/nested).
-# DIAS's dimension term (loss.dias_weight) is left out on purpose: it standardises over the *local*
-# batch by design (a per-rank batch statistic, distill/modules/dias.py), so no gather can make it
-# equal the concatenated batch's value.
+# The related-method modules' settings. DIAS's dimension term (loss.dias.dimension_weight) is left out
+# on purpose: it standardises over the *local* batch by design (a per-rank batch statistic,
+# distill/modules/dias.py), so no gather can make it equal the concatenated batch's value.
 MODULES = {
-    "loss.aahr_queue_size": 16, "loss.aahr_prototypes": 2, "loss.aahr_weight": 0.5,
-    "loss.aahr_cluster_negative_weight": 0.5, "loss.focal_gamma": 1.0, "loss.soft_mask_view_weight": 0.5,
-    "loss.mmref_weight": 0.5, "loss.dias_relation_weight": 0.5, "loss.dias_top_k": 3,
+    "loss.aahr.queue_size": 16, "loss.aahr.prototypes": 2, "loss.aahr.weight": 0.5,
+    "loss.aahr.cluster_negative_weight": 0.5, "loss.focal_gamma": 1.0, "loss.soft_mask.weight": 0.5,
+    "loss.mmref.weight": 0.5, "loss.dias.dimension_weight": 0, "loss.dias.relation_weight": 0.5,
+    "loss.dias.top_k": 3,
 }
 BASE = {
     "loss.text": "angular", "loss.multimodal": "adapacse", "loss.multimodal_weight": 0.5,
@@ -61,7 +61,8 @@ def build(tiny_bert_dir: str, false_negative_filter: str) -> StudentWithObjectiv
     torch.manual_seed(0)
     student_cfg = StudentConfig(model=tiny_bert_dir, layers=1, grounding_dim=8, mlp_head=True)
     student = Student(build_encoder(student_cfg), student_cfg, TEXT_DIM, IMAGE_DIM)
-    model = StudentWithObjective(student, DistillationObjective(cfg.loss)).train()
+    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), TEXT_DIM)
+    model = StudentWithObjective(student, objective).train()
     student.encoder.eval()  # dropout off: both sides compute the same function
     return model
 
