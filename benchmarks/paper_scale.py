@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill.config import TrainConfig, load_config, save_config  # noqa: E402
-from distill.schedule import total_steps  # noqa: E402
+from distill.schedule import BatchPlan, total_steps  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from teacher_cache.offline_models import minilm_path  # noqa: E402
 
@@ -217,9 +217,8 @@ class Extrapolation:
 def extrapolate(layout: Layout, train: TrainConfig, seconds_per_step: float, cache_seconds: float) -> Extrapolation:
     """The paper's epochs over this layout: the project's schedule (text pool = Wiki1M, paired pool = captions)
     at the run's batch size and schedule."""
-    per_epoch = total_steps(layout.wiki_lines, layout.captions, train.batch_size, 1, None, schedule=train.schedule)
-    steps = total_steps(layout.wiki_lines, layout.captions, train.batch_size, PAPER_EPOCHS, None,
-                        schedule=train.schedule)
+    plan = BatchPlan(layout.wiki_lines, layout.captions, train.batch_size, train.paired_every, train.schedule)
+    per_epoch, steps = total_steps(plan, 1, None), total_steps(plan, PAPER_EPOCHS, None)
     seconds = steps * seconds_per_step
     return Extrapolation(per_epoch, steps, seconds_per_step, cache_seconds, seconds, cache_seconds + seconds)
 

@@ -46,17 +46,30 @@ def paired_interval(n_text_batches: int, n_paired_batches: int, paired_every: in
     return max(1, n_text_batches // n_paired_batches)
 
 
-def epoch_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epoch: int,
-                paired_every: int | None = None, schedule: Schedule = "one_pass") -> list[Step]:
-    """All steps of one epoch under ``schedule`` (see the module docstring)."""
-    if schedule == "official":
-        return _official_epoch(n_text, n_paired, batch_size, (seed, epoch), paired_every)
-    if schedule != "one_pass":
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a run's batch order depends on, besides the seed: the pool sizes, the global batch size
+    (per-rank batch x world size), the paired interval (None: KDMCSE's ratio) and the schedule."""
+
+    n_text: int
+    n_paired: int
+    batch_size: int
+    paired_every: int | None = None
+    schedule: Schedule = "one_pass"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def epoch_steps(plan: BatchPlan, seed: int, epoch: int) -> list[Step]:
+    """All steps of one epoch under ``plan.schedule`` (see the module docstring)."""
+    if plan.schedule == "official":
+        return _official_epoch(plan, seed, epoch)
     rng = np.random.default_rng([seed, epoch])
-    text_batches = _batches(rng.permutation(n_text), batch_size)
-    paired_batches = _batches(rng.permutation(n_paired), batch_size)
-    k = paired_interval(len(text_batches), len(paired_batches), paired_every)
+    text_batches = _batches(rng.permutation(plan.n_text), plan.batch_size)
+    paired_batches = _batches(rng.permutation(plan.n_paired), plan.batch_size)
+    k = paired_interval(len(text_batches), len(paired_batches), plan.paired_every)
     pools = {"text": iter(text_batches), "paired": iter(paired_batches)}
     steps: list[Step] = []
     for step_number in range(1, len(text_batches) + len(paired_batches) + 1):
@@ -70,48 +83,46 @@ def epoch_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epoch: i
     return steps
 
 
-def iterate_steps(n_text: int, n_paired: int, batch_size: int, seed: int, epochs: int,
-                  max_steps: int | None, paired_every: int | None = None,
-                  start_step: int = 0, schedule: Schedule = "one_pass") -> Iterator[tuple[int, Step]]:
+def iterate_steps(plan: BatchPlan, seed: int, epochs: int, max_steps: int | None,
+                  start_step: int = 0) -> Iterator[tuple[int, Step]]:
     """Yield ``(global_step, step)`` from ``start_step`` on, across epochs, up to ``max_steps``."""
     global_step = 0
     for epoch in range(epochs if max_steps is None else 10**9):
-        for step in epoch_steps(n_text, n_paired, batch_size, seed, epoch, paired_every, schedule):
+        for step in epoch_steps(plan, seed, epoch):
             if max_steps is not None and global_step >= max_steps:
                 return
             if global_step >= start_step:
                 yield global_step, step
             global_step += 1
         if global_step == 0:
-            raise ValueError(f"no complete batch of {batch_size} rows: {n_text} text rows, {n_paired} paired rows")
+            raise ValueError(f"no complete batch of {plan.batch_size} rows: {plan.n_text} text rows, "
+                             f"{plan.n_paired} paired rows")
 
 
-def total_steps(n_text: int, n_paired: int, batch_size: int, epochs: int, max_steps: int | None,
-                paired_every: int | None = None, schedule: Schedule = "one_pass") -> int:
+def total_steps(plan: BatchPlan, epochs: int, max_steps: int | None) -> int:
     """Steps the run will take: ``max_steps`` when given (it overrides ``epochs``), else whole epochs."""
     if max_steps is not None:
         return max_steps
-    if schedule == "official":
-        return epochs * sum(_official_counts(n_text, n_paired, batch_size, paired_every))
-    return epochs * len(epoch_steps(n_text, n_paired, batch_size, 0, 0, paired_every, schedule))
+    if plan.schedule == "official":
+        return epochs * sum(_official_counts(plan))
+    return epochs * len(epoch_steps(plan, 0, 0))
 
 
-def _official_counts(n_text: int, n_paired: int, batch_size: int, paired_every: int | None) -> tuple[int, int]:
+def _official_counts(plan: BatchPlan) -> tuple[int, int]:
     """(text steps, paired steps) of one ``official`` epoch."""
-    text_batches, paired_batches = math.ceil(n_text / batch_size), math.ceil(n_paired / batch_size)
-    k = paired_interval(text_batches, paired_batches, paired_every)
+    text_batches, paired_batches = math.ceil(plan.n_text / plan.batch_size), math.ceil(plan.n_paired / plan.batch_size)
+    k = paired_interval(text_batches, paired_batches, plan.paired_every)
     n_steps = text_batches + paired_batches
     n_paired_steps = 0 if k == 0 else (n_steps - 1) // k + 1  # steps 0, k, 2k, ... below n_steps
     return n_steps - n_paired_steps, n_paired_steps
 
 
-def _official_epoch(n_text: int, n_paired: int, batch_size: int, seed_epoch: tuple[int, int],
-                    paired_every: int | None) -> list[Step]:
-    seed, epoch = seed_epoch
-    n_text_steps, n_paired_steps = _official_counts(n_text, n_paired, batch_size, paired_every)
-    k = paired_interval(math.ceil(n_text / batch_size), math.ceil(n_paired / batch_size), paired_every)
-    text = _LoaderStream(n_text, batch_size, seed, 0).batches(epoch * n_text_steps, n_text_steps)
-    paired = _LoaderStream(n_paired, batch_size, seed, 1).batches(epoch * n_paired_steps, n_paired_steps)
+def _official_epoch(plan: BatchPlan, seed: int, epoch: int) -> list[Step]:
+    n_text_steps, n_paired_steps = _official_counts(plan)
+    k = paired_interval(math.ceil(plan.n_text / plan.batch_size), math.ceil(plan.n_paired / plan.batch_size),
+                        plan.paired_every)
+    text = _LoaderStream(plan.n_text, plan.batch_size, seed, 0).batches(epoch * n_text_steps, n_text_steps)
+    paired = _LoaderStream(plan.n_paired, plan.batch_size, seed, 1).batches(epoch * n_paired_steps, n_paired_steps)
     kinds = ["paired" if k > 0 and s % k == 0 else "text" for s in range(n_text_steps + n_paired_steps)]
     pools = {"text": iter(text), "paired": iter(paired)}
     return [Step(kind, next(pools[kind])) for kind in kinds]

@@ -52,7 +52,7 @@ from distill.config import RunConfig, load_config, save_config, to_dict
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
-from distill.schedule import Step, iterate_steps, total_steps
+from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.student import Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
@@ -133,9 +133,8 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     seed_everything(cfg.train.seed + env.rank)
     run = start_run(cfg, evaluate_dev, env)
     n_steps = run.n_steps
-    schedule = iterate_steps(run.pools.n_text, run.pools.n_paired, cfg.train.batch_size * env.world_size,
-                             cfg.train.seed, cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every,
-                             start_step=run.state.step, schedule=cfg.train.schedule)
+    schedule = iterate_steps(batch_plan(cfg, run.pools, env), cfg.train.seed, cfg.train.epochs, cfg.train.max_steps,
+                             start_step=run.state.step)
     state = run.state
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
@@ -176,8 +175,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
         student.encoder[0].auto_model.compile()  # in place: state_dict keys and saving stay unchanged
     objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
     trainable = StudentWithObjective(student, objective).to(env.device)
-    n_steps = total_steps(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size,
-                          cfg.train.epochs, cfg.train.max_steps, cfg.train.paired_every, cfg.train.schedule)
+    n_steps = total_steps(batch_plan(cfg, pools, env), cfg.train.epochs, cfg.train.max_steps)
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   fused=True if env.device.type == "cuda" else None)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * n_steps), n_steps)
@@ -188,6 +186,12 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
                       writer=SummaryWriter(str(out / "tensorboard")) if env.is_main else None)
     run.state = load_checkpoint(run)
     return run
+
+
+def batch_plan(cfg: RunConfig, pools: TrainingPools, env: DistEnv) -> BatchPlan:
+    """The run's batch order: every rank walks the same global batches and takes its slice."""
+    return BatchPlan(pools.n_text, pools.n_paired, cfg.train.batch_size * env.world_size, cfg.train.paired_every,
+                     cfg.train.schedule)
 
 
 def training_step(run: TrainingRun, step: Step) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from distill.schedule import epoch_steps, iterate_steps, paired_interval, total_steps
+from distill.schedule import BatchPlan, epoch_steps, iterate_steps, paired_interval, total_steps
 
 
 def test_paired_interval_matches_kdmcse_ratios():
@@ -18,7 +18,7 @@ def test_paired_interval_matches_kdmcse_ratios():
 
 
 def test_every_kth_step_is_paired_and_rows_are_a_partition():
-    steps = epoch_steps(n_text=640, n_paired=128, batch_size=64, seed=0, epoch=0)
+    steps = epoch_steps(BatchPlan(640, 128, 64), seed=0, epoch=0)
     kinds = [s.kind for s in steps]
     assert kinds == ["text"] * 4 + ["paired"] + ["text"] * 4 + ["paired"] + ["text"] * 2
     text_rows = np.concatenate([s.rows for s in steps if s.kind == "text"])
@@ -28,34 +28,34 @@ def test_every_kth_step_is_paired_and_rows_are_a_partition():
 
 
 def test_incomplete_batches_are_dropped():
-    steps = epoch_steps(n_text=100, n_paired=0, batch_size=32, seed=0, epoch=0)
+    steps = epoch_steps(BatchPlan(100, 0, 32), seed=0, epoch=0)
     assert [len(s.rows) for s in steps] == [32, 32, 32]
 
 
 def test_orders_depend_on_seed_and_epoch_only():
-    a = epoch_steps(256, 64, 32, seed=7, epoch=1)
-    b = epoch_steps(256, 64, 32, seed=7, epoch=1)
-    c = epoch_steps(256, 64, 32, seed=7, epoch=2)
+    a = epoch_steps(BatchPlan(256, 64, 32), seed=7, epoch=1)
+    b = epoch_steps(BatchPlan(256, 64, 32), seed=7, epoch=1)
+    c = epoch_steps(BatchPlan(256, 64, 32), seed=7, epoch=2)
     assert all(np.array_equal(x.rows, y.rows) for x, y in zip(a, b))
     assert not all(np.array_equal(x.rows, y.rows) for x, y in zip(a, c))
 
 
 def test_resume_replays_the_same_batches():
-    full = list(iterate_steps(256, 64, 32, seed=3, epochs=3, max_steps=None))
-    resumed = list(iterate_steps(256, 64, 32, seed=3, epochs=3, max_steps=None, start_step=13))
+    full = list(iterate_steps(BatchPlan(256, 64, 32), seed=3, epochs=3, max_steps=None))
+    resumed = list(iterate_steps(BatchPlan(256, 64, 32), seed=3, epochs=3, max_steps=None, start_step=13))
     assert [i for i, _ in resumed] == list(range(13, len(full)))
     assert all(np.array_equal(a.rows, b.rows) for (_, a), (_, b) in zip(full[13:], resumed))
 
 
 def test_max_steps_crosses_epochs():
-    steps = list(iterate_steps(128, 0, 32, seed=0, epochs=1, max_steps=10))
-    assert len(steps) == 10 == total_steps(128, 0, 32, 1, 10)
-    assert total_steps(128, 0, 32, 2, None) == 8
+    steps = list(iterate_steps(BatchPlan(128, 0, 32), seed=0, epochs=1, max_steps=10))
+    assert len(steps) == 10 == total_steps(BatchPlan(128, 0, 32), 1, 10)
+    assert total_steps(BatchPlan(128, 0, 32), 2, None) == 8
 
 
 def test_too_little_data_is_a_clear_error():
     with pytest.raises(ValueError, match="no complete batch"):
-        list(iterate_steps(10, 0, 32, seed=0, epochs=1, max_steps=None))
+        list(iterate_steps(BatchPlan(10, 0, 32), seed=0, epochs=1, max_steps=None))
 
 
 # --- the official (released KDMCSE) schedule ------------------------------------------------------
@@ -79,18 +79,18 @@ def _official_reference(n_text, n_paired, batch_size, seed, epochs):
 def test_official_paired_steps_per_epoch_match_the_released_formula():
     """Wiki1M + 145k Flickr30k captions at batch 64: 15,625 + 2,266 batches, k = 6, so paired steps
     are 0, 6, ..., 17,886: 2,982 (1.32 passes over the pairs); one_pass gives 2,265."""
-    official = epoch_steps(1_000_000, 145_000, 64, seed=0, epoch=0, schedule="official")
-    assert len(official) == 15_625 + 2_266 == total_steps(1_000_000, 145_000, 64, 1, None, schedule="official")
+    official = epoch_steps(BatchPlan(1_000_000, 145_000, 64, schedule="official"), seed=0, epoch=0)
+    assert len(official) == 15_625 + 2_266 == total_steps(BatchPlan(1_000_000, 145_000, 64, schedule="official"), 1, None)
     assert sum(s.kind == "paired" for s in official) == 2_982
     assert [s.kind for s in official[:7]] == ["paired"] + ["text"] * 5 + ["paired"]
-    one_pass = epoch_steps(1_000_000, 145_000, 64, seed=0, epoch=0)
+    one_pass = epoch_steps(BatchPlan(1_000_000, 145_000, 64), seed=0, epoch=0)
     assert sum(s.kind == "paired" for s in one_pass) == 2_265
 
 
 def test_official_epochs_are_the_released_loop_cut_by_epoch():
     reference = _official_reference(n_text=300, n_paired=100, batch_size=32, seed=5, epochs=3)
     for epoch, expected in enumerate(reference):
-        steps = epoch_steps(300, 100, 32, seed=5, epoch=epoch, schedule="official")
+        steps = epoch_steps(BatchPlan(300, 100, 32, schedule="official"), seed=5, epoch=epoch)
         assert [s.kind for s in steps] == [kind for kind, _ in expected]
         assert all(np.array_equal(s.rows, rows) for s, (_, rows) in zip(steps, expected))
     # 10 + 4 batches a pass, k = 10 // 4 = 2: 14 steps, paired at 0, 2, ..., 12 (7 of them), so the
@@ -100,13 +100,13 @@ def test_official_epochs_are_the_released_loop_cut_by_epoch():
 
 
 def test_official_resume_replays_the_same_batches():
-    full = list(iterate_steps(300, 100, 32, seed=3, epochs=3, max_steps=None, schedule="official"))
-    resumed = list(iterate_steps(300, 100, 32, seed=3, epochs=3, max_steps=None, start_step=20,
-                                 schedule="official"))
+    full = list(iterate_steps(BatchPlan(300, 100, 32, schedule="official"), seed=3, epochs=3, max_steps=None))
+    resumed = list(iterate_steps(BatchPlan(300, 100, 32, schedule="official"), seed=3, epochs=3, max_steps=None,
+                                 start_step=20))
     assert len(full) == 3 * 14 and [i for i, _ in resumed] == list(range(20, 42))
     assert all(np.array_equal(a.rows, b.rows) for (_, a), (_, b) in zip(full[20:], resumed))
 
 
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="unknown schedule"):
-        epoch_steps(64, 0, 32, seed=0, epoch=0, schedule="twice")
+        BatchPlan(64, 0, 32, schedule="twice")
