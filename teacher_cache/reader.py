@@ -154,13 +154,22 @@ class TeacherCache:
 
     def text(self, idx: Sequence[int] | np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         """Stored text vectors (float16 on disk) as float32 on ``device``."""
-        return torch.from_numpy(self._modalities["text"].rows(np.asarray(idx))).to(device)
+        return _on_device(self._modalities["text"].rows(np.asarray(idx)), device)
 
     def image(self, idx: Sequence[int] | np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        return torch.from_numpy(self._modalities["image"].rows(np.asarray(idx))).to(device)
+        return _on_device(self._modalities["image"].rows(np.asarray(idx)), device)
 
     def verify(self) -> list[str]:
         return verify_cache(self.path)
+
+
+def _on_device(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """Rows copied to ``device``; to a GPU from pinned memory without blocking, so the copy overlaps
+    the step before it."""
+    tensor = torch.from_numpy(rows)
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _read_text_rows(path: Path, entry: dict[str, Any]) -> list[dict[str, str]]:

@@ -1,0 +1,95 @@
+"""A training step that does not log reads nothing back from the device (issue: host-device syncs).
+
+Every ``.item()``, ``.tolist()`` and ``.cpu()`` made while ``training_step`` runs is counted, apart from
+the ones torch's own non-fused AdamW makes on CPU tensors (its step counters; the CUDA path uses the
+fused AdamW, which makes none). The loss terms come back as device tensors and are read on log steps
+only (``read_terms``).
+"""
+from __future__ import annotations
+
+import collections
+import traceback
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distill.config import load_config
+from distill.objective import DistillationObjective
+from distill.pools import TrainingPools
+from distill.schedule import Step
+from distill.student import Student, build_encoder
+from distill.trainer import StudentWithObjective, TrainingRun, read_terms, training_step
+from teacher_cache.distributed import DistEnv
+
+from test_train import ROOT
+
+TEXT_DIM, IMAGE_DIM, ROWS = 12, 10, 16
+READS = ("item", "tolist", "cpu")
+
+
+class VectorTable:
+    """Stands in for the teacher cache: fixed unit vectors by row."""
+
+    def __init__(self, generator: torch.Generator):
+        self.texts = F.normalize(torch.randn(ROWS, TEXT_DIM, generator=generator), dim=-1)
+        self.images = F.normalize(torch.randn(ROWS, IMAGE_DIM, generator=generator), dim=-1)
+
+    def text(self, idx, device):
+        return self.texts[torch.as_tensor(idx)].to(device)
+
+    def image(self, idx, device):
+        return self.images[torch.as_tensor(idx)].to(device)
+
+
+def tiny_run(tiny_bert_dir) -> TrainingRun:
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", [
+        f"student.model={tiny_bert_dir}", "student.layers=1", "student.grounding_dim=16"])
+    torch.manual_seed(0)
+    student = Student(build_encoder(cfg.student), cfg.student, TEXT_DIM, IMAGE_DIM)
+    trainable = StudentWithObjective(student, DistillationObjective(cfg.loss, 32, TEXT_DIM))
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    rows = np.arange(ROWS)
+    pools = TrainingPools(sentences=[f"a dog runs in the park {i}" for i in rows], text_rows=rows,
+                          paired_text_rows=rows, paired_image_rows=rows, heldout_image_ids=[])
+    env = DistEnv(0, 1, torch.device("cpu"))
+    return TrainingRun(cfg, env, VectorTable(torch.Generator().manual_seed(1)), pools, trainable, trainable,
+                       optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), n_steps=3)
+
+
+def count_reads(monkeypatch, action) -> collections.Counter:
+    """Device reads made while ``action`` runs, by the innermost project or library frame that made them."""
+    counts: collections.Counter = collections.Counter()
+    for name in READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            frames = traceback.extract_stack()[:-1]
+            if not any("torch/optim/" in frame.filename for frame in frames):
+                counts[(_name, f"{frames[-1].filename}:{frames[-1].lineno}")] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    action()
+    monkeypatch.undo()
+    return counts
+
+
+def test_a_step_that_does_not_log_reads_nothing_from_the_device(tiny_bert_dir, monkeypatch):
+    run = tiny_run(tiny_bert_dir)
+    rows = np.arange(8)
+    training_step(run, Step("paired", rows))  # warm-up: lazy state, first-call paths
+    for kind in ("text", "paired"):
+        results = {}
+        counts = count_reads(monkeypatch, lambda: results.update(training_step(run, Step(kind, rows))))
+        assert counts == collections.Counter(), counts
+        assert all(isinstance(value, torch.Tensor) for value in results.values())
+    # the log step reads every term once, together
+    counts = count_reads(monkeypatch, lambda: read_terms(results, run.env))
+    assert sum(counts.values()) == 1 and next(iter(counts))[0] == "tolist"
+
+
+def test_the_counter_sees_a_read(monkeypatch):
+    counts = count_reads(monkeypatch, lambda: torch.ones(2).sum().item())
+    assert sum(counts.values()) == 1
