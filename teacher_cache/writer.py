@@ -61,7 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -85,6 +85,9 @@ from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
 from .towers import Teacher, TeacherConfig, build_teacher
 from .towers.base import load_rgb
+
+if TYPE_CHECKING:
+    from .reader import TeacherCache
 
 log = logging.getLogger(__name__)
 
@@ -467,13 +470,13 @@ def _same_teacher(manifest_file: Path, plan: CachePlan) -> bool:
         return False
 
 
-def _text_rows_in(donor: Any, plan: CachePlan) -> np.ndarray:
+def _text_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
     """The donor row of each planned text row with the same id and text; -1 for the others."""
     stored = {(row_id, text): row for row, (row_id, text) in enumerate(zip(donor.text_ids, donor.texts))}
     return np.array([stored.get((row.row_id, row.text), -1) for row in plan.texts], dtype=np.int64)
 
 
-def _image_rows_in(donor: Any, plan: CachePlan) -> np.ndarray:
+def _image_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
     """The donor row of each planned image with the same id and file sha256; -1 for the others.
 
     A cache without ``image_sha256.txt`` (or with one that does not match its rows) offers no images.
@@ -551,10 +554,10 @@ class _RowSources:
     """Where a shard's vectors come from: the teacher, and the donor cache of reused rows (if any)."""
 
     teacher: Teacher
-    donor: Any = None  # a reader.TeacherCache
+    donor: TeacherCache | None = None
 
 
-def _open_donor(plan: CachePlan) -> Any:
+def _open_donor(plan: CachePlan) -> TeacherCache | None:
     from .reader import TeacherCache  # the reader imports this module's FORMAT
 
     return None if plan.reuse is None else TeacherCache.open(plan.reuse.donor)
