@@ -10,7 +10,9 @@
 A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``data:``
 (CacheDataConfig fields, including your own files and datasets: docs/data.md; ``skip_bad`` among
 them), ``cache_root`` and ``shard_rows``; flags override it (--text-sources / --image-sources take
-built-in names). Rerunning finishes an interrupted build, or does nothing if the cache is complete. A
+built-in names). Rerunning finishes an interrupted build, or does nothing if the cache is complete.
+After an edit of the data, a new cache copies the vectors of unchanged rows from a finished cache
+of the same teacher and encodes only the new or changed rows; --no-reuse encodes every row. A
 cache built with --skip-bad is trained on with ``data.skip_bad=true``. --print-config lists every
 teacher.* and data.* key with its type, default and doc.
 """
@@ -75,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard-rows", type=int)
     parser.add_argument("--skip-bad", action="store_true", default=None,
                         help="leave bad rows out and record them (train on it with data.skip_bad=true)")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="encode every row, copying none from an earlier cache of the same teacher "
+                             "(data.reuse_rows=false)")
     parser.add_argument("--verify", nargs="?", const="", metavar="CACHE_DIR",
                         help="recompute checksums of CACHE_DIR (default: the cache of this configuration)")
     parser.add_argument("--no-progress", action="store_true")
@@ -97,6 +102,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataC
         data_values["limits"] = {**data_values.get("limits", {}), **_parse_limits(args.limit)}
     if args.skip_bad is not None:
         data_values["skip_bad"] = args.skip_bad
+    if args.no_reuse:
+        data_values["reuse_rows"] = False
     run = {
         "cache_root": Path(args.cache_root or loaded.get("cache_root")
                            or loaded.get("train", {}).get("cache_root", DEFAULT_CACHE_ROOT)),

@@ -66,6 +66,8 @@ class CacheDataConfig:
     captions. ``image_store`` is where images of a ``datasets`` column without files are written.
     ``skip_bad`` leaves unusable rows (empty captions, broken images) out instead of stopping; the
     cache records them and the run's summary lists them.
+    ``reuse_rows`` lets a new cache copy the stored vectors of unchanged rows (same id and text, same
+    image id and file bytes) from a finished cache of the same teacher; false encodes every row.
     """
 
     text_sources: tuple[TextSource | str, ...] = OFFLINE_TEXT_SOURCES
@@ -73,6 +75,7 @@ class CacheDataConfig:
     limits: dict[str, int] = field(default_factory=dict)
     image_store: str = DEFAULT_IMAGE_STORE
     skip_bad: bool = False
+    reuse_rows: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_sources", _canonical(self.text_sources, TEXT_SOURCES, TextSource, "text"))
@@ -113,6 +116,7 @@ class CacheDataConfig:
             "limits": dict(self.limits),
             "image_store": self.image_store,
             "skip_bad": self.skip_bad,
+            "reuse_rows": self.reuse_rows,
         }
 
     @classmethod
@@ -264,12 +268,21 @@ def _in_threads(function: Callable, items: Sequence) -> list:
 # --- fingerprint ---------------------------------------------------------------------------------
 
 
-def dataset_fingerprint(rows: CacheRows) -> str:
-    """sha256 over (id, text) of every text row, (id, file sha256) of every image and the bad rows."""
+def image_sha256s(images: Sequence[ImageRow]) -> list[str | None]:
+    """The sha256 of every image file, in row order (None: unreadable)."""
+    return _in_threads(lambda image: file_sha256(image.path), images)
+
+
+def dataset_fingerprint(rows: CacheRows, image_sha256: Sequence[str | None] | None = None) -> str:
+    """sha256 over (id, text) of every text row, (id, file sha256) of every image and the bad rows.
+
+    ``image_sha256``: the images' hashes when the caller has them already (:func:`image_sha256s`).
+    """
     digest = hashlib.sha256(b"teacher-cache-dataset/1\n")
     for row in rows.texts:
         digest.update(f"T\t{row.row_id}\t{row.text}\n".encode())
-    for image, sha256 in zip(rows.images, _in_threads(lambda image: file_sha256(image.path), rows.images)):
+    hashes = image_sha256s(rows.images) if image_sha256 is None else image_sha256
+    for image, sha256 in zip(rows.images, hashes, strict=True):
         digest.update(f"I\t{image.image_id}\t{sha256}\n".encode())
     for problem in rows.problems:
         digest.update(f"B\t{problem.row_id}\t{problem.problem}\n".encode())

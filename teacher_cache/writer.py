@@ -6,6 +6,7 @@ Layout of ``<cache_root>/<teacher name>-<12 hex of fingerprint>/``::
     text_rows.jsonl              line i = text row i: {"id", "text", "image_id" (captions paired with
                                  a cached image only)}, so pools and retrieval need no corpus reads
     image_ids.txt                one image id per line; line i = row i of the image matrix
+    image_sha256.txt             line i = sha256 of image i's file: lets a later build reuse row i
     text/shard-00000.npy         float16 [rows, dim] (.npy, so np.load(..., mmap_mode="r") reads it)
     text/shard-00000.npy.sha256  sha256sum-style checksum, written after the shard: marks it complete
     image/shard-00000.npy ...
@@ -30,6 +31,14 @@ Why it is built this way:
   number of intra-op threads per process (BLAS sums in a thread-count-dependent order; 1 against 2
   threads moves fp16 values by an ulp or so, cosine to each other > 0.9999). torchrun gives each
   CPU worker one thread, which is what ``OMP_NUM_THREADS=1`` gives a single process.
+- *Rows reused, not re-encoded.* With ``data.reuse_rows`` (the default) a new cache looks for a
+  finished cache of the same teacher identity (weights, preprocessing, precision) under the same
+  cache root and copies the stored float16 rows of every text row whose (id, text) and every image
+  whose (id, file sha256) it holds; only the other rows go through the teacher, and a shard with
+  nothing to encode is written without a forward. The donor is verified before use and named in
+  the manifest (``reused_from``). A reused row was encoded in another batch, so it may differ from
+  a fresh encoding in the last bits: a rebuild with reuse is not byte-identical to a fresh build
+  (``reuse_rows: false`` / ``--no-reuse`` gives the fresh one).
 - *Distributed.* Under ``torchrun`` (any initialised ``torch.distributed`` group) rank 0 plans and
   broadcasts the plan, ranks take unfinished shards round-robin, and rank 0 verifies every shard
   and writes the manifest.
@@ -52,7 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,13 +70,24 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .corpora import BadRow, ImageRow, TextRow
-from .data import CacheDataConfig, CacheRows, collect_rows, data_dir_for, dataset_fingerprint, find_bad_images
+from .data import (
+    CacheDataConfig,
+    CacheRows,
+    collect_rows,
+    data_dir_for,
+    dataset_fingerprint,
+    find_bad_images,
+    image_sha256s,
+)
 from .distributed import DistEnv
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
 from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
 from .towers import Teacher, TeacherConfig, build_teacher
 from .towers.base import load_rgb
+
+if TYPE_CHECKING:
+    from .reader import TeacherCache
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +98,7 @@ MODALITIES = ("text", "image")
 STORAGE_DTYPE = np.float16
 NORMALISATION = "L2-normalised in float32, then cast to float16 (re-normalise after loading for exact cosines)"
 ROWS_FILES = {"text": "text_rows.jsonl", "image": "image_ids.txt"}
+IMAGE_SHA256_FILE = "image_sha256.txt"
 _UNIT_NORM_TOLERANCE = 1e-3
 
 
@@ -95,17 +116,21 @@ class BadInputError(ValueError):
 
 @dataclass(frozen=True)
 class CollectedData:
-    """The corpora, read once: rows in cache order, their fingerprint, and the folder they came from."""
+    """The corpora, read once: rows in cache order, their fingerprint, the folder they came from and
+    the sha256 of every image file (by image id)."""
 
     rows: CacheRows
     fingerprint: str
     data_dir: Path
+    image_sha256: dict[str, str | None] = field(default_factory=dict)
 
 
 def collect_data(data_cfg: CacheDataConfig, data_dir: Path | str | None) -> CollectedData:
     resolved = data_dir_for(data_cfg, data_dir)
     rows = collect_rows(data_cfg, resolved)
-    return CollectedData(rows, dataset_fingerprint(rows), resolved)
+    hashes = image_sha256s(rows.images)
+    return CollectedData(rows, dataset_fingerprint(rows, hashes), resolved,
+                         {image.image_id: sha256 for image, sha256 in zip(rows.images, hashes)})
 
 
 @dataclass(frozen=True)
@@ -122,6 +147,21 @@ class ShardSpec:
     @property
     def checksum_file(self) -> str:
         return f"{self.file}.sha256"
+
+
+@dataclass
+class RowReuse:
+    """Rows a new cache copies from a finished cache (the donor) instead of encoding them."""
+
+    donor: Path
+    rows: dict[str, np.ndarray]
+    """Per modality, the donor row holding each new row's vector; -1 where the row must be encoded."""
+
+    def count(self, modality: str) -> int:
+        return int((self.rows[modality] >= 0).sum())
+
+    def record(self) -> dict[str, Any]:
+        return {"cache": self.donor.name, "rows": {modality: self.count(modality) for modality in MODALITIES}}
 
 
 @dataclass
@@ -142,6 +182,8 @@ class CachePlan:
     shard_rows: int
     batch_size: int
     provenance: dict[str, Any]
+    image_sha256: list[str | None] = field(default_factory=list)
+    reuse: RowReuse | None = None
     complete: bool = False
     todo: list[ShardSpec] = field(default_factory=list)
 
@@ -160,6 +202,12 @@ class CachePlan:
 
     def ids(self, modality: str) -> list[str]:
         return [row.row_id for row in self.texts] if modality == "text" else [row.image_id for row in self.images]
+
+    def donor_rows(self, spec: ShardSpec) -> np.ndarray:
+        """The donor row of each row of the shard (-1: encode it)."""
+        if self.reuse is None:
+            return np.full(spec.stop - spec.start, -1, dtype=np.int64)
+        return self.reuse.rows[spec.modality][spec.start : spec.stop]
 
     def rows_file_bytes(self, modality: str) -> bytes:
         """``image_ids.txt``: one id a line. ``text_rows.jsonl``: id, text and, for a caption whose
@@ -181,22 +229,36 @@ class BuildReport:
     """What one call did; ``summary()`` is what the CLI prints."""
 
     path: Path
-    rows_encoded: int = 0
+    encoded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    """Rows this process ran through the teacher, per modality."""
+    reused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    """Rows this process copied from ``reused_from`` instead of encoding them, per modality."""
+    reused_from: Path | None = None
     shards_written: int = 0
     shards_reused: int = 0
     bytes_written: int = 0
     seconds: float = 0.0
     already_complete: bool = False
 
+    @property
+    def rows_encoded(self) -> int:
+        return sum(self.encoded.values())
+
     def summary(self) -> str:
         if self.already_complete:
             return f"cache {self.path} is already complete: nothing to do ({self.seconds:.1f} s)"
         rate = self.rows_encoded / self.seconds if self.seconds > 0 else 0.0
+        reused = (f"reused {_rows_phrase(self.reused)} from {self.reused_from}, "
+                  if self.reused_from is not None else "")
         return (
-            f"cache {self.path}: {self.rows_encoded} rows encoded in {self.seconds:.1f} s ({rate:.1f} rows/s), "
-            f"{self.shards_written} shards written ({self.bytes_written / 2**20:.1f} MiB), "
-            f"{self.shards_reused} reused from an earlier run"
+            f"cache {self.path}: {reused}encoded {_rows_phrase(self.encoded)} in {self.seconds:.1f} s "
+            f"({rate:.1f} rows/s), {self.shards_written} shards written ({self.bytes_written / 2**20:.1f} MiB), "
+            f"{self.shards_reused} already written by an earlier run"
         )
+
+
+def _rows_phrase(counts: dict[str, int]) -> str:
+    return f"{counts['text']:,} text rows and {counts['image']:,} images"
 
 
 # --- public entry points ---------------------------------------------------------------------------
@@ -269,11 +331,13 @@ def build_cache(
     with _lock_on_rank0(group, cache_root):
         plan = _computed_on_rank0(group, lambda: _make_plan(
             teacher, teacher_cfg, data_cfg, cache_root, data or collect_data(data_cfg, data_dir), shard_rows))
-        report = BuildReport(path=plan.directory, already_complete=plan.complete)
+        report = BuildReport(path=plan.directory, already_complete=plan.complete,
+                             reused_from=None if plan.reuse is None else plan.reuse.donor)
         if not plan.complete:
             report.shards_reused = len(plan.all_shards()) - len(plan.todo)
+            sources = _RowSources(teacher, _open_donor(plan))
             with _random_state_kept():
-                _encode_my_shards(teacher, plan, plan.todo[group.rank :: group.world_size], report,
+                _encode_my_shards(sources, plan, plan.todo[group.rank :: group.world_size], report,
                                   progress and group.rank == 0)
             group.barrier()
             if group.rank == 0:
@@ -334,7 +398,10 @@ def _make_plan(teacher: Teacher, teacher_cfg: TeacherConfig, data_cfg: CacheData
         raise BadInputError(problems)
     bad_images = {problem.row_id for problem in problems}
     plan.images = [image for image in data.rows.images if image.image_id not in bad_images]
+    plan.image_sha256 = [data.image_sha256.get(image.image_id) for image in plan.images]
     plan.skipped = problems
+    if data_cfg.reuse_rows:
+        plan.reuse = _find_reusable_rows(plan)
     _prepare_directory(plan)
     plan.todo = [spec for spec in plan.all_shards() if not _shard_is_complete(directory, spec)]
     return plan
@@ -365,8 +432,72 @@ def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool
         raise BadInputError([BadRow(s["row_id"], Path(s["path"]), s["line"], s["problem"]) for s in skipped])
 
 
+def _find_reusable_rows(plan: CachePlan) -> RowReuse | None:
+    """The finished cache of the same teacher under the cache root that holds most of the plan's rows.
+
+    Each candidate is opened as a trainer would open it (checksums verified unless stamped), so a
+    damaged cache is passed over with a warning, never copied from. None when no cache holds a row.
+    """
+    from .reader import CacheFormatError, TeacherCache  # the reader imports this module's FORMAT
+
+    best: RowReuse | None = None
+    for manifest_file in sorted(plan.directory.parent.glob("*/manifest.json")):
+        if manifest_file.parent == plan.directory or not _same_teacher(manifest_file, plan):
+            continue
+        try:
+            donor = TeacherCache.open(manifest_file.parent)
+        except (CacheIntegrityError, CacheFormatError, OSError, ValueError, KeyError) as err:
+            log.warning("not reusing rows of %s: %s", manifest_file.parent, err)
+            continue
+        candidate = RowReuse(donor.path, {"text": _text_rows_in(donor, plan), "image": _image_rows_in(donor, plan)})
+        total = sum(candidate.count(modality) for modality in MODALITIES)
+        if total and (best is None or total > sum(best.count(modality) for modality in MODALITIES)):
+            best = candidate
+    if best is not None:
+        log.info("reusing %s of %s; encoding %s", _rows_phrase({m: best.count(m) for m in MODALITIES}), best.donor,
+                 _rows_phrase({m: plan.count(m) - best.count(m) for m in MODALITIES}))
+    return best
+
+
+def _same_teacher(manifest_file: Path, plan: CachePlan) -> bool:
+    """Whether a cache's stored vectors came from this very teacher (weights, preprocessing, precision)."""
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        return (manifest.get("format") == FORMAT and manifest.get("dtype") == np.dtype(STORAGE_DTYPE).name
+                and manifest.get("dims") == plan.dims
+                and manifest["teacher"]["identity"] == json.loads(json.dumps(plan.teacher_identity)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _text_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
+    """The donor row of each planned text row with the same id and text; -1 for the others."""
+    stored = {(row_id, text): row for row, (row_id, text) in enumerate(zip(donor.text_ids, donor.texts))}
+    return np.array([stored.get((row.row_id, row.text), -1) for row in plan.texts], dtype=np.int64)
+
+
+def _image_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
+    """The donor row of each planned image with the same id and file sha256; -1 for the others.
+
+    A cache without ``image_sha256.txt`` (or with one that does not match its rows) offers no images.
+    """
+    try:
+        hashes = (donor.path / IMAGE_SHA256_FILE).read_text().splitlines()
+    except OSError:
+        hashes = []
+    if len(hashes) != len(donor.image_ids):
+        return np.full(len(plan.images), -1, dtype=np.int64)
+    stored = {(image_id, sha256): row for row, (image_id, sha256) in enumerate(zip(donor.image_ids, hashes))}
+    return np.array([stored.get((image.image_id, sha256), -1) if sha256 else -1
+                     for image, sha256 in zip(plan.images, plan.image_sha256, strict=True)], dtype=np.int64)
+
+
 def _prepare_directory(plan: CachePlan) -> None:
-    """Create the layout, drop temporaries of killed runs, and write the plan and the row files."""
+    """Create the layout, drop temporaries of killed runs, and write the plan and the row files.
+
+    Shards of an interrupted run that copied rows from another donor (or none) are dropped: a shard
+    must not mix two plans.
+    """
     directory = plan.directory
     for modality in MODALITIES:
         (directory / modality).mkdir(parents=True, exist_ok=True)
@@ -375,9 +506,22 @@ def _prepare_directory(plan: CachePlan) -> None:
     bad = [row_id for row_id in plan.ids("image") if "\n" in row_id or "\r" in row_id]
     if bad:
         raise ValueError(f"image ids must be single-line: {bad[:5]}")
+    earlier = _read_json(directory / "plan.json")
+    if earlier is not None and earlier.get("reused_from") != _plan_record(plan)["reused_from"]:
+        for spec in plan.all_shards():
+            (directory / spec.checksum_file).unlink(missing_ok=True)
+            (directory / spec.file).unlink(missing_ok=True)
     for modality in MODALITIES:
         write_if_changed(directory / ROWS_FILES[modality], plan.rows_file_bytes(modality))
+    write_if_changed(directory / IMAGE_SHA256_FILE, "".join(f"{sha256}\n" for sha256 in plan.image_sha256).encode())
     write_if_changed(directory / "plan.json", json_bytes(_plan_record(plan)))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _plan_record(plan: CachePlan) -> dict[str, Any]:
@@ -393,6 +537,7 @@ def _plan_record(plan: CachePlan) -> dict[str, Any]:
         "dims": plan.dims,
         "counts": {modality: plan.count(modality) for modality in MODALITIES},
         "skipped": [_bad_row_record(problem) for problem in plan.skipped],
+        "reused_from": None if plan.reuse is None else plan.reuse.record(),
         **plan.provenance,
     }
 
@@ -404,35 +549,60 @@ def _bad_row_record(problem: BadRow) -> dict[str, Any]:
 # --- encoding ------------------------------------------------------------------------------------
 
 
-def _encode_my_shards(teacher: Teacher, plan: CachePlan, shards: list[ShardSpec], report: BuildReport, progress: bool) -> None:
+@dataclass
+class _RowSources:
+    """Where a shard's vectors come from: the teacher, and the donor cache of reused rows (if any)."""
+
+    teacher: Teacher
+    donor: TeacherCache | None = None
+
+
+def _open_donor(plan: CachePlan) -> TeacherCache | None:
+    from .reader import TeacherCache  # the reader imports this module's FORMAT
+
+    return None if plan.reuse is None else TeacherCache.open(plan.reuse.donor)
+
+
+def _encode_my_shards(sources: _RowSources, plan: CachePlan, shards: list[ShardSpec], report: BuildReport,
+                      progress: bool) -> None:
     for modality in MODALITIES:
         mine = [spec for spec in shards if spec.modality == modality]
-        total = sum(spec.stop - spec.start for spec in mine)
+        total = sum(int((plan.donor_rows(spec) < 0).sum()) for spec in mine)
         with tqdm(total=total, desc=f"teacher {modality}", unit="rows", disable=not progress or total == 0) as bar:
             for spec in mine:
-                embeddings = _encode_shard(teacher, plan, spec, bar)
+                embeddings, encoded = _encode_shard(sources, plan, spec, bar)
                 report.bytes_written += _write_shard(plan.directory, spec, embeddings)
                 report.shards_written += 1
-                report.rows_encoded += spec.stop - spec.start
+                report.encoded[modality] += encoded
+                report.reused[modality] += spec.stop - spec.start - encoded
 
 
-def _encode_shard(teacher: Teacher, plan: CachePlan, spec: ShardSpec, bar: tqdm) -> np.ndarray:
-    """Encode one shard; its batches depend on the shard's rows alone (the resume guarantee)."""
+def _encode_shard(sources: _RowSources, plan: CachePlan, spec: ShardSpec, bar: tqdm) -> tuple[np.ndarray, int]:
+    """One shard's vectors and how many rows were encoded for it: reused rows are the donor's stored
+    float16 rows, the others go through the teacher. The batches depend on the shard's rows and the
+    plan's donor alone (the resume guarantee); a shard with nothing to encode runs no forward."""
+    donor_rows = plan.donor_rows(spec)
+    out = np.empty((spec.stop - spec.start, plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
+    reused = donor_rows >= 0
+    if reused.any():
+        stored = sources.donor.text if spec.modality == "text" else sources.donor.image
+        # float16 -> float32 -> float16 is exact: these are the donor's bytes.
+        out[reused] = stored(donor_rows[reused]).numpy().astype(STORAGE_DTYPE)
+    missing = np.flatnonzero(~reused) + spec.start
     if spec.modality == "text":
-        inputs: list = [row.text for row in plan.texts[spec.start : spec.stop]]
-        encode, load = teacher.encode_text, list
+        inputs: list = [plan.texts[row].text for row in missing]
+        encode, load = sources.teacher.encode_text, list
     else:
-        inputs = [row.path for row in plan.images[spec.start : spec.stop]]
-        encode, load = teacher.encode_image, _decode_images
-    ids = plan.ids(spec.modality)[spec.start : spec.stop]
-    out = np.empty((len(inputs), plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
+        inputs = [plan.images[row].path for row in missing]
+        encode, load = sources.teacher.encode_image, _decode_images
+    ids = plan.ids(spec.modality)
     batches = shard_batches(inputs, plan.batch_size, by_length=spec.modality == "text")
     for batch, loaded in _prefetched(batches, lambda batch: load(inputs[i] for i in batch)):
         embeddings = encode(loaded)
-        _check_embeddings(embeddings, [ids[i] for i in batch], plan.dims[spec.modality])
-        out[batch] = embeddings.numpy().astype(STORAGE_DTYPE)
+        _check_embeddings(embeddings, [ids[missing[i]] for i in batch], plan.dims[spec.modality])
+        out[missing[batch] - spec.start] = embeddings.numpy().astype(STORAGE_DTYPE)
         bar.update(len(batch))
-    return out
+    return out, len(missing)
 
 
 def _decode_images(paths: Iterable[Path]) -> list[Image.Image]:
