@@ -223,7 +223,9 @@ class TrainConfig:
     steps, gradient norm clipped at ``grad_clip`` (0 = off). ``epochs`` over the text rows, or
     ``max_steps`` when set. ``seed`` fixes batch order, dropout and initialisation. ``precision``:
     autocast dtype of the training forward. ``paired_every``: a paired image-caption batch every k
-    steps (None: KDMCSE's floor(#text / #paired batches)). ``eval_every``: steps between STS-B dev
+    steps (None: KDMCSE's floor(#text / #paired batches)). ``schedule``: the paired-batch schedule
+    (distill/schedule.py): one_pass = one pass over each pool per epoch, official = the released KDMCSE
+    loop's cycling loaders (the paper configs). ``eval_every``: steps between STS-B dev
     evaluations and checkpoints. ``retrieval_holdout_images``: images kept out of training for the
     retrieval evaluation. ``eval_batch_size``: sentences per forward in the dev evaluation.
     ``log_every``: steps between TensorBoard scalars, and how often the loss terms are read
@@ -246,8 +248,6 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     paired_every: int | None = field(default=None, metadata=at_least(1))
     schedule: Literal["official", "one_pass"] = "one_pass"
-    """paired-batch schedule (distill/schedule.py): one_pass = one pass over each pool per epoch;
-    official = the released KDMCSE loop's cycling loaders (the paper configs)"""
     eval_every: int = field(default=125, metadata=at_least(1))
     retrieval_holdout_images: int = field(default=0, metadata=at_least(0))
     eval_batch_size: int = field(default=256, metadata=at_least(1))
