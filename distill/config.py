@@ -32,6 +32,7 @@ def at_least(low: float) -> dict[str, Any]:
 
 POSITIVE = {"range": (0, None, True)}  # > 0
 UNIT_INTERVAL = {"range": (0, 1, False)}  # in [0, 1]
+COSINE = {"range": (-1, 1, False)}  # in [-1, 1]: a threshold on unit-vector similarities
 
 
 @dataclass
@@ -178,29 +179,28 @@ class LossConfig:
     """
 
     text: Literal["simcse", "angular", "none"] = "angular"
-    temperature: float = 0.05
-    text_margin: float = 0.15
-    focal_gamma: float = 0.0
+    temperature: float = field(default=0.05, metadata=POSITIVE)
+    text_margin: float = field(default=0.15, metadata=at_least(0))
+    focal_gamma: float = field(default=0.0, metadata=at_least(0))
     multimodal: Literal["adapacse", "mcse", "none"] = "adapacse"
-    multimodal_margin: float = 0.15
-    multimodal_weight: float = 0.01
+    multimodal_margin: float = field(default=0.15, metadata=at_least(0))
+    multimodal_weight: float = field(default=0.01, metadata=at_least(0))
     same_image_mask: bool = True
     false_negative_filter: Literal["none", "threshold", "gist", "teacher_cross_modal"] = "none"
-    filter_threshold: float = 0.9
-    gist_margin: float = 0.1
+    filter_threshold: float = field(default=0.9, metadata=COSINE)
+    gist_margin: float = field(default=0.1, metadata=at_least(0))
     gist_mode: Literal["absolute", "relative"] = "absolute"
-    cross_modal_threshold: float = 0.8
+    cross_modal_threshold: float = field(default=0.8, metadata=COSINE)
     cross_modal_similarity: Literal["dot", "cosine"] = "dot"
-    soft_target_weight: float = 0.0
-    teacher_temperature: float = 0.05
-    regression_weight: float = 0.0
+    soft_target_weight: float = field(default=0.0, metadata=at_least(0))
+    teacher_temperature: float = field(default=0.05, metadata=POSITIVE)
+    regression_weight: float = field(default=0.0, metadata=at_least(0))
     aahr: AAHRConfig | None = None
     soft_mask: SoftMaskConfig | None = None
     mmref: MMRefConfig | None = None
     dias: DIASConfig | None = None
 
     def __post_init__(self) -> None:
-        _at_least(self, focal_gamma=0)
         reshapes_text = {"focal_gamma": self.focal_gamma > 0, "soft_mask": self.soft_mask is not None,
                          "aahr": self.aahr is not None and self.aahr.reshapes_text}
         if self.text == "none" and any(reshapes_text.values()):

@@ -43,3 +43,32 @@ def test_resolved_config_round_trips(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.temperature=0", "loss.temperature must be > 0, got 0.0"),
+    ("loss.teacher_temperature=-0.05", "loss.teacher_temperature must be > 0, got -0.05"),
+    ("loss.text_margin=-0.1", "loss.text_margin must be >= 0, got -0.1"),
+    ("loss.multimodal_margin=-1", "loss.multimodal_margin must be >= 0, got -1.0"),
+    ("loss.gist_margin=-0.1", "loss.gist_margin must be >= 0, got -0.1"),
+    ("loss.multimodal_weight=-0.01", "loss.multimodal_weight must be >= 0, got -0.01"),
+    ("loss.soft_target_weight=-1", "loss.soft_target_weight must be >= 0, got -1.0"),
+    ("loss.regression_weight=-1", "loss.regression_weight must be >= 0, got -1.0"),
+    ("loss.focal_gamma=-2", "loss.focal_gamma must be >= 0, got -2.0"),
+    ("loss.filter_threshold=1.5", "loss.filter_threshold must be >= -1 and <= 1, got 1.5"),
+    ("loss.cross_modal_threshold=-1.2", "loss.cross_modal_threshold must be >= -1 and <= 1, got -1.2"),
+])
+def test_out_of_range_loss_values_exit_2_naming_the_key(override, message, capsys):
+    from distill.config import run_config_from_argv
+
+    with pytest.raises(SystemExit) as stop:
+        run_config_from_argv([override], "test", CONFIGS / "offline_default.yaml")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"config error: {message}\n"
+
+
+@pytest.mark.parametrize("override", ["loss.text_margin=0", "loss.multimodal_weight=0", "loss.filter_threshold=-1",
+                                      "loss.cross_modal_threshold=1", "loss.gist_margin=0"])
+def test_loss_values_on_the_range_edges_are_accepted(override):
+    key, value = override.split("=")
+    assert getattr(load_config(None, [override]).loss, key.split(".")[1]) == float(value)
