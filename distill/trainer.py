@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -410,7 +411,8 @@ def load_checkpoint(run: TrainingRun) -> RunState:
     try:  # weights_only: tensors and plain types only, so a planted pickle payload never runs
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its message for terminals
+        reason = text.splitlines()[0] if text else type(err).__name__
         raise RunFolderError(f"{path} is not a checkpoint this trainer wrote (refused to load it: {reason}); "
                              "delete it to start the run over") from None
     run.trainable.load_state_dict(payload["trainable"])
