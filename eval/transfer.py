@@ -58,6 +58,7 @@ from eval.data import (
 )
 
 from . import transfer_senteval as senteval
+from .transfer_senteval import ClassifierOutcome
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
 
 TRANSFER_TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
@@ -108,16 +109,6 @@ class TransferSettings:
         if self.mrpc_features is not None:
             return self.mrpc_features
         return DEFAULT_MRPC_FEATURES if self.protocol == "senteval" else FAST_MRPC_FEATURES
-
-
-@dataclass(frozen=True)
-class ClassifierOutcome:
-    """What one protocol run produced: test and validation accuracy x100, the chosen C(s)."""
-
-    test_accuracy: float
-    dev_accuracy: float
-    chosen_c: tuple[float, ...]
-    test_predictions: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -385,7 +376,7 @@ def _score_cv_task(task, rows, table, settings: TransferSettings) -> TransferTas
     outcome = kfold_accuracy(features, labels, n_folds, inner_folds, C_GRID_INNER, settings.seed, settings.n_jobs)
     protocol = f"fast: {n_folds}-fold CV, C by inner {inner_folds}-fold CV"
     return TransferTaskResult(
-        task, outcome.test_accuracy, outcome.dev_accuracy, protocol, {"all": len(rows)}, outcome.chosen_c
+        task, outcome.test_accuracy, outcome.dev_accuracy, protocol, {"all": len(rows)}, outcome.chosen_regularisation
     )
 
 
@@ -395,7 +386,7 @@ def _score_sst2(splits, table, seed) -> TransferTaskResult:
     sizes = {s: len(rows) for s, rows in splits.items()}
     return TransferTaskResult(
         "SST2", outcome.test_accuracy, outcome.dev_accuracy, "fast: train/dev/test, C on dev", sizes,
-        outcome.chosen_c,
+        outcome.chosen_regularisation,
     )
 
 
@@ -406,7 +397,7 @@ def _score_trec(splits, table, settings: TransferSettings) -> TransferTaskResult
     )
     sizes = {s: len(rows) for s, rows in splits.items()}
     protocol = f"fast: train/test, C by {settings.inner_folds}-fold CV on train"
-    return TransferTaskResult("TREC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_c)
+    return TransferTaskResult("TREC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_regularisation)
 
 
 def _score_mrpc(splits, table, settings: TransferSettings) -> TransferTaskResult:
@@ -418,7 +409,7 @@ def _score_mrpc(splits, table, settings: TransferSettings) -> TransferTaskResult
     sizes = {s: len(rows) for s, rows in splits.items()}
     protocol = f"fast: train/test, C by {settings.inner_folds}-fold CV on train"
     return TransferTaskResult(
-        "MRPC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_c, f1,
+        "MRPC", outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_regularisation, f1,
         {"features": settings.mrpc},
     )
 
@@ -439,7 +430,7 @@ def _score_senteval(task: str, data: TransferData, table: EmbeddingTable, settin
         outcome = senteval.kfold_accuracy(_xy(rows, table), folds, seed, jobs)
         protocol = f"senteval: {folds}-fold CV, L2 by inner {folds}-fold CV"
         return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol,
-                                  {"all": len(rows)}, outcome.chosen_l2)
+                                  {"all": len(rows)}, outcome.chosen_regularisation)
     if task == "MRPC":
         splits = {s: _length_sorted(rows) for s, rows in data.mrpc.items()}
         train, test = (_mrpc_xy(splits[s], table, "|u-v|,u*v") for s in ("train", "test"))
@@ -450,11 +441,11 @@ def _score_senteval(task: str, data: TransferData, table: EmbeddingTable, settin
     if task == "SST2":
         outcome = senteval.split_accuracy(train, _xy(splits["dev"], table), test, seed)
         return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy,
-                                  "senteval: train/dev/test, L2 and early stopping on dev", sizes, outcome.chosen_l2)
+                                  "senteval: train/dev/test, L2 and early stopping on dev", sizes, outcome.chosen_regularisation)
     outcome = senteval.train_test_accuracy(train, test, folds, seed, jobs)
     protocol = f"senteval: train/test, L2 by {folds}-fold CV on train"
     if task == "TREC":
-        return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_l2)
+        return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes, outcome.chosen_regularisation)
     f1 = round(100 * float(f1_score(test[1], outcome.test_predictions)), 2)
     return TransferTaskResult(task, outcome.test_accuracy, outcome.dev_accuracy, protocol, sizes,
-                              outcome.chosen_l2, f1, {"features": "|u-v|,u*v"})
+                              outcome.chosen_regularisation, f1, {"features": "|u-v|,u*v"})

@@ -63,12 +63,13 @@ SETTINGS = FitSettings()
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """Test and validation accuracy x100, chosen L2 per fold (or once), test predictions."""
+class ClassifierOutcome:
+    """What one protocol run produced (either protocol): test and validation accuracy x100, the chosen
+    regularisation per fold (or once; L2 here, C in the fast protocol), test predictions."""
 
     test_accuracy: float
     dev_accuracy: float
-    chosen_l2: tuple[float, ...]
+    chosen_regularisation: tuple[float, ...]
     test_predictions: np.ndarray | None = None
 
 
@@ -243,18 +244,18 @@ def _outer_fold(data: Split, folds: tuple[np.ndarray, np.ndarray], n_folds: int,
 
 
 def kfold_accuracy(data: Split, n_folds: int = 10, seed: int = 1111, n_jobs: int = 1,
-                   grid: Sequence[float] = L2_GRID) -> Outcome:
+                   grid: Sequence[float] = L2_GRID) -> ClassifierOutcome:
     """MR, CR, SUBJ, MPQA: outer folds for test, inner folds (same count) choose L2; outer folds in parallel."""
     results = Parallel(n_jobs=n_jobs)(
         delayed(_outer_fold)(data, folds, n_folds, seed, tuple(grid))
         for folds in stratified_folds(data[1], n_folds, seed)
     )
     tests, devs, chosen = zip(*results)
-    return Outcome(round(float(np.mean(tests)), 2), round(float(np.mean(devs)), 2), tuple(chosen))
+    return ClassifierOutcome(round(float(np.mean(tests)), 2), round(float(np.mean(devs)), 2), tuple(chosen))
 
 
 def train_test_accuracy(train: Split, test: Split, n_folds: int = 10, seed: int = 1111, n_jobs: int = 1,
-                        grid: Sequence[float] = L2_GRID) -> Outcome:
+                        grid: Sequence[float] = L2_GRID) -> ClassifierOutcome:
     """TREC, MRPC: L2 by k-fold CV on train (folds in parallel), then a refit on train tested once."""
     fold_scores = Parallel(n_jobs=n_jobs)(
         delayed(_grid_scores)(_take(train, fit), _take(train, held_out), tuple(grid), seed)
@@ -262,12 +263,12 @@ def train_test_accuracy(train: Split, test: Split, n_folds: int = 10, seed: int 
     )
     l2, dev = _choose(np.array(fold_scores), grid)
     accuracy, predictions = _refit_and_test(train, test, l2, seed)
-    return Outcome(accuracy, dev, (l2,), predictions)
+    return ClassifierOutcome(accuracy, dev, (l2,), predictions)
 
 
 @_one_thread
 def split_accuracy(train: Split, dev: Split, test: Split, seed: int = 1111,
-                   grid: Sequence[float] = L2_GRID) -> Outcome:
+                   grid: Sequence[float] = L2_GRID) -> ClassifierOutcome:
     """SST2: every L2 fitted on train, early-stopped and scored on dev; the best one is tested.
 
     A refit of the chosen L2 with the same seed and dev set would be the same model, so the fit
@@ -276,7 +277,7 @@ def split_accuracy(train: Split, dev: Split, test: Split, seed: int = 1111,
     classifier = LogisticRegression(train[0].shape[1], _n_classes(train, dev, test), grid, seed)
     l2, dev_score = _choose(classifier.fit(train, dev)[None], grid)
     predictions = classifier.predict(test[0])[:, list(grid).index(l2)]
-    return Outcome(_percent(predictions, test[1]), dev_score, (l2,), predictions)
+    return ClassifierOutcome(_percent(predictions, test[1]), dev_score, (l2,), predictions)
 
 
 def length_order(texts: Sequence[str | Sequence[str]], labels: Sequence[int]) -> list[int]:

@@ -37,7 +37,7 @@ def test_kfold_accuracy_separates_blobs():
     features, labels = _blobs(15)
     outcome = kfold_accuracy(features, labels, n_folds=3, inner_folds=2)
     assert outcome.test_accuracy == 100.0 and outcome.dev_accuracy == 100.0
-    assert len(outcome.chosen_c) == 3 and set(outcome.chosen_c) <= set(C_GRID_INNER)
+    assert len(outcome.chosen_regularisation) == 3 and set(outcome.chosen_regularisation) <= set(C_GRID_INNER)
 
 
 def test_kfold_accuracy_is_chance_on_shuffled_labels():
@@ -51,7 +51,7 @@ def test_split_accuracy_chooses_c_on_dev():
     train, dev, test = (features[:40], labels[:40]), (features[40:60], labels[40:60]), (features[60:], labels[60:])
     outcome = split_accuracy(train, dev, test)
     assert (outcome.test_accuracy, outcome.dev_accuracy) == (100.0, 100.0)
-    assert outcome.chosen_c == (min(C_GRID_INNER),)  # all C tie on dev: the strongest regularisation wins
+    assert outcome.chosen_regularisation == (min(C_GRID_INNER),)  # all C tie on dev: the strongest regularisation wins
 
 
 def test_train_test_accuracy_multiclass_returns_predictions():
@@ -59,7 +59,7 @@ def test_train_test_accuracy_multiclass_returns_predictions():
     outcome = train_test_accuracy(features[:90], labels[:90], features[90:], labels[90:], inner_folds=3)
     assert outcome.test_accuracy == 100.0
     np.testing.assert_array_equal(outcome.test_predictions, labels[90:])
-    assert outcome.chosen_c[0] in C_GRID_KFOLD
+    assert outcome.chosen_regularisation[0] in C_GRID_KFOLD
 
 
 def test_select_c_matches_a_cold_start_grid_search():
@@ -90,11 +90,11 @@ def test_parallel_folds_change_no_number():
     features = labels[:, None] * 0.4 + rng.normal(size=(120, 16))
     sequential = kfold_accuracy(features, labels, n_folds=4, inner_folds=3, n_jobs=1)
     parallel = kfold_accuracy(features, labels, n_folds=4, inner_folds=3, n_jobs=2)
-    assert parallel == sequential and len(parallel.chosen_c) == 4
+    assert parallel == sequential and len(parallel.chosen_regularisation) == 4
     split = (features[:90], labels[:90], features[90:], labels[90:])
     sequential = train_test_accuracy(*split, inner_folds=3, n_jobs=1)
     parallel = train_test_accuracy(*split, inner_folds=3, n_jobs=2)
-    assert parallel.test_accuracy == sequential.test_accuracy and parallel.chosen_c == sequential.chosen_c
+    assert parallel.test_accuracy == sequential.test_accuracy and parallel.chosen_regularisation == sequential.chosen_regularisation
     np.testing.assert_array_equal(parallel.test_predictions, sequential.test_predictions)
 
 
@@ -175,13 +175,13 @@ def test_senteval_separable_task_is_perfect_and_ties_go_to_the_smallest_l2():
     ties at 100 on validation, so the first (smallest) is chosen."""
     outcome = senteval.kfold_accuracy(_blobs(300, dim=16), n_folds=3, n_jobs=1)
     assert (outcome.test_accuracy, outcome.dev_accuracy) == (100.0, 100.0)
-    assert outcome.chosen_l2 == (1e-5, 1e-5, 1e-5)
+    assert outcome.chosen_regularisation == (1e-5, 1e-5, 1e-5)
     features, labels = _blobs(300, dim=16)
     split = senteval.split_accuracy(*((features[a:b], labels[a:b]) for a, b in ((0, 400), (400, 500), (500, 600))))
-    assert (split.test_accuracy, split.dev_accuracy, split.chosen_l2) == (100.0, 100.0, (1e-5,))
+    assert (split.test_accuracy, split.dev_accuracy, split.chosen_regularisation) == (100.0, 100.0, (1e-5,))
     features, labels = _blobs(100, n_classes=6, dim=16, seed=4)
     trec_like = senteval.train_test_accuracy((features[:450], labels[:450]), (features[450:], labels[450:]), 3)
-    assert trec_like.test_accuracy == 100.0 and trec_like.chosen_l2 == (1e-5,)
+    assert trec_like.test_accuracy == 100.0 and trec_like.chosen_regularisation == (1e-5,)
     np.testing.assert_array_equal(trec_like.test_predictions, labels[450:])
 
 
@@ -204,7 +204,7 @@ def test_senteval_strong_l2_wins_when_weights_must_stay_small():
     dev_x = np.stack([signal + 0.05 * rng.normal(size=400), -20 * (2 * y - 1) + rng.normal(size=400)], 1)
     outcome = senteval.split_accuracy((train_x, y), (dev_x, y), (dev_x, y), seed=1)
     scores = senteval.LogisticRegression(2, 2, senteval.L2_GRID, 1).fit((train_x, y), (dev_x, y))
-    assert outcome.chosen_l2 == (senteval.L2_GRID[int(np.argmax(np.round(100 * scores, 2)))],)
+    assert outcome.chosen_regularisation == (senteval.L2_GRID[int(np.argmax(np.round(100 * scores, 2)))],)
 
 
 def test_senteval_length_order_sorts_by_tokens_then_label_stably():
