@@ -49,7 +49,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from distill.config import RunConfig, load_config, save_config, to_dict
+from distill.config import ConfigError, RunConfig, load_config, save_config, to_dict
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
@@ -463,7 +463,11 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
     saved = out / "config.yaml"
     if not (out / "checkpoint.pt").is_file() or not saved.is_file():
         return
-    before = to_dict(load_config(saved))  # keys added since that run compare as their defaults
+    try:
+        before = to_dict(load_config(saved))  # keys added since that run compare as their defaults
+    except ConfigError as err:  # e.g. written before a key was renamed: say which folder, not a traceback
+        raise RunFolderError(f"{saved} cannot be resumed with this version ({err}); choose another "
+                             "train.output_dir or delete that folder to start over") from None
     now = to_dict(cfg)
     changed = sorted(_diff_keys(before, now))
     if changed:

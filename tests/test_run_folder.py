@@ -119,3 +119,13 @@ def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypa
     # until the old folder is moved aside it stays; from then on the (sealed) new one wins
     assert (target / "weights.txt").read_text() == ("old" if kill_at <= 2 else "new")
     assert json.loads((target / LISTING).read_text()) == ["weights.txt"]
+
+
+def test_a_run_folder_from_before_a_key_rename_is_refused_naming_its_config(tmp_path):
+    from distill.config import load_config
+    from distill.trainer import RunFolderError, check_resumable
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "config.yaml").write_text("loss:\n  aahr_queue_size: 0\n")
+    with pytest.raises(RunFolderError, match=r"config.yaml cannot be resumed .*unknown key\(s\) loss.aahr_queue_size"):
+        check_resumable(load_config(None), tmp_path)
