@@ -45,7 +45,8 @@ from teacher_cache import (  # noqa: E402
 )
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
-from distill.config import PRINT_CONFIG_HEADER, configs_dir, describe_config, resolve_config_path  # noqa: E402
+from distill.config import configs_dir, resolve_config_path  # noqa: E402
+from distill.config_help import PRINT_CONFIG_HEADER, describe_config  # noqa: E402
 
 DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",

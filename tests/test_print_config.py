@@ -7,15 +7,8 @@ from typing import Literal
 
 import pytest
 
-from distill.config import (
-    LossConfig,
-    RunConfig,
-    StudentConfig,
-    TrainConfig,
-    config_keys,
-    run_config_from_argv,
-    to_dict,
-)
+from distill.config import LossConfig, RunConfig, StudentConfig, TrainConfig, run_config_from_argv, to_dict
+from distill.config_help import config_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
