@@ -39,6 +39,8 @@ _PLAIN = ["loss.false_negative_filter=none", "loss.soft_target_weight=0", "loss.
 _KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative_filter=threshold",
            "loss.same_image_mask=true", "loss.soft_target_weight=0", "loss.regression_weight=0"]
 
+_REGRESSION = ("loss.text=none", "loss.multimodal=none", *_PLAIN[:2], "loss.regression_weight=1")
+_SPREAD = ("student.layer_choice=spread",)
 _DIAS = ["loss.dias.dimension_weight=0.0001", "loss.dias.relation_weight=1.0", "loss.dias.top_k=5"]
 
 
@@ -48,6 +50,8 @@ class Method:
     label: str
     overrides: tuple[str, ...]
     multimodal: bool
+    trainer: str = "project"
+    """``project``: distill.trainer; ``sentence_transformers``: that library's own recipe (st_recipe.py)."""
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -56,8 +60,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("mcse", "MCSE", ("loss.text=simcse", "loss.multimodal=mcse", *_PLAIN), True),
     Method("kdmcse", "KDMCSE", tuple(_KDMCSE), True),
     Method("kdmcse_kl", "KDMCSE + soft-target KL", (*_KDMCSE, "loss.soft_target_weight=1"), True),
-    Method("regression", "Embedding regression (MSE)", ("loss.text=none", "loss.multimodal=none", *_PLAIN[:2],
-                                                        "loss.regression_weight=1"), False),
+    Method("regression", "Embedding regression (MSE)", _REGRESSION, False),
     Method("kdmcse_kl_mse", "KDMCSE + KL + regression", (*_KDMCSE, "loss.soft_target_weight=1",
                                                          "loss.regression_weight=100"), True),
     # Ablations: each related method added to the KDMCSE configuration (docs/modules.md).
@@ -76,6 +79,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            (*_KDMCSE, "loss.text=none", "loss.soft_target_weight=1", "loss.regression_weight=100"), True),
     Method("kdmcse_kl_mse_dias", "KDMCSE + KL + regression + DIAS",
            (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_DIAS), True),
+    # The anchor users would otherwise pick, and the layer choice it makes, in the project's trainer.
+    Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", (), False,
+           trainer="sentence_transformers"),
+    Method("regression_spread", "Embedding regression, spread layers", (*_REGRESSION, *_SPREAD), False),
 ]}
 DEFAULT_METHODS = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse"
 
@@ -110,7 +117,12 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
         return json.loads(done.read_text())
     overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
     cfg = load_config(CONFIG, overrides)
-    model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    if method.trainer == "sentence_transformers":
+        from benchmarks.st_recipe import train_st_recipe
+
+        model_dir = train_st_recipe(cfg, out, args.lr)
+    else:
+        model_dir = train(cfg, stsb_dev_evaluator(cfg))
     transfer_jobs = cores_per_run(args.jobs) if seed in run_seeds(args)[:args.transfer_seeds] else 0
     results = evaluate_model(str(model_dir), cfg.data_dir, args, transfer_jobs)
     summary = json.loads((out / "train_summary.json").read_text())

@@ -40,7 +40,9 @@ class StudentConfig:
 
     ``model`` is a hub id, a local path, or ``offline:all-MiniLM-L6-v2``. A plain Hugging Face
     encoder gets a Pooling module of kind ``pooling``; ``model`` keeps a sentence-transformers
-    folder's own pooling. ``layers: k`` keeps only the first k transformer layers.
+    folder's own pooling. ``layers: k`` keeps k transformer layers: the first k
+    (``layer_choice: first``) or k spread evenly over the model (``spread``: layers 0, 2, 4 of 6, as
+    sentence-transformers' layer-reduction recipe keeps them).
 
     ``max_seq_length``: tokens a training batch is truncated at (the saved model keeps the base's own
     maximum). ``mlp_head``: the Linear + Tanh head of SimCSE on the text loss, training only.
@@ -49,6 +51,7 @@ class StudentConfig:
 
     model: str = "offline:all-MiniLM-L6-v2"
     layers: int | None = field(default=None, metadata=at_least(1))
+    layer_choice: Literal["first", "spread"] = "first"
     pooling: Literal["model", "cls", "mean"] = "model"
     max_seq_length: int = field(default=32, metadata=at_least(1))
     mlp_head: bool = False

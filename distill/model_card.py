@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 
-from distill.config import LossConfig, RunConfig, to_dict
+from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
 from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
 from teacher_cache.towers.config import TeacherConfig
 
@@ -50,10 +50,17 @@ def card_header(model: SentenceTransformer, cfg: RunConfig) -> str:
     return data.to_yaml()
 
 
+def _layer_note(student: StudentConfig) -> str:
+    if not student.layers:
+        return ""
+    which = "the first" if student.layer_choice == "first" else "spread over the model"
+    return f", {student.layers} layers ({which})"
+
+
 def card_body(model: SentenceTransformer, cfg: RunConfig, manifest: dict[str, Any], state,
               results: dict[str, float]) -> str:
     base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
-    layers = f", first {cfg.student.layers} layers" if cfg.student.layers else ""
+    layers = _layer_note(cfg.student)
     folder = Path(cfg.train.output_dir) / "model"
     return f"""# {cfg.name}: a distilled sentence encoder
 

@@ -34,17 +34,26 @@ def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> Sen
         pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=cfg.pooling)
         encoder = SentenceTransformer(modules=[transformer, pooling], device=str(device))
     if cfg.layers is not None:
-        keep_first_layers(encoder, cfg.layers)
+        keep_layers(encoder, cfg.layers, cfg.layer_choice)
     return encoder
 
 
-def keep_first_layers(encoder: SentenceTransformer, k: int) -> None:
-    """Drop every transformer layer after the k-th (BERT, RoBERTa, MPNet, MiniLM share this layout)."""
+def kept_layer_indices(total: int, k: int, choice: str) -> list[int]:
+    """``first``: 0..k-1; ``spread``: k layers evenly spaced from layer 0 (6 -> 3: 0, 2, 4; 12 -> 4: 0, 3, 6, 9)."""
+    if not 1 <= k <= total:
+        raise ValueError(f"student.layers={k}: the model has {total} layers")
+    return list(range(k)) if choice == "first" else [i * total // k for i in range(k)]
+
+
+def keep_layers(encoder: SentenceTransformer, k: int, choice: str = "first") -> None:
+    """Keep k transformer layers (``kept_layer_indices``) and drop the others
+    (BERT, RoBERTa, MPNet, MiniLM share this layout)."""
     backbone = encoder[0].auto_model
     layers = _layer_list(backbone)
-    if not 1 <= k <= len(layers):
-        raise ValueError(f"student.layers={k}: the model has {len(layers)} layers")
-    del layers[k:]
+    kept = kept_layer_indices(len(layers), k, choice)
+    for index in reversed(range(len(layers))):
+        if index not in kept:
+            del layers[index]
     backbone.config.num_hidden_layers = k
 
 

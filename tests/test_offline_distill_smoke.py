@@ -29,7 +29,8 @@ def mixed_data_dir(tmp_path, tiny_senteval_dir) -> Path:
 
 def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_dir):
     report = tmp_path / "report" / "offline_distill.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "offline_distill.py"), "--smoke", "--jobs", "3",
+    methods = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse,st_recipe,regression_spread"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "offline_distill.py"), "--smoke", "--jobs", "3", "--methods", methods,
            "--out-root", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
            "--report", str(report), "--data-dir", str(mixed_data_dir), "--batch-size", "8",
            "--set", f"student.model={tiny_bert_dir}", "--set", f"teacher.text_model={tiny_bert_dir}",
@@ -45,8 +46,14 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
     assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
     kdmcse = json.loads((tmp_path / "runs" / "kdmcse" / "seed1234" / "results.json").read_text())
     assert kdmcse["train"]["steps"] == 2 and "rsum" in kdmcse["retrieval"]
+    # the anchor row: sentence-transformers' own trainer on the cached teacher rows, scored like the rest
+    recipe = json.loads((tmp_path / "runs" / "st_recipe" / "seed1234" / "results.json").read_text())
+    assert recipe["train"]["best_step"] in (1, 2) and [s for s, _ in recipe["train"]["dev_history"]] == [1, 2]
+    assert recipe["train"]["train_seconds"] > 0 and "STS12" in recipe["sts"]["tasks"]
+    assert "sentence-transformers recipe" in text
 
     rerun = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0
-    assert rerun.stdout.count("already done") == 6 and " ok in " not in rerun.stdout  # finished runs are skipped
+    assert rerun.stdout.count("already done") == 8 and " ok in " not in rerun.stdout  # finished runs are skipped
+

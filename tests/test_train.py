@@ -65,7 +65,7 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: sentence-transformers" in card
     assert "all-MiniLM-L6-v2" not in card.split("# offline_default")[0]  # not the base model's card
-    assert f"student **`{tiny_bert_dir}`**, first 1 layers" in card
+    assert f"student **`{tiny_bert_dir}`**, 1 layers (the first)" in card
     assert f"`{tiny_bert_dir}` (text) + `EfficientNet-Lite0 (ImageNet)` (images)" in card
     assert "| angular margin contrastive (text) | 1.0 |" in card and "| embedding regression (MSE) | 1.0 |" in card
     best_step, best_dev = summary["best_step"], summary["best_stsb_dev"]

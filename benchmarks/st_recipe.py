@@ -1,0 +1,82 @@
+"""sentence-transformers' own layer-reduction distillation recipe, run as a row of the offline benchmark.
+
+This is the recipe a user compressing a sentence encoder would otherwise reach for (sentence-transformers'
+``model_distillation_layer_reduction`` example), run on this benchmark's data, budget, seeds and
+selection so the two can be set side by side:
+
+* student: the teacher model with ``student.layers`` *spread-out* layers kept (0, 2, 4 of
+  all-MiniLM-L6-v2's 6, as the example keeps every other layer), at the model's own maximum length;
+* targets: the teacher's sentence embeddings, read from the project's teacher cache (the same rows and
+  vectors every other row of the benchmark trains on: the text pool and the training captions, held-out
+  retrieval images' captions excluded);
+* loss: ``losses.MSELoss`` through ``SentenceTransformerTrainer``: AdamW, lr 1e-4 with 10% warm-up and
+  linear decay, batch 64, the benchmark's step budget and seed;
+* selection: STS-B dev (``EmbeddingSimilarityEvaluator``, cosine Spearman) every 10% of the steps, the
+  best checkpoint loaded at the end (``load_best_model_at_end``). Test sets are not touched here.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+WARMUP_RATIO = 0.1
+DEV_METRIC = "eval_sts-dev_spearman_cosine"
+
+
+def train_st_recipe(cfg, out: Path, lr: float) -> Path:
+    """Train the recipe for ``cfg.train.max_steps`` steps; returns the saved model folder.
+
+    Writes ``train_summary.json`` with the fields the benchmark report reads (steps, best step and dev
+    score, train seconds, steps/s, the dev history)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+
+    from dataclasses import replace
+
+    from distill.pools import build_pools
+    from distill.student import build_encoder
+    from eval.data.sts import load_stsb
+    from teacher_cache import TeacherCache, ensure_cache
+    from teacher_cache.corpora import resolve_data_dir
+
+    torch.manual_seed(cfg.train.seed)
+    student = build_encoder(replace(cfg.student, layer_choice="spread"))
+    cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
+    pools = build_pools(cache, cfg.train.retrieval_holdout_images)
+    rows = sorted([*pools.text_rows.tolist(), *pools.paired_text_rows.tolist()])
+    train_set = Dataset.from_dict({"sentence": [cache.texts[r] for r in rows],
+                                   "label": cache.text(rows).float().numpy()})
+    dev = load_stsb("dev", cfg.eval_data_dir or cfg.data_dir)
+    evaluator = EmbeddingSimilarityEvaluator([p.sentence1 for p in dev], [p.sentence2 for p in dev],
+                                             [p.score for p in dev], name="sts-dev")
+    steps = cfg.train.max_steps
+    every = max(1, steps // 10)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "st_trainer"), max_steps=steps, per_device_train_batch_size=cfg.train.batch_size,
+        learning_rate=lr, warmup_ratio=WARMUP_RATIO, seed=cfg.train.seed, data_seed=cfg.train.seed,
+        eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
+        metric_for_best_model=DEV_METRIC, load_best_model_at_end=True, logging_steps=every,
+        report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train_set,
+                                         loss=losses.MSELoss(student), evaluator=evaluator)
+    started = time.time()
+    trainer.train()
+    # the project's trainer counts training time without its dev evaluations; so does this row
+    seconds = time.time() - started - sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
+    model_dir = out / "model"
+    student.save(str(model_dir))
+    shutil.rmtree(out / "st_trainer", ignore_errors=True)
+    history = [(int(e["step"]), 100 * e[DEV_METRIC]) for e in trainer.state.log_history if DEV_METRIC in e]
+    best_step, best = max(history, key=lambda item: (item[1], -item[0]))
+    (out / "train_summary.json").write_text(json.dumps({
+        "steps": steps, "best_step": best_step, "best_stsb_dev": best, "train_seconds": seconds,
+        "steps_per_second": steps / seconds, "dev_history": history, "world_size": 1,
+        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "effective_batch_size": cfg.train.batch_size,
+    }, indent=2))
+    return model_dir
