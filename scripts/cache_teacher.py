@@ -50,7 +50,7 @@ from distill.config_help import PRINT_CONFIG_HEADER, describe_config  # noqa: E4
 
 DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
-                 "batch_size", "precision", "device", "max_seq_length")
+                 "batch_size", "precision", "device", "max_seq_length", "num_workers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     teacher.add_argument("--precision", choices=PRECISIONS)
     teacher.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     teacher.add_argument("--max-seq-length", type=int)
+    teacher.add_argument("--num-workers", type=int,
+                         help="processes tokenising and decoding images beside the model (0: none; "
+                              "default: cores - 1, at most 8); never changes the cache")
     data = parser.add_argument_group("data (CacheDataConfig)")
     data.add_argument("--text-sources", nargs="*", choices=TEXT_SOURCES)
     data.add_argument("--image-sources", nargs="*", choices=IMAGE_SOURCES)

@@ -4,7 +4,7 @@ A cache's name comes from its full fingerprint, which hashes the *loaded* teache
 but it costs a model load and a hash of every parameter. Each finished build therefore also writes
 ``<cache root>/index/<key>.json``, where the key hashes what is known before loading anything:
 
-- the teacher config (the device left out, the precision resolved per modality as the teacher
+- the teacher config (the device and ``num_workers`` left out, the precision resolved per modality as the teacher
   would resolve it on this machine's device type);
 - the size and mtime of every local weight file or folder the config names (offline aliases
   resolved), so replacing weights under the same path misses the index;
@@ -47,7 +47,7 @@ def library_versions() -> dict[str, str | None]:
 def teacher_config_identity(cfg: TeacherConfig) -> dict[str, Any]:
     """What decides the teacher's vectors, as far as it can be told without loading it."""
     device_type = resolve_device(cfg.device).type
-    values = {name: value for name, value in cfg.to_dict().items() if name not in ("device", "precision")}
+    values = {name: value for name, value in cfg.recorded_dict().items() if name not in ("device", "precision")}
     return {
         "config": values,
         "precision": {modality: cfg.precision_for(device_type, modality) for modality in ("text", "image")},

@@ -39,6 +39,11 @@ Why it is built this way:
   the manifest (``reused_from``). A reused row was encoded in another batch, so it may differ from
   a fresh encoding in the last bits: a rebuild with reuse is not byte-identical to a fresh build
   (``reuse_rows: false`` / ``--no-reuse`` gives the fresh one).
+- *Inputs prepared in workers.* Tokenising and JPEG decoding run in ``teacher.num_workers``
+  DataLoader processes (the teacher's ``prepare_*`` stage) while this process runs the model
+  (``forward_*``). They walk the planned batches in order, so the same tensors reach the same
+  forwards as with 0 workers: the bytes written do not depend on the number of workers, which is
+  why neither the fingerprint, the index key nor the manifest records it.
 - *Distributed.* Under ``torchrun`` (any initialised ``torch.distributed`` group) rank 0 plans and
   broadcasts the plan, ranks take unfinished shards round-robin, and rank 0 verifies every shard
   and writes the manifest.
@@ -57,7 +62,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +71,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .corpora import BadRow, ImageRow, TextRow
@@ -83,8 +88,8 @@ from .distributed import DistEnv
 from .files import atomic_write, file_sha256, json_bytes, write_if_changed
 from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
-from .towers import Teacher, TeacherConfig, build_teacher
-from .towers.base import load_rgb
+from .towers import Teacher, TeacherConfig, build_teacher, resolve_device
+from .towers.base import StagedTeacher, load_rgb
 
 if TYPE_CHECKING:
     from .reader import TeacherCache
@@ -335,7 +340,8 @@ def build_cache(
                              reused_from=None if plan.reuse is None else plan.reuse.donor)
         if not plan.complete:
             report.shards_reused = len(plan.all_shards()) - len(plan.todo)
-            sources = _RowSources(teacher, _open_donor(plan))
+            sources = _RowSources(teacher, _open_donor(plan), teacher_cfg.resolved_num_workers(),
+                                  pin_memory=resolve_device(teacher_cfg.device).type == "cuda")
             with _random_state_kept():
                 _encode_my_shards(sources, plan, plan.todo[group.rank :: group.world_size], report,
                                   progress and group.rank == 0)
@@ -382,7 +388,7 @@ def _make_plan(teacher: Teacher, teacher_cfg: TeacherConfig, data_cfg: CacheData
         shared_space=teacher.shared_space, dims={"text": teacher.text_dim, "image": teacher.image_dim},
         texts=data.rows.texts, images=data.rows.images, skipped=[], shard_rows=shard_rows,
         batch_size=teacher_cfg.batch_size,
-        provenance={"teacher_config": teacher_cfg.to_dict(), "data_config": data_cfg.to_dict(),
+        provenance={"teacher_config": teacher_cfg.recorded_dict(), "data_config": data_cfg.to_dict(),
                     "data_dir": str(data.data_dir)},
     )
     manifest = _read_manifest(directory)
@@ -551,10 +557,15 @@ def _bad_row_record(problem: BadRow) -> dict[str, Any]:
 
 @dataclass
 class _RowSources:
-    """Where a shard's vectors come from: the teacher, and the donor cache of reused rows (if any)."""
+    """Where a shard's vectors come from: the teacher, and the donor cache of reused rows (if any).
+
+    ``workers`` processes prepare the teacher's inputs (``teacher.num_workers``, 0: this process);
+    ``pin_memory`` hands them over in page-locked memory (a CUDA teacher)."""
 
     teacher: Teacher
     donor: TeacherCache | None = None
+    workers: int = 0
+    pin_memory: bool = False
 
 
 def _open_donor(plan: CachePlan) -> TeacherCache | None:
@@ -567,20 +578,61 @@ def _encode_my_shards(sources: _RowSources, plan: CachePlan, shards: list[ShardS
                       progress: bool) -> None:
     for modality in MODALITIES:
         mine = [spec for spec in shards if spec.modality == modality]
-        total = sum(int((plan.donor_rows(spec) < 0).sum()) for spec in mine)
+        batches = {spec: _row_batches(plan, spec) for spec in mine}
+        prepared = _prepared_batches(sources, plan, modality, [batch for spec in mine for batch in batches[spec]])
+        total = sum(len(batch) for spec in mine for batch in batches[spec])
         with tqdm(total=total, desc=f"teacher {modality}", unit="rows", disable=not progress or total == 0) as bar:
             for spec in mine:
-                embeddings, encoded = _encode_shard(sources, plan, spec, bar)
+                embeddings = _encode_shard(sources, plan, spec, batches[spec], _Progress(prepared, bar))
+                encoded = sum(len(batch) for batch in batches[spec])
                 report.bytes_written += _write_shard(plan.directory, spec, embeddings)
                 report.shards_written += 1
                 report.encoded[modality] += encoded
                 report.reused[modality] += spec.stop - spec.start - encoded
 
 
-def _encode_shard(sources: _RowSources, plan: CachePlan, spec: ShardSpec, bar: tqdm) -> tuple[np.ndarray, int]:
-    """One shard's vectors and how many rows were encoded for it: reused rows are the donor's stored
-    float16 rows, the others go through the teacher. The batches depend on the shard's rows and the
-    plan's donor alone (the resume guarantee); a shard with nothing to encode runs no forward."""
+def _row_batches(plan: CachePlan, spec: ShardSpec) -> list[list[int]]:
+    """The plan rows of each batch of the shard's rows to encode. The batches depend on the shard's
+    rows and the plan's donor alone (the resume guarantee); reused rows are in none of them."""
+    missing = np.flatnonzero(plan.donor_rows(spec) < 0) + spec.start
+    by_length = spec.modality == "text"
+    inputs: Sequence = [plan.texts[row].text for row in missing] if by_length else missing
+    return [[int(missing[i]) for i in batch] for batch in shard_batches(inputs, plan.batch_size, by_length)]
+
+
+def _prepared_batches(sources: _RowSources, plan: CachePlan, modality: str, batches: list[list[int]]) -> Iterator:
+    """The teacher's inputs of each batch, in order, prepared by ``sources.workers`` processes.
+
+    A :class:`StagedTeacher` tokenises / decodes and transforms there (its ``prepare_*``); any other
+    teacher receives the texts, or the images decoded to RGB. The DataLoader walks the very batches
+    given, so what reaches the model is what an in-process build feeds it.
+    """
+    teacher = sources.teacher
+    staged = isinstance(teacher, StagedTeacher)
+    if modality == "text":
+        inputs: list = [row.text for row in plan.texts]
+        prepare = teacher.prepare_text if staged else list
+    else:
+        inputs = [row.path for row in plan.images]
+        prepare = teacher.prepare_image if staged else _decode_images
+    if not batches:
+        return iter(())
+    return iter(DataLoader(inputs, batch_sampler=batches, collate_fn=prepare, pin_memory=sources.pin_memory,
+                           num_workers=min(sources.workers, len(batches))))
+
+
+@dataclass
+class _Progress:
+    """The prepared batches still to come, and the bar that counts the rows encoded."""
+
+    prepared: Iterator
+    bar: tqdm
+
+
+def _encode_shard(sources: _RowSources, plan: CachePlan, spec: ShardSpec, batches: list[list[int]],
+                  progress: _Progress) -> np.ndarray:
+    """One shard's vectors: reused rows are the donor's stored float16 rows, the rows of ``batches``
+    go through the teacher, one forward per batch (their inputs come from ``progress.prepared``)."""
     donor_rows = plan.donor_rows(spec)
     out = np.empty((spec.stop - spec.start, plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
     reused = donor_rows >= 0
@@ -588,39 +640,25 @@ def _encode_shard(sources: _RowSources, plan: CachePlan, spec: ShardSpec, bar: t
         stored = sources.donor.text if spec.modality == "text" else sources.donor.image
         # float16 -> float32 -> float16 is exact: these are the donor's bytes.
         out[reused] = stored(donor_rows[reused]).numpy().astype(STORAGE_DTYPE)
-    missing = np.flatnonzero(~reused) + spec.start
-    if spec.modality == "text":
-        inputs: list = [plan.texts[row].text for row in missing]
-        encode, load = sources.teacher.encode_text, list
-    else:
-        inputs = [plan.images[row].path for row in missing]
-        encode, load = sources.teacher.encode_image, _decode_images
+    forward = _forward(sources.teacher, spec.modality)
     ids = plan.ids(spec.modality)
-    batches = shard_batches(inputs, plan.batch_size, by_length=spec.modality == "text")
-    for batch, loaded in _prefetched(batches, lambda batch: load(inputs[i] for i in batch)):
-        embeddings = encode(loaded)
-        _check_embeddings(embeddings, [ids[missing[i]] for i in batch], plan.dims[spec.modality])
-        out[missing[batch] - spec.start] = embeddings.numpy().astype(STORAGE_DTYPE)
-        bar.update(len(batch))
-    return out, len(missing)
+    for batch in batches:
+        embeddings = forward(next(progress.prepared))
+        _check_embeddings(embeddings, [ids[row] for row in batch], plan.dims[spec.modality])
+        out[np.array(batch) - spec.start] = embeddings.numpy().astype(STORAGE_DTYPE)
+        progress.bar.update(len(batch))
+    return out
+
+
+def _forward(teacher: Teacher, modality: str) -> Callable[[Any], torch.Tensor]:
+    """The device stage of a :class:`StagedTeacher`; the whole encoding of any other teacher."""
+    if isinstance(teacher, StagedTeacher):
+        return teacher.forward_text if modality == "text" else teacher.forward_image
+    return teacher.encode_text if modality == "text" else teacher.encode_image
 
 
 def _decode_images(paths: Iterable[Path]) -> list[Image.Image]:
     return [load_rgb(path) for path in paths]
-
-
-def _prefetched(batches: list[list[int]], load: Callable[[list[int]], list]) -> Iterator[tuple[list[int], list]]:
-    """Yield each batch with its loaded inputs while the next batch loads in a background thread.
-
-    JPEG decoding releases the GIL, so it overlaps the teacher's forward instead of adding to it.
-    """
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, batches[0]) if batches else None
-        for position, batch in enumerate(batches):
-            loaded = pending.result()
-            if position + 1 < len(batches):
-                pending = pool.submit(load, batches[position + 1])
-            yield batch, loaded
 
 
 def shard_batches(inputs: Sequence, batch_size: int, by_length: bool) -> list[list[int]]:

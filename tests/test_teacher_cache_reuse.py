@@ -28,7 +28,7 @@ TEXT_ROWS = len(SENTENCES) + sum(len(c) for c in CAPTIONS.values())  # 20 + 5 = 
 
 
 class CountingTeacher:
-    """The real teacher, counting the rows and calls of every encode."""
+    """The real teacher, counting the rows and calls of every forward (the writer's device stage)."""
 
     def __init__(self, teacher: Any):
         self._teacher = teacher
@@ -38,15 +38,15 @@ class CountingTeacher:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._teacher, name)
 
-    def encode_text(self, texts):
-        self.rows["text"] += len(texts)
+    def forward_text(self, tokens):
+        self.rows["text"] += len(tokens)
         self.calls["text"] += 1
-        return self._teacher.encode_text(texts)
+        return self._teacher.forward_text(tokens)
 
-    def encode_image(self, images):
-        self.rows["image"] += len(images)
+    def forward_image(self, pixels):
+        self.rows["image"] += len(pixels)
         self.calls["image"] += 1
-        return self._teacher.encode_image(images)
+        return self._teacher.forward_image(pixels)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,11 @@ A teacher is frozen: it maps a list of sentences or images to L2-normalised floa
 CPU, one row per input, and describes itself in ``identity`` precisely enough that two teachers
 with the same identity produce the same cache. Everything else (batching for the cache, sharding,
 storage dtype) belongs to the cache writer.
+
+The backends encode in two stages (:class:`StagedTeacher`): ``prepare_*`` runs on the CPU alone
+(tokenise; decode and transform images) and returns tensors, ``forward_*`` runs the towers on the
+device. The cache writer runs the first stage in DataLoader worker processes, so the device never
+waits for the tokenizer or the JPEG decoder; ``encode_*`` (:class:`StagedEncoding`) chains both.
 """
 from __future__ import annotations
 
@@ -44,6 +49,41 @@ class Teacher(Protocol):
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor: ...
 
     def encode_image(self, images: Sequence[ImageInput]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class StagedTeacher(Teacher, Protocol):
+    """A teacher whose encoding splits into a CPU stage and a device stage.
+
+    ``prepare_text`` / ``prepare_image`` may run in another process: they touch no model weights
+    and return what pickles cheaply (tensors, dicts of tensors). ``forward_text(prepare_text(x))``
+    equals ``encode_text(x)`` bit for bit, batch by batch.
+    """
+
+    def prepare_text(self, texts: Sequence[str]) -> Any: ...
+
+    def forward_text(self, prepared: Any) -> torch.Tensor: ...
+
+    def prepare_image(self, images: Sequence[ImageInput]) -> Any: ...
+
+    def forward_image(self, prepared: Any) -> torch.Tensor: ...
+
+
+class StagedEncoding:
+    """``encode_text`` / ``encode_image`` of a :class:`StagedTeacher`: prepare, then forward, one
+    ``batch_size`` batch at a time."""
+
+    batch_size: int
+    text_dim: int
+    image_dim: int
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return encode_in_batches(texts, self.batch_size, self.text_dim,
+                                 lambda batch: self.forward_text(self.prepare_text(batch)))
+
+    def encode_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        return encode_in_batches(images, self.batch_size, self.image_dim,
+                                 lambda batch: self.forward_image(self.prepare_image(batch)))
 
 
 def resolve_device(device: str) -> torch.device:

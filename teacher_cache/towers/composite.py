@@ -22,8 +22,8 @@ from ..offline_models import EFFICIENTNET_ALIAS, resolve_model_name
 from .base import (
     ImageInput,
     MissingCheckpointError,
+    StagedEncoding,
     autocast_context,
-    encode_in_batches,
     load_rgb,
     normalised_float,
     state_dict_sha256,
@@ -60,13 +60,17 @@ class SentenceTransformerTower:
             "precision": self.precision,
         }
 
-    def encode_batch(self, texts: Sequence[str]) -> torch.Tensor:
-        # batch_size=len(texts): one forward per call, so the caller alone decides what is batched.
+    def preprocess(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and masks, as ``SentenceTransformer.encode`` would feed the model."""
+        return self.model.preprocess(list(texts))
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One forward over the whole batch (the caller alone decides what is batched)."""
+        # non_blocking: the cache writer hands over pinned batches on CUDA
+        features = {name: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                    for name, value in features.items()}
         with torch.inference_mode(), autocast_context(self.device, self.precision):
-            embeddings = self.model.encode(
-                list(texts), batch_size=len(texts), convert_to_tensor=True, show_progress_bar=False
-            )
-        return normalised_float(embeddings)
+            return normalised_float(self.model(features)["sentence_embedding"])
 
 
 class TimmImageTower:
@@ -103,8 +107,8 @@ class TimmImageTower:
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         return torch.stack([self.transform(load_rgb(image)) for image in images])
 
-    def encode_batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        pixels = self.preprocess(images).to(self.device, memory_format=torch.channels_last)
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, memory_format=torch.channels_last, non_blocking=True)
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             features = self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
         return normalised_float(features)
@@ -130,7 +134,7 @@ def _pretrained_timm_model(name: str, weights: str | None) -> torch.nn.Module:
         ) from err
 
 
-class CompositeTeacher:
+class CompositeTeacher(StagedEncoding):
     """Text tower + image tower from different models; see the module docstring."""
 
     shared_space = False
@@ -144,11 +148,17 @@ class CompositeTeacher:
         self.name = f"{short_name(text.model_name)}+{short_name(image.model_name)}"
         self.identity = {"backend": "composite", "text": text.identity(), "image": image.identity()}
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return encode_in_batches(texts, self.batch_size, self.text_dim, self.text_tower.encode_batch)
+    def prepare_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.text_tower.preprocess(texts)
 
-    def encode_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return encode_in_batches(images, self.batch_size, self.image_dim, self.image_tower.encode_batch)
+    def forward_text(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.text_tower.forward(features)
+
+    def prepare_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        return self.image_tower.preprocess(images)
+
+    def forward_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.image_tower.forward(pixels)
 
 
 def build_composite(cfg, device: torch.device) -> CompositeTeacher:

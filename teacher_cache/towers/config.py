@@ -1,6 +1,7 @@
 """TeacherConfig: which frozen towers to run, and how (batch size, precision, device)."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -18,6 +19,14 @@ AUTO_PRECISION: dict[str, dict[str, str]] = {
     "cuda": {"text": "bf16", "image": "bf16"},
 }
 
+# Fields that decide how fast a cache is built, never what it holds.
+RUNTIME_ONLY: tuple[str, ...] = ("num_workers",)
+
+
+def default_num_workers() -> int:
+    """One core stays with the process that runs the model; more than 8 workers outrun any GPU here."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
 
 @dataclass(frozen=True)
 class TeacherConfig:
@@ -33,6 +42,10 @@ class TeacherConfig:
       - ``hf_clip``: transformers ``CLIPModel`` from ``clip_model`` (hub id or local directory).
     precision: ``auto`` picks per device and modality from ``AUTO_PRECISION``; otherwise the
       autocast dtype (``fp32`` = no autocast). It changes the vectors, so it is part of the identity.
+    num_workers: processes that tokenise texts and decode + transform images for the cache writer
+      while the model encodes (a DataLoader over the writer's batches); 0 = in the writer's process;
+      None = ``default_num_workers()``. It never changes a stored byte, so no cache key or manifest
+      records it (``RUNTIME_ONLY``).
     """
 
     backend: Backend = "composite"
@@ -45,6 +58,7 @@ class TeacherConfig:
     precision: str = "auto"
     device: str = "auto"
     max_seq_length: int | None = None
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -53,14 +67,23 @@ class TeacherConfig:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: no worker processes), got {self.num_workers}")
 
     def precision_for(self, device_type: str, modality: str) -> str:
         if self.precision != "auto":
             return self.precision
         return AUTO_PRECISION.get(device_type, AUTO_PRECISION["cpu"])[modality]
 
+    def resolved_num_workers(self) -> int:
+        return default_num_workers() if self.num_workers is None else self.num_workers
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def recorded_dict(self) -> dict[str, Any]:
+        """What a cache records of this config: every field but the ``RUNTIME_ONLY`` ones."""
+        return {name: value for name, value in asdict(self).items() if name not in RUNTIME_ONLY}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TeacherConfig":

@@ -14,8 +14,8 @@ import torch
 from .base import (
     ImageInput,
     MissingCheckpointError,
+    StagedEncoding,
     autocast_context,
-    encode_in_batches,
     load_rgb,
     normalised_float,
     state_dict_sha256,
@@ -43,7 +43,7 @@ def _features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class HFClipTeacher:
+class HFClipTeacher(StagedEncoding):
     """CLIP text and image towers from transformers; one shared space."""
 
     shared_space = True
@@ -81,21 +81,20 @@ class HFClipTeacher:
             "precision": self.precisions,
         }
 
-    def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
+    def prepare_text(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+    def forward_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        # non_blocking: the cache writer hands over pinned batches on CUDA
+        tokens = {name: tensor.to(self.device, non_blocking=True) for name, tensor in tokens.items()}
         with torch.inference_mode(), autocast_context(self.device, self.precisions["text"]):
             return normalised_float(_features(self.model.get_text_features(**tokens)))
 
-    def _encode_image_batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        pixels = self.image_processor(images=[load_rgb(image) for image in images], return_tensors="pt")
-        pixel_values = pixels["pixel_values"].to(self.device)
+    def prepare_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        return self.image_processor(images=[load_rgb(image) for image in images], return_tensors="pt")["pixel_values"]
+
+    def forward_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast_context(self.device, self.precisions["image"]):
-            return normalised_float(_features(self.model.get_image_features(pixel_values=pixel_values)))
-
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return encode_in_batches(texts, self.batch_size, self.text_dim, self._encode_text_batch)
-
-    def encode_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return encode_in_batches(images, self.batch_size, self.image_dim, self._encode_image_batch)
+            return normalised_float(_features(self.model.get_image_features(pixel_values=pixels)))

@@ -17,8 +17,8 @@ import torch
 from .base import (
     ImageInput,
     MissingCheckpointError,
+    StagedEncoding,
     autocast_context,
-    encode_in_batches,
     load_rgb,
     normalised_float,
     state_dict_sha256,
@@ -56,7 +56,7 @@ def _check_weights_source(model_name: str, pretrained: str | None) -> None:
         raise MissingCheckpointError(f"open_clip checkpoint file {pretrained} does not exist. {_HOW_TO_SUPPLY}")
 
 
-class OpenClipTeacher:
+class OpenClipTeacher(StagedEncoding):
     """CLIP text and image towers; both project into one space (``shared_space=True``)."""
 
     shared_space = True
@@ -100,18 +100,19 @@ class OpenClipTeacher:
             "precision": self.precisions,
         }
 
-    def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
-        tokens = self.tokenizer(list(texts)).to(self.device)
+    def prepare_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    def forward_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        # non_blocking: the cache writer hands over pinned batches on CUDA
+        tokens = tokens.to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast_context(self.device, self.precisions["text"]):
             return normalised_float(self.model.encode_text(tokens))
 
-    def _encode_image_batch(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        pixels = torch.stack([self.preprocess(load_rgb(image)) for image in images]).to(self.device)
+    def prepare_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        return torch.stack([self.preprocess(load_rgb(image)) for image in images])
+
+    def forward_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast_context(self.device, self.precisions["image"]):
             return normalised_float(self.model.encode_image(pixels))
-
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return encode_in_batches(texts, self.batch_size, self.text_dim, self._encode_text_batch)
-
-    def encode_image(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return encode_in_batches(images, self.batch_size, self.image_dim, self._encode_image_batch)
