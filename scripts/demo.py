@@ -25,6 +25,7 @@ DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
 def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
     """STS results of one model, reused from ``out/eval/<name>.json`` when already computed."""
+    from eval.encode import DEFAULT_BF16
     from eval.report import build_payload, write_results
     from eval.sts import evaluate_sts
 
@@ -33,7 +34,7 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
         return json.loads(cached.read_text())
     print(f"\n== evaluating {name} on STS12-16, STS-B, SICK-R")
     results = evaluate_sts(model, data_dir=cfg.eval_data_dir or cfg.data_dir, batch_size=cfg.train.eval_batch_size)
-    payload = build_payload(name, {"pooler": "model", "aggregation": "all"}, sts=results)
+    payload = build_payload(name, {"pooler": "model", "aggregation": "all", "bf16": DEFAULT_BF16}, sts=results)
     write_results(cached, payload)
     return payload
 
