@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
-from distill.config import load_config
+from distill.config import load_config, save_config
 from distill.schedule import BatchPlan, Step, iterate_steps
 from distill.student import Student
-from distill.trainer import prepare_inputs, step_loader, train, training_step
+from distill.trainer import check_resumable, prepare_inputs, step_loader, train, training_step
 from eval.sts import stsb_dev_evaluator
 
 from test_step_syncs import tiny_run
@@ -83,3 +84,13 @@ def test_a_run_with_two_loader_workers_equals_one_without(tiny_bert_dir, tmp_pat
     history = [json.loads((f.parent / "train_summary.json").read_text())["dev_history"] for f in folders.values()]
     assert history[0] == history[1] and len(history[0]) == 2
 
+
+
+def test_a_run_resumes_with_another_worker_count(tmp_path):
+    """Workers change no number of the run, so resuming with another count is allowed; other keys are not."""
+    config = ROOT / "configs" / "offline_default.yaml"
+    save_config(load_config(config, ["train.loader_workers=0"]), tmp_path / "config.yaml")
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    check_resumable(load_config(config, ["train.loader_workers=4"]), tmp_path)
+    with pytest.raises(ValueError, match=r"different config \(train.lr\)"):
+        check_resumable(load_config(config, ["train.loader_workers=4", "train.lr=1e-3"]), tmp_path)
