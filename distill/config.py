@@ -234,7 +234,9 @@ class TrainConfig:
     from the device (the only host-device sync of a training step). ``device``: torch device (None: cuda if
     available, else cpu; torchrun sets one per rank).
     ``compile`` runs the student's transformer under ``torch.compile`` (worth it on GPUs, slow to start
-    on CPUs).
+    on CPUs). ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences,
+    teacher rows) while the current step runs; 0 prepares them in the training process between steps,
+    which costs a CPU run nothing extra; on a GPU a few workers keep tokenisation off the step's path.
     """
 
     output_dir: str = "runs/offline_default"
@@ -256,6 +258,7 @@ class TrainConfig:
     log_every: int = field(default=10, metadata=at_least(1))
     device: str | None = None
     compile: bool = False
+    loader_workers: int = field(default=0, metadata=at_least(0))
 
 
 @dataclass

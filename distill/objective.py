@@ -28,7 +28,9 @@ With every module absent the terms and their sum are exactly the KDMCSE baseline
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,12 +44,36 @@ from distill.student import Student
 
 @dataclass
 class StepInputs:
-    """What the trainer looked up for the local rows of one step."""
+    """What the trainer looked up for the local rows of one step. ``features``: the sentences as
+    ``Student.tokenise`` returns them, prepared ahead by the trainer's loader (None: tokenised here)."""
 
     sentences: list[str]
     teacher_text: Tensor  # [B, d_t], L2-normalised
     teacher_image: Tensor | None = None  # [B, d_i], paired steps only
     image_ids: Tensor | None = None  # [B] int64, paired steps only
+    features: dict[str, Any] | None = None
+
+    def to(self, device: torch.device | str) -> StepInputs:
+        """The tensors on ``device``; copies from pinned memory do not block the host."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> StepInputs:
+        """The tensors in page-locked memory (what a DataLoader with ``pin_memory=True`` calls)."""
+        return self._map(Tensor.pin_memory)
+
+    def _map(self, move: Callable[[Tensor], Tensor]) -> StepInputs:
+        def apply(value):
+            return move(value) if isinstance(value, Tensor) else value
+
+        features = None if self.features is None else {k: apply(v) for k, v in self.features.items()}
+        return StepInputs(self.sentences, apply(self.teacher_text), apply(self.teacher_image),
+                          apply(self.image_ids), features)
+
+
+def twice(features: dict[str, Any]) -> dict[str, Any]:
+    """The batch followed by itself: the two dropout views in one forward. Equal to tokenising the
+    sentences twice over (padding is to the longest sentence, which both halves share)."""
+    return {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in features.items()}
 
 
 def gather_all(x: Tensor) -> Tensor:
@@ -160,7 +186,9 @@ class DistillationObjective(nn.Module):
 
     def _prepare(self, student: Student, inputs: StepInputs) -> StepTensors:
         """Two dropout views, gathered candidates and teacher tensors, masks, and module state updates."""
-        views = student.embed(inputs.sentences + inputs.sentences)
+        if inputs.features is None:
+            inputs = replace(inputs, features=student.tokenise(inputs.sentences))
+        views = student.embed_features(twice(inputs.features))
         h1, h2 = views.chunk(2)
         z1, z2 = student.mlp(h1), student.mlp(h2)
         candidates, offset = gather_with_grad(z2)

@@ -3,11 +3,12 @@
 At save time only ``encoder`` is written, so the result loads with ``SentenceTransformer(path)``
 and embeds exactly what the STS evaluation scored during training. The encoder keeps the base
 model's maximum sequence length; ``StudentConfig.max_seq_length`` truncates training batches only
-(``Student.embed``), so neither the evaluation nor a later user of the saved model truncates at it.
+(``Student.tokenise``), so neither the evaluation nor a later user of the saved model truncates at it.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,14 +93,25 @@ class Student(nn.Module):
         self.heads = GroundingHeads.create(dim, cfg.grounding_dim, teacher_text_dim, teacher_image_dim)
         self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
 
-    def embed(self, sentences: list[str]) -> torch.Tensor:
-        """Sentence embeddings (the evaluated representation), with dropout active in train mode; inputs
-        are truncated at the training length, not at the saved model's maximum."""
+    def tokenise(self, sentences: list[str]) -> dict[str, Any]:
+        """The encoder's own preprocessing of ``sentences`` (CPU tensors), truncated at the training length,
+        not at the saved model's maximum: what ``embed`` feeds the encoder. The trainer calls it a step
+        ahead (in a loader worker when ``train.loader_workers`` > 0)."""
         limit = {"text": {"max_length": self.train_max_length, "truncation": True}}
-        features = self.encoder.preprocess(sentences, processing_kwargs=limit)
+        return self.encoder.preprocess(sentences, processing_kwargs=limit)
+
+    def embed_features(self, features: dict[str, Any]) -> torch.Tensor:
+        """Sentence embeddings of tokenised sentences (``tokenise``), with dropout active in train mode;
+        tensors not yet on the encoder's device are copied there without blocking (from pinned memory
+        that copy overlaps the work queued before it)."""
         device = next(self.encoder.parameters()).device
-        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        features = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                    for k, v in features.items()}
         return self.encoder(features)["sentence_embedding"]
+
+    def embed(self, sentences: list[str]) -> torch.Tensor:
+        """Sentence embeddings (the evaluated representation) of ``sentences`` tokenised at the training length."""
+        return self.embed_features(self.tokenise(sentences))
 
 
 class GroundingHeads(nn.Module):

@@ -3,8 +3,8 @@
     claim the run folder                    (refuse files this trainer did not write)
     cache = ensure teacher cache            (teacher_cache/)
     pools = text rows / paired rows         (distill/pools.py)
-    for step in KDMCSE batch schedule:      (distill/schedule.py)
-        terms = objective(student, lookups) (distill/objective.py, distill/losses/)
+    for step in KDMCSE batch schedule:      (distill/schedule.py; a loader prepares the next steps)
+        terms = objective(student, inputs)  (distill/objective.py, distill/losses/)
         AdamW + linear decay + clip
         every log_every: read the terms      (the only host-device sync of a training step)
         every eval_every: STS-B dev; keep the best encoder; checkpoint for resume
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -44,6 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
@@ -70,6 +72,8 @@ REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
 ENCODER_FOLDERS = ("best", "model")
 SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
+# Keys a resumed run may change: they leave every number of the run as it was.
+RESULT_NEUTRAL_KEYS = {"train.loader_workers"}
 
 
 class RunFolderError(ValueError):
@@ -139,19 +143,22 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     state = run.state
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
-    for step_index, step in schedule:
-        step_started = time.perf_counter()
-        terms = training_step(run, step)
-        state.step = step_index + 1
-        state.train_seconds += time.perf_counter() - step_started  # evaluation time is not training time
+    tick = time.perf_counter()
+    # Fetching step s+1 after step s was queued: on a GPU its preparation and copy overlap step s's kernels.
+    for prepared in step_loader(run, list(schedule)):
+        step = prepared.step
+        terms = training_step(run, step, prepared.inputs.to(env.device))
+        state.step = prepared.index + 1
         evaluating = state.step % cfg.train.eval_every == 0 or state.step == n_steps
         if state.step % cfg.train.log_every == 0 or evaluating:
             values = read_terms(terms, env)  # host-device sync: log steps only
             log_terms(run, values)
             progress.set_postfix(loss=f"{values['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
         progress.update()
+        state.train_seconds += time.perf_counter() - tick  # waiting for the loader counts; evaluation does not
         if evaluating:
             evaluate_and_checkpoint(run)
+        tick = time.perf_counter()
     progress.close()
     final = finish(run)
     if run.writer is not None:
@@ -195,11 +202,63 @@ def batch_plan(cfg: RunConfig, pools: TrainingPools, env: DistEnv) -> BatchPlan:
                      cfg.train.schedule)
 
 
-def training_step(run: TrainingRun, step: Step) -> dict[str, torch.Tensor]:
-    """Forward the local slice of one global batch, backward, clip, update; the terms stay on the device."""
+@dataclass
+class PreparedStep:
+    """One step of the schedule with its inputs on the host (``index``: the global step, from 0)."""
+
+    index: int
+    step: Step
+    inputs: StepInputs
+
+    def pin_memory(self) -> PreparedStep:  # called by the DataLoader's pinning thread
+        return PreparedStep(self.index, self.step, self.inputs.pin_memory())
+
+
+class ScheduledSteps(Dataset):
+    """The run's remaining steps in schedule order, each prepared by ``prepare_inputs``. A DataLoader
+    over it reads them in order (sequential sampler), so workers change neither the batch order nor
+    any random stream: preparation is deterministic and draws no random numbers."""
+
+    def __init__(self, run: TrainingRun, steps: list[tuple[int, Step]]):
+        self.run, self.steps = run, steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> PreparedStep:
+        index, step = self.steps[i]
+        return PreparedStep(index, step, prepare_inputs(self.run, step))
+
+
+def step_loader(run: TrainingRun, steps: list[tuple[int, Step]]) -> DataLoader:
+    """Prepared steps, ``train.loader_workers`` ahead of the step that runs (0: prepared in this process
+    just before they run). Pinned on a GPU, so ``StepInputs.to`` copies without blocking. Workers are
+    forked: they share the cache's memory maps, the pools and the tokenizer without copying them."""
+    workers = run.cfg.train.loader_workers
+    fork = workers > 0 and "fork" in multiprocessing.get_all_start_methods()
+    # batch_size=None: each item is one whole step. A private generator: DataLoader draws its worker
+    # seed from it, and drawing from the global one would shift dropout's random stream (and resume).
+    return DataLoader(ScheduledSteps(run, steps), batch_size=None, num_workers=workers,
+                      pin_memory=run.env.device.type == "cuda", generator=torch.Generator(),
+                      multiprocessing_context="fork" if fork else None)
+
+
+def prepare_inputs(run: TrainingRun, step: Step) -> StepInputs:
+    """The host side of a step: this rank's slice of the rows, their sentences tokenised by the student's
+    own preprocessing (``Student.tokenise``) and their teacher rows, all on the CPU."""
+    local_rows = np.array_split(step.rows, run.env.world_size)[run.env.rank]
+    inputs = lookup_inputs(run.cache, run.pools, step.kind, local_rows, torch.device("cpu"))
+    inputs.features = run.trainable.student.tokenise(inputs.sentences)
+    return inputs
+
+
+def training_step(run: TrainingRun, step: Step, inputs: StepInputs | None = None) -> dict[str, torch.Tensor]:
+    """Forward the local slice of one global batch, backward, clip, update; the terms stay on the device.
+    ``inputs``: the step's prepared inputs (``step_loader``); prepared here when None."""
     env, cfg = run.env, run.cfg
-    local_rows = np.array_split(step.rows, env.world_size)[env.rank]
-    inputs = lookup_inputs(run.cache, run.pools, step.kind, local_rows, env.device)
+    if inputs is None:
+        inputs = prepare_inputs(run, step)
+        inputs = (inputs.pin_memory() if env.device.type == "cuda" else inputs).to(env.device)
     run.model.train()
     with autocast(cfg.train.precision, env.device):
         terms = run.model(inputs)  # through DDP's forward, so gradients get averaged
@@ -469,7 +528,7 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
         raise RunFolderError(f"{saved} cannot be resumed with this version ({err}); choose another "
                              "train.output_dir or delete that folder to start over") from None
     now = to_dict(cfg)
-    changed = sorted(_diff_keys(before, now))
+    changed = sorted(set(_diff_keys(before, now)) - RESULT_NEUTRAL_KEYS)
     if changed:
         raise RunFolderError(f"{out} holds a run with a different config ({', '.join(changed)}); "
                              "choose another train.output_dir or delete that folder to start over")

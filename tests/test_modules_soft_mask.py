@@ -64,7 +64,8 @@ def _manual_saliency(student, inputs, use_image: bool):
 @pytest.mark.parametrize("paired", [True, False], ids=["image_agreement", "text_agreement"])
 def test_saliency_follows_the_teacher_agreement_and_spares_special_tokens(student, paired):
     inputs = make_inputs(paired)
-    mask, ids = SoftMaskView(SoftMaskConfig()).saliency(student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
+    mask, ids = SoftMaskView(SoftMaskConfig()).saliency(student, student.tokenise(inputs.sentences),
+                                                        inputs.teacher_text, inputs.teacher_image)
     assert student.encoder.training  # eval only during the saliency pass
     torch.testing.assert_close(mask, _manual_saliency(student, inputs, use_image=paired))
     special = torch.isin(ids, torch.tensor(student.encoder.tokenizer.all_special_ids))
@@ -76,13 +77,13 @@ def test_saliency_follows_the_teacher_agreement_and_spares_special_tokens(studen
 def test_masked_view_scales_word_embeddings_by_one_minus_strength_m(student):
     inputs = make_inputs()
     view = SoftMaskView(SoftMaskConfig(strength=0.5))
-    mask, ids = view.saliency(student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
+    mask, ids = view.saliency(student, student.tokenise(inputs.sentences), inputs.teacher_text, inputs.teacher_image)
     seen = []
     embeddings = student.encoder[0].auto_model.embeddings
     handle = embeddings.LayerNorm.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     try:
-        z3 = view.encode_masked(student, inputs.sentences, mask, ids)
-        view.encode_masked(student, inputs.sentences, torch.zeros_like(mask), ids)  # scale 1 everywhere
+        z3 = view.encode_masked(student, student.tokenise(inputs.sentences), mask, ids)
+        view.encode_masked(student, student.tokenise(inputs.sentences), torch.zeros_like(mask), ids)  # scale 1 everywhere
     finally:
         handle.remove()
     masked, plain = seen  # word + position + type embeddings, before LayerNorm and dropout

@@ -160,6 +160,7 @@ def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
     ("train.lr=-1e-4", "train.lr must be > 0, got -0.0001"),
     ("train.warmup_ratio=2", "train.warmup_ratio must be >= 0 and <= 1, got 2.0"),
     ("student.max_seq_length=0", "student.max_seq_length must be >= 1, got 0"),
+    ("train.loader_workers=-1", "train.loader_workers must be >= 0, got -1"),
 ])
 def test_out_of_range_values_are_refused_at_load(override, message):
     with pytest.raises(ConfigError) as err:

@@ -45,7 +45,7 @@ dominate). Memory: the saliency graph of ``B`` sentences lives only inside this 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +127,7 @@ class SoftMaskView(nn.Module):
         """``soft_mask_view``: ``weight`` x the text ``contrast`` with ``z3`` as the positive and the text
         term's negatives (``step.text_logits``)."""
         inputs = step.inputs
-        z3 = self(step.student, inputs.sentences, inputs.teacher_text, inputs.teacher_image)
+        z3 = self(step.student, inputs.features, inputs.teacher_text, inputs.teacher_image)
         logits = swap_positive(step.text_logits, step.z1, z3, contrast.temperature, step.offset)
         return {"soft_mask_view": self.weight * contrast.from_logits(logits, step.offset, step.text_exclude)}
 
@@ -142,9 +142,10 @@ class SoftMaskView(nn.Module):
             target, pred = teacher_text, student.regression(h)
         return F.cosine_similarity(pred.float(), target.detach().float(), dim=-1)
 
-    def saliency(self, student, sentences: list[str], teacher_text: Tensor,
+    def saliency(self, student, features: dict[str, Any], teacher_text: Tensor,
                  teacher_image: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(M [B, L] float32 in [0, 1], input_ids [B, L])``; the encoder runs in eval mode."""
+        """``(M [B, L] float32 in [0, 1], input_ids [B, L])`` of the tokenised sentences
+        (``Student.tokenise``); the encoder runs in eval mode."""
         captured: dict[str, Tensor] = {}
 
         def capture(module, args, output):
@@ -157,7 +158,7 @@ class SoftMaskView(nn.Module):
         encoder.eval()
         try:
             with torch.enable_grad(), word_embedding_hook(student, capture):
-                h = student.embed(sentences)
+                h = student.embed_features(features)
                 score = self.agreement(student, h, teacher_text, teacher_image)
                 (grad,) = torch.autograd.grad(score.sum(), captured["x"])
         finally:
@@ -166,7 +167,7 @@ class SoftMaskView(nn.Module):
         scores = (grad.float() * x.float()).sum(-1)
         return normalise_saliency(scores, ~special_token_mask(student, ids)), ids
 
-    def encode_masked(self, student, sentences: list[str], mask: Tensor, input_ids: Tensor) -> Tensor:
+    def encode_masked(self, student, features: dict[str, Any], mask: Tensor, input_ids: Tensor) -> Tensor:
         """MLP output of the sentences with word embeddings scaled by ``1 - strength * mask`` (no grad)."""
         scale = (1 - self.strength * mask.detach())[..., None]
 
@@ -176,13 +177,13 @@ class SoftMaskView(nn.Module):
             return output * scale.to(output)
 
         with torch.no_grad(), word_embedding_hook(student, rescale):
-            return student.mlp(student.embed(sentences))
+            return student.mlp(student.embed_features(features))
 
-    def forward(self, student, sentences: list[str], teacher_text: Tensor,
+    def forward(self, student, features: dict[str, Any], teacher_text: Tensor,
                 teacher_image: Tensor | None = None) -> Tensor:
         """``z3 [B, d]``: the soft-masked view (constant)."""
-        mask, ids = self.saliency(student, sentences, teacher_text, teacher_image)
-        return self.encode_masked(student, sentences, mask, ids)
+        mask, ids = self.saliency(student, features, teacher_text, teacher_image)
+        return self.encode_masked(student, features, mask, ids)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, strength={self.strength}"
