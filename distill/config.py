@@ -357,8 +357,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def config_yaml(cfg: Any) -> str:
+    """The YAML text of a config (what ``config.yaml`` of a run folder holds)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    Path(path).write_text(config_yaml(cfg))
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

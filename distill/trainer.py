@@ -51,21 +51,23 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from distill.config import ConfigError, RunConfig, load_config, save_config, to_dict
+from distill.config import ConfigError, RunConfig, config_yaml, load_config, to_dict
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.student import Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
+from teacher_cache.files import atomic_save, atomic_write, json_bytes
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
 
 
 DevEvaluator = Callable[[SentenceTransformer], float]
 """Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
 
-TRAINER_FILES = {"config.yaml", "config.yaml.tmp", "checkpoint.pt", "checkpoint.pt.tmp",
-                 "train_summary.json", "train_summary.json.tmp"}
+TRAINER_FILES = {"config.yaml", "checkpoint.pt", "train_summary.json"}
+# ...and their temp files while being written (``teacher_cache.files.atomic_save``; ``.tmp`` from older versions)
+TRAINER_TEMP_FILE = re.compile(r"(config\.yaml|checkpoint\.pt|train_summary\.json)\.tmp(-\d+)?")
 # Written beside a finished run by the project's own scripts (scripts/demo.py, benchmarks/offline_distill.py):
 # accepted in the run folder and never touched by the trainer.
 REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
@@ -173,8 +175,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     cache = open_teacher_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), env)
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     if env.is_main:
-        save_config(cfg, out / "config.yaml.tmp")
-        os.replace(out / "config.yaml.tmp", out / "config.yaml")
+        atomic_write(out / "config.yaml", config_yaml(cfg).encode())
     env.barrier()
 
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
@@ -333,14 +334,14 @@ def finish(run: TrainingRun) -> Path:
             write_model_card(folder, cfg, run.cache.manifest, state)
 
         replace_folder(final, write_model)
-        write_atomically(out / "train_summary.json", json.dumps({
+        atomic_write(out / "train_summary.json", json_bytes({
             "steps": state.step, "best_step": state.best_step, "best_stsb_dev": state.best_dev,
             "train_seconds": state.train_seconds, "steps_per_second": state.step / max(state.train_seconds, 1e-9),
             "dev_history": state.dev_history, "world_size": env.world_size,
             "heldout_image_ids": run.pools.heldout_image_ids,
             "skipped_rows": run.cache.skipped_rows,
             "device": device_name(env.device),
-            "effective_batch_size": cfg.train.batch_size * env.world_size}, indent=2))
+            "effective_batch_size": cfg.train.batch_size * env.world_size}))
     env.barrier()
     return final
 
@@ -374,7 +375,8 @@ def foreign_entries(out: Path) -> list[str]:
     swap_folders = {name + suffix for name in ENCODER_FOLDERS for suffix in SWAP_SUFFIXES}
     foreign = []
     for entry in sorted(out.iterdir()):
-        if entry.is_file() and entry.name in TRAINER_FILES or entry.is_dir() and entry.name in swap_folders \
+        if entry.is_file() and (entry.name in TRAINER_FILES or TRAINER_TEMP_FILE.fullmatch(entry.name)) \
+                or entry.is_dir() and entry.name in swap_folders \
                 or entry.name in REPORTS:
             continue
         if entry.is_dir() and entry.name == "tensorboard":
@@ -419,7 +421,7 @@ def recover_swap(target: Path) -> None:
 def seal(folder: Path) -> None:
     """List the folder's files in ``LISTING``, written last: the folder is complete from then on."""
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    write_atomically(folder / LISTING, json.dumps(files, indent=0))
+    atomic_write(folder / LISTING, json.dumps(files, indent=0).encode())
 
 
 def is_complete(folder: Path) -> bool:
@@ -431,12 +433,6 @@ def unlisted_files(folder: Path) -> list[str]:
     listed = set(json.loads((folder / LISTING).read_text())) if is_complete(folder) else set()
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING}
     return sorted(present - listed)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_encoder(student: Student, folder: Path) -> None:
@@ -457,9 +453,7 @@ def save_checkpoint(run: TrainingRun) -> None:
                "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                "state": {**run.state.__dict__, "dev_history": [list(x) for x in run.state.dev_history]},
                "rng": rng}
-    tmp = run.out / "checkpoint.pt.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, run.out / "checkpoint.pt")
+    atomic_save(run.out / "checkpoint.pt", lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(run: TrainingRun) -> RunState:

@@ -1,24 +1,30 @@
-"""Crash-safe file writing and checksums shared by the cache writer and reader."""
+"""Crash-safe file writing and checksums shared by the cache writer and reader (and the trainer)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _READ_CHUNK = 1 << 20
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file beside ``path`` -> fsync -> rename -> fsync the folder.
+    """Write ``data`` to ``path`` all at once or not at all (``atomic_save``)."""
+    atomic_save(path, lambda handle: handle.write(data))
+
+
+def atomic_save(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` into a temp file beside ``path`` -> fsync -> rename -> fsync the folder.
 
     Readers (and a rerun after SIGKILL) see either the old state or the whole new file, never a
-    prefix. The temp name carries the pid so concurrent writers never share one.
+    prefix. The temp name (``<name>.tmp-<pid>``) carries the pid so concurrent writers never share one.
     """
     temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(temporary, "wb") as handle:
-        handle.write(data)
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -52,11 +52,14 @@ def test_foreign_entries_accepts_exactly_what_the_trainer_writes(tmp_path):
     (out / "tensorboard" / "events.out.tfevents.1.host").write_text("")
     (out / "checkpoint.pt").write_text("")
     (out / "config.yaml").write_text("")
+    (out / "checkpoint.pt.tmp-4321").write_text("")  # a kill during a checkpoint write leaves this
+    (out / "train_summary.json.tmp").write_text("")  # ... and older versions this
     assert foreign_entries(out) == []
     (out / "best" / "extra.txt").write_text("")
     (out / "tensorboard" / "plot.png").write_text("")
     (out / "data").mkdir()
-    assert foreign_entries(out) == ["best/extra.txt", "data/", "tensorboard/plot.png"]
+    (out / "notes.tmp-12").write_text("")
+    assert foreign_entries(out) == ["best/extra.txt", "data/", "notes.tmp-12", "tensorboard/plot.png"]
 
 
 class _CreatesAFile:
