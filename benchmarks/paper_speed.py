@@ -11,7 +11,8 @@ What it builds (nothing is downloaded, nothing here is ever a product model):
 
 What it times, in one run, each in fp32 and bf16, eager and under ``torch.compile`` of the encoder:
   * the project's ``training_step`` for SimCSE, KDMCSE (angular + AdapACSE) and KDMCSE + threshold
-    filter + soft-target KL, on one fixed paired batch of 64 Flickr30k captions x 2 dropout views, max 32 tokens;
+    filter + soft-target KL, on one fixed paired batch of 64 Flickr30k captions x 2 dropout views, max 32 tokens,
+    its inputs prepared ahead as the trainer's step loader prepares them (the device copy is timed);
   * a tight reference loop: the same encoder shape doing SimCSE on the same batch pre-tokenised on the
     device, fused AdamW on CUDA, no host syncs inside the step.
 Every configuration takes one step in turn (A, B, C, ..., A, B, C, ...) so all see the same machine
@@ -115,12 +116,17 @@ def random_teacher_cache(work: Path, source_data: Path) -> tuple[TeacherCache, T
 # --- the coupling to distill/trainer.py (the one place to adapt when its API changes) --------------
 
 
-def project_step(variant: "ProjectVariant", step: Step, env: DistEnv) -> None:
-    """One optimisation step through the trainer's own code: lookups, forward, backward, AdamW."""
-    from distill.trainer import TrainingRun, training_step
+def project_step_fn(variant: "ProjectVariant", step: Step, env: DistEnv) -> Callable[[], None]:
+    """One optimisation step through the trainer's own code, as its loop runs it: the step's inputs
+    (rows, tokens, teacher rows) are prepared ahead, off the clock, as the trainer's step loader does
+    while the previous step runs; the timed step copies them to the device, forwards, backwards, updates."""
+    from distill.trainer import TrainingRun, prepare_inputs, training_step
 
-    training_step(TrainingRun(variant.cfg, env, variant.cache, variant.pools, variant.trainable, variant.trainable,
-                              variant.optimizer, variant.scheduler, variant.scaler, n_steps=0), step)
+    run = TrainingRun(variant.cfg, env, variant.cache, variant.pools, variant.trainable, variant.trainable,
+                      variant.optimizer, variant.scheduler, variant.scaler, n_steps=0)
+    prepared = prepare_inputs(run, step)
+    prepared = prepared.pin_memory() if env.device.type == "cuda" else prepared
+    return lambda: training_step(run, step, prepared.to(env.device))
 
 
 # --- the configurations timed -----------------------------------------------------------------------
@@ -390,7 +396,7 @@ def build_steps(precisions: list[str], compile_with: tuple[str | None, str | Non
                                                 pools, device)
                 if compiled:
                     compile_encoder(variant, backend, mode)
-                steps[Config(name, precision, compiled)] = lambda v=variant: project_step(v, fixed, env)
+                steps[Config(name, precision, compiled)] = project_step_fn(variant, fixed, env)
             steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
                                                                      (backend, mode) if compiled else None)
     return steps
