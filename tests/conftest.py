@@ -16,6 +16,18 @@ TINY_BERT = dict(
 )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Bit-identity of cache bytes is a promise for equal intra-op thread counts (teacher_cache/writer.py):
+    a module comparing builds byte for byte runs with one thread (``pytestmark = usefixtures(...)``)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A saved SentenceTransformer folder: random 2-layer, 32-d BERT (with its pooler) + mean pooling.

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from teacher_cache import BadInputError, CacheDataConfig, TeacherConfig, build_cache, build_teacher
 from teacher_cache.corpora import resolve_data_dir
@@ -24,13 +23,7 @@ SHARD_ROWS = 8
 DATA_CFG = CacheDataConfig(text_sources=("coco2017_mini",), image_sources=("coco2017_mini",), skip_bad=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Bit-identity is a promise for equal intra-op thread counts (see teacher_cache/writer.py)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 import pytest
-import torch
 
 from teacher_cache.corpora import resolve_data_dir
 import teacher_cache.data
@@ -66,12 +65,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
