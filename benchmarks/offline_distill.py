@@ -80,8 +80,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("kdmcse_kl_mse_dias", "KDMCSE + KL + regression + DIAS",
            (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_DIAS), True),
     # The anchor users would otherwise pick, and the layer choice it makes, in the project's trainer.
-    Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", (), False,
-           trainer="sentence_transformers"),
+    Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", _REGRESSION, False,
+           trainer="sentence_transformers"),  # its own trainer; the overrides only say what it optimises
     Method("regression_spread", "Embedding regression, spread layers", (*_REGRESSION, *_SPREAD), False),
 ]}
 DEFAULT_METHODS = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse"

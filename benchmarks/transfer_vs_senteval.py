@@ -25,6 +25,7 @@ scored are skipped, so an interrupted run continues.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -68,7 +69,7 @@ def score_ours(table: EmbeddingTable, data, work: Path) -> None:
 
 def score_senteval(table: EmbeddingTable, senteval_dir: Path, data_dir: Path, work: Path) -> None:
     sys.path.insert(0, str(senteval_dir))
-    import senteval
+    senteval = importlib.import_module("senteval")  # the user's checkout, not an installed distribution
 
     (work / "senteval_data").mkdir(exist_ok=True)
     link = work / "senteval_data" / "downstream"
