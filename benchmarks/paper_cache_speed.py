@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.paper_scale import Layout, lay_out_data, missing_sources, write_random_teacher  # noqa: E402
+from benchmarks.paper_scale import Layout, lay_out_data, missing_sources, parse_image_size, write_random_teacher  # noqa: E402
 from teacher_cache import CacheDataConfig, TeacherConfig, build_cache, build_teacher, collect_data  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from teacher_cache.towers import resolve_device  # noqa: E402
@@ -81,8 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def input_problem(args: argparse.Namespace) -> str | None:
-    size = args.image_size.lower().split("x")
-    if len(size) != 2 or not all(v.isdigit() and int(v) > 0 for v in size):
+    if parse_image_size(args.image_size) is None:
         return f"--image-size expects WxH such as 500x375, got {args.image_size!r}"
     if args.sentences < 1 or args.images < 1 or args.batch_size < 1:
         return "--sentences, --images and --batch-size must be positive"
@@ -92,7 +91,7 @@ def input_problem(args: argparse.Namespace) -> str | None:
 
 def measure(args: argparse.Namespace, work: Path) -> tuple[list[Row], TeacherConfig]:
     """Lay out the data, write the random checkpoint, then time builds and bare forwards per modality."""
-    image_size = tuple(int(v) for v in args.image_size.lower().split("x"))
+    image_size = parse_image_size(args.image_size)
     lay_out_data(resolve_data_dir(args.source_data), work / "data", Layout(args.sentences, args.images), image_size)
     overrides = dict(item.removeprefix("teacher.").split("=", 1)
                      for item in write_random_teacher(work / "teacher", args.size == "tiny"))

@@ -284,14 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def parse_image_size(text: str) -> tuple[int, int] | None:
+    """``"500x375"`` -> (500, 375); None when it is not two positive integers joined by x."""
+    size = text.lower().split("x")
+    if len(size) != 2 or not all(v.isdigit() and int(v) > 0 for v in size):
+        return None
+    return int(size[0]), int(size[1])
+
+
 def input_problem(args: argparse.Namespace) -> str | None:
     """One line saying what is wrong with the command line, or None."""
     if not 0 < args.scale <= 1:
         return f"--scale must be in (0, 1], got {args.scale}"
     if (args.work_dir / "run").exists() or (args.work_dir / "cache").exists():
         return f"{args.work_dir} holds an earlier run (run/ or cache/); give a fresh --work-dir"
-    size = args.image_size.lower().split("x")
-    if len(size) != 2 or not all(v.isdigit() and int(v) > 0 for v in size):
+    if parse_image_size(args.image_size) is None:
         return f"--image-size expects WxH such as 500x375, got {args.image_size!r}"
     missing = missing_sources(resolve_data_dir(args.source_data))
     if missing:
@@ -304,7 +311,7 @@ def dry_run(args: argparse.Namespace, work: Path) -> dict:
     """The five stages, then the extrapolation; returns what paper_scale.json holds."""
     layout = Layout(scaled(PAPER_WIKI_LINES, args.scale, 64), scaled(PAPER_FLICKR_IMAGES, args.scale, 16))
     train_steps = scaled(args.train_steps, args.scale, 8)  # 8: a paired step (every 7th here) is in
-    image_size = tuple(int(v) for v in args.image_size.lower().split("x"))
+    image_size = parse_image_size(args.image_size)
     stages = Stages()
     stages.time("lay out data", lambda: lay_out_data(resolve_data_dir(args.source_data), work / "data", layout,
                                                      image_size))
