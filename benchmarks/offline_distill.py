@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "offline_default.yaml"
+CONFIG = ROOT / "configs" / "kdmcse_offline.yaml"  # every method is overrides of the KDMCSE setup
 FIRST_SEED = 1234
 """Seeds run: FIRST_SEED, FIRST_SEED + 1, ... (``--seeds`` of them)."""
 TRANSFER_PROTOCOL = "fast"
@@ -83,6 +83,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", _REGRESSION, False,
            trainer="sentence_transformers"),  # its own trainer; the overrides only say what it optimises
     Method("regression_spread", "Embedding regression, spread layers", (*_REGRESSION, *_SPREAD), False),
+    Method("kdmcse_kl_mse_spread", "KDMCSE + KL + regression, spread layers",
+           (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_SPREAD), True),
 ]}
 DEFAULT_METHODS = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse"
 

@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from scipy.stats import ttest_rel  # noqa: E402
 
 from eval.report import markdown_table  # noqa: E402
 
 STS_COLUMNS = {"STS12": "STS12", "STS13": "STS13", "STS14": "STS14", "STS15": "STS15", "STS16": "STS16",
                "STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
-KDMCSE_FAMILY = ("kdmcse", "kdmcse_kl", "kdmcse_kl_mse", "adapacse_kl_mse", "kdmcse_kl_mse_dias")
+KDMCSE_FAMILY = ("kdmcse", "kdmcse_kl", "kdmcse_kl_mse", "adapacse_kl_mse", "kdmcse_kl_mse_dias", "kdmcse_kl_mse_spread")
+REGRESSION_ONLY = ("regression", "regression_spread", "st_recipe")
+"""Recipes whose only target is the teacher's embedding (the anchors a KDMCSE-family objective must beat)."""
 COMBINATIONS = ("kdmcse_kl_mse", "regression_kl", "adapacse_kl_mse", "kdmcse_kl_mse_dias")
 """Methods that add soft targets, filtering or relations to the regression target."""
-DISTRIBUTION_METHODS = ("simcse", "kdmcse", "kdmcse_kl", "regression")  # first seed of each; ablations left out
+DISTRIBUTION_METHODS = ("simcse", "kdmcse", "kdmcse_kl", "regression", "regression_spread", "st_recipe",
+                        "kdmcse_kl_mse_spread")  # first seed of each; ablations left out
 COLORS = plt.get_cmap("tab20").colors
 TRANSFER_COLUMNS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
 
@@ -67,6 +72,32 @@ def compare(runs, name: str, base: str) -> tuple[float, str, float, float]:
     verdict = ("better" if delta > std[name] + std[base] else "worse" if delta < -(std[name] + std[base])
                else "within seed noise")
     return delta, verdict, std[base], std[name]
+
+
+@dataclass(frozen=True)
+class PairedGap:
+    """``name`` minus ``base`` seed by seed (same seeds, same data order), on the STS average and STS-B dev."""
+    seeds: tuple[int, ...]
+    sts: tuple[float, ...]
+    dev: tuple[float, ...]
+
+    def describe(self) -> str:
+        p_value = ttest_rel(self.sts, [0.0] * len(self.sts)).pvalue if len(set(self.sts)) > 1 else float("nan")
+        ahead = sum(d > 0 for d in self.sts)
+        return (f"{statistics.fmean(self.sts):+.2f} ± {statistics.stdev(self.sts):.2f} STS average per seed "
+                f"(ahead on {ahead} of {len(self.seeds)} seeds {', '.join(map(str, self.seeds))}; paired t-test "
+                f"p = {p_value:.3f}), STS-B dev {statistics.fmean(self.dev):+.2f} ± {statistics.stdev(self.dev):.2f}")
+
+
+def paired(runs, name: str, base: str) -> PairedGap | None:
+    """The per-seed gaps over the seeds both methods ran; None with fewer than two such seeds."""
+    by_seed = {n: {r["seed"]: r for r in runs[n]} for n in (name, base)}
+    seeds = tuple(sorted(by_seed[name].keys() & by_seed[base].keys()))
+    if len(seeds) < 2:
+        return None
+    pairs = [(by_seed[name][s], by_seed[base][s]) for s in seeds]
+    return PairedGap(seeds, tuple(sts_average(a) - sts_average(b) for a, b in pairs),
+                     tuple(a["train"]["best_stsb_dev"] - b["train"]["best_stsb_dev"] for a, b in pairs))
 
 
 def sts_table(runs, references, methods) -> str:
@@ -168,8 +199,35 @@ def findings(runs, references, methods) -> list[str]:
         else:
             lines.append(f"Every KDMCSE variant beats plain embedding regression ({averages['regression']:.2f}).")
     lines += transfer_findings(runs, references, methods)
+    lines += recipe_findings(runs, methods)
     lines += combination_findings(runs, methods)
     lines += ablation_findings(runs, methods)
+    return lines
+
+
+def recipe_findings(runs, methods) -> list[str]:
+    """The best KDMCSE-family row against the best regression-only recipe, and the best row against each
+    regression-only recipe, paired seed by seed (the goal: KDMCSE-family >= +0.3 with seed stds < 0.15)."""
+    averages = {name: statistics.fmean(sts_average(r) for r in results) for name, results in runs.items()}
+    recipes = [n for n in REGRESSION_ONLY if n in runs]
+    if not recipes:
+        return []
+    lines = []
+    best = max(averages, key=averages.get)
+    for name in (n for n in recipes if n != best):
+        gap = paired(runs, best, name)
+        if gap:
+            lines.append(f"{methods[best].label} vs {methods[name].label}, paired: {gap.describe()}.")
+    family = [n for n in KDMCSE_FAMILY if n in runs]
+    anchor = max(recipes, key=averages.get)
+    if family:
+        top = max(family, key=averages.get)
+        stds = [statistics.stdev(sts_average(r) for r in runs[n]) for n in (top, anchor) if len(runs[n]) > 1]
+        gap = paired(runs, top, anchor)
+        lines.append(f"Best KDMCSE-family row ({methods[top].label}) vs the best regression-only recipe "
+                     f"({methods[anchor].label}): {averages[top] - averages[anchor]:+.2f} STS average "
+                     f"(goal: >= +0.30 with seed stds below 0.15; seed stds {' and '.join(f'{v:.2f}' for v in stds) or 'n/a'})"
+                     + (f"; paired: {gap.describe()}." if gap else "."))
     return lines
 
 
@@ -274,8 +332,8 @@ def cpu_section(args, references, methods) -> list[str]:
         return []
     table = cpu_check(Path(args.cpu_check), references, methods)
     return ["", "## The 2-CPU-core goal", "",
-            f"The same budget for one method and seed, run on 2 CPU cores (results under `{args.cpu_check}`; "
-            "'train min' is the training loop alone; building the teacher cache is a one-time cost outside it):",
+            f"Runs on 2 CPU cores at the steps listed (results under `{args.cpu_check}`; 'train min' is the "
+            "training loop alone, dev evaluations excluded; building the teacher cache is a one-time cost outside it):",
             "", *table]
 
 
@@ -284,8 +342,8 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
     figures = report.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     if runs:
-        plot_dev_curves(runs, methods, figures / "offline_distill_dev_curves.png")
-        plot_similarity_distributions(runs, references, methods, figures / "offline_distill_similarities.png")
+        plot_dev_curves(runs, methods, figures / f"{report.stem}_dev_curves.png")
+        plot_similarity_distributions(runs, references, methods, figures / f"{report.stem}_similarities.png")
     transfer = transfer_table(runs, references, methods)
     device = next((r["train"].get("device") for rs in runs.values() for r in rs if r["train"].get("device")), "?")
     body = [
@@ -301,6 +359,9 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
         f"**Budget.** Same for every method: {args.steps} steps of {args.batch_size} sentences, AdamW lr {args.lr}, "
         "linear decay, bf16 autocast, a paired batch every 4th step, STS-B dev every 10% of the budget with the "
         f"best checkpoint kept (test sets never used for selection). Training device: {device}.",
+        *(["", "The sentence-transformers row trains through its own `SentenceTransformerTrainer` (AdamW, 10% warm-up, "
+            "linear decay, no paired batches: every step is text), at the same truncation, with the same dev "
+            "selection (`benchmarks/st_recipe.py`)."] if "st_recipe" in runs else []),
         "",
         "## STS (Spearman x100, SentEval \"all\" aggregation; mean over seeds, Avg as mean ± std; "
         f"{encodings(runs, references)} encoding)",
@@ -316,7 +377,8 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
                         f"TREC, MRPC given splits), on the first {args.transfer_seeds} seed(s) of each method; "
                         f"{transfer_settings(runs, references)}."),
         "Retrieval rSum (max 600) is only shown for methods that train the grounding head and image adapter; "
-        "'time per step vs KDMCSE' is the ratio of mean steps/s (runs shared one GPU, several at a time).",
+        "'time per step vs KDMCSE' is the ratio of mean steps/s (runs may have shared one device, several "
+        "at a time).",
         "",
         *([f"## Transfer tasks (accuracy x100; MRPC: accuracy; {transfer_settings(runs, references)})", "",
            transfer, ""] if transfer else []),
@@ -327,9 +389,9 @@ def write_report(out_root: Path, report: Path, methods, args) -> None:
         "",
         "## Figures",
         "",
-        "![STS-B dev during training](figures/offline_distill_dev_curves.png)",
+        f"![STS-B dev during training](figures/{report.stem}_dev_curves.png)",
         "",
-        "![Similarity distributions on STS-B test](figures/offline_distill_similarities.png)",
+        f"![Similarity distributions on STS-B test](figures/{report.stem}_similarities.png)",
         "",
     ]
     report.parent.mkdir(parents=True, exist_ok=True)

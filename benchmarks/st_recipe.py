@@ -5,7 +5,9 @@ This is the recipe a user compressing a sentence encoder would otherwise reach f
 selection so the two can be set side by side:
 
 * student: the teacher model with ``student.layers`` *spread-out* layers kept (0, 2, 4 of
-  all-MiniLM-L6-v2's 6, as the example keeps every other layer), at the model's own maximum length;
+  all-MiniLM-L6-v2's 6, as the example keeps every other layer). It trains (and scores dev) at
+  ``student.max_seq_length`` tokens, as every other row does, so the rows see the same inputs at the same
+  cost per step; the saved model gets the model's own maximum length back;
 * targets: the teacher's sentence embeddings, read from the project's teacher cache (the same rows and
   vectors every other row of the benchmark trains on: the text pool and the training captions, held-out
   retrieval images' captions excluded);
@@ -45,6 +47,7 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
 
     torch.manual_seed(cfg.train.seed)
     student = build_encoder(replace(cfg.student, layer_choice="spread"))
+    full_length, student.max_seq_length = student.max_seq_length, cfg.student.max_seq_length
     cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     rows = sorted([*pools.text_rows.tolist(), *pools.paired_text_rows.tolist()])
@@ -69,6 +72,7 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
     # the project's trainer counts training time without its dev evaluations; so does this row
     seconds = time.time() - started - sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
     model_dir = out / "model"
+    student.max_seq_length = full_length
     student.save(str(model_dir))
     shutil.rmtree(out / "st_trainer", ignore_errors=True)
     history = [(int(e["step"]), 100 * e[DEV_METRIC]) for e in trainer.state.log_history if DEV_METRIC in e]

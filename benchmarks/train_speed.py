@@ -62,7 +62,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_variant(overrides: list[str], precision: str, env: DistEnv, cache: TeacherCache, pools) -> TrainingRun:
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", overrides + [f"train.precision={precision}"])
+    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", overrides + [f"train.precision={precision}"])
     torch.manual_seed(0)
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim, cache.image_dim)
     trainable = StudentWithObjective(student, DistillationObjective(cfg.loss)).to(env.device)
@@ -99,7 +99,7 @@ def main() -> int:
     args = parse_args()
     base = ["data.limits={wiki1m: 2000, coco2017_mini: 300}", f"train.batch_size={args.batch_size}",
             *args.overrides]
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", base)
+    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", base)
     data_dir = resolve_data_dir(cfg.data_dir)
     cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir))
     pools = build_pools(cache)

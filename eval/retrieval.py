@@ -48,7 +48,7 @@ from .encode import encode, load_model
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
 HEADS_FILE = "grounding_heads.pt"
 _HOLDOUT_HINT = (
-    "train with images held out, e.g. `python scripts/train_student.py --config configs/offline_default.yaml "
+    "train with images held out, e.g. `python scripts/train_student.py --config configs/kdmcse_offline.yaml "
     "train.retrieval_holdout_images=97` (any value > 0)"
 )
 

@@ -1,8 +1,8 @@
 """Image-text retrieval of a trained run on its held-out images, and embedding geometry of any model.
 
 Examples:
-  python scripts/evaluate_retrieval.py --run runs/offline_default
-  python scripts/evaluate_retrieval.py --run runs/offline_default --rerank-beta 0.5 --geometry
+  python scripts/evaluate_retrieval.py --run runs/kdmcse_offline
+  python scripts/evaluate_retrieval.py --run runs/kdmcse_offline --rerank-beta 0.5 --geometry
   python scripts/evaluate_retrieval.py --geometry offline:all-MiniLM-L6-v2 --out results/minilm_geometry.json
 
 Retrieval (--run): captions of the run's held-out images (train.retrieval_holdout_images > 0 at

@@ -25,7 +25,7 @@ MODULES_ON = {
 def test_three_steps_with_every_module_log_finite_terms(tiny_bert_dir, tmp_path):
     overrides = tiny_overrides(tiny_bert_dir, tmp_path, **{
         "train.max_steps": 3, "train.eval_every": 3, "train.paired_every": 2, "train.log_every": 1, **MODULES_ON})
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", overrides)
+    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", overrides)
     train(cfg, stsb_dev_evaluator(cfg))
     run = tmp_path / "run"
 

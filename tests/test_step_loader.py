@@ -77,7 +77,7 @@ def test_a_run_with_two_loader_workers_equals_one_without(tiny_bert_dir, tmp_pat
     folders = {}
     for workers in (0, 2):
         out = tmp_path / f"workers{workers}"
-        cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(
+        cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", tiny_overrides(
             tiny_bert_dir, tmp_path, **{"train.output_dir": out, "train.loader_workers": workers}))
         folders[workers] = train(cfg, stsb_dev_evaluator(cfg))
     assert_same_weights(folders[0], folders[2])
@@ -88,7 +88,7 @@ def test_a_run_with_two_loader_workers_equals_one_without(tiny_bert_dir, tmp_pat
 
 def test_a_run_resumes_with_another_worker_count(tmp_path):
     """Workers change no number of the run, so resuming with another count is allowed; other keys are not."""
-    config = ROOT / "configs" / "offline_default.yaml"
+    config = ROOT / "configs" / "kdmcse_offline.yaml"
     save_config(load_config(config, ["train.loader_workers=0"]), tmp_path / "config.yaml")
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     check_resumable(load_config(config, ["train.loader_workers=4"]), tmp_path)

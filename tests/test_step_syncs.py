@@ -43,7 +43,7 @@ class VectorTable:
 
 
 def tiny_run(tiny_bert_dir) -> TrainingRun:
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", [
+    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", [
         f"student.model={tiny_bert_dir}", "student.layers=1", "student.grounding_dim=16"])
     torch.manual_seed(0)
     student = Student(build_encoder(cfg.student), cfg.student, TEXT_DIM, IMAGE_DIM)

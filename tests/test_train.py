@@ -47,7 +47,7 @@ def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, capsys):
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
+    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
     evaluate_dev = stsb_dev_evaluator(cfg)
     model_dir = train(cfg, evaluate_dev)
     run = tmp_path / "run"
@@ -64,7 +64,7 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert len(summary["heldout_image_ids"]) == 2
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: sentence-transformers" in card
-    assert "all-MiniLM-L6-v2" not in card.split("# offline_default")[0]  # not the base model's card
+    assert "all-MiniLM-L6-v2" not in card.split("# kdmcse_offline")[0]  # not the base model's card
     assert f"student **`{tiny_bert_dir}`**, 1 layers (the first)" in card
     assert f"`{tiny_bert_dir}` (text) + `EfficientNet-Lite0 (ImageNet)` (images)" in card
     assert "| angular margin contrastive (text) | 1.0 |" in card and "| embedding regression (MSE) | 1.0 |" in card
@@ -86,7 +86,7 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert lines[-1].endswith(f"best {best[1]:.2f} at step {best[0]}")
 
 
-ARGS = ["--config", str(ROOT / "configs" / "offline_default.yaml")]
+ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
 ])
 def test_out_of_range_values_are_refused_at_load(override, message):
     with pytest.raises(ConfigError) as err:
-        load_config(ROOT / "configs" / "offline_default.yaml", [override])
+        load_config(ROOT / "configs" / "kdmcse_offline.yaml", [override])
     assert str(err.value) == message
 
 
