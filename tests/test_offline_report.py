@@ -72,7 +72,7 @@ def test_report_states_the_goals_from_the_numbers(saved_results):
     assert "## Transfer tasks (accuracy x100; MRPC: accuracy; fast protocol, bf16 encoding)" in text
     assert "Avg as mean ± std; bf16 encoding)" in text
     # the 2-CPU-core section quotes the saved CPU run
-    assert "| Embedding regression (MSE) | 1234 | cpu (2 threads) | 10 | 10.0 | 0.02 | 76.00 | 95.0% |" in text
+    assert "| Embedding regression (MSE) | 1234 | cpu (2 threads) | 10 | 10.0 | 0.02 | 76.00 | 95.00% |" in text
     assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
 
 
