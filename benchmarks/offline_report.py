@@ -48,6 +48,11 @@ def transfer_average(result: dict) -> float | None:
     return statistics.fmean(t["accuracy"] for t in tasks.values()) if tasks else None
 
 
+def method_averages(runs) -> dict[str, float]:
+    """Each method's STS average, mean over its seeds."""
+    return {name: statistics.fmean(sts_average(r) for r in results) for name, results in runs.items()}
+
+
 def mean_std(values: list[float | None], digits: int = 2) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -177,7 +182,7 @@ def findings(runs, references, methods) -> list[str]:
     """Plain statements computed from the numbers against the benchmark's goals, no adjectives added by hand."""
     if not runs:
         return []
-    averages = {name: statistics.fmean(sts_average(r) for r in results) for name, results in runs.items()}
+    averages = method_averages(runs)
     best = max(averages, key=averages.get)
     lines = [f"Best method on the 7-task STS average: **{methods[best].label}** ({averages[best]:.2f})."]
     if "teacher" in references:
@@ -199,16 +204,15 @@ def findings(runs, references, methods) -> list[str]:
         else:
             lines.append(f"Every KDMCSE variant beats plain embedding regression ({averages['regression']:.2f}).")
     lines += transfer_findings(runs, references, methods)
-    lines += recipe_findings(runs, methods)
+    lines += recipe_findings(runs, averages, methods)
     lines += combination_findings(runs, methods)
     lines += ablation_findings(runs, methods)
     return lines
 
 
-def recipe_findings(runs, methods) -> list[str]:
+def recipe_findings(runs, averages: dict[str, float], methods) -> list[str]:
     """The best KDMCSE-family row against the best regression-only recipe, and the best row against each
     regression-only recipe, paired seed by seed (the goal: KDMCSE-family >= +0.3 with seed stds < 0.15)."""
-    averages = {name: statistics.fmean(sts_average(r) for r in results) for name, results in runs.items()}
     recipes = [n for n in REGRESSION_ONLY if n in runs]
     if not recipes:
         return []
