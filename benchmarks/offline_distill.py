@@ -259,6 +259,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "5 CPU-core minutes a model)")
     parser.add_argument("--cpu-check", metavar="DIR",
                         help="saved results of a run on 2 CPU cores, quoted in the report's goal check")
+    parser.add_argument("--lr-choice", metavar="DIR",
+                        help="saved short runs at several learning rates; the report lists their STS-B dev scores, "
+                             "the evidence for the --cpu-check row's learning rate")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run (e.g. student.model=PATH)")
     parser.add_argument("--smoke", action="store_true", help="tiny budget: 1 seed, 2 steps, no transfer")
@@ -270,8 +273,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.methods = ",".join(METHODS)
     if args.smoke:
         args.seeds, args.steps, args.no_transfer = 1, 2, True
-    if args.cpu_check and not sorted(Path(args.cpu_check).glob("*/seed*/results.json")):
-        parser.error(f"--cpu-check {args.cpu_check}: no <method>/seed*/results.json under it")
+    for flag, folder in (("--cpu-check", args.cpu_check), ("--lr-choice", args.lr_choice)):
+        if folder and not sorted(Path(folder).glob("**/seed*/results.json")):
+            parser.error(f"{flag} {folder}: no <method>/seed*/results.json under it")
     if args.transfer_seeds < 0:
         parser.error("--transfer-seeds must be >= 0")
     unknown = [m for m in args.methods.split(",") if m not in METHODS]

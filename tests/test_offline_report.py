@@ -48,13 +48,21 @@ def saved_results(tmp_path) -> Path:
         _save(root / name / "seed1234", _result(first, 82.0 + first / 100, seed=1234))
         _save(root / name / "seed1235", _result(second, None, seed=1235))
     _save(tmp_path / "cpu" / "regression" / "seed1234", _result(76.0, None, 600.0, "cpu (2 threads)"))
+    for seed, sts, seconds in ((1234, 77.6, 1700.0), (1235, 78.0, 1790.0)):  # a second setting, two seeds, its lr saved
+        run = tmp_path / "cpu" / "lr2e-4" / "regression" / f"seed{seed}"
+        _save(run, _result(sts, None, seconds, "cpu (2 threads)", seed=seed))
+        (run / "config.yaml").write_text("train:\n  lr: 0.0002\n")
+    for lr, sts in ((0.0001, 70.0), (0.0004, 71.0)):  # the short runs the learning rate was chosen from
+        run = tmp_path / "lr_choice" / f"lr{lr:g}" / "regression" / "seed1234"
+        _save(run, _result(sts, None, seed=1234))
+        (run / "config.yaml").write_text(f"train:\n  lr: {lr}\n")
     return tmp_path
 
 
 def test_report_states_the_goals_from_the_numbers(saved_results):
     report = saved_results / "report" / "offline_distill.md"
     args = parse_args(["--report-only", "--transfer-seeds", "1", "--out-root", str(saved_results / "results"),
-                       "--cpu-check", str(saved_results / "cpu")])
+                       "--cpu-check", str(saved_results / "cpu"), "--lr-choice", str(saved_results / "lr_choice")])
     write_report(saved_results / "results", report, METHODS, args)
     text = report.read_text()
 
@@ -71,8 +79,17 @@ def test_report_states_the_goals_from_the_numbers(saved_results):
     # results that do not record them came from the defaults of their time: fast protocol, bf16 encoding
     assert "## Transfer tasks (accuracy x100; MRPC: accuracy; fast protocol, bf16 encoding)" in text
     assert "Avg as mean ± std; bf16 encoding)" in text
-    # the 2-CPU-core section quotes the saved CPU run
-    assert "| Embedding regression (MSE) | 1234 | cpu (2 threads) | 10 | 10.0 | 0.02 | 76.00 | 95.00% |" in text
+    # the 2-CPU-core section quotes the saved CPU runs, a row per seed and a verdict per setting
+    assert "| Embedding regression (MSE) | — | 1234 | cpu (2 threads) | 10 | 10.0 | 0.02 | 76.00 | 95.00% |" in text
+    assert "| Embedding regression (MSE) | 0.0002 | 1235 | cpu (2 threads) | 10 | 29.8 | 0.01 | 78.00 | 97.50% |" in text
+    assert ("- Embedding regression (MSE), lr —, 10 steps: STS Avg 76.00 over 1 seed(s) = 95.00% of the teacher's "
+            "80.00 (per seed 95.00-95.00%), slowest training 10.0 min: goal (>= 97% within 30 min) **not met**.") in text
+    assert ("- Embedding regression (MSE), lr 0.0002, 10 steps: STS Avg 77.80 ± 0.28 over 2 seed(s) = 97.25% of the "
+            "teacher's 80.00 (per seed 97.00-97.50%), slowest training 29.8 min: goal (>= 97% within 30 min) "
+            "**met**.") in text
+    # the learning rate's evidence: dev scores only (best_stsb_dev is sts + 5 here), best first and in bold
+    assert ("| Embedding regression (MSE) | 0.0004 | 10 | **76.00** |\n"
+            "| Embedding regression (MSE) | 0.0001 | 10 | 75.00 |") in text
     assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
 
 
