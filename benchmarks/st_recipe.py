@@ -31,7 +31,7 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
     """Train the recipe for ``cfg.train.max_steps`` steps; returns the saved model folder.
 
     Writes ``train_summary.json`` with the fields the benchmark report reads (steps, best step and dev
-    score, train seconds, steps/s, the dev history)."""
+    score, train seconds, steps/s, the dev history) and ``config.yaml``, the run's resolved config."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
@@ -39,6 +39,7 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
 
     from dataclasses import replace
 
+    from distill.config import save_config
     from distill.pools import build_pools
     from distill.student import build_encoder
     from eval.data.sts import load_stsb
@@ -46,7 +47,8 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
     from teacher_cache.corpora import resolve_data_dir
 
     torch.manual_seed(cfg.train.seed)
-    student = build_encoder(replace(cfg.student, layer_choice="spread"))
+    cfg = replace(cfg, student=replace(cfg.student, layer_choice="spread"))
+    student = build_encoder(cfg.student)
     full_length, student.max_seq_length = student.max_seq_length, cfg.student.max_seq_length
     cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
@@ -77,6 +79,7 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
     shutil.rmtree(out / "st_trainer", ignore_errors=True)
     history = [(int(e["step"]), 100 * e[DEV_METRIC]) for e in trainer.state.log_history if DEV_METRIC in e]
     best_step, best = max(history, key=lambda item: (item[1], -item[0]))
+    save_config(cfg, out / "config.yaml")  # what was trained (its optimiser settings are the trainer's, above)
     (out / "train_summary.json").write_text(json.dumps({
         "steps": steps, "best_step": best_step, "best_stsb_dev": best, "train_seconds": seconds,
         "steps_per_second": steps / seconds, "dev_history": history, "world_size": 1,

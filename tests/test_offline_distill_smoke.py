@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -50,6 +51,8 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
     recipe = json.loads((tmp_path / "runs" / "st_recipe" / "seed1234" / "results.json").read_text())
     assert recipe["train"]["best_step"] in (1, 2) and [s for s, _ in recipe["train"]["dev_history"]] == [1, 2]
     assert recipe["train"]["train_seconds"] > 0 and "STS12" in recipe["sts"]["tasks"]
+    recipe_config = yaml.safe_load((tmp_path / "runs" / "st_recipe" / "seed1234" / "config.yaml").read_text())
+    assert recipe_config["student"]["layer_choice"] == "spread" and recipe_config["train"]["lr"] == 1e-4
     assert "sentence-transformers recipe" in text
 
     rerun = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
