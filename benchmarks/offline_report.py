@@ -287,6 +287,10 @@ def saved_lr(results_path: Path) -> float | None:
     return yaml.safe_load(config.read_text())["train"]["lr"] if config.is_file() else None
 
 
+def lr_text(lr: float | None) -> str:
+    return f"{lr:g}" if lr is not None else "—"
+
+
 def cpu_runs(cpu_root: Path) -> dict[tuple[str, float | None, int], list[dict]]:
     """Saved CPU runs under ``cpu_root`` (any depth), grouped by (method, learning rate, steps)."""
     groups: dict[tuple[str, float | None, int], list[dict]] = {}
@@ -314,15 +318,14 @@ def cpu_check(cpu_root: Path, references, methods) -> list[str]:
     teacher = sts_average(references["teacher"]) if "teacher" in references else None
     rows, verdicts = [], []
     for (name, lr, steps), results in cpu_runs(cpu_root).items():
-        lr_text = f"{lr:g}" if lr is not None else "—"
         for r in results:
             average, train = sts_average(r), r["train"]
             recovery = f"{100 * average / teacher:.2f}%" if teacher else "—"  # two decimals: a goal sits at 97%
-            rows.append([methods[name].label, lr_text, r["seed"], train["device"], train["steps"],
+            rows.append([methods[name].label, lr_text(lr), r["seed"], train["device"], train["steps"],
                          f"{train['train_seconds'] / 60:.1f}", f"{train['steps_per_second']:.2f}", f"{average:.2f}",
                          recovery])
         if teacher:
-            verdicts.append(cpu_verdict(f"{methods[name].label}, lr {lr_text}, {steps} steps", results, teacher))
+            verdicts.append(cpu_verdict(f"{methods[name].label}, lr {lr_text(lr)}, {steps} steps", results, teacher))
     columns = ["method", "lr", "seed", "device", "steps", "train min", "steps/s", "STS Avg", "recovery"]
     return [*markdown_table(columns, rows).splitlines(), "", *verdicts]
 
@@ -370,7 +373,7 @@ def lr_choice(sweep_root: Path, methods) -> list[str]:
     """Short runs at several learning rates, ranked by STS-B dev alone (their test scores are not shown)."""
     ranked = sorted(((statistics.fmean(r["train"]["best_stsb_dev"] for r in results), name, lr, steps)
                      for (name, lr, steps), results in cpu_runs(sweep_root).items()), reverse=True)
-    rows = [[methods[name].label, f"{lr:g}" if lr is not None else "—", steps,
+    rows = [[methods[name].label, lr_text(lr), steps,
              f"**{dev:.2f}**" if index == 0 else f"{dev:.2f}"] for index, (dev, name, lr, steps) in enumerate(ranked)]
     return markdown_table(["method", "lr", "steps", "best STS-B dev"], rows).splitlines()
 
