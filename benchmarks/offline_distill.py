@@ -122,7 +122,7 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     if method.trainer == "sentence_transformers":
         from benchmarks.st_recipe import train_st_recipe
 
-        model_dir = train_st_recipe(cfg, out, args.lr)
+        model_dir = train_st_recipe(cfg, out)
     else:
         model_dir = train(cfg, stsb_dev_evaluator(cfg))
     transfer_jobs = cores_per_run(args.jobs) if seed in run_seeds(args)[:args.transfer_seeds] else 0

@@ -301,13 +301,11 @@ def cpu_runs(cpu_root: Path) -> dict[tuple[str, float | None, int], list[dict]]:
     return groups
 
 
-def cpu_verdict(label: str, results: list[dict], teacher: float) -> str:
-    """One line per configuration: mean recovery over its seeds against the goal, slowest seed's time."""
-    averages = [sts_average(r) for r in results]
+def cpu_verdict(label: str, averages: list[float], minutes: float, teacher: float) -> str:
+    """One line per setting: its seeds' mean recovery against the goal, its slowest seed's training minutes."""
     recoveries = [100 * a / teacher for a in averages]
-    minutes = max(r["train"]["train_seconds"] for r in results) / 60
     met = statistics.fmean(recoveries) >= CPU_GOAL_PERCENT and minutes <= CPU_GOAL_MINUTES
-    return (f"- {label}: STS Avg {mean_std(averages)} over {len(results)} seed(s) = "
+    return (f"- {label}: STS Avg {mean_std(averages)} over {len(averages)} seed(s) = "
             f"{statistics.fmean(recoveries):.2f}% of the teacher's {teacher:.2f} (per seed "
             f"{min(recoveries):.2f}-{max(recoveries):.2f}%), slowest training {minutes:.1f} min: goal "
             f"(>= {CPU_GOAL_PERCENT:.0f}% within {CPU_GOAL_MINUTES:.0f} min) **{'met' if met else 'not met'}**.")
@@ -318,14 +316,17 @@ def cpu_check(cpu_root: Path, references, methods) -> list[str]:
     teacher = sts_average(references["teacher"]) if "teacher" in references else None
     rows, verdicts = [], []
     for (name, lr, steps), results in cpu_runs(cpu_root).items():
-        for r in results:
-            average, train = sts_average(r), r["train"]
+        averages = [sts_average(r) for r in results]
+        for r, average in zip(results, averages):
+            train = r["train"]
             recovery = f"{100 * average / teacher:.2f}%" if teacher else "—"  # two decimals: a goal sits at 97%
             rows.append([methods[name].label, lr_text(lr), r["seed"], train["device"], train["steps"],
                          f"{train['train_seconds'] / 60:.1f}", f"{train['steps_per_second']:.2f}", f"{average:.2f}",
                          recovery])
         if teacher:
-            verdicts.append(cpu_verdict(f"{methods[name].label}, lr {lr_text(lr)}, {steps} steps", results, teacher))
+            minutes = max(r["train"]["train_seconds"] for r in results) / 60
+            verdicts.append(cpu_verdict(f"{methods[name].label}, lr {lr_text(lr)}, {steps} steps", averages, minutes,
+                                        teacher))
     columns = ["method", "lr", "seed", "device", "steps", "train min", "steps/s", "STS Avg", "recovery"]
     return [*markdown_table(columns, rows).splitlines(), "", *verdicts]
 

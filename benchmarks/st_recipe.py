@@ -11,8 +11,8 @@ selection so the two can be set side by side:
 * targets: the teacher's sentence embeddings, read from the project's teacher cache (the same rows and
   vectors every other row of the benchmark trains on: the text pool and the training captions, held-out
   retrieval images' captions excluded);
-* loss: ``losses.MSELoss`` through ``SentenceTransformerTrainer``: AdamW, lr 1e-4 with 10% warm-up and
-  linear decay, batch 64, the benchmark's step budget and seed;
+* loss: ``losses.MSELoss`` through ``SentenceTransformerTrainer``: AdamW at ``train.lr`` (the benchmark's
+  ``--lr``, 1e-4 by default) with 10% warm-up and linear decay, batch 64, the benchmark's step budget and seed;
 * selection: STS-B dev (``EmbeddingSimilarityEvaluator``, cosine Spearman) every 10% of the steps, the
   best checkpoint loaded at the end (``load_best_model_at_end``). Test sets are not touched here.
 """
@@ -27,7 +27,7 @@ WARMUP_RATIO = 0.1
 DEV_METRIC = "eval_sts-dev_spearman_cosine"
 
 
-def train_st_recipe(cfg, out: Path, lr: float) -> Path:
+def train_st_recipe(cfg, out: Path) -> Path:
     """Train the recipe for ``cfg.train.max_steps`` steps; returns the saved model folder.
 
     Writes ``train_summary.json`` with the fields the benchmark report reads (steps, best step and dev
@@ -62,7 +62,7 @@ def train_st_recipe(cfg, out: Path, lr: float) -> Path:
     every = max(1, steps // 10)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st_trainer"), max_steps=steps, per_device_train_batch_size=cfg.train.batch_size,
-        learning_rate=lr, warmup_ratio=WARMUP_RATIO, seed=cfg.train.seed, data_seed=cfg.train.seed,
+        learning_rate=cfg.train.lr, warmup_ratio=WARMUP_RATIO, seed=cfg.train.seed, data_seed=cfg.train.seed,
         eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
         metric_for_best_model=DEV_METRIC, load_best_model_at_end=True, logging_steps=every,
         report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
