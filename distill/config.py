@@ -237,6 +237,9 @@ class TrainConfig:
     on CPUs). ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences,
     teacher rows) while the current step runs; 0 prepares them in the training process between steps,
     which costs a CPU run nothing extra; on a GPU a few workers keep tokenisation off the step's path.
+    ``export``: ONNX files written into ``model/`` at the end (distill/export.py): ``onnx`` (float32,
+    ``onnx/model.onnx``) and/or ``onnx-int8`` (dynamic int8, ``onnx/model_qint8.onnx``); needs the
+    ``export`` extra, checked before training starts.
     """
 
     output_dir: str = "runs/offline_default"
@@ -259,6 +262,7 @@ class TrainConfig:
     device: str | None = None
     compile: bool = False
     loader_workers: int = field(default=0, metadata=at_least(0))
+    export: list[Literal["onnx", "onnx-int8"]] = field(default_factory=list)
 
 
 @dataclass

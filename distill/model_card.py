@@ -15,6 +15,8 @@ import yaml
 from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 
 from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
+from distill.export import EXPORT_FILES
+from teacher_cache.files import atomic_write
 from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
 from teacher_cache.towers.config import TeacherConfig
 
@@ -32,7 +34,7 @@ def write_model_card(model_dir: Path, cfg: RunConfig, teacher_manifest: dict[str
     """
     model = SentenceTransformer(str(model_dir), device="cpu")
     header = card_header(model, cfg)
-    body = card_body(model, cfg, teacher_manifest, state, results or {})
+    body = card_body(model, cfg, teacher_manifest, state, results or {}, Path(model_dir))
     (Path(model_dir) / "README.md").write_text(f"---\n{header}\n---\n\n{body}")
 
 
@@ -58,7 +60,7 @@ def _layer_note(student: StudentConfig) -> str:
 
 
 def card_body(model: SentenceTransformer, cfg: RunConfig, manifest: dict[str, Any], state,
-              results: dict[str, float]) -> str:
+              results: dict[str, float], model_dir: Path) -> str:
     base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
     layers = _layer_note(cfg.student)
     folder = Path(cfg.train.output_dir) / "model"
@@ -78,7 +80,7 @@ model = SentenceTransformer("{folder.as_posix()}")  # this folder (or its hub id
 embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
 print(model.similarity(embeddings, embeddings))
 ```
-
+{onnx_usage(Path(model_dir))}
 ## Results of this checkpoint
 
 {results_table(state, results)}
@@ -111,6 +113,71 @@ SentEval protocol. The checkpoint is the step with the best STS-B dev score.
 ```
 </details>
 """
+
+
+def onnx_usage(model_dir: Path) -> str:
+    """How to run the ONNX files this folder holds (none: nothing)."""
+    present = {name: file for name, file in EXPORT_FILES.items() if (model_dir / file).is_file()}
+    if not present:
+        return ""
+    files = ", ".join(f"`{file}` ({'float32' if name == 'onnx' else 'dynamic int8, per-channel weights'})"
+                      for name, file in present.items())
+    file = next(iter(present.values())) if len(present) == 1 else EXPORT_FILES["onnx-int8"]
+    return f"""
+### ONNX
+
+This folder also holds {files}, in sentence-transformers' layout. With `optimum[onnxruntime]`
+installed (it needs transformers < 4.58):
+
+```python
+model = SentenceTransformer("path/to/this/folder", backend="onnx", model_kwargs={{"file_name": "{file}"}})
+```
+
+With transformers 5 and `pip install 'kdmcse-distill[export]'`:
+`from distill.export import load_onnx_student; model = load_onnx_student("path/to/this/folder", "{file}")`.
+"""
+
+
+SECTION_START, SECTION_END = "<!-- kdmcse:{name} -->", "<!-- /kdmcse:{name} -->"
+
+
+def set_card_section(model_dir: Path, name: str, markdown: str, before: str = "## Training") -> None:
+    """Put ``markdown`` into the card as section ``name``, replacing that section if the card has it,
+    else inserting it before the heading ``before`` (at the end when there is none)."""
+    card = Path(model_dir) / "README.md"
+    text = card.read_text()
+    start, end = SECTION_START.format(name=name), SECTION_END.format(name=name)
+    block = f"{start}\n{markdown.strip()}\n{end}\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+    elif f"\n{before}\n" in text:
+        head, tail = text.split(f"\n{before}\n", 1)
+        text = f"{head}\n{block}\n{before}\n{tail}"
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}"
+    atomic_write(card, text.encode())
+
+
+def speed_section(rows: list[dict[str, Any]], machine: str) -> str:
+    """The card's "Speed" section from ``benchmarks/student_speed.py`` rows (``model``, ``backend``,
+    ``sentences_per_second``, ``ratio_to_teacher_fp32``, ``p50_ms``, ``sts_average``): a headline line
+    for the student's fastest row, then the student's rows beside the teacher's torch fp32 row."""
+    teacher = next(r for r in rows if r["model"] == "teacher" and r["backend"] == "torch fp32")
+    students = [r for r in rows if r["model"] == "student"]
+    fastest = max(students, key=lambda r: r["ratio_to_teacher_fp32"])
+    share = 100 * fastest["sts_average"] / teacher["sts_average"]
+    lines = ["## Speed", "",
+             f"**{fastest['ratio_to_teacher_fp32']:.2f}x the teacher's throughput at {share:.1f}% of its STS "
+             f"average** ({fastest['backend']} against the teacher in torch fp32; {machine}).", "",
+             "| model | backend | sentences/s (batch 64) | x teacher | p50 ms (batch 1) | STS Avg |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['backend']} | {r['sentences_per_second']:.0f} | {r['ratio_to_teacher_fp32']:.2f}x | "
+              f"{r['p50_ms']:.1f} | {r['sts_average']:.2f} |" for r in [teacher, *students]]
+    lines += ["", "Measured with kdmcse-distill's `benchmarks/student_speed.py` over the STS-B test sentences, "
+              "all rows side by side in one run; STS Avg is the 7-task average (STS12-16, STS-B, SICK-R; "
+              "SentEval protocol, Spearman x100)."]
+    return "\n".join(lines)
 
 
 def teacher_name(teacher: TeacherConfig) -> str:

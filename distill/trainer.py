@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.config import ConfigError, RunConfig, config_yaml, load_config, to_dict
+from distill.export import export_model, require_export_extra
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
@@ -75,7 +76,7 @@ ENCODER_FOLDERS = ("best", "model")
 SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
 # Keys a resumed run may change: they leave every number of the run as it was.
-RESULT_NEUTRAL_KEYS = {"train.loader_workers"}
+RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export"}
 
 
 class RunFolderError(ValueError):
@@ -135,6 +136,8 @@ class TrainingRun:
 def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     """Train a student as ``cfg`` says, keeping the encoder ``evaluate_dev`` scores best (it runs on the
     main rank only); returns the folder of the saved SentenceTransformer."""
+    if cfg.train.export:
+        require_export_extra()  # now, not after the last step
     env = init_distributed(cfg.train.device)
     claim_run_folder(cfg, env)
     seed_everything(cfg.train.seed + env.rank)
@@ -331,6 +334,7 @@ def finish(run: TrainingRun) -> Path:
 
         def write_model(folder: Path) -> None:
             shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING))
+            export_model(folder, cfg.train.export)
             write_model_card(folder, cfg, run.cache.manifest, state)
 
         replace_folder(final, write_model)

@@ -26,13 +26,14 @@ DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
+    from distill.export import ExportError
     from distill.trainer import RunFolderError, train
     from eval.sts import stsb_dev_evaluator
     from teacher_cache import USER_ERRORS
 
     try:
         model_dir = train(cfg, stsb_dev_evaluator(cfg))
-    except (*USER_ERRORS, RunFolderError) as err:  # the user's data, cache or run folder: one line
+    except (*USER_ERRORS, RunFolderError, ExportError) as err:  # the user's data, cache or run folder: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"saved student to {model_dir}")

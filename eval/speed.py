@@ -1,0 +1,61 @@
+"""How fast a SentenceTransformer encodes: throughput over a batch stream and single-sentence latency.
+
+Both go through ``SentenceTransformer.encode``, the call a deployment makes (tokenisation, the
+transformer, pooling and normalisation included; sentences sorted by length inside each call, as
+sentence-transformers does), so a PyTorch model and one whose transformer runs on onnxruntime
+(``distill.export.load_onnx_student``) are timed on the same path. ``bf16`` runs the call under
+bfloat16 autocast on the CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+
+def _precision(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def sentences_per_second(model: SentenceTransformer, sentences: Sequence[str], batch_size: int = 64,
+                         bf16: bool = False) -> float:
+    """Sentences encoded per second when all of ``sentences`` go through in batches of ``batch_size``."""
+    with torch.inference_mode(), _precision(bf16):
+        started = time.perf_counter()
+        model.encode(list(sentences), batch_size=batch_size, show_progress_bar=False)
+        return len(sentences) / (time.perf_counter() - started)
+
+
+def latencies_ms(model: SentenceTransformer, sentences: Sequence[str], bf16: bool = False) -> np.ndarray:
+    """Milliseconds to encode each sentence alone (batch size 1), one value per sentence."""
+    times = []
+    with torch.inference_mode(), _precision(bf16):
+        for sentence in sentences:
+            started = time.perf_counter()
+            model.encode([sentence], batch_size=1, show_progress_bar=False)
+            times.append((time.perf_counter() - started) * 1000.0)
+    return np.asarray(times)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16); without it autocast emulates."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ("unknown CPU" elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            line = next((line for line in handle if line.startswith("model name")), "")
+    except OSError:
+        line = ""
+    return line.split(":", 1)[-1].strip() or "unknown CPU"

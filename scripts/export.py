@@ -1,0 +1,62 @@
+"""Export a saved SentenceTransformer (a run's model/, or any local folder) to ONNX for deployment.
+
+Examples:
+    python scripts/export.py runs/offline_default/model                       # onnx and onnx-int8
+    python scripts/export.py runs/offline_default/model --formats onnx
+
+Writes onnx/model.onnx (float32) and onnx/model_qint8.onnx (dynamic int8) into the folder, the layout
+of sentence-transformers' own export helpers; the model card says how to load them. Needs the export
+extra: pip install 'kdmcse-distill[export]'. Training can do the same at its end: train.export=[onnx,onnx-int8].
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
+
+from distill.export import EXPORT_FILES  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="folder of a saved SentenceTransformer (e.g. runs/NAME/model)")
+    parser.add_argument("--formats", default=",".join(EXPORT_FILES),
+                        help=f"comma-separated, among {','.join(EXPORT_FILES)} (default: all)")
+    args = parser.parse_args(argv)
+    args.formats = [name.strip() for name in args.formats.split(",") if name.strip()]
+    unknown = sorted(set(args.formats) - set(EXPORT_FILES)) or ([] if args.formats else ["(none)"])
+    if unknown:
+        parser.error(f"--formats: unknown {unknown}; choose from {','.join(EXPORT_FILES)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from distill.export import ExportError, export_model
+    from distill.trainer import is_complete, seal
+
+    if not (args.model / "modules.json").is_file():
+        hint = f"; its saved model is {args.model / 'model'}" if (args.model / "model" / "modules.json").is_file() else ""
+        print(f"error: {args.model} is not a saved SentenceTransformer (no modules.json){hint}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        written = export_model(args.model, args.formats)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if is_complete(args.model):  # a trainer's model/ lists its files: the new ones belong to it too
+        seal(args.model)
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    print(f"exported in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
