@@ -11,12 +11,12 @@ The files go where sentence-transformers' own export helpers put them, beside th
   float32 embeddings over 640 STS-B sentences, per-channel 0.98.
 
 Pooling and normalisation stay the SentenceTransformer's own modules, as with sentence-transformers'
-``backend="onnx"``, so a user with ``optimum[onnxruntime]`` loads a file with
+``backend="onnx"``, which reads this layout:
 ``SentenceTransformer(model_dir, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8.onnx"})``.
-optimum's ONNX runtime package requires transformers < 4.58 while this project runs on transformers 5, so
-``load_onnx_student`` does the same here without optimum: it plugs an onnxruntime session into the
-SentenceTransformer in place of its PyTorch transformer, and ``encode``, the evaluations and the
-benchmarks work on it unchanged.
+That loader needs optimum-onnx, whose current release (0.1.0) requires transformers < 4.58 and so cannot
+install beside sentence-transformers 6 (transformers 5). ``load_onnx_student`` does the same without it:
+it plugs an onnxruntime session into the SentenceTransformer in place of its PyTorch transformer, and
+``encode``, the evaluations and the benchmarks work on it unchanged.
 """
 from __future__ import annotations
 

@@ -126,8 +126,8 @@ def onnx_usage(model_dir: Path) -> str:
     return f"""
 ### ONNX
 
-This folder also holds {files}, in sentence-transformers' layout. With `optimum[onnxruntime]`
-installed (it needs transformers < 4.58):
+This folder also holds {files}, in sentence-transformers' layout, read by its ONNX backend (which needs
+optimum-onnx; its release 0.1.0 requires transformers < 4.58):
 
 ```python
 model = SentenceTransformer("path/to/this/folder", backend="onnx", model_kwargs={{"file_name": "{file}"}})

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,7 +21,8 @@ from sentence_transformers import SentenceTransformer
 
 from distill.config import ConfigError, load_config
 from distill.student import GroundingHeads
-from distill.trainer import train
+from distill.export import EXPORT_FILES, load_onnx_student
+from distill.trainer import LISTING, train
 from eval.sts import stsb_dev_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +89,19 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
 
 
 ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
+
+
+def test_export_at_the_end_of_training_belongs_to_model(tiny_bert_dir, tmp_path):
+    overrides = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.export": "[onnx, onnx-int8]"})
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", overrides)
+    model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    assert {EXPORT_FILES["onnx"], EXPORT_FILES["onnx-int8"]} <= set(json.loads((model_dir / LISTING).read_text()))
+    card = (model_dir / "README.md").read_text()
+    assert "### ONNX" in card and f'model_kwargs={{"file_name": "{EXPORT_FILES["onnx-int8"]}"}}' in card
+    reference = SentenceTransformer(str(model_dir), device="cpu").encode(["a dog runs", "two cats sleep on a mat"])
+    onnx = load_onnx_student(model_dir, EXPORT_FILES["onnx"]).encode(["a dog runs", "two cats sleep on a mat"])
+    assert np.allclose(onnx, reference, atol=1e-4)
+    assert train(cfg, stsb_dev_evaluator(cfg)) == model_dir  # the folder is still the trainer's: rerun accepted
 
 
 @pytest.fixture(scope="module")
