@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -245,7 +246,7 @@ class TrainConfig:
     output_dir: str = "runs/offline_default"
     cache_root: str = "cache/teacher"
     batch_size: int = field(default=64, metadata=at_least(1))
-    lr: float = field(default=3e-5, metadata=POSITIVE)
+    lr: float = field(default=3e-5, metadata={"range": (0, 1.0, True)})  # above 1, AdamW only diverges
     weight_decay: float = field(default=0.0, metadata=at_least(0))
     warmup_ratio: float = field(default=0.0, metadata=UNIT_INTERVAL)
     grad_clip: float = field(default=1.0, metadata=at_least(0))
@@ -406,6 +407,8 @@ def _check_range(value: Any, bounds: tuple[float, float | None, bool], key: str)
     low, high, low_open = bounds
     if value is None:
         return
+    if not math.isfinite(value):  # YAML reads .inf and .nan as floats; no setting means either
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if low_open and not value > low or not low_open and not value >= low:
         raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}"
                           f"{f' and <= {high}' if high is not None else ''}, got {value!r}")

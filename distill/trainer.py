@@ -83,6 +83,10 @@ class RunFolderError(ValueError):
     """The output folder cannot be used as it is; the message names what and says what to do."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or every dev score stopped being a finite number; nothing diverged is saved as a result."""
+
+
 class StudentWithObjective(nn.Module):
     """What the optimiser and DDP see: the student and the objective's own state (prototypes,
     queues) together, so both are trained, averaged across ranks and checkpointed."""
@@ -157,6 +161,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
         evaluating = state.step % cfg.train.eval_every == 0 or state.step == n_steps
         if state.step % cfg.train.log_every == 0 or evaluating:
             values = read_terms(terms, env)  # host-device sync: log steps only
+            stop_if_diverged(run, values)
             log_terms(run, values)
             progress.set_postfix(loss=f"{values['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
         progress.update()
@@ -170,6 +175,18 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
         run.writer.close()
     leave_distributed()
     return final
+
+
+def stop_if_diverged(run: TrainingRun, values: dict[str, float]) -> None:
+    """A non-finite loss term ends the run before anything is saved from it (read on log steps)."""
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+        checkpoint = run.out / "checkpoint.pt"
+        last = f"the last good checkpoint is {checkpoint} (step {run.state.dev_history[-1][0]})" \
+            if run.state.dev_history and checkpoint.is_file() else "no checkpoint was written before it"
+        raise TrainingDiverged(f"the loss diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at step "
+                               f"{run.state.step} (terms are read every train.log_every steps); nothing of it is "
+                               f"saved; {last}; lower train.lr and train into a new folder")
 
 
 def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> TrainingRun:
@@ -311,7 +328,7 @@ def evaluate_and_checkpoint(run: TrainingRun) -> None:
         student.train()
         state.dev_history.append((state.step, score))
         run.writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
-        if score > state.best_dev:
+        if math.isfinite(score) and score > state.best_dev:  # a NaN dev is never "best"
             state.best_dev, state.best_step = score, state.step
             replace_folder(run.out / "best", lambda folder: save_encoder(student, folder))
         tqdm.write(f"step {state.step}: STS-B dev {score:.2f}, best {state.best_dev:.2f} at step {state.best_step}")
@@ -325,10 +342,10 @@ def finish(run: TrainingRun) -> Path:
     final = out / "model"
     if env.is_main:
         best = out / "best"
-        if state.best_step < 0:  # no finite dev score: nothing was ever better than the start
-            print("no evaluation scored a finite STS-B dev; saving the final weights as best/")
-            replace_folder(best, lambda folder: save_encoder(run.trainable.student, folder))
-        elif not is_complete(best):
+        if state.best_step < 0:
+            raise TrainingDiverged(f"no evaluation scored a finite STS-B dev ({state.dev_history}); no model is "
+                                   f"saved in {out}; lower train.lr and train into a new folder")
+        if not is_complete(best):
             raise RunFolderError(f"{best} is missing although step {state.best_step} was saved as best; "
                                  "delete the run folder to start over")
 

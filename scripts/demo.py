@@ -42,13 +42,17 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.export import ExportError
+    from distill.trainer import RunFolderError, TrainingDiverged
     from teacher_cache import USER_ERRORS
 
     try:
         return run_demo(cfg)
-    except (*USER_ERRORS, ExportError) as err:
+    except (*USER_ERRORS, RunFolderError, ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 def run_demo(cfg: RunConfig) -> int:

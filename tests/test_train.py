@@ -6,6 +6,7 @@ teacher cache under tmp, so these tests also cover the trainer's automatic cache
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -89,6 +90,40 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
 
 
 ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
+
+
+def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tiny_bert_dir, tmp_path, monkeypatch):
+    from distill import trainer
+
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml",
+                      tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6, "train.log_every": 1}))
+    real, steps = trainer.read_terms, iter(range(1, 100))
+
+    def diverging_at_step_3(terms, env):  # log_every=1: read once per step
+        values = real(terms, env)
+        return {**values, "loss": math.nan} if next(steps) >= 3 else values
+
+    monkeypatch.setattr(trainer, "read_terms", diverging_at_step_3)
+    with pytest.raises(trainer.TrainingDiverged, match=r"^the loss diverged: loss=nan at step 3 .*the last good "
+                                                        r"checkpoint is .*checkpoint.pt \(step 2\)"):
+        train(cfg, stsb_dev_evaluator(cfg))
+    run = tmp_path / "run"
+    assert not (run / "model").exists() and not (run / "train_summary.json").exists()
+
+
+def test_no_finite_dev_score_saves_no_model(tiny_bert_dir, tmp_path):
+    from distill.trainer import TrainingDiverged
+
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
+    with pytest.raises(TrainingDiverged, match="no evaluation scored a finite STS-B dev"):
+        train(cfg, lambda encoder: math.nan)
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "best").exists()
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "2.0"])
+def test_a_learning_rate_that_can_only_diverge_is_refused(value):
+    with pytest.raises(ConfigError, match=r"^train\.lr must be"):
+        load_config(None, [f"train.lr={value}"])
 
 
 def test_export_at_the_end_of_training_belongs_to_model(tiny_bert_dir, tmp_path):
