@@ -27,6 +27,7 @@ types; it is read with ``torch.load(weights_only=True)``, so a planted pickle ne
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -59,14 +60,14 @@ from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.student import Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
-from teacher_cache.files import atomic_save, atomic_write, json_bytes
+from teacher_cache.files import LOCK_FILE, atomic_save, atomic_write, folder_lock, json_bytes
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
 
 
 DevEvaluator = Callable[[SentenceTransformer], float]
 """Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
 
-TRAINER_FILES = {"config.yaml", "checkpoint.pt", "train_summary.json"}
+TRAINER_FILES = {"config.yaml", "checkpoint.pt", "train_summary.json", LOCK_FILE}
 # ...and their temp files while being written (``teacher_cache.files.atomic_save``; ``.tmp`` from older versions)
 TRAINER_TEMP_FILE = re.compile(r"(config\.yaml|checkpoint\.pt|train_summary\.json)\.tmp(-\d+)?")
 # Written beside a finished run by the project's own scripts (scripts/demo.py, benchmarks/offline_distill.py):
@@ -143,6 +144,13 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     if cfg.train.export:
         require_export_extra()  # now, not after the last step
     env = init_distributed(cfg.train.device)
+    out = Path(cfg.train.output_dir)
+    refuse_foreign_entries(out)  # before the lock file goes in; checked again under the lock
+    with folder_lock(out, "training") if env.is_main else contextlib.nullcontext():
+        return _train(cfg, evaluate_dev, env)
+
+
+def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     claim_run_folder(cfg, env)
     seed_everything(cfg.train.seed + env.rank)
     run = start_run(cfg, evaluate_dev, env)
@@ -373,11 +381,7 @@ def claim_run_folder(cfg: RunConfig, env: DistEnv) -> None:
     """Refuse a folder holding anything this trainer did not write, or a run with another config;
     then (main rank) finish or undo a swap a kill interrupted. Every rank checks, so all stop together."""
     out = Path(cfg.train.output_dir)
-    foreign = foreign_entries(out)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise RunFolderError(f"train.output_dir={out} holds files this trainer did not write ({shown}); "
-                             "choose a new or empty folder, or move them away")
+    refuse_foreign_entries(out)
     check_resumable(cfg, out)
     env.barrier()
     if env.is_main:
@@ -385,6 +389,14 @@ def claim_run_folder(cfg: RunConfig, env: DistEnv) -> None:
         for name in ENCODER_FOLDERS:
             recover_swap(out / name)
     env.barrier()
+
+
+def refuse_foreign_entries(out: Path) -> None:
+    foreign = foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunFolderError(f"train.output_dir={out} holds files this trainer did not write ({shown}); "
+                             "choose a new or empty folder, or move them away")
 
 
 def foreign_entries(out: Path) -> list[str]:

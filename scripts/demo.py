@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(cfg: RunConfig) -> int:
+    from teacher_cache.files import folder_lock
+
+    with folder_lock(Path(cfg.train.output_dir), "demo"):  # also over its evaluations, written beside the run
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: RunConfig) -> int:
     from teacher_cache import data_dir_for, ensure_cache
     from teacher_cache.offline_models import resolve_model_name
     from distill.student import build_encoder

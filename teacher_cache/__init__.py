@@ -17,6 +17,7 @@ from .data import (
     dataset_fingerprint,
 )
 from .integrity import CacheIntegrityError, verify_cache
+from .files import FolderBusyError
 from .reader import CacheFormatError, TeacherCache
 from .towers import AUTO_PRECISION, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
 from .writer import (
@@ -35,11 +36,12 @@ from .writer import (
 
 # A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
 USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError,
-                                            CacheIntegrityError, CacheFormatError)
+                                            CacheIntegrityError, CacheFormatError, FolderBusyError)
 
 __all__ = [
     "AUTO_PRECISION",
     "BadInputError",
+    "FolderBusyError",
     "BuildReport",
     "CacheDataConfig",
     "CacheFormatError",

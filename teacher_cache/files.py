@@ -1,10 +1,13 @@
 """Crash-safe file writing and checksums shared by the cache writer and reader (and the trainer)."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,3 +85,54 @@ def stat_identity(path: Path) -> list[int]:
     """
     info = path.stat()
     return [info.st_size, info.st_mtime_ns, info.st_ino]
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock; the message names it and its pid."""
+
+
+LOCK_FILE = ".lock"
+_HELD: dict[Path, list] = {}  # lock file -> [open handle, depth]: this process's locks, re-entrant
+
+
+@contextmanager
+def folder_lock(folder: Path, purpose: str, wait: bool = False, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold ``folder/name`` exclusively for ``purpose`` (e.g. "training"): ``flock``, so the kernel
+    releases it when the process dies and a kill never leaves it stuck. Another holder: with ``wait``,
+    say so and block until it is done; else ``FolderBusyError`` naming the holder's pid. Re-entrant
+    within one process (the demo holds its run folder and the trainer inside it takes it again)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / name).resolve()
+    if path in _HELD:
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    handle = open(path, "a+")
+    try:
+        _acquire(handle, path, purpose, wait)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {purpose}\n")
+        handle.flush()
+        _HELD[path] = [handle, 1]
+        yield
+    finally:
+        _HELD.pop(path, None)
+        handle.close()  # closing the descriptor releases the lock
+
+
+def _acquire(handle, path: Path, purpose: str, wait: bool) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+    if not wait:
+        raise FolderBusyError(f"{path.parent} is in use by process {holder} (lock {path}); wait for it to "
+                              f"finish or choose another folder for this {purpose}")
+    print(f"waiting for process {holder}, which holds {path}", file=sys.stderr, flush=True)
+    fcntl.flock(handle, fcntl.LOCK_EX)

@@ -53,7 +53,6 @@ Why it is built this way:
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -85,7 +84,7 @@ from .data import (
     image_sha256s,
 )
 from .distributed import DistEnv
-from .files import atomic_write, file_sha256, json_bytes, write_if_changed
+from .files import atomic_write, file_sha256, folder_lock, json_bytes, write_if_changed
 from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
 from .towers import Teacher, TeacherConfig, build_teacher, resolve_device
@@ -768,14 +767,10 @@ def _random_state_kept() -> Iterator[None]:
 
 @contextmanager
 def _lock_on_rank0(group: DistEnv, cache_root: Path) -> Iterator[None]:
-    """Serialise independent builders of one cache root; ranks of one group share rank 0's lock."""
+    """Serialise independent builders of one cache root (a second one waits, saying for whom);
+    ranks of one group share rank 0's lock."""
     if group.rank != 0:
         yield
         return
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with open(cache_root / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with folder_lock(cache_root, "cache build", wait=True, name=".build.lock"):
+        yield

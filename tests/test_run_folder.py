@@ -132,3 +132,61 @@ def test_a_run_folder_from_before_a_key_rename_is_refused_naming_its_config(tmp_
     (tmp_path / "config.yaml").write_text("loss:\n  aahr_queue_size: 0\n")
     with pytest.raises(RunFolderError, match=r"config.yaml cannot be resumed .*unknown key\(s\) loss.aahr_queue_size"):
         check_resumable(load_config(None), tmp_path)
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from teacher_cache.files import folder_lock
+with folder_lock(Path(sys.argv[1]), sys.argv[2], name=sys.argv[3]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[4]))
+"""
+
+
+def hold_lock(folder: Path, purpose: str, seconds: float, name: str = ".lock") -> subprocess.Popen:
+    """Another process holding ``folder``'s lock for ``seconds`` (returns once it holds it)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), purpose, name, str(seconds)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_training_into_a_held_run_folder_is_refused_naming_the_holder(tmp_path):
+    out = tmp_path / "run"
+    holder = hold_lock(out, "training", 60)
+    try:
+        result = run_cli([f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {out} is in use by process {holder.pid} training (lock {out / '.lock'}); wait for it to finish "
+        "or choose another folder for this training"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    from teacher_cache.files import folder_lock
+
+    holder = hold_lock(tmp_path, "training", 60)
+    holder.kill()  # SIGKILL: no cleanup ran; the kernel dropped the flock with the process
+    holder.wait()
+    with folder_lock(tmp_path, "training"):
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()} training\n"
+
+
+def test_a_second_cache_build_waits_for_the_first_and_says_for_whom(tmp_path, capsys):
+    import time
+
+    from teacher_cache.files import folder_lock
+
+    holder = hold_lock(tmp_path, "cache build", 2, name=".build.lock")
+    started = time.monotonic()
+    with folder_lock(tmp_path, "cache build", wait=True, name=".build.lock"):
+        waited = time.monotonic() - started
+    holder.wait()
+    assert waited > 0.5  # it did not write beside the other builder
+    assert f"waiting for process {holder.pid} cache build, which holds {tmp_path / '.build.lock'}" \
+        in capsys.readouterr().err
