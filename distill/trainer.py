@@ -35,6 +35,8 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,6 +163,18 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
     tick = time.perf_counter()
+    with StopRequest() as stop:
+        _loop(run, schedule, progress, tick, stop)
+    progress.close()
+    final = finish(run)
+    if run.writer is not None:
+        run.writer.close()
+    leave_distributed()
+    return final
+
+
+def _loop(run: TrainingRun, schedule, progress: tqdm, tick: float, stop: StopRequest) -> None:
+    cfg, env, state, n_steps = run.cfg, run.env, run.state, run.n_steps
     # Fetching step s+1 after step s was queued: on a GPU its preparation and copy overlap step s's kernels.
     for prepared in step_loader(run, list(schedule)):
         step = prepared.step
@@ -176,13 +190,57 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
         state.train_seconds += time.perf_counter() - tick  # waiting for the loader counts; evaluation does not
         if evaluating:
             evaluate_and_checkpoint(run)
+        if stop.due(env, logged=state.step % cfg.train.log_every == 0 or evaluating):
+            if not evaluating:
+                save_checkpoint(run)
+                env.barrier()
+            progress.close()
+            raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} after step {state.step} of "
+                                      f"{n_steps}; checkpoint written ({run.out / 'checkpoint.pt'}); rerun the same "
+                                      "command to resume", stop.signum)
         tick = time.perf_counter()
-    progress.close()
-    final = finish(run)
-    if run.writer is not None:
-        run.writer.close()
-    leave_distributed()
-    return final
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after a step, with a checkpoint of that step."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # what a shell reports for a process that signal ended
+
+
+class StopRequest:
+    """Notes SIGTERM / SIGINT instead of dying mid-step; the loop checkpoints and stops after the step.
+
+    One process acts on the step it is in. Under torchrun the ranks agree on log steps (one all-reduce
+    beside the log read, so no rank checkpoints alone and none waits for it)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum, self._previous = 0, {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def due(self, env: DistEnv, logged: bool) -> bool:
+        if env.world_size == 1:
+            return bool(self.signum)
+        if not logged:
+            return False
+        flag = torch.tensor([self.signum], device=env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.signum = int(flag.item())
+        return bool(self.signum)
 
 
 def stop_if_diverged(run: TrainingRun, values: dict[str, float]) -> None:

@@ -42,7 +42,7 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.export import ExportError
-    from distill.trainer import RunFolderError, TrainingDiverged
+    from distill.trainer import RunFolderError, TrainingDiverged, TrainingInterrupted
     from teacher_cache import USER_ERRORS
 
     try:
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, RunFolderError, ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:  # SIGTERM / SIGINT: checkpointed after the step, resumable
+        print(str(err), file=sys.stderr)
+        return err.exit_code
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.export import ExportError
-    from distill.trainer import RunFolderError, TrainingDiverged, train
+    from distill.trainer import RunFolderError, TrainingDiverged, TrainingInterrupted, train
     from eval.sts import stsb_dev_evaluator
     from teacher_cache import USER_ERRORS
 
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, RunFolderError, ExportError) as err:  # the user's data, cache or run folder: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:  # SIGTERM / SIGINT: checkpointed after the step, resumable
+        print(str(err), file=sys.stderr)
+        return err.exit_code
     except TrainingDiverged as err:  # not the user's input, but not a result either: one line, exit 1
         print(f"error: {err}", file=sys.stderr)
         return 1

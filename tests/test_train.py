@@ -196,6 +196,27 @@ def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_r
     assert_same_weights(straight / "model", out / "model")
 
 
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(straight_run, tmp_path, name):
+    """Schedulers send SIGTERM before killing; Ctrl-C sends SIGINT: step 3 (no evaluation there) is kept."""
+    common, straight = straight_run
+    out = tmp_path / "signalled"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGNAL_AT_STEP": f"{name}:3"}
+    stopped = subprocess.run([sys.executable, str(ROOT / "tests" / "signal_at_step.py"),
+                              str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, f"train.output_dir={out}"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"stopped by {name} after step 3 of 6; checkpoint written ({out / 'checkpoint.pt'}); "
+        "rerun the same command to resume")
+    assert "Traceback" not in stopped.stderr
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 3
+
+    rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert_same_weights(straight / "model", out / "model")
+
+
 def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2}))
     train(cfg, stsb_dev_evaluator(cfg))
