@@ -265,6 +265,16 @@ class TrainConfig:
     loader_workers: int = field(default=0, metadata=at_least(0))
     export: list[Literal["onnx", "onnx-int8"]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") \
+                    from None
+
 
 @dataclass
 class RunConfig:

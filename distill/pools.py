@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distill.config import ConfigError
 from teacher_cache.reader import TeacherCache
 
 HOLDOUT_SEED = 20240317  # fixed, not the run seed: every run and every method share one split
@@ -56,6 +57,7 @@ def build_pools(cache: TeacherCache, heldout_images: int = 0) -> TrainingPools:
 def choose_heldout_images(image_ids: list[str], n: int) -> list[str]:
     """A fixed random subset of ``n`` image ids (sorted), independent of the run's seed."""
     if n < 0 or (n > 0 and n >= len(image_ids)):  # at least one image must stay for training
-        raise ValueError(f"cannot hold out {n} of {len(image_ids)} images")
+        raise ConfigError(f"train.retrieval_holdout_images={n}: cannot hold out {n} of {len(image_ids)} images "
+                          f"(at least one must stay for training); choose 0 to {max(len(image_ids) - 1, 0)}")
     order = np.random.default_rng(HOLDOUT_SEED).permutation(len(image_ids))
     return sorted(image_ids[i] for i in order[:n])

@@ -17,7 +17,7 @@ from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 from torch import nn
 
-from distill.config import StudentConfig
+from distill.config import ConfigError, StudentConfig
 from teacher_cache.offline_models import resolve_model_name
 
 
@@ -42,7 +42,7 @@ def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> Sen
 def kept_layer_indices(total: int, k: int, choice: str) -> list[int]:
     """``first``: 0..k-1; ``spread``: k layers evenly spaced from layer 0 (6 -> 3: 0, 2, 4; 12 -> 4: 0, 3, 6, 9)."""
     if not 1 <= k <= total:
-        raise ValueError(f"student.layers={k}: the model has {total} layers")
+        raise ConfigError(f"student.layers={k}: the model has {total} layers; choose 1 to {total}")
     return list(range(k)) if choice == "first" else [i * total // k for i in range(k)]
 
 

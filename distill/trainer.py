@@ -260,6 +260,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     out = Path(cfg.train.output_dir)
     cache = open_teacher_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), env)
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
+    refuse_batch_larger_than_pools(batch_plan(cfg, pools, env), env)
     if env.is_main:
         atomic_write(out / "config.yaml", config_yaml(cfg).encode())
     env.barrier()
@@ -281,6 +282,15 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
                       writer=SummaryWriter(str(out / "tensorboard")) if env.is_main else None)
     run.state = load_checkpoint(run)
     return run
+
+
+def refuse_batch_larger_than_pools(plan: BatchPlan, env: DistEnv) -> None:
+    """A source smaller than one batch makes no step at all: say so before the student is even built."""
+    if plan.n_text < plan.batch_size and plan.n_paired < plan.batch_size:
+        per = f" per process x {env.world_size}" if env.world_size > 1 else ""
+        raise ConfigError(f"train.batch_size={plan.batch_size // env.world_size}{per} is more than any pool holds "
+                          f"({plan.n_text} text rows, {plan.n_paired} image-caption pairs): no complete batch; lower "
+                          "train.batch_size or add rows")
 
 
 def batch_plan(cfg: RunConfig, pools: TrainingPools, env: DistEnv) -> BatchPlan:

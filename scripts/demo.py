@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
-from distill.config import RunConfig, configs_dir, run_config_from_argv  # noqa: E402
+from distill.config import ConfigError, RunConfig, configs_dir, run_config_from_argv  # noqa: E402
 
 DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run_demo(cfg)
-    except (*USER_ERRORS, RunFolderError, ExportError) as err:
+    except (*USER_ERRORS, ConfigError, RunFolderError, ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:  # SIGTERM / SIGINT: checkpointed after the step, resumable

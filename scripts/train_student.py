@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
-from distill.config import configs_dir, run_config_from_argv  # noqa: E402
+from distill.config import ConfigError, configs_dir, run_config_from_argv  # noqa: E402
 
 DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model_dir = train(cfg, stsb_dev_evaluator(cfg))
-    except (*USER_ERRORS, RunFolderError, ExportError) as err:  # the user's data, cache or run folder: one line
+    except (*USER_ERRORS, ConfigError, RunFolderError, ExportError) as err:  # the user's data, cache or run folder: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:  # SIGTERM / SIGINT: checkpointed after the step, resumable

@@ -91,6 +91,12 @@ class CacheDataConfig:
             raise ValueError(f"limits name unknown sources {sorted(unknown)}; known: "
                              f"{sorted({*self.text_source_names, *self.image_source_names})}")
         object.__setattr__(self, "limits", {name: int(self.limits[name]) for name in sorted(self.limits)})
+        below_one = {name: n for name, n in self.limits.items() if n < 1}
+        if below_one:
+            raise ValueError(f"limits must keep at least 1 item per source, got {below_one}; "
+                             "remove a source from the lists instead of limiting it to nothing")
+        if not self.text_sources and not self.image_sources:
+            raise ValueError("no sources: name at least one in text_sources or image_sources")
 
     @property
     def own_sources(self) -> list[TextSource | ImageCaptionSource]:

@@ -22,6 +22,15 @@ from .writer import FORMAT
 ROW_NORM_TOLERANCE = 1e-2
 
 
+def read_json_file(path: Path) -> Any:
+    """A cache file's JSON; damage is a ``CacheFormatError`` naming the file, not a traceback."""
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CacheFormatError(f"{path} is not valid JSON ({err}); delete {path.parent} to rebuild the cache") \
+            from None
+
+
 class CacheFormatError(ValueError):
     """The directory is not a complete cache of this format (no manifest, or files disagree with it)."""
 
@@ -96,8 +105,8 @@ class TeacherCache:
         manifest_file = path / "manifest.json"
         if not manifest_file.is_file():
             raise CacheFormatError(f"{path} has no manifest.json: not a cache, or its build has not finished")
-        manifest = json.loads(manifest_file.read_text())
-        if manifest.get("format") != FORMAT:
+        manifest = read_json_file(manifest_file)
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CacheFormatError(f"{manifest_file}: format {manifest.get('format')!r}, this reader knows {FORMAT!r}; "
                                    "rebuild the cache with scripts/cache_teacher.py")
         check_layout(path, manifest)

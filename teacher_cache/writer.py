@@ -428,7 +428,9 @@ def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_finger
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
     path = directory / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    from .reader import read_json_file  # the reader imports this module's FORMAT
+
+    return read_json_file(path) if path.is_file() else None
 
 
 def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool) -> None:

@@ -67,6 +67,8 @@ class TeacherConfig:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be >= 1 (or null: the model's own), got {self.max_seq_length}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 (0: no worker processes), got {self.num_workers}")
 
