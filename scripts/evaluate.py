@@ -99,11 +99,17 @@ def default_out_path(model: str) -> Path:
 def model_folder_problem(model: str) -> str | None:
     """Why a local --model folder cannot be a SentenceTransformer (e.g. a training run folder), or None."""
     path = Path(model)
+    if path.is_file():
+        return f"--model {model} is a file; pass the folder of a saved SentenceTransformer"
     if not path.is_dir() or (path / "modules.json").is_file() or (path / "config.json").is_file():
         return None
     if (path / "model" / "modules.json").is_file():
         return f"--model {model} is a training run folder; its saved model is --model {path / 'model'}"
     return f"--model {model}: this folder holds no model (no modules.json or config.json)"
+
+
+def first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,11 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.sts import evaluate_sts
     from eval.transfer import TransferSettings, evaluate_transfer
 
+    from teacher_cache import USER_ERRORS
+
     problem = model_folder_problem(args.model)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    model = load_model(args.model, device=args.device)
+    try:
+        model = load_model(args.model, device=args.device)
+    except (OSError, ValueError) as err:  # no such path or hub id, a plain file, a folder of something else
+        print(f"error: --model {args.model}: cannot load it ({first_line(err)})", file=sys.stderr)
+        return 2
     common = dict(data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16)
     progress = not args.no_progress
     runners = {
@@ -131,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, timings, results = time.perf_counter(), {}, {}
     for group in args.task_groups:
         group_start = time.perf_counter()
-        results[group] = runners[group]()
+        try:
+            results[group] = runners[group]()
+        except USER_ERRORS as err:  # evaluation data missing or malformed: named file, one line
+            print(f"error: {err} (--data-dir names the folder that holds senteval/)", file=sys.stderr)
+            return 2
         timings[group] = round(time.perf_counter() - group_start, 1)
 
     config = {

@@ -40,3 +40,26 @@ def test_evaluate_points_from_a_run_folder_to_its_model(tmp_path):
     empty.mkdir()
     result = run_script("evaluate.py", ["--model", str(empty)], cwd=tmp_path)
     assert result.returncode == 2 and "holds no model (no modules.json or config.json)" in result.stderr
+
+
+def test_evaluate_names_a_model_it_cannot_load_in_one_line(tmp_path, capsys):
+    from kdmcse_cli import evaluate
+
+    (tmp_path / "weights.bin").write_text("not a model")
+    cases = {str(tmp_path / "typo" / "model"): f"cannot load it (Path {tmp_path / 'typo' / 'model'} not found)",
+             str(tmp_path / "weights.bin"): "is a file; pass the folder of a saved SentenceTransformer"}
+    for model, message in cases.items():
+        assert evaluate.main(["--model", model, "--out", str(tmp_path / "r.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: --model {model}" + (": " if "cannot" in message else " ") + message
+
+
+def test_evaluate_names_missing_eval_data_in_one_line(tiny_bert_dir, tmp_path, capsys):
+    from kdmcse_cli import evaluate
+
+    code = evaluate.main(["--model", str(tiny_bert_dir), "--data-dir", str(tmp_path), "--no-progress",
+                          "--out", str(tmp_path / "r.json")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1
+    assert errors[0].startswith(f"error: {tmp_path / 'senteval'}") and "file not found" in errors[0]
+    assert errors[0].endswith("(--data-dir names the folder that holds senteval/)")
