@@ -104,6 +104,26 @@ def test_caption_rows_of_one_image_are_grouped_and_paired(tmp_path):
     assert len(load_user_image_captions(source, 1, [], tmp_path / "store")[0]) == 1
 
 
+def test_caption_file_paths_stay_inside_the_image_folder_unless_allowed(tmp_path):
+    photos = make_photos(tmp_path / "photos", ["a.jpg"])
+    outside = make_photos(tmp_path / "elsewhere", ["x.jpg"]) / "x.jpg"
+    for name, line in (("../elsewhere/x.jpg", 3), (str(outside), 3)):
+        captions = write(tmp_path / "caps.csv", f"image,caption\na.jpg,a cat\n{name},a secret\n")
+        source = ImageCaptionSource(images=str(photos), captions=str(captions))
+        with pytest.raises(DataFormatError, match=rf"^{captions}:{line}: image path '{name}' points outside the image "
+                                                  rf"folder {photos}; use a path relative to it, or set "
+                                                  r"allow_outside_paths: true on this source$"):
+            load_user_image_captions(source, None, [], tmp_path / "store")
+        allowed = ImageCaptionSource(images=str(photos), captions=str(captions), allow_outside_paths=True)
+        images, _ = load_user_image_captions(allowed, None, [], tmp_path / "store")
+        assert [image.path.resolve() for image in images] == [photos / "a.jpg", outside]
+    (photos / "sub").mkdir()
+    inside = write(tmp_path / "caps.csv", "image,caption\nsub/../a.jpg,a cat\n")  # climbs, but stays inside
+    images, _ = load_user_image_captions(ImageCaptionSource(images=str(photos), captions=str(inside)), None, [],
+                                         tmp_path / "store")
+    assert [image.path.resolve() for image in images] == [photos / "a.jpg"]
+
+
 def test_jsonl_captions_resolve_images_beside_the_file_and_accept_lists(tmp_path):
     make_photos(tmp_path / "album", ["x.png"])
     captions = write(tmp_path / "album" / "captions.jsonl", json.dumps({"image": "x.png", "caption": ["one", ""]}))

@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..files import inside
 from .records import BadRow, DataFormatError, ImageRow, TextRow, read_data_lines
 
 __all__ = ["ImageCaptionSource", "TextSource", "load_user_image_captions", "load_user_texts"]
@@ -79,7 +80,9 @@ class ImageCaptionSource:
     ``image_column`` holds an image path relative to ``images`` (default: the captions file's folder)
     and whose ``caption_column`` holds a caption, or in JSONL a list of captions), or ``dataset`` (a
     ``save_to_disk`` folder or hub name with ``split``) whose ``image_column`` holds images or paths.
-    ``name`` prefixes the ids (default: the image folder's name, else the captions file stem)."""
+    ``name`` prefixes the ids (default: the image folder's name, else the captions file stem).
+    Image paths stay inside the image folder (no ``..`` out of it, no absolute paths) unless
+    ``allow_outside_paths`` is true."""
 
     images: str | None = None
     captions: str | None = None
@@ -88,6 +91,7 @@ class ImageCaptionSource:
     image_column: str = "image"
     caption_column: str = "caption"
     name: str | None = None
+    allow_outside_paths: bool = False
 
     def __post_init__(self) -> None:
         _one_of(self, "captions", "dataset")
@@ -236,7 +240,7 @@ def _image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]
         if not name:
             raise DataFormatError(path, line, f"empty image path in column {source.image_column!r}")
         texts = _caption_list(record[source.caption_column], source, line, 0)
-        entry = grouped.setdefault(name, (name, line, folder / name, []))
+        entry = grouped.setdefault(name, (name, line, _contained(folder, name, source, path, line), []))
         entry[3].extend((line, text) for text in texts)
     return list(grouped.values())
 
@@ -266,13 +270,24 @@ def _dataset_image_entries(source: ImageCaptionSource, image_store: Path) -> lis
 
 def _image_file(image: Any, folder: Path, image_store: Path, source: ImageCaptionSource, index: int) -> Path:
     if isinstance(image, str):
-        return folder / image
+        return _contained(folder, image, source, source.origin, f"index {index}")
     if isinstance(image, dict) and image.get("bytes"):
         return _materialise(image["bytes"], Path(image.get("path") or "").suffix, image_store)
     if isinstance(image, dict) and image.get("path"):
         return Path(image["path"])
     raise DataFormatError(source.origin, None, f"index {index}: column {source.image_column!r} holds "
                                                f"{type(image).__name__}, not an image or a path")
+
+
+def _contained(folder: Path, name: str, source: ImageCaptionSource, origin, where: int | str | None) -> Path:
+    """``folder / name``, refused when it leads out of ``folder`` (``files.inside``) unless the source
+    allows it (``allow_outside_paths``)."""
+    located = inside(folder, name)
+    if located is None and not source.allow_outside_paths:
+        line, detail = (where, "") if isinstance(where, int) or where is None else (None, f"{where}: ")
+        raise DataFormatError(origin, line, f"{detail}image path {name!r} points outside the image folder {folder}; "
+                                            "use a path relative to it, or set allow_outside_paths: true on this source")
+    return located or folder / name
 
 
 def _materialise(data: bytes, suffix: str, image_store: Path) -> Path:
