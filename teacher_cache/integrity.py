@@ -8,7 +8,12 @@ Three layers, from cheapest to dearest:
    ``<cache root>/.verified/<cache name>.json`` with each file's size, mtime and inode. Later opens
    compare only those; a file rewritten or copied since (new mtime or inode) triggers a full
    verification again. The stamp lives beside the cache, not in it, so caches stay byte-identical.
-3. *Rows* (every lookup, see ``reader``): the rows a batch reads are finite and unit-norm.
+3. *Content, per process* (``reader``): the rows files are hashed when a process opens the cache, and
+   each shard the first time a process reads from it, against the manifest's sha256. Damage after the
+   last stamp (a changed value with the size and mtime kept, e.g. a doubled coordinate) stops the read
+   naming the file before any row of it is used. A shard costs one sha256 pass per process (about
+   0.2 s per 100 MB); forked loader workers inherit their parent's checks.
+4. *Rows* (every lookup, see ``reader``): the rows a batch reads are finite and unit-norm.
 """
 from __future__ import annotations
 
@@ -48,6 +53,13 @@ def cache_file(path: Path, relative: str) -> Path:
         raise CacheIntegrityError(f"{path / 'manifest.json'} names {relative!r}, which lies outside the cache "
                                   f"folder; the manifest is not one this writer produced: {how_to_fix(path)}")
     return located
+
+
+def check_content(path: Path, located: Path, sha256: str) -> None:
+    """``located`` (a file of the cache at ``path``) hashes to the manifest's ``sha256``."""
+    if file_sha256(located) != sha256:
+        raise CacheIntegrityError(f"{located} does not match its checksum in the manifest (changed since it was "
+                                  f"written or verified): {how_to_fix(path)}")
 
 
 def check_layout(path: Path, manifest: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ and a damaged row stops training instead of steering it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .integrity import CacheIntegrityError, cache_file, check_layout, ensure_verified, how_to_fix, verify_cache
+from .integrity import (CacheIntegrityError, cache_file, check_content, check_layout, ensure_verified, how_to_fix,
+                        verify_cache)
 from .writer import FORMAT
 
 # float16 storage moves a unit vector's norm by well under 1e-3; a damaged value moves it far more.
@@ -47,7 +49,9 @@ class _Modality:
         self.index = {row_id: row for row, row_id in enumerate(self.ids)}
         self.starts = np.array([shard["rows"][0] for shard in entry["shards"]], dtype=np.int64)
         self.files = [shard["file"] for shard in entry["shards"]]
+        self.checksums = [shard["sha256"] for shard in entry["shards"]]
         self.shards = [self._open(shard) for shard in entry["shards"]]
+        self.content_checked = [False] * len(self.shards)  # per process: hashed before its first read
 
     def _open(self, shard: dict[str, Any]) -> np.ndarray:
         path = cache_file(self.root, shard["file"])
@@ -65,6 +69,9 @@ class _Modality:
         out = np.empty((idx.size, self.dim), dtype=np.float32)
         shard_of = np.searchsorted(self.starts, idx, side="right") - 1
         for shard in np.unique(shard_of):
+            if not self.content_checked[shard]:
+                check_content(self.root, cache_file(self.root, self.files[shard]), self.checksums[shard])
+                self.content_checked[shard] = True
             mask = shard_of == shard
             out[mask] = self.shards[shard][idx[mask] - self.starts[shard]]
         self._check_rows(out, idx, shard_of)
@@ -92,7 +99,7 @@ class TeacherCache:
         """``texts[i]``: the sentence of text row i."""
         self.caption_image_ids: list[str | None] = [row.get("image_id") for row in text_rows]
         """The cached image a caption describes (captions of image sources), else None."""
-        image_ids = cache_file(path, manifest["modalities"]["image"]["rows_file"]).read_text().splitlines()
+        image_ids = _checked_bytes(path, manifest["modalities"]["image"]).decode("utf-8").splitlines()
         self._modalities = {
             "text": _Modality(path, manifest["modalities"]["text"], [row["id"] for row in text_rows]),
             "image": _Modality(path, manifest["modalities"]["image"], image_ids),
@@ -182,6 +189,15 @@ def _on_device(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
 
 
 def _read_text_rows(path: Path, entry: dict[str, Any]) -> list[dict[str, str]]:
+    lines = _checked_bytes(path, entry).decode("utf-8").split("\n")  # not splitlines(): U+2028 may sit in a text
+    return [json.loads(line) for line in lines if line]
+
+
+def _checked_bytes(path: Path, entry: dict[str, Any]) -> bytes:
+    """A modality's rows file, as read, checked against the manifest's sha256 (one read, no race)."""
     rows_file = cache_file(path, entry["rows_file"])
-    with rows_file.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+    data = rows_file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["rows_sha256"]:
+        raise CacheIntegrityError(f"{rows_file} does not match its checksum in the manifest (changed since it was "
+                                  f"written or verified): {how_to_fix(path)}")
+    return data

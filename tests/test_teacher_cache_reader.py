@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -86,3 +88,30 @@ def test_open_refuses_an_unfinished_or_inconsistent_cache(composite_cache, tmp_p
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CacheFormatError, match="format 'teacher-cache/1', this reader knows 'teacher-cache/2'; rebuild"):
         TeacherCache.open(broken)
+
+
+def _flip_one_bit_keeping_size_and_mtime(path: Path, offset: int) -> None:
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_bit_flipped_after_verification_is_caught_on_first_read(composite_cache, tmp_path):
+    """The verification stamp trusts size and mtime; the per-process content check does not."""
+    from teacher_cache import CacheIntegrityError
+
+    copy = Path(shutil.copytree(composite_cache.path, tmp_path / "cache" / composite_cache.path.name))
+    TeacherCache.open(copy).text([0, 9])  # verified and stamped; every shard read once
+    shard = copy / composite_cache.manifest["modalities"]["text"]["shards"][1]["file"]
+    _flip_one_bit_keeping_size_and_mtime(shard, shard.stat().st_size - 3)  # a value of the shard's last row
+    reopened = TeacherCache.open(copy)  # the stamp still matches: no full verification
+    reopened.text([0])  # shard 0 is intact
+    with pytest.raises(CacheIntegrityError, match="^" + re.escape(f"{shard} does not match its checksum in the manifest")):
+        reopened.text([9])
+    rows_file = copy / composite_cache.manifest["modalities"]["text"]["rows_file"]
+    _flip_one_bit_keeping_size_and_mtime(rows_file, 20)
+    with pytest.raises(CacheIntegrityError, match="^" + re.escape(f"{rows_file} does not match its checksum")):
+        TeacherCache.open(copy)
