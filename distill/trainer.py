@@ -62,7 +62,7 @@ from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.student import Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
-from teacher_cache.files import LOCK_FILE, atomic_save, atomic_write, folder_lock, json_bytes
+from teacher_cache.files import LOCK_FILE, WriteFailedError, atomic_save, atomic_write, folder_lock, json_bytes
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
 
 
@@ -454,6 +454,8 @@ def claim_run_folder(cfg: RunConfig, env: DistEnv) -> None:
     env.barrier()
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in (p for p in out.iterdir() if TRAINER_TEMP_FILE.fullmatch(p.name)):
+            stale.unlink()  # a killed write's temp file (the lock says no other trainer writes here)
         for name in ENCODER_FOLDERS:
             recover_swap(out / name)
     env.barrier()
@@ -495,8 +497,12 @@ def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
     (or its complete ``.new`` sibling, which ``recover_swap`` puts in place)."""
     new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
     shutil.rmtree(new, ignore_errors=True)  # a kill's leftover, ours by name (claim_run_folder checked)
-    write(new)
-    seal(new)
+    try:
+        write(new)
+        seal(new)
+    except (OSError, WriteFailedError) as err:  # e.g. a full disk: no half-written folder stays behind
+        shutil.rmtree(new, ignore_errors=True)
+        raise err if isinstance(err, WriteFailedError) else WriteFailedError(new, err) from None
     if target.exists():
         os.replace(target, old)
     os.replace(new, target)

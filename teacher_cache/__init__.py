@@ -17,7 +17,7 @@ from .data import (
     dataset_fingerprint,
 )
 from .integrity import CacheIntegrityError, verify_cache
-from .files import FolderBusyError
+from .files import FolderBusyError, WriteFailedError
 from .reader import CacheFormatError, TeacherCache
 from .towers import AUTO_PRECISION, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
 from .writer import (
@@ -36,12 +36,14 @@ from .writer import (
 
 # A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
 USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError,
-                                            CacheIntegrityError, CacheFormatError, FolderBusyError)
+                                            CacheIntegrityError, CacheFormatError, FolderBusyError,
+                                            WriteFailedError)
 
 __all__ = [
     "AUTO_PRECISION",
     "BadInputError",
     "FolderBusyError",
+    "WriteFailedError",
     "BuildReport",
     "CacheDataConfig",
     "CacheFormatError",

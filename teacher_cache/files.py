@@ -1,6 +1,7 @@
 """Crash-safe file writing and checksums shared by the cache writer and reader (and the trainer)."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -26,12 +27,28 @@ def atomic_save(path: Path, write: Callable[[BinaryIO], object]) -> None:
     prefix. The temp name (``<name>.tmp-<pid>``) carries the pid so concurrent writers never share one.
     """
     temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        fsync_directory(path.parent)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)  # never leave a half-written temp file behind
+        raise WriteFailedError(path, err) from None
+
+
+class WriteFailedError(RuntimeError):
+    """The OS refused a write (a full disk, a quota, permissions); the message names the path and what to do."""
+
+    def __init__(self, path: Path, err: OSError):
+        self.path, self.errno = path, err.errno
+        hint = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
+                errno.EACCES: "make the folder writable", errno.EROFS: "choose a writable folder"}.get(
+            err.errno, "fix the cause")
+        super().__init__(f"cannot write {path}: {err.strerror or err}; {hint} and rerun (what was saved before "
+                         "is complete and is kept)")
 
 
 def write_if_changed(path: Path, data: bytes) -> None:

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -190,3 +191,36 @@ def test_a_second_cache_build_waits_for_the_first_and_says_for_whom(tmp_path, ca
     assert waited > 0.5  # it did not write beside the other builder
     assert f"waiting for process {holder.pid} cache build, which holds {tmp_path / '.build.lock'}" \
         in capsys.readouterr().err
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
+    from teacher_cache.files import WriteFailedError, atomic_save
+
+    with pytest.raises(WriteFailedError, match=rf"^cannot write {tmp_path / 'x.bin'}: No space left on device; free "
+                                               r"space on that disk and rerun \(what was saved before is complete"):
+        atomic_save(tmp_path / "x.bin", _disk_full)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_during_training_stops_in_one_line_and_a_killed_write_is_cleaned_up(tiny_bert_dir, tmp_path,
+                                                                                        monkeypatch, capsys):
+    from kdmcse_cli import train_student
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt.tmp-99999").write_bytes(b"half of a checkpoint a kill left behind")
+    args = ["--config", "offline_default", f"student.model={tiny_bert_dir}", "student.layers=1",
+            f"teacher.text_model={tiny_bert_dir}", "data.limits={wiki1m: 48, coco2017_mini: 8}",
+            "train.retrieval_holdout_images=2", "train.max_steps=2", "train.batch_size=8",
+            f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"]
+    monkeypatch.setattr(torch, "save", _disk_full)  # best/'s grounding heads at the step-2 evaluation
+    assert train_student.main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot write {out / 'best.new'}: No space left on device; free space on that "
+                      "disk and rerun (what was saved before is complete and is kept)"]
+    assert not (out / "best.new").exists()  # no half-written folder
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # the killed write's temp file is gone
