@@ -28,6 +28,9 @@ types; it is read with ``torch.load(weights_only=True)``, so a planted pickle ne
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import json
 import math
 import multiprocessing
@@ -78,6 +81,7 @@ REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
 ENCODER_FOLDERS = ("best", "model")
 SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
+SWAP_MARK = ".trainer_swap"  # in a folder being written by replace_folder, until it is sealed
 # Keys a resumed run may change: they leave every number of the run as it was.
 RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export"}
 
@@ -426,7 +430,7 @@ def finish(run: TrainingRun) -> Path:
                                  "delete the run folder to start over")
 
         def write_model(folder: Path) -> None:
-            shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING))
+            shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING), dirs_exist_ok=True)
             export_model(folder, cfg.train.export)
             write_model_card(folder, cfg, run.cache.manifest, state)
 
@@ -479,7 +483,7 @@ def foreign_entries(out: Path) -> list[str]:
     foreign = []
     for entry in sorted(out.iterdir()):
         if entry.is_file() and (entry.name in TRAINER_FILES or TRAINER_TEMP_FILE.fullmatch(entry.name)) \
-                or entry.is_dir() and entry.name in swap_folders \
+                or entry.is_dir() and entry.name in swap_folders and is_trainer_swap(entry) \
                 or entry.name in REPORTS:
             continue
         if entry.is_dir() and entry.name == "tensorboard":
@@ -493,20 +497,55 @@ def foreign_entries(out: Path) -> list[str]:
 
 
 def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` anew so that a kill at any instant leaves a complete old or new ``target``
-    (or its complete ``.new`` sibling, which ``recover_swap`` puts in place)."""
+    """Write ``target`` anew so that ``target`` is complete at every instant, old or new.
+
+    ``write`` fills ``<target>.new`` (created and marked as the trainer's first, so a user folder of that
+    name is never taken for it), which is sealed, then exchanged with ``target`` in one atomic step
+    (``exchange``); the old content, now at ``.new``, is removed. Where the filesystem cannot exchange,
+    two renames do it (``target`` -> ``.old``, ``.new`` -> ``target``): a kill between them leaves both
+    complete and ``recover_swap`` puts the right one back at the next start."""
     new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-    shutil.rmtree(new, ignore_errors=True)  # a kill's leftover, ours by name (claim_run_folder checked)
+    shutil.rmtree(new, ignore_errors=True)  # a kill's leftover, ours by its mark (claim_run_folder checked)
     try:
+        new.mkdir()
+        (new / SWAP_MARK).write_text(f"{os.getpid()}\n")
         write(new)
         seal(new)
     except (OSError, WriteFailedError) as err:  # e.g. a full disk: no half-written folder stays behind
         shutil.rmtree(new, ignore_errors=True)
         raise err if isinstance(err, WriteFailedError) else WriteFailedError(new, err) from None
+    if target.exists() and exchange(new, target):
+        shutil.rmtree(new)
+        return
     if target.exists():
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the C
+    library or the filesystem cannot (other systems, some network filesystems)."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def is_trainer_swap(folder: Path) -> bool:
+    """A ``.new`` / ``.old`` folder the trainer made: sealed, marked, or empty (a kill right after mkdir)."""
+    return is_complete(folder) or (folder / SWAP_MARK).is_file() or not any(folder.iterdir())
 
 
 def recover_swap(target: Path) -> None:
@@ -526,9 +565,11 @@ def recover_swap(target: Path) -> None:
 
 
 def seal(folder: Path) -> None:
-    """List the folder's files in ``LISTING``, written last: the folder is complete from then on."""
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    """List the folder's files in ``LISTING``, written last: the folder is complete from then on
+    (and the listing, not the swap mark, says it is the trainer's)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != SWAP_MARK)
     atomic_write(folder / LISTING, json.dumps(files, indent=0).encode())
+    (folder / SWAP_MARK).unlink(missing_ok=True)
 
 
 def is_complete(folder: Path) -> bool:
@@ -538,7 +579,7 @@ def is_complete(folder: Path) -> bool:
 def unlisted_files(folder: Path) -> list[str]:
     """Files of an encoder folder that its listing does not name (all of them when it has none)."""
     listed = set(json.loads((folder / LISTING).read_text())) if is_complete(folder) else set()
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING, SWAP_MARK}
     return sorted(present - listed)
 
 

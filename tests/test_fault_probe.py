@@ -11,7 +11,7 @@ from distill.trainer import RunFolderError, load_checkpoint
 
 @pytest.mark.parametrize("key, value, message", [
     ("train.batch_size", "0", "config error: train.batch_size must be >= 1, got 0"),
-    ("train.lr", "-1e-4", "config error: train.lr must be > 0, got -0.0001"),
+    ("train.lr", "-1e-4", "config error: train.lr must be > 0 and <= 1.0, got -0.0001"),
 ])
 def test_bad_config_rows_exit_2_naming_the_key_and_write_nothing(tmp_path, key, value, message):
     # the model and data paths need not exist: the config is refused before anything is loaded

@@ -48,7 +48,7 @@ def test_a_folder_with_foreign_files_is_refused_and_left_alone(tmp_path):
 def test_foreign_entries_accepts_exactly_what_the_trainer_writes(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    replace_folder(out / "best", lambda folder: (folder.mkdir(), (folder / "model.safetensors").write_text("w")))
+    replace_folder(out / "best", lambda folder: (folder / "model.safetensors").write_text("w"))
     (out / "tensorboard").mkdir()
     (out / "tensorboard" / "events.out.tfevents.1.host").write_text("")
     (out / "checkpoint.pt").write_text("")
@@ -91,14 +91,14 @@ def test_a_planted_checkpoint_is_refused_without_running(tmp_path):
 
 def _write(text: str):
     def write(folder: Path) -> None:
-        folder.mkdir()
         (folder / "weights.txt").write_text(text)
     return write
 
 
-@pytest.mark.parametrize("kill_at", range(5))
-def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypatch, kill_at):
-    """Kill (raise) at the n-th filesystem change of the swap; recovery leaves the old or the new folder."""
+@pytest.mark.parametrize("atomic_exchange, kill_at", [(True, n) for n in range(4)] + [(False, n) for n in range(5)])
+def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypatch, atomic_exchange, kill_at):
+    """Kill (raise) at the n-th filesystem change of the swap; recovery leaves the old or the new folder.
+    With the atomic exchange, ``best`` is complete at every instant, before any recovery."""
     target = tmp_path / "best"
     replace_folder(target, _write("old"))
     calls = {"n": 0}
@@ -111,18 +111,32 @@ def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypa
             return real(*args, **kwargs)
         return wrapped
 
-    # the swap's changes in order: clear .new, seal it, old -> .old, .new -> target, remove .old
+    # exchange: clear .new, seal it, exchange, remove .new (now the old content)
+    # fallback: clear .new, seal it, old -> .old, .new -> target, remove .old
     monkeypatch.setattr(trainer.os, "replace", dying(os.replace))
     monkeypatch.setattr(trainer.shutil, "rmtree", dying(trainer.shutil.rmtree))
+    monkeypatch.setattr(trainer, "exchange", dying(trainer.exchange) if atomic_exchange else lambda a, b: False)
     with pytest.raises(KeyboardInterrupt):
         replace_folder(target, _write("new"))
     monkeypatch.undo()
+    if atomic_exchange:
+        assert trainer.is_complete(target)
     recover_swap(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     assert sorted(p.name for p in target.iterdir()) == [LISTING, "weights.txt"]
-    # until the old folder is moved aside it stays; from then on the (sealed) new one wins
+    # until the old folder is moved aside (or exchanged) it stays; from then on the (sealed) new one wins
     assert (target / "weights.txt").read_text() == ("old" if kill_at <= 2 else "new")
     assert json.loads((target / LISTING).read_text()) == ["weights.txt"]
+
+
+def test_a_user_folder_named_like_a_swap_is_refused_not_taken(tmp_path):
+    out = tmp_path / "run"
+    (out / "best.new").mkdir(parents=True)
+    (out / "best.new" / "my_notes.txt").write_text("mine")
+    (out / "model.old").mkdir()  # empty: could be the trainer's, a kill right after its mkdir
+    assert foreign_entries(out) == ["best.new/"]
+    replace_folder(out / "scratch", _write("x"))  # what the trainer makes is recognised as its own
+    assert not (out / "scratch" / trainer.SWAP_MARK).exists()
 
 
 def test_a_run_folder_from_before_a_key_rename_is_refused_naming_its_config(tmp_path):

@@ -187,6 +187,7 @@ def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_r
                              str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, f"train.output_dir={out}"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL
+    # the first best/ of the run: nothing to exchange with, so a rename, killed before it happened
     assert not (out / "best").exists() and (out / "best.new" / ".trainer_files.json").is_file()
 
     rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
@@ -228,7 +229,7 @@ def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
     ("train.eval_every=0", "train.eval_every must be >= 1, got 0"),
-    ("train.lr=-1e-4", "train.lr must be > 0, got -0.0001"),
+    ("train.lr=-1e-4", "train.lr must be > 0 and <= 1.0, got -0.0001"),
     ("train.warmup_ratio=2", "train.warmup_ratio must be >= 0 and <= 1, got 2.0"),
     ("student.max_seq_length=0", "student.max_seq_length must be >= 1, got 0"),
     ("train.loader_workers=-1", "train.loader_workers must be >= 0, got -1"),
