@@ -8,6 +8,7 @@ Writes results/NAME.json and results/NAME.md and prints the markdown tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -108,6 +109,16 @@ def model_folder_problem(model: str) -> str | None:
     return f"--model {model}: this folder holds no model (no modules.json or config.json)"
 
 
+def run_folder_lock(out: Path):
+    """The lock of the run folder ``out`` lies in (``out``'s folder or the one above it), else nothing."""
+    from teacher_cache.files import LOCK_FILE, folder_lock
+
+    for folder in (out.parent, out.parent.parent):
+        if (folder / LOCK_FILE).is_file():
+            return folder_lock(folder, "evaluation")
+    return contextlib.nullcontext()
+
+
 def first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
@@ -157,7 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     extra = {"seconds": {**timings, "total": round(time.perf_counter() - started, 1)}, "versions": _versions()}
     payload = build_payload(args.model, config, **results, extra=extra)
-    json_path, md_path = write_results(args.out or default_out_path(args.model), payload)
+    out = args.out or default_out_path(args.model)
+    try:  # into a run folder (e.g. runs/NAME/eval/): not while a trainer or the demo writes there
+        with run_folder_lock(out):
+            json_path, md_path = write_results(out, payload)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(render_markdown([payload]))
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     return 0

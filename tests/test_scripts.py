@@ -63,3 +63,20 @@ def test_evaluate_names_missing_eval_data_in_one_line(tiny_bert_dir, tmp_path, c
     assert code == 2 and len(errors) == 1
     assert errors[0].startswith(f"error: {tmp_path / 'senteval'}") and "file not found" in errors[0]
     assert errors[0].endswith("(--data-dir names the folder that holds senteval/)")
+
+
+def test_evaluate_does_not_write_into_a_run_folder_a_trainer_holds(tiny_bert_dir, tmp_path, tiny_senteval_dir):
+    holder_code = ("import sys, time; from pathlib import Path; from teacher_cache.files import folder_lock\n"
+                   "with folder_lock(Path(sys.argv[1]), 'training'):\n    print('held', flush=True); time.sleep(60)")
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(run)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_script("evaluate.py", ["--model", str(tiny_bert_dir), "--data-dir", str(tiny_senteval_dir),
+                                            "--no-progress", "--out", str(run / "eval" / "r.json")], cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run} is in use by process {holder.pid} training")
+    assert not (run / "eval").exists()
