@@ -1,29 +1,31 @@
 """The training loop: one function a reader can hold in their head (nanoGPT's train.py spirit).
 
-    claim the run folder                    (refuse files this trainer did not write)
+    claim the run folder                    (lock it; refuse files this trainer did not write)
     cache = ensure teacher cache            (teacher_cache/)
     pools = text rows / paired rows         (distill/pools.py)
     for step in KDMCSE batch schedule:      (distill/schedule.py; a loader prepares the next steps)
         terms = objective(student, inputs)  (distill/objective.py, distill/losses/)
         AdamW + linear decay + clip
-        every log_every: read the terms      (the only host-device sync of a training step)
+        every log_every: read the terms      (the only host-device sync of a training step; a
+                                             non-finite term stops the run: TrainingDiverged)
         every eval_every: STS-B dev; keep the best encoder; checkpoint for resume
-    save best encoder + model card
+        on SIGTERM / SIGINT: checkpoint this step and stop (TrainingInterrupted)
+    save best encoder + model card (+ ONNX files: train.export)
 
 Runs under ``torchrun`` unchanged: each rank takes its equal slice of every global batch, student
 candidates are gathered across ranks with autograd (distill/distributed.py) and DDP averages
 gradients, so the update is exactly the one of a single process on the global batch. Effective
 batch = batch_size x world size.
 
-The run folder belongs to the trainer: it holds only what is listed in ``TRAINER_FILES`` and
-``ENCODER_FOLDERS`` (each encoder folder lists its files in ``.trainer_files.json``, written last,
-so a folder with that listing is complete), plus the ``REPORTS`` the project's scripts add after
-training. ``best/`` and ``model/`` are replaced by writing ``<name>.new/``, renaming the old one to
-``<name>.old/``, renaming the new one into place and removing the old one; a start after a kill
-finishes or undoes an interrupted swap, so a complete ``best/`` exists at every instant once one
-was written. One ``checkpoint.pt`` (rank 0 writes it) holds the
-weights, the optimiser and every rank's CPU/CUDA/numpy/python RNG states as tensors and plain
-types; it is read with ``torch.load(weights_only=True)``, so a planted pickle never runs.
+The run folder belongs to one trainer at a time (``folder_lock`` on ``.lock``, held by the main rank)
+and holds only what is listed in ``TRAINER_FILES`` and ``ENCODER_FOLDERS`` (each encoder folder lists
+its files in ``.trainer_files.json``, written last, so a folder with that listing is complete), plus the
+``REPORTS`` the project's scripts add after training. ``best/`` and ``model/`` are replaced by writing
+``<name>.new/`` (marked as the trainer's until sealed) and exchanging it with the old one atomically
+(``exchange``); where the filesystem cannot, the old one is renamed to ``<name>.old/`` and the new one
+into place, and a start after a kill finishes or undoes that swap. One ``checkpoint.pt`` (rank 0 writes
+it) holds the weights, the optimiser and every rank's CPU/CUDA/numpy/python RNG states as tensors and
+plain types; it is read with ``torch.load(weights_only=True)``, so a planted pickle never runs.
 """
 from __future__ import annotations
 
