@@ -181,9 +181,14 @@ def pareto_figure(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["model"] == model]
         ax.scatter([r["sentences_per_second"] for r in mine], [r["sts_average"] for r in mine],
                    marker=marker, s=60, label=model)
-        for r in mine:
+        mine.sort(key=lambda r: r["sentences_per_second"])
+        for i, r in enumerate(mine):  # alternate above/below: neighbours in throughput sit close
             ax.annotate(r["backend"], (r["sentences_per_second"], r["sts_average"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+                        xytext=(4, 6 if i % 2 == 0 else -12), textcoords="offset points")
+    teacher = next(r for r in rows if r["model"] == "teacher" and r["backend"] == "torch fp32")
+    ax.axhline(0.98 * teacher["sts_average"], color="grey", linestyle="--", linewidth=1)
+    ax.text(0.01, 0.98 * teacher["sts_average"], " 98% of the teacher's (torch fp32)", fontsize=8, color="grey",
+            va="bottom", transform=ax.get_yaxis_transform())
     ax.set_xscale("log")
     ax.set_xlabel("sentences/s at batch 64 (log scale)")
     ax.set_ylabel("STS 7-task average (Spearman x100)")
