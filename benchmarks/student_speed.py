@@ -215,12 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--report", type=Path, default=Path("reports/student_speed.md"))
     parser.add_argument("--card", action="store_true", help="also write the Speed section into --student's card")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the report, figure and card section from the report's JSON (no timing)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        saved = json.loads(args.report.with_suffix(".json").read_text())
+        saved["context"]["Student's training"] = training_note(args.student)
+        write_outputs(args, saved["rows"], saved["context"], saved["command"], saved["machine"])
+        return 0
 
     import torch
 
     from distill.export import ExportError
-    from distill.model_card import set_card_section, speed_section
     from eval.data import load_stsb
     from eval.speed import cpu_name, native_bf16
 
@@ -256,17 +262,44 @@ def main(argv: list[str] | None = None) -> int:
                      f"{args.rounds} rounds",
         "1-minute load average": f"{load_before:.1f} before timing, {load_after:.1f} after",
     }
-    command = "python benchmarks/student_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(render_report(results, context, command.strip()))
-    args.report.with_suffix(".json").write_text(json.dumps({"context": context, "rows": results}, indent=2))
-    pareto_figure(results, args.report.parent / "figures" / "student_speed.png")
-    if args.card:
-        set_card_section(args.student, "speed", speed_section(results, machine))
-    print(args.report.read_text())
+    context["Student's training"] = training_note(args.student)
+    command = ("python benchmarks/student_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    write_outputs(args, results, context, command, machine)
     print(f"total {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 
+
+def write_outputs(args: argparse.Namespace, rows: list[dict], context: dict[str, str], command: str,
+                  machine: str) -> None:
+    """The report, its JSON (what --report-only rebuilds from), the figure, and (--card) the card section."""
+    from distill.model_card import set_card_section, speed_section
+
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(render_report(rows, context, command))
+    args.report.with_suffix(".json").write_text(json.dumps(
+        {"command": command, "machine": machine, "context": context, "rows": rows}, indent=2))
+    pareto_figure(rows, args.report.parent / "figures" / "student_speed.png")
+    if args.card:
+        set_card_section(args.student, "speed", speed_section(rows, machine))
+    print(args.report.read_text())
+
+
+def training_note(student: Path) -> str:
+    """How the student was trained, from its run folder (``<run>/model`` -> ``<run>/config.yaml``)."""
+    import yaml
+
+    config, summary = student.parent / "config.yaml", student.parent / "train_summary.json"
+    if not (config.is_file() and summary.is_file()):
+        return "not a training run's model folder (no config.yaml / train_summary.json beside it)"
+    cfg, done = yaml.safe_load(config.read_text()), json.loads(summary.read_text())
+    loss = cfg["loss"]
+    terms = [name for name, on in (("regression", loss.get("regression_weight", 0) > 0),
+                                   ("text " + str(loss.get("text")), loss.get("text") not in (None, "none")),
+                                   ("soft targets", loss.get("soft_target_weight", 0) > 0)) if on]
+    return (f"{cfg['student']['layers']} {cfg['student'].get('layer_choice', 'first')} layers of "
+            f"`{cfg['student']['model']}`, {' + '.join(terms) or 'objective in its config'}, {done['steps']} steps "
+            f"x {done['effective_batch_size']} at lr {cfg['train']['lr']}, {done['train_seconds'] / 60:.1f} training "
+            f"minutes; best STS-B dev {done['best_stsb_dev']:.2f} at step {done['best_step']}")
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
