@@ -472,10 +472,11 @@ def case_caption_outside(ws: Workspace) -> Row:
     row = Row("a captions file whose image path climbs out of the image folder", "exit 2 naming the file and line")
     album = ws.root / "album"
     (album / "photos").mkdir(parents=True, exist_ok=True)
-    first = sorted((ws.data_dir / "images" / "coco2017_mini").glob("*.jpg"))[0]
+    first = sorted((ws.data_dir / "images" / "coco2017_mini").rglob("*.jpg"))[0]
     shutil.copyfile(first, album / "photos" / "a.jpg")
     captions = album / "photos" / "captions.csv"
-    captions.write_text(f"image,caption\na.jpg,a photo\n../../data/images/coco2017_mini/{first.name},another\n")
+    climbing = os.path.relpath(first, album / "photos")  # ../../data/images/...: a real photo, outside the folder
+    captions.write_text(f"image,caption\na.jpg,a photo\n{climbing},another\n")
     return probe_train(ws, row, ws.root / "runs" / "outside", {
         "data.image_sources": f"[{{captions: {captions}}}]", "data.text_sources": "[wiki1m]",
         "train.retrieval_holdout_images": 0}, [f"{captions}:3", "points outside"])
@@ -512,7 +513,7 @@ def run_all(root: Path, with_kill_tests: bool = True) -> list[Row]:
                            ["typo"]),
              case_evaluate(ws, "a plain file as the model", ["--model", str(plain_file)], ["is a file"]),
              case_evaluate(ws, "no eval data", ["--model", str(ws.model), "--data-dir", str(ws.root / "nowhere"),
-                                                "--no-progress"], ["file not found", "--data-dir"])]
+                                                "--no-progress"], ["nowhere", "not found", "--data-dir"])]
     if with_kill_tests:
         rows += case_suite_tests()
     return rows

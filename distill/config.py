@@ -423,7 +423,7 @@ def _check_range(value: Any, bounds: tuple[float, float | None, bool], key: str)
         raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}"
                           f"{f' and <= {high}' if high is not None else ''}, got {value!r}")
     if high is not None and value > high:
-        raise ConfigError(f"{key} must be >= {low} and <= {high}, got {value!r}")
+        raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low} and <= {high}, got {value!r}")
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
