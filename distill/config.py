@@ -232,8 +232,9 @@ class TrainConfig:
     evaluations and checkpoints. ``retrieval_holdout_images``: images kept out of training for the
     retrieval evaluation. ``eval_batch_size``: sentences per forward in the dev evaluation.
     ``log_every``: steps between TensorBoard scalars, and how often the loss terms are read
-    from the device (the only host-device sync of a training step). ``device``: torch device (None: cuda if
-    available, else cpu; torchrun sets one per rank).
+    from the device (the only host-device sync this project makes in a training step, on one process
+    or many: tests/test_step_syncs.py; transformers' SDPA attention adds one per forward to check the
+    mask). ``device``: torch device (None: cuda if available, else cpu; torchrun sets one per rank).
     ``compile`` runs the student's transformer under ``torch.compile`` (worth it on GPUs, slow to start
     on CPUs). ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences,
     teacher rows) while the current step runs; 0 prepares them in the training process between steps,

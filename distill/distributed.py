@@ -13,16 +13,20 @@ gathered tensor, which is the ``positive_offset`` argument of the losses in :mod
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 
-def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
+def gather_with_grad(x: Tensor, sizes: Sequence[int] | None = None) -> tuple[Tensor, int]:
     """Concatenate ``x [B_r, ...]`` over ranks (rank order); differentiable when ``x`` requires grad.
 
-    Ranks may hold different ``B_r`` (sizes are exchanged first, rows padded for the collective).
-    Works for any dtype (e.g. int image ids, gathered as constants).
+    Ranks may hold different ``B_r`` (rows padded for the collective). ``sizes``: every rank's ``B_r``
+    when the caller knows them; the trainer does, from the batch schedule, so its gathers need no
+    collective for the sizes and no host-device sync. None exchanges them first (one all_gather and a
+    host sync: the sizes decide the shapes). Works for any dtype (e.g. int image ids, gathered as constants).
 
     Returns:
         ``(gathered [sum_r B_r, ...], positive_offset = sum_{r < rank} B_r)`` — ``rank * B`` when all
@@ -30,8 +34,11 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    sizes = _batch_sizes(x)
-    offset = sum(sizes[:dist.get_rank()])
+    rank = dist.get_rank()
+    sizes = _batch_sizes(x) if sizes is None else [int(n) for n in sizes]
+    if len(sizes) != dist.get_world_size() or sizes[rank] != x.shape[0]:
+        raise ValueError(f"sizes {sizes} do not match {dist.get_world_size()} ranks with {x.shape[0]} rows on rank {rank}")
+    offset = sum(sizes[:rank])
     if x.requires_grad:
         return _GatherWithGrad.apply(x, sizes), offset
     return _gather(x.detach(), sizes), offset

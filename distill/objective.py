@@ -45,13 +45,15 @@ from distill.student import Student
 @dataclass
 class StepInputs:
     """What the trainer looked up for the local rows of one step. ``features``: the sentences as
-    ``Student.tokenise`` returns them, prepared ahead by the trainer's loader (None: tokenised here)."""
+    ``Student.tokenise`` returns them, prepared ahead by the trainer's loader (None: tokenised here).
+    ``rank_sizes``: every rank's row count this step, from the schedule (None: exchanged by the gathers)."""
 
     sentences: list[str]
     teacher_text: Tensor  # [B, d_t], L2-normalised
     teacher_image: Tensor | None = None  # [B, d_i], paired steps only
     image_ids: Tensor | None = None  # [B] int64, paired steps only
     features: dict[str, Any] | None = None
+    rank_sizes: tuple[int, ...] | None = None
 
     def to(self, device: torch.device | str) -> StepInputs:
         """The tensors on ``device``; copies from pinned memory do not block the host."""
@@ -67,7 +69,7 @@ class StepInputs:
 
         features = None if self.features is None else {k: apply(v) for k, v in self.features.items()}
         return StepInputs(self.sentences, apply(self.teacher_text), apply(self.teacher_image),
-                          apply(self.image_ids), features)
+                          apply(self.image_ids), features, self.rank_sizes)
 
 
 def twice(features: dict[str, Any]) -> dict[str, Any]:
@@ -76,9 +78,9 @@ def twice(features: dict[str, Any]) -> dict[str, Any]:
     return {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in features.items()}
 
 
-def gather_all(x: Tensor) -> Tensor:
+def gather_all(x: Tensor, sizes: tuple[int, ...] | None) -> Tensor:
     """Rows of every rank (teacher tensors and ids: nothing there needs a gradient)."""
-    return gather_with_grad(x)[0]
+    return gather_with_grad(x, sizes)[0]
 
 
 @dataclass(eq=False)
@@ -191,8 +193,8 @@ class DistillationObjective(nn.Module):
         views = student.embed_features(twice(inputs.features))
         h1, h2 = views.chunk(2)
         z1, z2 = student.mlp(h1), student.mlp(h2)
-        candidates, offset = gather_with_grad(z2)
-        teacher_text_all = gather_all(inputs.teacher_text)
+        candidates, offset = gather_with_grad(z2, inputs.rank_sizes)
+        teacher_text_all = gather_all(inputs.teacher_text, inputs.rank_sizes)
         s_cc = inputs.teacher_text @ teacher_text_all.T
         paired = self._paired(student, inputs, teacher_text_all, offset) if inputs.teacher_image is not None else None
         exclude = self._exclude_mask(s_cc, inputs.image_ids, paired, offset)
@@ -210,14 +212,14 @@ class DistillationObjective(nn.Module):
     def _paired(self, student: Student, inputs: StepInputs, teacher_text_all: Tensor, offset: int) -> PairedTensors:
         """Gathered images and ids, their adapted forms where a term reads them, and the cross-modal filter."""
         cfg = self.cfg
-        teacher_image_all = gather_all(inputs.teacher_image)
+        teacher_image_all = gather_all(inputs.teacher_image, inputs.rank_sizes)
         reads_captions = cfg.multimodal == "adapacse" or cfg.mmref is not None
         image_exclude = caption_exclude = None
         if cfg.false_negative_filter == "teacher_cross_modal":
             image_exclude, caption_exclude = self._cross_modal_masks(inputs, teacher_text_all, teacher_image_all,
                                                                      offset)
         return PairedTensors(
-            teacher_image_all=teacher_image_all, image_ids=gather_all(inputs.image_ids),
+            teacher_image_all=teacher_image_all, image_ids=gather_all(inputs.image_ids, inputs.rank_sizes),
             images=student.heads.adapt_images(teacher_image_all) if self.reads_images else None,
             captions=student.heads.adapt_captions(teacher_text_all) if reads_captions else None,
             image_exclude=image_exclude, caption_exclude=caption_exclude)

@@ -6,8 +6,9 @@
     for step in KDMCSE batch schedule:      (distill/schedule.py; a loader prepares the next steps)
         terms = objective(student, inputs)  (distill/objective.py, distill/losses/)
         AdamW + linear decay + clip
-        every log_every: read the terms      (the only host-device sync of a training step; a
-                                             non-finite term stops the run: TrainingDiverged)
+        every log_every: read the terms      (the project's only host-device sync of a step, on any
+                                             number of ranks: the gathers take their sizes from
+                                             the schedule; a non-finite term stops the run)
         every eval_every: STS-B dev; keep the best encoder; checkpoint for resume
         on SIGTERM / SIGINT: checkpoint this step and stop (TrainingInterrupted)
     save best encoder + model card (+ ONNX files: train.export)
@@ -349,9 +350,10 @@ def step_loader(run: TrainingRun, steps: list[tuple[int, Step]]) -> DataLoader:
 def prepare_inputs(run: TrainingRun, step: Step) -> StepInputs:
     """The host side of a step: this rank's slice of the rows, their sentences tokenised by the student's
     own preprocessing (``Student.tokenise``) and their teacher rows, all on the CPU."""
-    local_rows = np.array_split(step.rows, run.env.world_size)[run.env.rank]
-    inputs = lookup_inputs(run.cache, run.pools, step.kind, local_rows, torch.device("cpu"))
+    slices = np.array_split(step.rows, run.env.world_size)
+    inputs = lookup_inputs(run.cache, run.pools, step.kind, slices[run.env.rank], torch.device("cpu"))
     inputs.features = run.trainable.student.tokenise(inputs.sentences)
+    inputs.rank_sizes = tuple(len(rows) for rows in slices)  # known here: the gathers need no size exchange
     return inputs
 
 
