@@ -17,6 +17,7 @@ Three layers, from cheapest to dearest:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -55,9 +56,11 @@ def cache_file(path: Path, relative: str) -> Path:
     return located
 
 
-def check_content(path: Path, located: Path, sha256: str) -> None:
-    """``located`` (a file of the cache at ``path``) hashes to the manifest's ``sha256``."""
-    if file_sha256(located) != sha256:
+def check_content(path: Path, located: Path, sha256: str, data: bytes | None = None) -> None:
+    """``located`` (a file of the cache at ``path``; or ``data``, its bytes as already read) hashes to the
+    manifest's ``sha256``."""
+    actual = file_sha256(located) if data is None else hashlib.sha256(data).hexdigest()
+    if actual != sha256:
         raise CacheIntegrityError(f"{located} does not match its checksum in the manifest (changed since it was "
                                   f"written or verified): {how_to_fix(path)}")
 

@@ -7,7 +7,6 @@ and a damaged row stops training instead of steering it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -113,8 +112,9 @@ class TeacherCache:
         if not manifest_file.is_file():
             raise CacheFormatError(f"{path} has no manifest.json: not a cache, or its build has not finished")
         manifest = read_json_file(manifest_file)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise CacheFormatError(f"{manifest_file}: format {manifest.get('format')!r}, this reader knows {FORMAT!r}; "
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        if found != FORMAT:
+            raise CacheFormatError(f"{manifest_file}: format {found!r}, this reader knows {FORMAT!r}; "
                                    "rebuild the cache with scripts/cache_teacher.py")
         check_layout(path, manifest)
         ensure_verified(path, manifest)
@@ -197,7 +197,5 @@ def _checked_bytes(path: Path, entry: dict[str, Any]) -> bytes:
     """A modality's rows file, as read, checked against the manifest's sha256 (one read, no race)."""
     rows_file = cache_file(path, entry["rows_file"])
     data = rows_file.read_bytes()
-    if hashlib.sha256(data).hexdigest() != entry["rows_sha256"]:
-        raise CacheIntegrityError(f"{rows_file} does not match its checksum in the manifest (changed since it was "
-                                  f"written or verified): {how_to_fix(path)}")
+    check_content(path, rows_file, entry["rows_sha256"], data)
     return data
