@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -129,14 +128,9 @@ def render_report(fp32: ModeRun, bf16: ModeRun, n_pairs: int, batch_size: int, c
 
 def _cpu_description() -> str:
     """CPU model and whether it has native bf16 (which decides whether autocast pays off)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    native = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
-    return f"{model or platform.machine()}, native bf16: {', '.join(native) or 'none'}"
+    from eval.speed import cpu_name, native_bf16_flags
+
+    return f"{cpu_name()}, native bf16: {', '.join(native_bf16_flags()) or 'none'}"
 
 
 def main(argv: list[str] | None = None) -> int:

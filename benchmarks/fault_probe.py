@@ -439,11 +439,8 @@ def case_second_trainer(ws: Workspace) -> Row:
     """A run folder held by another process (a trainer mid-run): the second is refused naming the pid."""
     row = Row("a second trainer into a run folder another process holds", "exit 2 naming the holder's pid")
     out = ws.root / "runs" / "held"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from teacher_cache.files import folder_lock\n"
-                               "with folder_lock(Path(sys.argv[1]), 'training'):\n"
-                               "    print('held', flush=True); time.sleep(600)", str(out)],
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hold_lock.py"), str(out), "training"],
+                              stdout=subprocess.PIPE, text=True)
     try:
         holder.stdout.readline()
         probe_train(ws, row, out, {}, [f"in use by process {holder.pid}"])

@@ -101,15 +101,16 @@ def time_rows(models: dict[Variant, object], sentences: list[str], latency_sente
             latencies[row].append(latencies_ms(models[row], latency_sentences, row.bf16))
         print(f"round {round_index + 1}/{rounds}: " + ", ".join(
             f"{row.name} {rates[row][-1]:.0f}/s" for row in rows), flush=True)
-    reference = rates[rows[0]]
-    return {row: {
-        "sentences_per_second": float(np.median(rates[row])),
-        "ratio_to_teacher_fp32": float(np.median(np.asarray(rates[row]) / np.asarray(reference))),
-        "ratio_range": [float(min(np.asarray(rates[row]) / np.asarray(reference))),
-                        float(max(np.asarray(rates[row]) / np.asarray(reference)))],
-        "p50_ms": float(np.percentile(np.concatenate(latencies[row]), 50)),
-        "p95_ms": float(np.percentile(np.concatenate(latencies[row]), 95)),
-    } for row in rows}
+    reference = np.asarray(rates[rows[0]])
+    return {row: summary(np.asarray(rates[row]), np.asarray(rates[row]) / reference, np.concatenate(latencies[row]))
+            for row in rows}
+
+
+def summary(rates: np.ndarray, ratios: np.ndarray, latencies: np.ndarray) -> dict:
+    """One row's numbers: median rate, median per-round ratio and its range, latency percentiles."""
+    return {"sentences_per_second": float(np.median(rates)), "ratio_to_teacher_fp32": float(np.median(ratios)),
+            "ratio_range": [float(ratios.min()), float(ratios.max())],
+            "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95))}
 
 
 def sts_of(row: Variant, model, data_dir: Path | None, work: Path) -> dict:

@@ -27,13 +27,12 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-ExportFormat = Literal["onnx", "onnx-int8"]
 EXPORT_FILES: dict[str, str] = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx"}
 EXTRA_HINT = "pip install 'kdmcse-distill[export]'"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")

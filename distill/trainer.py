@@ -169,9 +169,8 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     state = run.state
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
-    tick = time.perf_counter()
     with StopRequest() as stop:
-        _loop(run, schedule, progress, tick, stop)
+        _loop(run, schedule, progress, stop)
     progress.close()
     final = finish(run)
     if run.writer is not None:
@@ -180,8 +179,9 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     return final
 
 
-def _loop(run: TrainingRun, schedule, progress: tqdm, tick: float, stop: StopRequest) -> None:
+def _loop(run: TrainingRun, schedule, progress: tqdm, stop: StopRequest) -> None:
     cfg, env, state, n_steps = run.cfg, run.env, run.state, run.n_steps
+    tick = time.perf_counter()
     # Fetching step s+1 after step s was queued: on a GPU its preparation and copy overlap step s's kernels.
     for prepared in step_loader(run, list(schedule)):
         step = prepared.step

@@ -78,7 +78,7 @@ def _encode_distinct(
         return np.zeros((0, _embedding_dim(model, pooler)), dtype=np.float32)
     by_length = sorted(range(len(sentences)), key=lambda i: len(sentences[i]), reverse=True)
     chunks = []
-    with _eval_mode(model), torch.inference_mode(), _autocast(model, bf16):
+    with _eval_mode(model), torch.inference_mode(), bf16_autocast(model, bf16):
         progress = tqdm(total=len(sentences), unit="sent", desc=f"encode ({pooler})", disable=not show_progress)
         for batch in _batches([sentences[i] for i in by_length], batch_size):
             chunks.append(_embed_batch(model, batch, pooler).float().cpu().numpy())
@@ -189,7 +189,8 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _autocast(model: SentenceTransformer, bf16: bool) -> contextlib.AbstractContextManager:
+def bf16_autocast(model: SentenceTransformer, bf16: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on the model's device when ``bf16``, else nothing."""
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16)

@@ -8,7 +8,7 @@ bfloat16 autocast on the CPU.
 """
 from __future__ import annotations
 
-import contextlib
+import platform
 import time
 from collections.abc import Sequence
 
@@ -16,15 +16,13 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-
-def _precision(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+from eval.encode import bf16_autocast
 
 
 def sentences_per_second(model: SentenceTransformer, sentences: Sequence[str], batch_size: int = 64,
                          bf16: bool = False) -> float:
     """Sentences encoded per second when all of ``sentences`` go through in batches of ``batch_size``."""
-    with torch.inference_mode(), _precision(bf16):
+    with torch.inference_mode(), bf16_autocast(model, bf16):
         started = time.perf_counter()
         model.encode(list(sentences), batch_size=batch_size, show_progress_bar=False)
         return len(sentences) / (time.perf_counter() - started)
@@ -33,7 +31,7 @@ def sentences_per_second(model: SentenceTransformer, sentences: Sequence[str], b
 def latencies_ms(model: SentenceTransformer, sentences: Sequence[str], bf16: bool = False) -> np.ndarray:
     """Milliseconds to encode each sentence alone (batch size 1), one value per sentence."""
     times = []
-    with torch.inference_mode(), _precision(bf16):
+    with torch.inference_mode(), bf16_autocast(model, bf16):
         for sentence in sentences:
             started = time.perf_counter()
             model.encode([sentence], batch_size=1, show_progress_bar=False)
@@ -41,21 +39,25 @@ def latencies_ms(model: SentenceTransformer, sentences: Sequence[str], bf16: boo
     return np.asarray(times)
 
 
+def native_bf16_flags() -> list[str]:
+    """This CPU's native bfloat16 flags (``amx_bf16``, ``avx512_bf16``); without any, autocast emulates."""
+    flags = _cpuinfo_field("flags").split()
+    return [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+
+
 def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16); without it autocast emulates."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(native_bf16_flags())
 
 
 def cpu_name() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it ("unknown CPU" elsewhere)."""
+    """The CPU's model name as /proc/cpuinfo gives it (the machine type elsewhere)."""
+    return _cpuinfo_field("model name") or platform.machine()
+
+
+def _cpuinfo_field(name: str) -> str:
     try:
         with open("/proc/cpuinfo") as handle:
-            line = next((line for line in handle if line.startswith("model name")), "")
+            line = next((line for line in handle if line.startswith(name)), "")
     except OSError:
-        line = ""
-    return line.split(":", 1)[-1].strip() or "unknown CPU"
+        return ""
+    return line.split(":", 1)[-1].strip()

@@ -149,20 +149,10 @@ def test_a_run_folder_from_before_a_key_rename_is_refused_naming_its_config(tmp_
         check_resumable(load_config(None), tmp_path)
 
 
-HOLDER = """
-import sys, time
-from pathlib import Path
-from teacher_cache.files import folder_lock
-with folder_lock(Path(sys.argv[1]), sys.argv[2], name=sys.argv[3]):
-    print("held", flush=True)
-    time.sleep(float(sys.argv[4]))
-"""
-
-
 def hold_lock(folder: Path, purpose: str, seconds: float, name: str = ".lock") -> subprocess.Popen:
     """Another process holding ``folder``'s lock for ``seconds`` (returns once it holds it)."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), purpose, name, str(seconds)],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hold_lock.py"), str(folder), purpose, name,
+                               str(seconds)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
 

@@ -66,10 +66,9 @@ def test_evaluate_names_missing_eval_data_in_one_line(tiny_bert_dir, tmp_path, c
 
 
 def test_evaluate_does_not_write_into_a_run_folder_a_trainer_holds(tiny_bert_dir, tmp_path, tiny_senteval_dir):
-    holder_code = ("import sys, time; from pathlib import Path; from teacher_cache.files import folder_lock\n"
-                   "with folder_lock(Path(sys.argv[1]), 'training'):\n    print('held', flush=True); time.sleep(60)")
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(run)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hold_lock.py"), str(run), "training"],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         result = run_script("evaluate.py", ["--model", str(tiny_bert_dir), "--data-dir", str(tiny_senteval_dir),
