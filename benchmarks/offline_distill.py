@@ -83,6 +83,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", _REGRESSION, False,
            trainer="sentence_transformers"),  # its own trainer; the overrides only say what it optimises
     Method("regression_spread", "Embedding regression, spread layers", (*_REGRESSION, *_SPREAD), False),
+    Method("regression_spread_two_views", "Embedding regression, spread layers, two dropout views",
+           (*_REGRESSION, *_SPREAD, "loss.dropout_views=two"), False),
     Method("kdmcse_kl_mse_spread", "KDMCSE + KL + regression, spread layers",
            (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_SPREAD), True),
 ]}
@@ -125,9 +127,12 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
         model_dir = train_st_recipe(cfg, out)
     else:
         model_dir = train(cfg, stsb_dev_evaluator(cfg))
+    summary = json.loads((out / "train_summary.json").read_text())
+    if args.train_only:
+        done.write_text(json.dumps({"method": method.name, "seed": seed, "train": summary}, indent=2))
+        return json.loads(done.read_text())
     transfer_jobs = cores_per_run(args.jobs) if seed in run_seeds(args)[:args.transfer_seeds] else 0
     results = evaluate_model(str(model_dir), cfg.data_dir, args, transfer_jobs)
-    summary = json.loads((out / "train_summary.json").read_text())
     results.update(method=method.name, seed=seed, train=summary)
     if method.multimodal:
         from eval.retrieval import evaluate_run_retrieval
@@ -234,6 +239,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
         flags += ["--data-dir", args.data_dir]
     if args.no_transfer:
         flags.append("--no-transfer")
+    if args.train_only:
+        flags.append("--train-only")
     for item in args.set:
         flags += ["--set", item]
     return flags
@@ -254,6 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", default=str(ROOT / "reports" / "offline_distill.md"))
     parser.add_argument("--data-dir")
     parser.add_argument("--no-transfer", action="store_true", help="skip the SentEval transfer tasks")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and save the run's summary (steps/s, dev history) without evaluating the model")
     parser.add_argument("--transfer-seeds", type=int, default=3,
                         help="run the transfer tasks on the first N seeds of each method only (they cost about "
                              "5 CPU-core minutes a model)")

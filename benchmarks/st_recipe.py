@@ -13,8 +13,12 @@ selection so the two can be set side by side:
   retrieval images' captions excluded);
 * loss: ``losses.MSELoss`` through ``SentenceTransformerTrainer``: AdamW at ``train.lr`` (the benchmark's
   ``--lr``, 1e-4 by default) with 10% warm-up and linear decay, batch 64, the benchmark's step budget and seed;
-* selection: STS-B dev (``EmbeddingSimilarityEvaluator``, cosine Spearman) every 10% of the steps, the
-  best checkpoint loaded at the end (``load_best_model_at_end``). Test sets are not touched here.
+* selection: STS-B dev (``EmbeddingSimilarityEvaluator``, cosine Spearman) every ``train.eval_every``
+  steps (the benchmarks: 10% of the budget), the best checkpoint loaded at the end
+  (``load_best_model_at_end``). Test sets are not touched here.
+
+Its training time is counted as the project's trainer counts its own: from the first step to the end of
+the last, without the dev evaluations and the checkpoints written after them (``TrainingClock``).
 """
 from __future__ import annotations
 
@@ -25,6 +29,33 @@ from pathlib import Path
 
 WARMUP_RATIO = 0.1
 DEV_METRIC = "eval_sts-dev_spearman_cosine"
+
+
+def training_clock():
+    """A ``TrainerCallback`` that times training as ``distill.trainer`` does: ``seconds`` runs from the start
+    of training to the end of the last step, less every evaluate-and-save pause between a step's end and
+    the next step (the trainer saves after it evaluates, so ``on_save`` closes the pause)."""
+    from transformers import TrainerCallback
+
+    class TrainingClock(TrainerCallback):
+        def __init__(self):
+            self.started = self.last_step_end = 0.0
+            self.paused = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = self.last_step_end = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.last_step_end = time.perf_counter()
+
+        def on_save(self, args, state, control, **kwargs):
+            self.paused += time.perf_counter() - self.last_step_end
+
+        @property
+        def seconds(self) -> float:
+            return self.last_step_end - self.started - self.paused
+
+    return TrainingClock()
 
 
 def train_st_recipe(cfg, out: Path) -> Path:
@@ -58,8 +89,7 @@ def train_st_recipe(cfg, out: Path) -> Path:
     dev = load_stsb("dev", cfg.eval_data_dir or cfg.data_dir)
     evaluator = EmbeddingSimilarityEvaluator([p.sentence1 for p in dev], [p.sentence2 for p in dev],
                                              [p.score for p in dev], name="sts-dev")
-    steps = cfg.train.max_steps
-    every = max(1, steps // 10)
+    steps, every = cfg.train.max_steps, cfg.train.eval_every
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st_trainer"), max_steps=steps, per_device_train_batch_size=cfg.train.batch_size,
         learning_rate=cfg.train.lr, warmup_ratio=WARMUP_RATIO, seed=cfg.train.seed, data_seed=cfg.train.seed,
@@ -67,12 +97,11 @@ def train_st_recipe(cfg, out: Path) -> Path:
         metric_for_best_model=DEV_METRIC, load_best_model_at_end=True, logging_steps=every,
         report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
     )
+    clock = training_clock()
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train_set,
-                                         loss=losses.MSELoss(student), evaluator=evaluator)
-    started = time.time()
+                                         loss=losses.MSELoss(student), evaluator=evaluator, callbacks=[clock])
     trainer.train()
-    # the project's trainer counts training time without its dev evaluations; so does this row
-    seconds = time.time() - started - sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
+    seconds = clock.seconds
     model_dir = out / "model"
     student.max_seq_length = full_length
     student.save(str(model_dir))

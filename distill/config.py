@@ -177,6 +177,10 @@ class LossConfig:
       ``focal_gamma`` > 0 weights the text contrast by ``(1 - p_ii)^gamma``.
     - Distillation: ``soft_target_weight`` weights the KL to the teacher's in-batch similarity rows at
       ``teacher_temperature``; ``regression_weight`` weights the MSE to the teacher's text vectors.
+    - ``dropout_views``: ``auto`` encodes each sentence once when regression is the only term (it
+      reads one embedding per sentence) and twice otherwise (every contrast pairs two dropout views);
+      ``two`` always encodes twice, regression then averaging over both (every config before the
+      one-view step).
     - Related-method modules (docs/modules.md), nested sections that are off when absent: ``aahr``,
       ``soft_mask``, ``mmref``, ``dias``; each adds and owns its own terms.
     """
@@ -198,6 +202,7 @@ class LossConfig:
     soft_target_weight: float = field(default=0.0, metadata=at_least(0))
     teacher_temperature: float = field(default=0.05, metadata=POSITIVE)
     regression_weight: float = field(default=0.0, metadata=at_least(0))
+    dropout_views: Literal["auto", "two"] = "auto"
     aahr: AAHRConfig | None = None
     soft_mask: SoftMaskConfig | None = None
     mmref: MMRefConfig | None = None

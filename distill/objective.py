@@ -8,6 +8,10 @@
          + multimodal_weight   x multimodal      paired steps: AdapACSE (image + caption terms) or MCSE
          + the terms of each optional module     loss.aahr, loss.soft_mask, loss.mmref, loss.dias
 
+Each step encodes the dropout views its terms need: one when regression is the only term
+(``loss.dropout_views: two`` restores the second), two otherwise. Gathers, teacher similarity
+matrices and masks are built only when a term reads them.
+
 Negatives are gathered across ranks; teacher similarities for the gathered candidates come from the
 gathered teacher embeddings, so every mask lines up with them. ``same_image_mask`` and the
 ``false_negative_filter`` remove candidates from the softmaxes; docs/objective.md says which filter
@@ -99,25 +103,27 @@ class PairedTensors:
 
 @dataclass(eq=False)
 class StepTensors:
-    """The tensors the terms of one step share. ``h``: sentence embeddings of the two dropout views,
-    ``z``: their MLP outputs; ``candidates``: ``z2`` of every rank (local anchors' positives at
-    ``offset``); ``s_cc``: teacher text cosines local x gathered; ``exclude``: candidates removed from
+    """The tensors the terms of one step share. ``h``: sentence embeddings of the dropout views
+    (``h2`` None on a one-view step, where nothing below is built), ``z``: their MLP outputs;
+    ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``); ``s_cc``: teacher
+    text cosines local x gathered (when a term reads them); ``exclude``: candidates removed from
     every text-side softmax; ``grounded``: grounding-head outputs of both views (when a term reads
-    them); ``clusters``: AAHR's cluster ids of the gathered rows; ``text_logits`` / ``text_exclude``: the general text contrast's logits (queue negatives and
-    cluster weights included) and mask, when a module reshapes the text term."""
+    them); ``clusters``: AAHR's cluster ids of the gathered rows; ``text_logits`` / ``text_exclude``:
+    the general text contrast's logits (queue negatives and cluster weights included) and mask, when
+    a module reshapes the text term."""
 
     student: Student
     inputs: StepInputs
     h1: Tensor
-    h2: Tensor
-    z1: Tensor
-    z2: Tensor
-    candidates: Tensor
-    offset: int
-    s_cc: Tensor
-    exclude: Tensor | None
-    paired: PairedTensors | None
-    grounded: list[Tensor] | None
+    h2: Tensor | None = None
+    z1: Tensor | None = None
+    z2: Tensor | None = None
+    candidates: Tensor | None = None
+    offset: int = 0
+    s_cc: Tensor | None = None
+    exclude: Tensor | None = None
+    paired: PairedTensors | None = None
+    grounded: list[Tensor] | None = None
     clusters: Tensor | None = None  # AAHR cluster id of every gathered row
     text_logits: Tensor | None = None
     text_exclude: Tensor | None = None
@@ -154,6 +160,12 @@ class DistillationObjective(nn.Module):
         # paired steps: the terms comparing grounded sentences with the adapted teacher images
         self.reads_images = cfg.multimodal != "none" or cfg.mmref is not None or \
             (cfg.dias is not None and cfg.dias.dimension_weight > 0)
+        contrasts = self.text_loss is not None or self.multimodal_loss is not None or \
+            cfg.soft_target_weight > 0 or any(m is not None for m in (self.aahr, self.soft_mask, self.mmref, self.dias))
+        # regression reads one embedding per sentence; every contrast pairs the two dropout views
+        self.views = 2 if contrasts or cfg.dropout_views == "two" else 1
+        self.reads_s_cc = cfg.soft_target_weight > 0 or cfg.multimodal == "adapacse" or self.dias is not None \
+            or cfg.false_negative_filter in ("threshold", "gist")
 
     def forward(self, student: Student, inputs: StepInputs) -> dict[str, Tensor]:
         """Loss terms of this step (already weighted) and their sum under ``"loss"``."""
@@ -169,8 +181,9 @@ class DistillationObjective(nn.Module):
                                   positive_offset=step.offset)
             terms["soft_target"] = cfg.soft_target_weight * kl
         if cfg.regression_weight > 0:
-            predicted = student.regression(torch.cat([step.h1, step.h2]))
-            target = torch.cat([inputs.teacher_text, inputs.teacher_text])
+            views = [step.h1] if step.h2 is None else [step.h1, step.h2]
+            predicted = student.regression(torch.cat(views))
+            target = torch.cat([inputs.teacher_text] * len(views))
             terms["regression"] = cfg.regression_weight * self.regression(predicted, target)
         if step.paired is not None and self.multimodal_loss is not None:
             terms["multimodal"] = cfg.multimodal_weight * self._multimodal(step)
@@ -187,21 +200,25 @@ class DistillationObjective(nn.Module):
         return terms
 
     def _prepare(self, student: Student, inputs: StepInputs) -> StepTensors:
-        """Two dropout views, gathered candidates and teacher tensors, masks, and module state updates."""
+        """The dropout views; on two-view steps also gathered candidates and teacher tensors, masks, and
+        module state updates."""
         if inputs.features is None:
             inputs = replace(inputs, features=student.tokenise(inputs.sentences))
-        views = student.embed_features(twice(inputs.features))
-        h1, h2 = views.chunk(2)
+        if self.views == 1:
+            return StepTensors(student, inputs, h1=student.embed_features(inputs.features))
+        h1, h2 = student.embed_features(twice(inputs.features)).chunk(2)
         z1, z2 = student.mlp(h1), student.mlp(h2)
         candidates, offset = gather_with_grad(z2, inputs.rank_sizes)
-        teacher_text_all = gather_all(inputs.teacher_text, inputs.rank_sizes)
-        s_cc = inputs.teacher_text @ teacher_text_all.T
-        paired = self._paired(student, inputs, teacher_text_all, offset) if inputs.teacher_image is not None else None
+        paired_step = inputs.teacher_image is not None
+        teacher_text_all = gather_all(inputs.teacher_text, inputs.rank_sizes) \
+            if self.reads_s_cc or paired_step or self.aahr is not None else None
+        s_cc = inputs.teacher_text @ teacher_text_all.T if self.reads_s_cc else None
+        paired = self._paired(student, inputs, teacher_text_all, offset) if paired_step else None
         exclude = self._exclude_mask(s_cc, inputs.image_ids, paired, offset)
         if paired is not None:
             paired.image_exclude = _either(exclude, paired.image_exclude)
             paired.caption_exclude = _either(exclude, paired.caption_exclude)
-        grounded = [student.heads.ground(h) for h in (h1, h2)] if self._reads_grounding(paired is not None) else None
+        grounded = [student.heads.ground(h) for h in (h1, h2)] if self._reads_grounding(paired_step) else None
         step = StepTensors(student, inputs, h1, h2, z1, z2, candidates, offset, s_cc, exclude, paired, grounded)
         if self.aahr is not None:
             step.clusters = self.aahr.observe(teacher_text_all)
@@ -255,7 +272,7 @@ class DistillationObjective(nn.Module):
                                             exclude=paired.caption_exclude, positive_offset=step.offset)
         return image_term + caption_term
 
-    def _exclude_mask(self, s_cc: Tensor, image_ids: Tensor | None, paired: PairedTensors | None,
+    def _exclude_mask(self, s_cc: Tensor | None, image_ids: Tensor | None, paired: PairedTensors | None,
                       offset: int) -> Tensor | None:
         """Candidates removed from every softmax: same image, and caption-caption teacher filters."""
         cfg = self.cfg

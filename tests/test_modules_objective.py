@@ -8,7 +8,7 @@ import torch
 from distill import losses
 from distill.config import AAHRConfig, ConfigError, DIASConfig, LossConfig, MMRefConfig, SoftMaskConfig, load_config
 from distill.modules import swap_positive
-from modules_testkit import make_inputs, make_student, objective, run
+from modules_testkit import captured_views, make_inputs, make_student, objective, run
 
 BASELINE = dict(soft_target_weight=1.0, regression_weight=1.0, false_negative_filter="gist")
 ALL_ON = dict(BASELINE, focal_gamma=2.0,
@@ -156,3 +156,32 @@ def test_negative_weights_and_swapped_positive_by_hand():
     assert torch.equal(swapped[off_positive], logits[off_positive])
     ce = -torch.log_softmax(swapped, dim=1)[[0, 1], [1, 2]]
     torch.testing.assert_close(contrast.from_logits(swapped, 1), ce.mean())
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "text"])
+def test_regression_alone_encodes_one_view_and_builds_nothing_else(student, paired, monkeypatch):
+    """One forward of the batch, regression on it; no MLP, gather or teacher similarity. The second
+    view is back, by name, under ``dropout_views: two``."""
+    inputs = make_inputs(paired)
+    torch.manual_seed(0)
+    h = student.embed(inputs.sentences)
+    expected = losses.EmbeddingRegressionLoss()(student.regression(h), inputs.teacher_text)
+    monkeypatch.setattr("distill.objective.gather_with_grad", lambda *a: pytest.fail("gathered"))
+    with captured_views(student) as mlp_outputs:
+        terms = run(objective(text="none", multimodal="none", regression_weight=2.0), student, inputs)
+    assert mlp_outputs == [] and list(terms) == ["regression", "loss"]
+    assert torch.equal(terms["regression"], 2.0 * expected)
+
+    monkeypatch.undo()
+    two = objective(text="none", multimodal="none", regression_weight=2.0, dropout_views="two")
+    torch.manual_seed(0)
+    h1, h2 = student.embed(inputs.sentences + inputs.sentences).chunk(2)
+    both = losses.EmbeddingRegressionLoss()(student.regression(torch.cat([h1, h2])),
+                                            torch.cat([inputs.teacher_text, inputs.teacher_text]))
+    assert two.views == 2 and torch.equal(run(two, student, inputs)["regression"], 2.0 * both)
+
+
+@pytest.mark.parametrize("config", [dict(text="simcse", multimodal="none"), dict(soft_target_weight=1.0),
+                                    dict(text="none", multimodal="mcse", regression_weight=1.0)])
+def test_every_contrast_keeps_two_views(config):
+    assert objective(**config).views == 2

@@ -8,7 +8,9 @@ text, paired: stateful modules see a filled queue) over a fixed tiny batch whose
 near-duplicates, so the threshold and gist filters remove real candidates.
 
 A deliberate change of a term is recorded again with ``DISTILL_RECORD_OBJECTIVE=1 pytest <this file>``;
-say why in the commit.
+say why in the commit. One was: a regression-only objective encodes one dropout view
+(``loss.dropout_views: auto``), so its values changed; each such case is kept under
+``... [dropout_views=two]`` with the values recorded before, which the old behaviour still gives.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ CASES = {f"configs/{p.name}": (p, []) for p in sorted((ROOT / "configs").glob("*
 # (which layers it keeps) shares its objective with another row and adds nothing here
 CASES.update({f"method/{name}": (CONFIG, list(m.overrides)) for name, m in METHODS.items()
               if m.trainer == "project" and not any(o.startswith("student.") for o in m.overrides)})
+TWO_VIEWS = "loss.dropout_views=two"
+# the objectives that encode one view by default, also with the second view they had when recorded
+CASES.update({f"{name} [dropout_views=two]": (config, [*overrides, TWO_VIEWS])
+              for name, (config, overrides) in list(CASES.items())
+              if objective_for(load_config(config, overrides).loss).views == 1})
 
 
 def near_duplicate_inputs(paired: bool, seed: int):

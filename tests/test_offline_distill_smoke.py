@@ -60,3 +60,30 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
     assert rerun.returncode == 0
     assert rerun.stdout.count("already done") == 8 and " ok in " not in rerun.stdout  # finished runs are skipped
 
+
+
+def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed_data_dir):
+    """Speed rounds, then a budget turned into each method's own step count, then the report."""
+    report = tmp_path / "report" / "race_st.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "race_st.py"), "--methods", "regression_spread,st_recipe",
+           "--rounds", "1", "--speed-steps", "3", "--budgets", "0.01", "--seeds", "2", "--batch-size", "8",
+           "--out-root", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"), "--report", str(report),
+           "--data-dir", str(mixed_data_dir),
+           "--set", f"student.model={tiny_bert_dir}", "--set", f"teacher.text_model={tiny_bert_dir}",
+           "--set", "data.limits={wiki1m: 64, flickr30k_train: 4, coco_val2017: 4, coco2017_mini: 12}",
+           "--set", "train.retrieval_holdout_images=4", "--set", "student.layers=1"]
+    result = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FAILED" not in result.stdout, result.stdout
+    runs = tmp_path / "runs"
+    speed = json.loads((runs / "speed" / "round0" / "st_recipe" / "seed1234" / "results.json").read_text())
+    assert speed["train"]["steps"] == 3 and "sts" not in speed  # speed rounds train only
+    for method in ("regression_spread", "st_recipe"):
+        for seed in (1234, 1235):
+            row = json.loads((runs / "budget0.01min" / method / f"seed{seed}" / "results.json").read_text())
+            assert row["train"]["steps"] == 10 and len(row["train"]["dev_history"]) == 10 and "STS12" in row["sts"]["tasks"]
+    text = report.read_text()
+    assert "## (a) Steps per second, side by side" in text and "### 0.01 training minutes" in text
+    assert "on the STS average (" in text and "of 2 seeds" in text
+    assert (report.parent / "figures" / "race_st_dev_minutes.png").stat().st_size > 0

@@ -1,0 +1,292 @@
+#!/usr/bin/env python
+"""The project's recipe against sentence-transformers' own, on the same cores, per step and per minute.
+
+Both train the 3-layer spread-out cut of all-MiniLM-L6-v2 on the teacher's cached embeddings of the
+offline benchmark's 183,913-row pool (``benchmarks/offline_distill.py``: same data, truncation, batch,
+lr, seeds and STS-B dev selection). The project's recipe is ``regression_spread`` (regression, one dropout
+view); sentence-transformers' is its layer-reduction example (``benchmarks/st_recipe.py``: its trainer,
+``MSELoss``). ``regression_spread_two_views`` is the project's recipe as it ran before the one-view step.
+
+Phase (a), speed: ``--rounds`` rounds of ``--speed-steps`` steps of each method, alternating A B A B in
+fresh processes on the same cores, no evaluation but one at the end (not timed). Steps/s per run come from
+each trainer's clock (training only, as both count it); the ratio is taken within each round.
+
+Phase (b), time-matched rows: each budget (``--budgets``, training minutes) becomes each method's step
+count at its own median steps/s of phase (a), rounded to 10 steps so STS-B dev runs at every 10%;
+methods alternate per seed. Every run is scored on the 7 STS test sets once, after selection on dev. The
+report gives each row's measured training minutes next to the budget, because a step count fixed in
+advance is what makes the rows repeatable (a run's quality then does not depend on how busy the machine
+was), while the minutes it really took do.
+
+  python benchmarks/race_st.py                               # (a), then 5, 15, 30 minutes x 3 seeds
+  python benchmarks/race_st.py --budgets 5 --seeds 3         # one budget; finished runs are skipped
+  python benchmarks/race_st.py --report-only
+Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import offline_distill  # noqa: E402
+from benchmarks.offline_report import mean_std, paired, sts_average  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS, ANCHOR = "regression_spread", "st_recipe"
+DEFAULT_METHODS = f"{OURS},{ANCHOR},regression_spread_two_views"
+STEP_QUANTUM = 10  # budgets round to whole tenths, so dev runs at every 10% of each run
+
+
+def budget_steps(steps_per_second: float, minutes: float) -> int:
+    """The step count that fills ``minutes`` of training at ``steps_per_second``."""
+    return max(STEP_QUANTUM, round(steps_per_second * minutes * 60 / STEP_QUANTUM) * STEP_QUANTUM)
+
+
+def bench_args(args: argparse.Namespace, out_root: Path, steps: int, eval_every: int | None = None) -> argparse.Namespace:
+    """The offline benchmark's arguments for one group of runs of this race."""
+    argv = ["--steps", str(steps), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
+            "--out-root", str(out_root), "--cache-root", args.cache_root, "--seeds", str(args.seeds),
+            "--no-transfer", "--methods", args.methods]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    extra = list(args.set) + ([f"train.eval_every={eval_every}"] if eval_every else [])
+    for item in extra:
+        argv += ["--set", item]
+    return offline_distill.parse_args(argv + (["--train-only"] if eval_every else []))
+
+
+def methods(args: argparse.Namespace) -> list[str]:
+    return args.methods.split(",")
+
+
+def seeds(args: argparse.Namespace) -> list[int]:
+    return [offline_distill.FIRST_SEED + i for i in range(args.seeds)]
+
+
+# --- phase (a) -------------------------------------------------------------------------------------
+
+
+def speed_root(args: argparse.Namespace, round_index: int) -> Path:
+    return Path(args.out_root) / "speed" / f"round{round_index}"
+
+
+def run_speed(args: argparse.Namespace) -> None:
+    for r in range(args.rounds):
+        group = bench_args(args, speed_root(args, r), args.speed_steps, eval_every=args.speed_steps)
+        for method in methods(args):  # one process each, alternating
+            offline_distill.run_all(group, [(method, offline_distill.FIRST_SEED)])
+
+
+def speed_rows(args: argparse.Namespace) -> list[dict[str, float]]:
+    """Steps/s of each method in each finished round."""
+    rows = []
+    for r in range(args.rounds):
+        row = {}
+        for method in methods(args):
+            path = speed_root(args, r) / method / f"seed{offline_distill.FIRST_SEED}" / "results.json"
+            if path.is_file():
+                row[method] = json.loads(path.read_text())["train"]["steps_per_second"]
+        if len(row) == len(methods(args)):
+            rows.append(row)
+    return rows
+
+
+def median_rates(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: statistics.median(row[m] for row in rows) for m in rows[0]}
+
+
+# --- phase (b) -------------------------------------------------------------------------------------
+
+
+def budget_root(args: argparse.Namespace, minutes: float) -> Path:
+    return Path(args.out_root) / f"budget{minutes:g}min"
+
+
+def run_budget(args: argparse.Namespace, minutes: float, rates: dict[str, float]) -> None:
+    groups = {m: bench_args(args, budget_root(args, minutes), budget_steps(rates[m], minutes)) for m in methods(args)}
+    for seed in seeds(args):
+        for method in methods(args):
+            offline_distill.run_all(groups[method], [(method, seed)])
+
+
+def budget_runs(args: argparse.Namespace, minutes: float) -> dict[str, list[dict]]:
+    root = budget_root(args, minutes)
+    return {m: [json.loads(p.read_text()) for p in sorted((root / m).glob("seed*/results.json"))]
+            for m in methods(args)}
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def label(method: str) -> str:
+    return offline_distill.METHODS[method].label
+
+
+def speed_section(rows: list[dict[str, float]], args: argparse.Namespace) -> list[str]:
+    names = methods(args)
+    lines = ["## (a) Steps per second, side by side", "",
+             f"{args.rounds} rounds; in each, every method trains {args.speed_steps} steps (batch {args.batch_size}) "
+             "in a fresh process, one after the other on the same cores. Ratio: the project's steps/s over "
+             "sentence-transformers' in the same round.", "",
+             "| round | " + " | ".join(label(m) for m in names) + " | ratio |",
+             "|---" * (len(names) + 2) + "|"]
+    for i, row in enumerate(rows):
+        cells = [f"{row[m]:.3f}" for m in names]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | **{row[OURS] / row[ANCHOR]:.2f}x** |")
+    rates = median_rates(rows)
+    ratios = [row[OURS] / row[ANCHOR] for row in rows]
+    lines += ["", f"Median steps/s: " + ", ".join(f"{label(m)} {rates[m]:.3f}" for m in names) +
+              f". Per-round ratio: {min(ratios):.2f}x to {max(ratios):.2f}x, median "
+              f"**{statistics.median(ratios):.2f}x**."]
+    if "regression_spread_two_views" in rates:
+        lines.append(f"The second dropout view costs {rates[OURS] / rates['regression_spread_two_views']:.2f}x "
+                     "in steps/s (one view over two).")
+    return lines
+
+
+def budget_section(args: argparse.Namespace, minutes: float, teacher: float | None) -> list[str]:
+    runs = {m: r for m, r in budget_runs(args, minutes).items() if r}
+    if not runs:
+        return []
+    lines = [f"### {minutes:g} training minutes", "",
+             "| method | steps | measured training minutes | best STS-B dev | STS Avg (7 tasks) | of teacher |",
+             "|---|---|---|---|---|---|"]
+    for method, results in runs.items():
+        averages = [sts_average(r) for r in results]
+        share = f"{100 * statistics.fmean(averages) / teacher:.2f}%" if teacher else "—"
+        lines.append(f"| {label(method)} | {results[0]['train']['steps']} | "
+                     f"{mean_std([r['train']['train_seconds'] / 60 for r in results], 1)} | "
+                     f"{mean_std([r['train']['best_stsb_dev'] for r in results])} | "
+                     f"{mean_std(averages)} (n={len(results)}) | {share} |")
+    lines += ["", verdict(runs, minutes)]
+    return lines
+
+
+def verdict(runs: dict[str, list[dict]], minutes: float) -> str:
+    """Who is ahead at this budget, said plainly, from the per-seed pairs."""
+    if OURS not in runs or ANCHOR not in runs:
+        return "Both methods have not finished a seed at this budget yet."
+    by_seed = {m: {r["seed"]: sts_average(r) for r in runs[m]} for m in (OURS, ANCHOR)}
+    common = sorted(by_seed[OURS].keys() & by_seed[ANCHOR].keys())
+    gaps = [by_seed[OURS][s] - by_seed[ANCHOR][s] for s in common]
+    ahead = sum(g > 0 for g in gaps)
+    who = ("the project's recipe is ahead" if ahead == len(gaps) else
+           "sentence-transformers' recipe is ahead" if ahead == 0 else "neither is ahead on every seed")
+    gap = paired({OURS: runs[OURS], ANCHOR: runs[ANCHOR]}, OURS, ANCHOR)
+    detail = gap.describe() if gap else f"{gaps[0]:+.2f} STS average on seed {common[0]}"
+    return f"**At {minutes:g} minutes {who}** on the STS average ({ahead} of {len(gaps)} seeds): {detail}."
+
+
+def plot_dev_minutes(args: argparse.Namespace, path: Path) -> None:
+    """STS-B dev against training minutes (step / the run's own steps/s), one panel per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [b for b in args.budgets if any(budget_runs(args, b).values())]
+    if not budgets:
+        return
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 3.6), squeeze=False)
+    colours = dict(zip(methods(args), ("tab:blue", "tab:orange", "tab:grey")))
+    for ax, minutes in zip(axes[0], budgets):
+        for method, results in budget_runs(args, minutes).items():
+            for i, r in enumerate(results):
+                rate = r["train"]["steps_per_second"]
+                xs = [step / rate / 60 for step, _ in r["train"]["dev_history"]]
+                ax.plot(xs, [dev for _, dev in r["train"]["dev_history"]], color=colours[method], alpha=0.8,
+                        marker=".", label=label(method) if i == 0 else None)
+        ax.set_title(f"{minutes:g}-minute budget")
+        ax.set_xlabel("training minutes (2 CPU cores)")
+        ax.set_ylabel("STS-B dev (Spearman x100)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(args: argparse.Namespace) -> None:
+    from eval.speed import cpu_name
+
+    rows = speed_rows(args)
+    if not rows:
+        raise SystemExit(f"no finished speed round under {args.out_root}/speed: run without --report-only first")
+    teacher_path = Path(args.out_root) / "teacher" / "results.json"
+    teacher = sts_average(json.loads(teacher_path.read_text())) if teacher_path.is_file() else None
+    report = Path(args.report)
+    figure = report.parent / "figures" / "race_st_dev_minutes.png"
+    lines = ["# Race: the project's recipe against sentence-transformers' own", "",
+             f"Generated by `{args.command}` on {cpu_name()} (torch threads: every core). Same student "
+             f"(all-MiniLM-L6-v2, layers 0, 2, 4), data (the offline benchmark's 183,913-row pool), truncation "
+             f"(32 tokens), batch {args.batch_size}, lr {args.lr:g} (10% warm-up for sentence-transformers' "
+             "trainer, as its example has it; none for the project's, as its recipe has it), seeds, and STS-B "
+             "dev selection every 10% of a run. Test sets are scored once per run, after selection.", ""]
+    lines += speed_section(rows, args)
+    lines += ["", "## (b) Time-matched rows", "",
+              "Each budget is turned into each method's step count at its median steps/s of (a); the "
+              "measured minutes are each run's own clock (training only, no dev evaluation), so they show how "
+              "close each run came to its budget on these shared cores. Verdicts are paired per seed "
+              "(same seed, same data order within a method)." +
+              (f" Teacher STS Avg: {teacher:.2f}." if teacher else ""), ""]
+    for minutes in args.budgets:
+        lines += budget_section(args, minutes, teacher) + [""]
+    plot_dev_minutes(args, figure)
+    if figure.is_file():
+        lines += [f"![STS-B dev against training minutes](figures/{figure.name})", ""]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines).rstrip() + "\n")
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help=f"comma list, {OURS} and {ANCHOR} first (default: %(default)s)")
+    parser.add_argument("--budgets", default="5,15,30", help="training minutes per row (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="speed rounds of phase (a)")
+    parser.add_argument("--speed-steps", type=int, default=150, help="steps per method and speed round")
+    parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out-root", default=str(ROOT / "runs" / "race_st"))
+    parser.add_argument("--cache-root", default=str(ROOT / "cache" / "teacher"))
+    parser.add_argument("--report", default=str(ROOT / "reports" / "race_st.md"))
+    parser.add_argument("--data-dir")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every run")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.command = "python benchmarks/race_st.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.budgets = [float(b) for b in args.budgets.split(",")]
+    names = methods(args)
+    if names[:2] != [OURS, ANCHOR] or any(m not in offline_distill.METHODS for m in names):
+        parser.error(f"--methods: {OURS},{ANCHOR} first, then any of {list(offline_distill.METHODS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.report_only:
+        first = bench_args(args, Path(args.out_root), args.speed_steps)
+        offline_distill.build_cache_once(first)
+        offline_distill.reference_rows(first)
+        run_speed(args)
+        rates = median_rates(speed_rows(args))
+        for minutes in args.budgets:
+            run_budget(args, minutes, rates)
+    write_report(args)
+    print(f"report written to {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
