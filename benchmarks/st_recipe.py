@@ -64,14 +64,15 @@ def train_st_recipe(cfg, out: Path) -> Path:
     Writes ``train_summary.json`` with the fields the benchmark report reads (steps, best step and dev
     score, train seconds, steps/s, the dev history) and ``config.yaml``, the run's resolved config."""
     import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MSELoss
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
     from dataclasses import replace
 
     from distill.config import save_config
     from distill.pools import build_pools
+    from distill.st_losses import cache_dataset
     from distill.student import build_encoder
     from eval.data.sts import load_stsb
     from teacher_cache import TeacherCache, ensure_cache
@@ -84,8 +85,7 @@ def train_st_recipe(cfg, out: Path) -> Path:
     cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     rows = sorted([*pools.text_rows.tolist(), *pools.paired_text_rows.tolist()])
-    train_set = Dataset.from_dict({"sentence": [cache.texts[r] for r in rows],
-                                   "label": cache.text(rows).float().numpy()})
+    train_set = cache_dataset(cache, rows)
     dev = load_stsb("dev", cfg.eval_data_dir or cfg.data_dir)
     evaluator = EmbeddingSimilarityEvaluator([p.sentence1 for p in dev], [p.sentence2 for p in dev],
                                              [p.score for p in dev], name="sts-dev")
@@ -99,7 +99,7 @@ def train_st_recipe(cfg, out: Path) -> Path:
     )
     clock = training_clock()
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train_set,
-                                         loss=losses.MSELoss(student), evaluator=evaluator, callbacks=[clock])
+                                         loss=MSELoss(student), evaluator=evaluator, callbacks=[clock])
     trainer.train()
     seconds = clock.seconds
     model_dir = out / "model"

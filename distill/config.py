@@ -39,9 +39,10 @@ COSINE = {"range": (-1, 1, False)}  # in [-1, 1]: a threshold on unit-vector sim
 class StudentConfig:
     """The sentence encoder being trained.
 
-    ``model`` is a hub id, a local path, or ``offline:all-MiniLM-L6-v2``. A plain Hugging Face
-    encoder gets a Pooling module of kind ``pooling``; ``model`` keeps a sentence-transformers
-    folder's own pooling. ``layers: k`` keeps k transformer layers: the first k
+    ``model`` is a hub id, a local path, or ``offline:all-MiniLM-L6-v2``. ``pooling``: ``model``
+    keeps the model's own Pooling (sentence-transformers' mean pooling for a plain Hugging Face
+    encoder); ``cls`` or ``mean`` replaces that one module, every other (a Normalize, a Dense) and the
+    maximum length staying as the base model has them. ``layers: k`` keeps k transformer layers: the first k
     (``layer_choice: first``) or k spread evenly over the model (``spread``: layers 0, 2, 4 of 6, as
     sentence-transformers' layer-reduction recipe keeps them).
 
@@ -235,7 +236,7 @@ class TrainConfig:
     (distill/schedule.py): one_pass = one pass over each pool per epoch, official = the released KDMCSE
     loop's cycling loaders (the paper configs). ``eval_every``: steps between STS-B dev
     evaluations and checkpoints. ``retrieval_holdout_images``: images kept out of training for the
-    retrieval evaluation. ``eval_batch_size``: sentences per forward in the dev evaluation.
+    retrieval evaluation (``auto``: a quarter of the image set, at most 1000). ``eval_batch_size``: sentences per forward in the dev evaluation.
     ``log_every``: steps between TensorBoard scalars, and how often the loss terms are read
     from the device (the only host-device sync this project makes in a training step, on one process
     or many: tests/test_step_syncs.py; transformers' SDPA attention adds one per forward to check the
@@ -252,7 +253,7 @@ class TrainConfig:
     output_dir: str = "runs/offline_default"
     cache_root: str = "cache/teacher"
     batch_size: int = field(default=64, metadata=at_least(1))
-    lr: float = field(default=3e-5, metadata={"range": (0, 1.0, True)})  # above 1, AdamW only diverges
+    lr: float = field(default=3e-5, metadata={"range": (0, 1.0, True)})  # AdamW peak learning rate, at most 1 (above, AdamW only diverges)
     weight_decay: float = field(default=0.0, metadata=at_least(0))
     warmup_ratio: float = field(default=0.0, metadata=UNIT_INTERVAL)
     grad_clip: float = field(default=1.0, metadata=at_least(0))
@@ -263,7 +264,7 @@ class TrainConfig:
     paired_every: int | None = field(default=None, metadata=at_least(1))
     schedule: Literal["official", "one_pass"] = "one_pass"
     eval_every: int = field(default=125, metadata=at_least(1))
-    retrieval_holdout_images: int = field(default=0, metadata=at_least(0))
+    retrieval_holdout_images: int | Literal["auto"] = field(default=0, metadata=at_least(0))
     eval_batch_size: int = field(default=256, metadata=at_least(1))
     log_every: int = field(default=10, metadata=at_least(1))
     device: str | None = None
@@ -283,10 +284,25 @@ class TrainConfig:
 
 
 @dataclass
+class CardConfig:
+    """What the model card says for publishing; changing it changes no number of the run.
+
+    ``license``: the model's licence as the hub spells it (an SPDX id such as ``apache-2.0``); None
+    takes the base model's where its folder's card names one (the offline MiniLM: apache-2.0).
+    ``repo_id``: the hub id the model will be published under; the card's usage example loads it
+    (None: a path to the folder).
+    """
+
+    license: str | None = None
+    repo_id: str | None = None
+
+
+@dataclass
 class RunConfig:
     """A whole training run: student, teacher, data, objective and trainer settings.
 
-    ``name``: the run's name (model card title). ``data_dir``: the data directory (None: the
+    ``name``: the run's name (model card title). ``card``: what the model card says for publishing
+    (licence, hub id). ``data_dir``: the data directory (None: the
     ``--data-dir`` flag, else $DISTILL_DATA_DIR, ../shared/data or ./data).
     """
 
@@ -296,23 +312,62 @@ class RunConfig:
     data: CacheDataConfig = field(default_factory=CacheDataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    card: CardConfig = field(default_factory=CardConfig)
     data_dir: str | None = None  # the built-in corpora (own sources name their files themselves)
     eval_data_dir: str | None = None  # the SentEval layout (STS-B dev); default: where data_dir resolves
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML file (or start from defaults) and apply ``a.b=value`` overrides (YAML-parsed values)."""
+    """Read a YAML file (or start from defaults) and apply ``a.b=value`` overrides (YAML-parsed values).
+
+    A file may name ``base:``, a shipped config (``offline_default``) or a YAML path relative to the
+    file, and then holds only what differs from it (``merge_base`` says how the two combine)."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        raw = _read_with_base(Path(path), seen=())
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(RunConfig, raw, prefix="")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return raw
+
+
+def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    raw = _read_yaml(path)
+    name = raw.pop("base", None)
+    if name is None:
+        return raw
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: base must be a config name or path, got {name!r}")
+    beside = path.parent / name
+    base_path = beside if beside.is_file() else resolve_config_path(name)
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {name!r} is neither a file beside it nor a shipped config "
+                          f"({', '.join(sorted(p.stem for p in configs_dir().glob('*.yaml')))})")
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: base {name!r} leads back to itself")
+    return merge_base(_read_with_base(base_path, (*seen, path.resolve())), raw)
+
+
+def merge_base(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A config that extends ``base``: each section key by key (a value, list included, replaces the
+    base's), except ``data``, which is the run's own whole when it gives one (a run on its own
+    sentences does not also train on the base's corpora or images: a source list it leaves out is
+    empty). A config that names itself and no
+    ``train.output_dir`` writes to ``runs/<name>``, not into the base's run folder."""
+    merged = _merged(base, {k: v for k, v in own.items() if k != "data"})
+    if "data" in own:  # a source list it leaves out is empty, not the built-in corpora
+        merged["data"] = {"text_sources": [], "image_sources": [], **(own["data"] or {})}
+    if "name" in own and "output_dir" not in (own.get("train") or {}):
+        merged["train"] = {**(merged.get("train") or {}), "output_dir": f"runs/{own['name']}"}
+    return merged
 
 
 def configs_dir() -> Path:
@@ -400,6 +455,15 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
+def _merged(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``base``, mappings merged key by key at every depth."""
+    merged = {**base}
+    for key, value in own.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both else value
+    return merged
+
+
 def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     """Build dataclass ``cls`` from ``raw``, checking names and types; ``prefix`` names the section."""
     if not isinstance(raw, dict):
@@ -421,7 +485,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
 
 def _check_range(value: Any, bounds: tuple[float, float | None, bool], key: str) -> None:
     low, high, low_open = bounds
-    if value is None:
+    if value is None or isinstance(value, str):  # a named setting (``auto``), checked by its Literal
         return
     if not math.isfinite(value):  # YAML reads .inf and .nan as floats; no setting means either
         raise ConfigError(f"{key} must be a finite number, got {value!r}")

@@ -118,6 +118,14 @@ def _field_default(item: dataclasses.Field) -> Any:
 
 def _show(value: Any) -> str:
     """A value as it would be written in the YAML file."""
-    if isinstance(value, tuple):
-        value = list(value)
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    return yaml.safe_dump(_plain(value), default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` in YAML's types: a dataclass (an own data source) as the mapping of its set fields."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerModelC
 from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
 from teacher_cache.files import atomic_write
-from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
+from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
 from teacher_cache.towers.config import TeacherConfig
 
 # What the offline aliases load, named as the hub knows them.
@@ -47,9 +47,51 @@ def card_header(model: SentenceTransformer, cfg: RunConfig) -> str:
     base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
     if _looks_like_hub_id(base):
         data.base_model = base
+    data.license = cfg.card.license or base_license(cfg.student.model)
     model.model_card_data = data
     data.register_model(model)
     return data.to_yaml()
+
+
+def base_license(model: str) -> str | None:
+    """The licence the base model's own card names (its local folder, or the hub cache), else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    folder = Path(resolve_model_name(model))
+    if folder.is_dir():
+        readme = folder / "README.md"
+    else:
+        cached = try_to_load_from_cache(model, "README.md") if _looks_like_hub_id(model) else None
+        readme = Path(cached) if isinstance(cached, str) else None
+    if readme is None or not readme.is_file():
+        return None
+    header = card_header_of(readme.read_text())
+    return header.get("license") if isinstance(header.get("license"), str) else None
+
+
+def card_header_of(text: str) -> dict[str, Any]:
+    """The YAML metadata block at the top of a model card (empty when it has none)."""
+    if not text.startswith("---\n"):
+        return {}
+    block = text[4:].split("\n---\n", 1)[0]
+    try:
+        header = yaml.safe_load(block)
+    except yaml.YAMLError:
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
+def portable(value: Any, root: Path) -> Any:
+    """``value`` with every absolute path made relative to ``root`` (the working directory of the run),
+    or cut to ``<local>/<name>`` outside it, so a published card names no machine's folders."""
+    if isinstance(value, dict):
+        return {key: portable(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item, root) for item in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        path = Path(value)
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else f"<local>/{path.name}"
+    return value
 
 
 def _layer_note(student: StudentConfig) -> str:
@@ -61,9 +103,10 @@ def _layer_note(student: StudentConfig) -> str:
 
 def card_body(model: SentenceTransformer, cfg: RunConfig, manifest: dict[str, Any], state,
               results: dict[str, float], model_dir: Path) -> str:
-    base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
+    root = Path.cwd()
+    base = portable(HUB_NAMES.get(cfg.student.model, cfg.student.model), root)
     layers = _layer_note(cfg.student)
-    folder = Path(cfg.train.output_dir) / "model"
+    load = cfg.card.repo_id or "path/to/this/folder"
     return f"""# {cfg.name}: a distilled sentence encoder
 
 A [sentence-transformers](https://www.sbert.net) model distilled with kdmcse-distill from the teacher
@@ -76,7 +119,7 @@ A [sentence-transformers](https://www.sbert.net) model distilled with kdmcse-dis
 ```python
 from sentence_transformers import SentenceTransformer
 
-model = SentenceTransformer("{folder.as_posix()}")  # this folder (or its hub id once uploaded)
+model = SentenceTransformer("{load}")
 embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
 print(model.similarity(embeddings, embeddings))
 ```
@@ -98,7 +141,8 @@ SentEval protocol. The checkpoint is the step with the best STS-B dev score.
 - **Steps:** {state.step} ({state.train_seconds / 60:.1f} min), batch size {cfg.train.batch_size},
   learning rate {cfg.train.lr}, precision {cfg.train.precision}, seed {cfg.train.seed}.
 - **Dropped after training:** the training-only heads (MLP, grounding head, teacher adapters); the
-  grounding head and adapters are kept in `grounding_heads.pt` for retrieval evaluation.
+  grounding head and adapters stay in the training run's folder (`grounding_heads.pt`), for its
+  retrieval evaluation, and are not part of this model.
 
 ### Losses
 
@@ -109,7 +153,7 @@ SentEval protocol. The checkpoint is the step with the best STS-B dev score.
 <details><summary>Resolved run config</summary>
 
 ```yaml
-{yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip()}
+{yaml.safe_dump(portable(to_dict(cfg), root), sort_keys=False).rstrip()}
 ```
 </details>
 """
@@ -182,12 +226,13 @@ def speed_section(rows: list[dict[str, Any]], machine: str) -> str:
 
 def teacher_name(teacher: TeacherConfig) -> str:
     """The teacher's towers as a reader knows them (hub names for the offline aliases)."""
+    root = Path.cwd()
     if teacher.backend == "composite":
-        text = HUB_NAMES.get(teacher.text_model, teacher.text_model)
-        image = HUB_NAMES.get(teacher.image_model, teacher.image_model)
+        text = portable(HUB_NAMES.get(teacher.text_model, teacher.text_model), root)
+        image = portable(HUB_NAMES.get(teacher.image_model, teacher.image_model), root)
         return f"`{text}` (text) + `{image}` (images)"
-    pretrained = f" ({teacher.clip_pretrained})" if teacher.clip_pretrained else ""
-    return f"`{teacher.clip_model}`{pretrained} ({teacher.backend})"
+    pretrained = f" ({portable(teacher.clip_pretrained, root)})" if teacher.clip_pretrained else ""
+    return f"`{portable(teacher.clip_model, root)}`{pretrained} ({teacher.backend})"
 
 
 def training_data(cfg: RunConfig, manifest: dict[str, Any]) -> str:
@@ -243,6 +288,8 @@ def results_table(state, results: dict[str, float]) -> str:
     lines = ["| evaluation | score |", "|---|---|"]
     if state.best_step >= 0:
         lines.append(f"| STS-B dev (step {state.best_step} of {state.step}) | {state.best_dev:.2f} |")
+    if state.baseline_dev is not None:
+        lines.append(f"| STS-B dev before training (step 0) | {state.baseline_dev:.2f} |")
     lines += [f"| {name} | {score:.2f} |" for name, score in results.items()]
     history = ", ".join(f"{step}: {score:.2f}" for step, score in state.dev_history)
     return "\n".join(lines) + (f"\n\nSTS-B dev during training (step: score): {history}." if history else "")
@@ -250,3 +297,63 @@ def results_table(state, results: dict[str, float]) -> str:
 
 def _looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
+
+
+SCORES_HEADING = "## Test scores"
+# STS task names as the hub's model-index knows their datasets
+MODEL_INDEX_DATASETS = {"STS12": "mteb/sts12-sts", "STS13": "mteb/sts13-sts", "STS14": "mteb/sts14-sts",
+                        "STS15": "mteb/sts15-sts", "STS16": "mteb/sts16-sts", "STSBenchmark": "mteb/stsbenchmark-sts",
+                        "SICKRelatedness": "mteb/sickr-sts"}
+
+
+def record_scores(model_dir: Path, payload: dict[str, Any]) -> bool:
+    """Write an evaluation's scores (``scripts/evaluate.py``'s payload) into the card of a model this
+    project trained: a "Test scores" section of its text and the ``model-index`` of its metadata, which
+    the hub shows as evaluation results. A later evaluation replaces them. Returns False, touching
+    nothing, for a folder whose card is not this project's."""
+    readme = Path(model_dir) / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    header = card_header_of(text)
+    if "kdmcse-distill" not in (header.get("tags") or []) or not ("sts" in payload or "transfer" in payload):
+        return False
+    body = text[4:].split("\n---\n", 1)[1]
+    header["model-index"] = [{"name": header.get("model_name") or Path(model_dir).name,
+                              "results": model_index_results(payload)}]
+    section = f"{SCORES_HEADING}\n\n{scores_text(payload)}\n\n"
+    if SCORES_HEADING in body:  # an earlier evaluation's section: replaced up to the next heading
+        before, rest = body.split(SCORES_HEADING, 1)
+        body = before + section + (rest[rest.index("\n## ") + 1:] if "\n## " in rest else "")
+    else:
+        body = body.replace("## Training\n", section + "## Training\n", 1)
+    atomic_write(readme, f"---\n{yaml.safe_dump(header, sort_keys=False).rstrip()}\n---\n{body}".encode())
+    return True
+
+
+def model_index_results(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One hub model-index entry per STS test set (cosine Spearman x100)."""
+    tasks = payload.get("sts", {}).get("tasks", {})
+    return [{"task": {"type": "sentence-similarity", "name": "Semantic Similarity"},
+             "dataset": {"name": name, "type": MODEL_INDEX_DATASETS.get(name, name)},
+             "metrics": [{"type": "spearman_cosine", "value": round(result["spearman"], 2),
+                          "name": "Spearman correlation (cosine) x100"}]}
+            for name, result in tasks.items()]
+
+
+def scores_text(payload: dict[str, Any]) -> str:
+    """The STS and transfer tables of an evaluation, with the protocol it ran."""
+    from_evaluation = "Scored by `scripts/evaluate.py` after training (test sets; not used for selection)."
+    lines = [from_evaluation, ""]
+    sts = payload.get("sts")
+    if sts:
+        names = list(sts["tasks"])
+        lines += [f"STS, cosine Spearman x100 ({sts['aggregation']} aggregation of STS12-16):", "",
+                  "| " + " | ".join([*names, "Avg"]) + " |", "|---" * (len(names) + 1) + "|",
+                  "| " + " | ".join(f"{sts['tasks'][n]['spearman']:.2f}" for n in names) + f" | {sts['average']:.2f} |"]
+    transfer = payload.get("transfer")
+    if transfer:
+        names = list(transfer["tasks"])
+        average = f"{transfer['average']:.2f}" if transfer["average"] is not None else "—"
+        lines += ["", f"Transfer, accuracy x100 ({transfer['protocol']} protocol):", "",
+                  "| " + " | ".join([*names, "Avg"]) + " |", "|---" * (len(names) + 1) + "|",
+                  "| " + " | ".join(f"{transfer['tasks'][n]['accuracy']:.2f}" for n in names) + f" | {average} |"]
+    return "\n".join(lines)

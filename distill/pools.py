@@ -37,8 +37,9 @@ class TrainingPools:
         return len(self.paired_text_rows)
 
 
-def build_pools(cache: TeacherCache, heldout_images: int = 0) -> TrainingPools:
-    """Split the cache's rows into the two pools, keeping ``heldout_images`` images out of training."""
+def build_pools(cache: TeacherCache, heldout_images: int | str = 0) -> TrainingPools:
+    """Split the cache's rows into the two pools, keeping ``heldout_images`` images out of training
+    (``train.retrieval_holdout_images``: a number, or ``auto``)."""
     captions = [(row, image_id) for row, image_id in enumerate(cache.caption_image_ids) if image_id is not None]
     heldout = choose_heldout_images(sorted({image_id for _, image_id in captions}), heldout_images)
     heldout_set = set(heldout)
@@ -54,8 +55,20 @@ def build_pools(cache: TeacherCache, heldout_images: int = 0) -> TrainingPools:
     )
 
 
-def choose_heldout_images(image_ids: list[str], n: int) -> list[str]:
-    """A fixed random subset of ``n`` image ids (sorted), independent of the run's seed."""
+AUTO_HOLDOUT_SHARE, AUTO_HOLDOUT_MAX = 4, 1000  # auto: a quarter of the images, at most 1000 (a test split's size)
+
+
+def holdout_size(setting: int | str, n_images: int) -> int:
+    """How many images ``train.retrieval_holdout_images`` keeps out of ``n_images``: the number, or for
+    ``auto`` a quarter of them, at most 1000 (none when only one image would be trained on)."""
+    if setting != "auto":
+        return setting
+    return min(AUTO_HOLDOUT_MAX, n_images // AUTO_HOLDOUT_SHARE)
+
+
+def choose_heldout_images(image_ids: list[str], setting: int | str) -> list[str]:
+    """A fixed random subset of image ids (sorted, ``holdout_size`` of them), independent of the run's seed."""
+    n = holdout_size(setting, len(image_ids))
     if n < 0 or (n > 0 and n >= len(image_ids)):  # at least one image must stay for training
         raise ConfigError(f"train.retrieval_holdout_images={n}: cannot hold out {n} of {len(image_ids)} images "
                           f"(at least one must stay for training); choose 0 to {max(len(image_ids) - 1, 0)}")

@@ -9,13 +9,20 @@ their parameters. Datasets:
   (anchor, positive);
 - ``AdapACSEModelLoss`` / ``MCSEModelLoss``: a sentence column plus a ``label`` column holding the
   frozen teacher's vectors of that row, built from ``teacher_text`` / ``teacher_image`` columns by
-  :func:`with_teacher_label`.
+  :func:`with_teacher_label`;
+- ``RegressionModelLoss``: a sentence column plus ``label``, the teacher's text vector of the row;
+  :func:`cache_dataset` turns a built teacher cache into exactly that.
+
+The trainer passes every column but ``label`` to the loss as inputs, in order, so a dataset keeps only
+the columns its loss reads (``dataset.select_columns(["sentence", "label"])``): a text contrast given
+two text columns takes them as (anchor, positive).
 
 docs/sentence_transformers.md has a worked example.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +30,9 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
-from distill.losses import AdapACSELoss, AngularMarginLoss, MCSEGroundingLoss, SimCSELoss
+from distill.losses import AdapACSELoss, AngularMarginLoss, EmbeddingRegressionLoss, MCSEGroundingLoss, SimCSELoss
 from distill.student import GroundingHeads
+from teacher_cache import TeacherCache
 
 Features = Iterable[dict[str, Tensor]]
 
@@ -40,6 +48,16 @@ def with_teacher_label(dataset: Dataset, columns: Sequence[str] = ("teacher_text
         return {"label": [value for name in columns for value in row[name]]}
 
     return dataset.map(concat, remove_columns=list(columns))
+
+
+def cache_dataset(cache: TeacherCache | str | Path, rows: Sequence[int] | None = None) -> Dataset:
+    """The ``sentence`` and ``label`` (the teacher's text vector, float32) of a teacher cache's text rows,
+    all of them or ``rows`` (cache text indices), ready for :class:`RegressionModelLoss` or
+    sentence-transformers' own ``MSELoss``."""
+    cache = cache if isinstance(cache, TeacherCache) else TeacherCache.open(cache)
+    rows = list(range(len(cache.text_ids))) if rows is None else list(rows)
+    return Dataset.from_dict({"sentence": [cache.texts[r] for r in rows],
+                              "label": cache.text(rows).float().numpy()})
 
 
 def two_views(model: SentenceTransformer, sentence_features: Features) -> tuple[Tensor, Tensor]:
@@ -163,3 +181,33 @@ class MCSEModelLoss(GroundedModelLoss):
 
     def get_config_dict(self) -> dict[str, float]:
         return {"temperature": self.loss.temperature, "weight": self.weight}
+
+
+class RegressionModelLoss(nn.Module):
+    """Regression onto the teacher's text vector in ``label`` (:class:`distill.losses.EmbeddingRegressionLoss`,
+    MSE): sentence-transformers' distillation recipe and this project's best. Where the student's width
+    differs from the teacher's, a linear map owned by the loss (``loss.regression``) projects the student
+    first, as the project's trainer does; with equal widths it is sentence-transformers' ``MSELoss``.
+    One forward per batch (no second dropout view). Dataset: :func:`cache_dataset`."""
+
+    def __init__(self, model: SentenceTransformer, teacher_text_dim: int):
+        super().__init__()
+        self.model = model
+        self.teacher_text_dim = teacher_text_dim
+        dim = model.get_embedding_dimension()
+        self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
+        self.loss = EmbeddingRegressionLoss()
+
+    def forward(self, sentence_features: Features, labels: Tensor) -> Tensor:
+        if labels is None:
+            raise ValueError("RegressionModelLoss needs the teacher's vectors in a 'label' column "
+                             "(see distill.st_losses.cache_dataset)")
+        (features, *extra) = list(sentence_features)
+        if extra:
+            raise ValueError(f"RegressionModelLoss reads one sentence column, got {1 + len(extra)}: keep only it "
+                             "and label (dataset.select_columns)")
+        embeddings = self.model(dict(features))["sentence_embedding"]
+        return self.loss(self.regression(embeddings), labels.to(embeddings.device, embeddings.dtype))
+
+    def get_config_dict(self) -> dict[str, int]:
+        return {"teacher_text_dim": self.teacher_text_dim}

@@ -13,12 +13,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules.transformer import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 from torch import nn
 
 from distill.config import ConfigError, StudentConfig
 from teacher_cache.offline_models import resolve_model_name
+
+
+HEADS_FILE = "grounding_heads.pt"
+"""The grounding head and teacher adapters of a run (``GroundingHeads.save``), for retrieval evaluation:
+kept in the run folder beside ``model/``, never inside the published model."""
 
 
 def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:
@@ -27,16 +31,23 @@ def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> Sen
     The encoder keeps the base model's own maximum length: ``cfg.max_seq_length`` is a training
     setting that ``Student.embed`` applies per batch.
     """
-    name = resolve_model_name(cfg.model)
-    if cfg.pooling == "model":
-        encoder = SentenceTransformer(name, device=str(device))
-    else:
-        transformer = Transformer(name)
-        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=cfg.pooling)
-        encoder = SentenceTransformer(modules=[transformer, pooling], device=str(device))
+    encoder = SentenceTransformer(resolve_model_name(cfg.model), device=str(device))
+    if cfg.pooling != "model":
+        set_pooling(encoder, cfg.pooling)
     if cfg.layers is not None:
         keep_layers(encoder, cfg.layers, cfg.layer_choice)
     return encoder
+
+
+def set_pooling(encoder: SentenceTransformer, mode: str) -> None:
+    """Swap the encoder's Pooling module for one of ``mode``; every other module (a sentence-transformers
+    model's Normalize or Dense) and the maximum length stay as the base model has them. A plain Hugging
+    Face encoder comes with sentence-transformers' default mean Pooling, which this replaces."""
+    index = next((i for i, module in enumerate(encoder) if isinstance(module, Pooling)), None)
+    if index is None:
+        raise ConfigError(f"student.pooling={mode}: the model has no Pooling module to set "
+                          f"(its modules: {[type(m).__name__ for m in encoder]}); use student.pooling=model")
+    encoder[index] = Pooling(encoder[0].get_embedding_dimension(), pooling_mode=mode)
 
 
 def kept_layer_indices(total: int, k: int, choice: str) -> list[int]:

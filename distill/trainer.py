@@ -66,18 +66,19 @@ from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
-from distill.student import Student, build_encoder
+from distill.student import HEADS_FILE, Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
-from teacher_cache.files import LOCK_FILE, WriteFailedError, atomic_save, atomic_write, folder_lock, json_bytes
+from teacher_cache.files import (LOCK_FILE, WriteFailedError, atomic_save, atomic_write, folder_lock, json_bytes,
+                                 remove_if_unused)
 from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
 
 
 DevEvaluator = Callable[[SentenceTransformer], float]
 """Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
 
-TRAINER_FILES = {"config.yaml", "checkpoint.pt", "train_summary.json", LOCK_FILE}
+TRAINER_FILES = {"config.yaml", "checkpoint.pt", "train_summary.json", HEADS_FILE, LOCK_FILE}
 # ...and their temp files while being written (``teacher_cache.files.atomic_save``; ``.tmp`` from older versions)
-TRAINER_TEMP_FILE = re.compile(r"(config\.yaml|checkpoint\.pt|train_summary\.json)\.tmp(-\d+)?")
+TRAINER_TEMP_FILE = re.compile(r"(config\.yaml|checkpoint\.pt|train_summary\.json|grounding_heads\.pt)\.tmp(-\d+)?")
 # Written beside a finished run by the project's own scripts (scripts/demo.py, benchmarks/offline_distill.py):
 # accepted in the run folder and never touched by the trainer.
 REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
@@ -86,7 +87,7 @@ SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
 SWAP_MARK = ".trainer_swap"  # in a folder being written by replace_folder, until it is sealed
 # Keys a resumed run may change: they leave every number of the run as it was.
-RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export"}
+RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export", "card.license", "card.repo_id"}
 
 
 class RunFolderError(ValueError):
@@ -119,6 +120,7 @@ class RunState:
     best_step: int = -1
     dev_history: list[tuple[int, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    baseline_dev: float | None = None  # STS-B dev of the student before its first step
 
 
 @dataclass
@@ -155,8 +157,14 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     env = init_distributed(cfg.train.device)
     out = Path(cfg.train.output_dir)
     refuse_foreign_entries(out)  # before the lock file goes in; checked again under the lock
+    new_folder = not out.exists()
     with folder_lock(out, "training") if env.is_main else contextlib.nullcontext():
-        return _train(cfg, evaluate_dev, env)
+        try:
+            return _train(cfg, evaluate_dev, env)
+        except BaseException:
+            if new_folder and env.is_main:
+                remove_if_unused(out)  # a run that failed before writing anything leaves no folder
+            raise
 
 
 def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
@@ -167,6 +175,8 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     schedule = iterate_steps(batch_plan(cfg, run.pools, env), cfg.train.seed, cfg.train.epochs, cfg.train.max_steps,
                              start_step=run.state.step)
     state = run.state
+    if state.step == 0:
+        score_baseline(run)
     progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
                     dynamic_ncols=True)
     with StopRequest() as stop:
@@ -182,6 +192,7 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
 def _loop(run: TrainingRun, schedule, progress: tqdm, stop: StopRequest) -> None:
     cfg, env, state, n_steps = run.cfg, run.env, run.state, run.n_steps
     tick = time.perf_counter()
+    shown: dict[str, str] = {}  # the progress bar's postfix
     # Fetching step s+1 after step s was queued: on a GPU its preparation and copy overlap step s's kernels.
     for prepared in step_loader(run, list(schedule)):
         step = prepared.step
@@ -192,11 +203,14 @@ def _loop(run: TrainingRun, schedule, progress: tqdm, stop: StopRequest) -> None
             values = read_terms(terms, env)  # host-device sync: log steps only
             stop_if_diverged(run, values)
             log_terms(run, values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
+            shown.update(loss=f"{values['loss']:.4f}", kind=step.kind, best_dev=_fmt(state.best_dev))
+            progress.set_postfix(shown)
         progress.update()
         state.train_seconds += time.perf_counter() - tick  # waiting for the loader counts; evaluation does not
         if evaluating:
             evaluate_and_checkpoint(run)
+            shown["best_dev"] = _fmt(state.best_dev)  # the bar's last state shows this evaluation
+            progress.set_postfix(shown)
         if stop.due(env, logged=state.step % cfg.train.log_every == 0 or evaluating):
             if not evaluating:
                 save_checkpoint(run)
@@ -402,14 +416,30 @@ def read_terms(terms: dict[str, torch.Tensor], env: DistEnv) -> dict[str, float]
     return dict(zip(terms, values.tolist()))
 
 
+def score_baseline(run: TrainingRun) -> None:
+    """STS-B dev of the untrained student (main rank): what distillation starts from, in the log, the
+    summary and the card. It is not a candidate checkpoint; nothing is saved."""
+    if run.env.is_main:
+        run.state.baseline_dev = dev_score(run)
+        run.writer.add_scalar("eval/stsb_dev_spearman", run.state.baseline_dev, 0)
+        tqdm.write(f"step 0 (untrained): STS-B dev {run.state.baseline_dev:.2f}")
+
+
+def dev_score(run: TrainingRun) -> float:
+    """The dev evaluator's score of the student now (dropout off for it)."""
+    student = run.trainable.student
+    student.eval()
+    with torch.no_grad():
+        score = run.evaluate_dev(student.encoder)
+    student.train()
+    return score
+
+
 def evaluate_and_checkpoint(run: TrainingRun) -> None:
     """STS-B dev on the main rank; keep the best encoder; write a resumable checkpoint (every rank takes part)."""
     state, student = run.state, run.trainable.student
     if run.env.is_main:
-        student.eval()
-        with torch.no_grad():
-            score = run.evaluate_dev(student.encoder)
-        student.train()
+        score = dev_score(run)
         state.dev_history.append((state.step, score))
         run.writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
         if math.isfinite(score) and score > state.best_dev:  # a NaN dev is never "best"
@@ -434,13 +464,15 @@ def finish(run: TrainingRun) -> Path:
                                  "delete the run folder to start over")
 
         def write_model(folder: Path) -> None:
-            shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING), dirs_exist_ok=True)
+            shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING, HEADS_FILE), dirs_exist_ok=True)
             export_model(folder, cfg.train.export)
             write_model_card(folder, cfg, run.cache.manifest, state)
 
         replace_folder(final, write_model)
+        atomic_write(out / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: beside model/, not in it
         atomic_write(out / "train_summary.json", json_bytes({
             "steps": state.step, "best_step": state.best_step, "best_stsb_dev": state.best_dev,
+            "baseline_stsb_dev": state.baseline_dev,
             "train_seconds": state.train_seconds, "steps_per_second": state.step / max(state.train_seconds, 1e-9),
             "dev_history": state.dev_history, "world_size": env.world_size,
             "heldout_image_ids": run.pools.heldout_image_ids,
@@ -588,10 +620,10 @@ def unlisted_files(folder: Path) -> list[str]:
 
 
 def save_encoder(student: Student, folder: Path) -> None:
-    """The encoder is saved as a plain SentenceTransformer; the grounding heads go to
-    ``grounding_heads.pt`` beside it (for retrieval evaluation), never into the model itself."""
+    """The encoder is saved as a plain SentenceTransformer, with the grounding heads beside it in
+    ``best/`` (``finish`` moves them out of the published ``model/`` into the run folder)."""
     student.encoder.save(str(folder))
-    student.heads.save(folder / "grounding_heads.pt")
+    student.heads.save(folder / HEADS_FILE)
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

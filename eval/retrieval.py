@@ -40,13 +40,12 @@ from torch import Tensor
 from distill.config import RunConfig, load_config
 from teacher_cache.corpora import resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
-from distill.student import GroundingHeads
+from distill.student import HEADS_FILE, GroundingHeads
 from teacher_cache import TeacherCache, ensure_cache
 
 from .encode import encode, load_model
 
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
-HEADS_FILE = "grounding_heads.pt"
 _HOLDOUT_HINT = (
     "train with images held out, e.g. `python scripts/train_student.py --config configs/kdmcse_offline.yaml "
     "train.retrieval_holdout_images=97` (any value > 0)"
@@ -319,13 +318,13 @@ def load_retrieval_run(
 def _run_files(run: Path) -> tuple[Path, RunConfig, list[str]]:
     """(heads path, RunConfig, held-out image ids) of a run, or a RetrievalRunError naming what is missing."""
     model, config, summary = run / "model", run / "config.yaml", run / "train_summary.json"
-    heads = model / HEADS_FILE
+    heads = run / HEADS_FILE if (run / HEADS_FILE).is_file() else model / HEADS_FILE  # model/: runs before 2026-12
     if not model.is_dir():
         raise RetrievalRunError(f"{run} has no model/ folder: not a finished training run (scripts/train_student.py "
                                 "writes model/ when training ends)")
     if not heads.is_file():
-        raise RetrievalRunError(f"{heads} is missing: the grounding heads are saved beside the encoder by "
-                                "distill's trainer; retrain with scripts/train_student.py to get them")
+        raise RetrievalRunError(f"{run / HEADS_FILE} is missing: the grounding heads are saved in the run folder "
+                                "by distill's trainer; retrain with scripts/train_student.py to get them")
     for path in (config, summary):
         if not path.is_file():
             raise RetrievalRunError(f"{path} is missing: scripts/train_student.py writes it; was training finished?")

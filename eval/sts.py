@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from distill.config import RunConfig
-from teacher_cache.corpora import resolve_data_dir
+from teacher_cache.corpora import DataFormatError, resolve_data_dir
 from eval.data import STS_YEAR_SUBSETS, STSPair, load_sick, load_sts_year, load_stsb
 
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
@@ -227,6 +227,9 @@ def stsb_dev_evaluator(cfg: RunConfig) -> STSDevEvaluator:
     """
     if cfg.eval_data_dir:
         data_dir = resolve_data_dir(cfg.eval_data_dir, key="eval_data_dir (--eval-data-dir)")
+        if not (data_dir / "senteval").is_dir() and (data_dir / "STS").is_dir():
+            raise DataFormatError(cfg.eval_data_dir, None, "this is SentEval's folder itself; pass the folder that "
+                                  f"holds senteval/ (eval_data_dir={Path(cfg.eval_data_dir).parent})")
     else:
         data_dir = resolve_data_dir(cfg.data_dir)
     return STSDevEvaluator(data_dir=data_dir, pooler="model", batch_size=cfg.train.eval_batch_size)

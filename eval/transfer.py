@@ -31,6 +31,9 @@ earlier ``[u, v, |u-v|, u*v]`` unless ``mrpc_features`` says otherwise; results 
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,6 +59,8 @@ from eval.data import (
     load_sst2,
     load_trec,
 )
+
+from teacher_cache.files import atomic_write, json_bytes
 
 from . import transfer_senteval as senteval
 from .transfer_senteval import ClassifierOutcome
@@ -333,17 +338,49 @@ def evaluate_transfer(
     bf16: bool = DEFAULT_BF16,
     settings: TransferSettings = TransferSettings(),
     show_progress: bool = True,
+    partial: Path | None = None,
 ) -> TransferResults:
-    """Run the transfer tasks on a model; all their sentences are encoded in one pass."""
+    """Run the transfer tasks on a model; all their sentences are encoded in one pass, then each task's
+    classifiers run and a line reports its accuracy and time.
+
+    ``partial``: a JSON file that keeps every finished task's result as it comes, keyed by a hash of the
+    embeddings and the settings; a rerun with the same file (same model, pooler, precision, settings)
+    scores only the tasks it lacks. The caller deletes it once the full results are saved."""
     model = load_model(model)
     data = load_transfer_data(tasks, data_dir)
     table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
-    results = {
-        task: score_task(task, data, table, settings)
-        for task in tqdm(tasks, desc=f"transfer classifiers ({settings.protocol})", unit="task",
-                         disable=not show_progress)
-    }
-    return TransferResults(results, pooler, settings.protocol)
+    settings_key = {k: v for k, v in asdict(settings).items() if k != "n_jobs"}  # results do not depend on it
+    key = {"embeddings": hashlib.sha256(table.vectors.tobytes()).hexdigest(), "settings": settings_key}
+    results = _finished_tasks(partial, key)
+    say = tqdm.write if show_progress else (lambda line: None)
+    for task in tqdm(tasks, desc=f"transfer classifiers ({settings.protocol})", unit="task",
+                     disable=not show_progress):
+        if task in results:
+            say(f"{task}: {results[task].accuracy:.2f} (kept from {partial})")
+            continue
+        started = time.perf_counter()
+        results[task] = score_task(task, data, table, settings)
+        say(f"{task}: {results[task].accuracy:.2f} in {time.perf_counter() - started:.0f} s")
+        if partial is not None:
+            atomic_write(partial, json_bytes({"key": key, "tasks": {t: r.to_dict() for t, r in results.items()}}))
+    return TransferResults({task: results[task] for task in tasks}, pooler, settings.protocol)
+
+
+def _finished_tasks(partial: Path | None, key: dict) -> dict[str, TransferTaskResult]:
+    """The task results ``partial`` kept for these embeddings and settings (none for another key)."""
+    if partial is None or not partial.is_file():
+        return {}
+    try:
+        saved = json.loads(partial.read_text())
+    except json.JSONDecodeError:  # cut short while written by hand, or not ours: start over
+        return {}
+    if saved.get("key") != json.loads(json.dumps(key)):
+        return {}
+    return {task: _task_result(record) for task, record in saved.get("tasks", {}).items()}
+
+
+def _task_result(record: dict) -> TransferTaskResult:
+    return TransferTaskResult(**{**record, "chosen_regularisation": tuple(record["chosen_regularisation"])})
 
 
 def score_task(

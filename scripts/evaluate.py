@@ -1,9 +1,12 @@
 """Evaluate a sentence encoder: STS (SentEval protocol), transfer tasks, and the mteb cross-check.
 
-Example:
+Examples:
     python scripts/evaluate.py --model offline:all-MiniLM-L6-v2 --tasks sts --out results/minilm.json
+    python scripts/evaluate.py --untrained offline_default     # the student that config starts from
 
-Writes results/NAME.json and results/NAME.md and prints the markdown tables.
+Writes results/NAME.json and results/NAME.md and prints the markdown tables. The transfer tasks print
+a line each as they finish and keep their results in NAME.transfer-partial.json until the whole run is
+written, so an interrupted evaluation reruns only the tasks it had not finished.
 """
 from __future__ import annotations
 
@@ -29,9 +32,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model", required=True,
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model",
         help="SentenceTransformer folder, hub id, or offline:all-MiniLM-L6-v2",
+    )
+    which.add_argument(
+        "--untrained", metavar="CONFIG",
+        help="the student a run config starts from, before any training step (a YAML path or a shipped "
+        "config's name): the baseline distillation is measured against",
     )
     parser.add_argument(
         "--tasks", default="sts",
@@ -93,7 +102,7 @@ def _task_groups(parser: argparse.ArgumentParser, text: str) -> list[str]:
 
 def default_out_path(model: str) -> Path:
     """results/<last path component of the model, or the alias>.json"""
-    name = model.split(":", 1)[-1].rstrip("/").split("/")[-1] or "model"
+    name = model.replace("untrained:", "untrained_").split(":", 1)[-1].rstrip("/").split("/")[-1] or "model"
     return Path("results") / f"{name}.json"
 
 
@@ -107,6 +116,28 @@ def model_folder_problem(model: str) -> str | None:
     if (path / "model" / "modules.json").is_file():
         return f"--model {model} is a training run folder; its saved model is --model {path / 'model'}"
     return f"--model {model}: this folder holds no model (no modules.json or config.json)"
+
+
+def untrained_student(args: argparse.Namespace):
+    """The encoder ``--untrained CONFIG`` describes (its layers kept, its pooling), before any step; it is
+    named ``untrained:<config name>`` in the results."""
+    from distill.config import load_config, resolve_config_path
+    from distill.student import build_encoder
+
+    cfg = load_config(resolve_config_path(args.untrained))
+    encoder = build_encoder(cfg.student)
+    args.model = f"untrained:{cfg.name}"
+    return encoder.to(args.device) if args.device else encoder
+
+
+def record_in_card(model_dir: Path, payload: dict) -> None:
+    """The scores into the model card of a model this project trained (others are left alone), under
+    its run folder's lock."""
+    from distill.model_card import record_scores
+
+    with run_folder_lock(model_dir / "README.md"):
+        if record_scores(model_dir, payload):
+            print(f"scores written into the model card {model_dir / 'README.md'}", file=sys.stderr)
 
 
 def run_folder_lock(out: Path):
@@ -126,41 +157,62 @@ def first_line(err: Exception) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from eval.encode import load_model
-    from eval.mteb_bridge import evaluate_mteb_sts
-    from eval.report import build_payload, render_markdown, write_results
-    from eval.sts import evaluate_sts
-    from eval.transfer import TransferSettings, evaluate_transfer
-
+    from eval.report import render_markdown
     from teacher_cache import USER_ERRORS
+    from teacher_cache.files import FolderBusyError, WriteFailedError
 
-    problem = model_folder_problem(args.model)
+    problem = None if args.untrained else model_folder_problem(args.model)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    source = f"--untrained {args.untrained}" if args.untrained else f"--model {args.model}"
     try:
-        model = load_model(args.model, device=args.device)
-    except (OSError, ValueError) as err:  # no such path or hub id, a plain file, a folder of something else
-        print(f"error: --model {args.model}: cannot load it ({first_line(err)})", file=sys.stderr)
+        model = untrained_student(args) if args.untrained else load_model(args.model, device=args.device)
+    except (OSError, ValueError) as err:  # no such path, hub id or config; a plain file; a folder of something else
+        print(f"error: {source}: cannot load it ({first_line(err)})", file=sys.stderr)
         return 2
+    out = args.out or default_out_path(args.model)
+    try:  # into a run folder (e.g. runs/NAME/eval/): not while a trainer or the demo writes there
+        with run_folder_lock(out):
+            payload = evaluate_into(out, model, args)
+        if not args.untrained and Path(args.model).is_dir():
+            record_in_card(Path(args.model), payload)
+    except (FolderBusyError, WriteFailedError) as err:  # the results' folder: one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as err:  # evaluation data missing or malformed: named file, one line
+        print(f"error: {err} (--data-dir names the folder that holds senteval/)", file=sys.stderr)
+        return 2
+    print(render_markdown([payload]))
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
+def evaluate_into(out: Path, model, args: argparse.Namespace) -> dict:
+    """Run the task groups and write their results to ``out`` (+ .md); returns the payload. Finished
+    transfer tasks wait in ``<out stem>.transfer-partial.json`` until the results are written."""
+    from eval.mteb_bridge import evaluate_mteb_sts
+    from eval.report import build_payload, write_results
+    from eval.sts import evaluate_sts
+    from eval.transfer import TransferSettings, evaluate_transfer
+
     common = dict(data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16)
     progress = not args.no_progress
+    partial = out.with_name(f"{out.stem}.transfer-partial.json")
     runners = {
         "sts": lambda: evaluate_sts(model, aggregation=args.aggregation, show_progress=progress, **common),
         "transfer": lambda: evaluate_transfer(
-            model, settings=TransferSettings(args.transfer_protocol, n_jobs=args.jobs), show_progress=progress, **common
+            model, settings=TransferSettings(args.transfer_protocol, n_jobs=args.jobs), show_progress=progress,
+            partial=partial, **common
         ),
         "mteb": lambda: evaluate_mteb_sts(model, **common),
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     started, timings, results = time.perf_counter(), {}, {}
     for group in args.task_groups:
         group_start = time.perf_counter()
-        try:
-            results[group] = runners[group]()
-        except USER_ERRORS as err:  # evaluation data missing or malformed: named file, one line
-            print(f"error: {err} (--data-dir names the folder that holds senteval/)", file=sys.stderr)
-            return 2
+        results[group] = runners[group]()
         timings[group] = round(time.perf_counter() - group_start, 1)
-
     config = {
         "model": args.model, "tasks": args.task_groups, "pooler": args.pooler, "aggregation": args.aggregation,
         "transfer_protocol": args.transfer_protocol, "bf16": args.bf16, "batch_size": args.batch_size,
@@ -168,16 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     extra = {"seconds": {**timings, "total": round(time.perf_counter() - started, 1)}, "versions": _versions()}
     payload = build_payload(args.model, config, **results, extra=extra)
-    out = args.out or default_out_path(args.model)
-    try:  # into a run folder (e.g. runs/NAME/eval/): not while a trainer or the demo writes there
-        with run_folder_lock(out):
-            json_path, md_path = write_results(out, payload)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(render_markdown([payload]))
-    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
-    return 0
+    write_results(out, payload)
+    partial.unlink(missing_ok=True)
+    return payload
 
 
 def _versions() -> dict[str, str]:

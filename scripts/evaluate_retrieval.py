@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", type=Path, metavar="RUN_DIR",
-                        help="training run folder (model/ with grounding_heads.pt, config.yaml, train_summary.json)")
+                        help="training run folder (model/, grounding_heads.pt, config.yaml, train_summary.json)")
     parser.add_argument("--rerank-beta", type=_unit_interval, metavar="BETA",
                         help="also report MMRef reference re-ranking, "
                         "score = (1-BETA) cos(q, image) + BETA cos(q, reference); e.g. 0.5 (default: off)")

@@ -66,8 +66,9 @@ class CacheDataConfig:
     captions. ``image_store`` is where images of a ``datasets`` column without files are written.
     ``skip_bad`` leaves unusable rows (empty captions, broken images) out instead of stopping; the
     cache records them and the run's summary lists them.
-    ``reuse_rows`` lets a new cache copy the stored vectors of unchanged rows (same id and text, same
-    image id and file bytes) from a finished cache of the same teacher; false encodes every row.
+    ``reuse_rows`` lets a new cache copy the stored vectors of rows whose content it already holds
+    (same text, same image file bytes, whatever their ids) from a finished cache of the same teacher;
+    false encodes every row.
     """
 
     text_sources: tuple[TextSource | str, ...] = OFFLINE_TEXT_SOURCES

@@ -127,9 +127,8 @@ def folder_lock(folder: Path, purpose: str, wait: bool = False, name: str = LOCK
         finally:
             _HELD[path][1] -= 1
         return
-    handle = open(path, "a+")
+    handle = _locked_handle(path, purpose, wait)
     try:
-        _acquire(handle, path, purpose, wait)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()} {purpose}\n")
@@ -139,6 +138,30 @@ def folder_lock(folder: Path, purpose: str, wait: bool = False, name: str = LOCK
     finally:
         _HELD.pop(path, None)
         handle.close()  # closing the descriptor releases the lock
+
+
+def _locked_handle(path: Path, purpose: str, wait: bool):
+    """An open handle on ``path`` holding its lock. A holder may delete the lock file with its folder
+    (``remove_if_unused``); a process that waited on the deleted file then locks the path anew."""
+    while True:
+        handle = open(path, "a+")
+        try:
+            _acquire(handle, path, purpose, wait)
+        except BaseException:
+            handle.close()
+            raise
+        if path.is_file() and os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
+            return handle
+        handle.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def remove_if_unused(folder: Path) -> None:
+    """Delete ``folder`` when it holds nothing but its lock file (a run that stopped before writing
+    anything), so a failed start leaves no empty folder behind. Call it while holding the lock."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
+        (folder / LOCK_FILE).unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _acquire(handle, path: Path, purpose: str, wait: bool) -> None:

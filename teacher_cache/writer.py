@@ -33,8 +33,8 @@ Why it is built this way:
   CPU worker one thread, which is what ``OMP_NUM_THREADS=1`` gives a single process.
 - *Rows reused, not re-encoded.* With ``data.reuse_rows`` (the default) a new cache looks for a
   finished cache of the same teacher identity (weights, preprocessing, precision) under the same
-  cache root and copies the stored float16 rows of every text row whose (id, text) and every image
-  whose (id, file sha256) it holds; only the other rows go through the teacher, and a shard with
+  cache root and copies the stored float16 rows of every text it holds and every image whose file
+  sha256 it holds, whatever their ids (renaming a source or deleting a line re-encodes nothing); only the other rows go through the teacher, and a shard with
   nothing to encode is written without a forward. The donor is verified before use and named in
   the manifest (``reused_from``). A reused row was encoded in another batch, so it may differ from
   a fresh encoding in the last bits: a rebuild with reuse is not byte-identical to a fresh build
@@ -251,13 +251,13 @@ class BuildReport:
     def summary(self) -> str:
         if self.already_complete:
             return f"cache {self.path} is already complete: nothing to do ({self.seconds:.1f} s)"
-        rate = self.rows_encoded / self.seconds if self.seconds > 0 else 0.0
         reused = (f"reused {_rows_phrase(self.reused)} from {self.reused_from}, "
                   if self.reused_from is not None else "")
+        encoded = f"encoded {_rows_phrase(self.encoded)}" if self.rows_encoded else "encoded nothing"
+        rate = f" ({self.rows_encoded / self.seconds:.1f} rows/s)" if self.rows_encoded and self.seconds > 0 else ""
         return (
-            f"cache {self.path}: {reused}encoded {_rows_phrase(self.encoded)} in {self.seconds:.1f} s "
-            f"({rate:.1f} rows/s), {self.shards_written} shards written ({self.bytes_written / 2**20:.1f} MiB), "
-            f"{self.shards_reused} already written by an earlier run"
+            f"cache {self.path}: {reused}{encoded} in {self.seconds:.1f} s{rate}, {self.shards_written} shards "
+            f"written ({self.bytes_written / 2**20:.1f} MiB), {self.shards_reused} already written by an earlier run"
         )
 
 
@@ -351,8 +351,7 @@ def build_cache(
         if group.rank == 0:
             record_in_index(cache_root, plan.index_key, plan.directory.name, plan.fingerprint)
     report.seconds = time.perf_counter() - started
-    log.info(report.summary())
-    return report
+    return report  # the caller says what it did (scripts/cache_teacher.py prints report.summary())
 
 
 def locate_cache(
@@ -478,13 +477,16 @@ def _same_teacher(manifest_file: Path, plan: CachePlan) -> bool:
 
 
 def _text_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
-    """The donor row of each planned text row with the same id and text; -1 for the others."""
-    stored = {(row_id, text): row for row, (row_id, text) in enumerate(zip(donor.text_ids, donor.texts))}
-    return np.array([stored.get((row.row_id, row.text), -1) for row in plan.texts], dtype=np.int64)
+    """The donor row of each planned text row with the same text, whatever its id (the teacher's vector
+    depends on the text alone, so a renamed source or a deleted line re-encodes nothing); -1 for the others."""
+    stored: dict[str, int] = {}
+    for row, text in enumerate(donor.texts):
+        stored.setdefault(text, row)
+    return np.array([stored.get(row.text, -1) for row in plan.texts], dtype=np.int64)
 
 
 def _image_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
-    """The donor row of each planned image with the same id and file sha256; -1 for the others.
+    """The donor row of each planned image with the same file sha256, whatever its id; -1 for the others.
 
     A cache without ``image_sha256.txt`` (or with one that does not match its rows) offers no images.
     """
@@ -494,9 +496,10 @@ def _image_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
         hashes = []
     if len(hashes) != len(donor.image_ids):
         return np.full(len(plan.images), -1, dtype=np.int64)
-    stored = {(image_id, sha256): row for row, (image_id, sha256) in enumerate(zip(donor.image_ids, hashes))}
-    return np.array([stored.get((image.image_id, sha256), -1) if sha256 else -1
-                     for image, sha256 in zip(plan.images, plan.image_sha256, strict=True)], dtype=np.int64)
+    stored: dict[str, int] = {}
+    for row, sha256 in enumerate(hashes):
+        stored.setdefault(sha256, row)
+    return np.array([stored.get(sha256, -1) if sha256 else -1 for sha256 in plan.image_sha256], dtype=np.int64)
 
 
 def _prepare_directory(plan: CachePlan) -> None:

@@ -1,10 +1,12 @@
+import re
 from pathlib import Path
 
 import pytest
 
 from distill.config import ConfigError, RunConfig, load_config, save_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
@@ -72,3 +74,39 @@ def test_out_of_range_loss_values_exit_2_naming_the_key(override, message, capsy
 def test_loss_values_on_the_range_edges_are_accepted(override):
     key, value = override.split("=")
     assert getattr(load_config(None, [override]).loss, key.split(".")[1]) == float(value)
+
+
+def test_a_config_with_a_base_holds_only_what_differs(tmp_path):
+    """``base: offline_default``: every unset key is the base's; ``data`` is the run's own whole; a run
+    that names itself writes to runs/<name>."""
+    (tmp_path / "mine.yaml").write_text(
+        "base: offline_default\nname: mine\nstudent: {max_seq_length: 64}\n"
+        "data:\n  text_sources: [{path: my.txt}]\ntrain: {max_steps: 20}\n")
+    mine, base = load_config(tmp_path / "mine.yaml"), load_config(ROOT / "configs" / "offline_default.yaml")
+    assert mine.loss == base.loss and (mine.train.lr, mine.train.precision) == (base.train.lr, base.train.precision)
+    assert (mine.student.layers, mine.student.layer_choice, mine.student.max_seq_length) == (3, "spread", 64)
+    assert [s.path for s in mine.data.text_sources] == ["my.txt"] and mine.data.image_sources == ()
+    assert (mine.train.max_steps, mine.train.output_dir) == (20, "runs/mine")
+
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\ntrain: {lr: 1.0e-4}\n")  # a path beside the file
+    child = load_config(tmp_path / "child.yaml", ["loss.regression_weight=2"])
+    assert (child.train.lr, child.train.max_steps, child.train.output_dir) == (1e-4, 20, "runs/mine")
+    assert child.loss.regression_weight == 2.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: no_such_config\n", "base 'no_such_config' is neither a file beside it nor a shipped config"),
+    ("base: loop.yaml\n", "base 'loop.yaml' leads back to itself"),
+    ("base: [offline_default]\n", "base must be a config name or path"),
+])
+def test_a_bad_base_is_a_config_error(tmp_path, text, message):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(tmp_path / "loop.yaml")
+
+
+@pytest.mark.parametrize("images, held_out", [(4, 1), (7, 1), (3, 0), (397, 99), (29000, 1000)])
+def test_auto_holdout_is_a_quarter_of_the_images_at_most_1000(images, held_out):
+    from distill.pools import choose_heldout_images
+
+    assert len(choose_heldout_images([f"i{k}" for k in range(images)], "auto")) == held_out

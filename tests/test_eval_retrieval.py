@@ -224,7 +224,7 @@ def run_dir(tmp_path, tiny_st, monkeypatch):
     data_dir, run = tmp_path / "data", tmp_path / "run"
     data_dir.mkdir()
     tiny_st.save(str(run / "model"))
-    _heads().save(run / "model" / "grounding_heads.pt")
+    _heads().save(run / "grounding_heads.pt")  # in the run folder, beside model/
     (run / "config.yaml").write_text(f"name: tiny\ndata_dir: {data_dir}\ntrain:\n  cache_root: {tmp_path / 'cache'}\n")
     heldout = ["flickr30k:104", "flickr30k:101", "flickr30k:103"]
     (run / "train_summary.json").write_text(json.dumps({"heldout_image_ids": heldout}))
@@ -265,7 +265,7 @@ def test_incomplete_runs_say_what_is_missing(run_dir, breakage, message):
         import shutil
         shutil.rmtree(run / "model")
     elif breakage == "no_heads":
-        (run / "model" / "grounding_heads.pt").unlink()
+        (run / "grounding_heads.pt").unlink()
     elif breakage == "no_summary":
         (run / "train_summary.json").unlink()
     else:
@@ -308,6 +308,6 @@ def test_cli_writes_json_and_markdown(run_dir, cli, tmp_path, capsys):
 
 def test_cli_reports_an_incomplete_run(run_dir, cli, tmp_path, capsys):
     run = run_dir[0]
-    (run / "model" / "grounding_heads.pt").unlink()
+    (run / "grounding_heads.pt").unlink()
     assert cli.main(["--run", str(run), "--out", str(tmp_path / "x.json")]) == 2
     assert "grounding_heads.pt is missing" in capsys.readouterr().err

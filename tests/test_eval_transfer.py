@@ -226,3 +226,35 @@ def test_senteval_parallel_folds_change_no_number():
 def test_unknown_transfer_task_is_rejected(tiny_st, tiny_senteval_dir):
     with pytest.raises(ValueError, match="unknown transfer task"):
         evaluate_transfer(tiny_st, tiny_senteval_dir, tasks=("SICKEntailment",), show_progress=False)
+
+
+def test_an_interrupted_transfer_run_keeps_its_finished_tasks_and_scores_only_the_rest(
+        tiny_st, tiny_senteval_dir, tmp_path, monkeypatch, capsys):
+    import eval.transfer as transfer
+
+    settings = TransferSettings("fast", n_folds=2, inner_folds=2, n_jobs=1)
+    straight = evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=settings, show_progress=False)
+    partial = tmp_path / "r.transfer-partial.json"
+    original, scored = transfer.score_task, []
+
+    def stop_at_sst2(task, *args):
+        if task == "SST2":
+            raise KeyboardInterrupt
+        scored.append(task)
+        return original(task, *args)
+
+    monkeypatch.setattr(transfer, "score_task", stop_at_sst2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=settings, partial=partial)
+    assert scored == ["MR", "CR", "SUBJ", "MPQA"]
+    lines = capsys.readouterr().out.splitlines()  # one line per finished task, as it finishes
+    assert [line.split(":")[0] for line in lines if line.endswith(" s")] == ["MR", "CR", "SUBJ", "MPQA"]
+
+    monkeypatch.setattr(transfer, "score_task", lambda task, *args: scored.append(task) or original(task, *args))
+    scored.clear()
+    resumed = evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=settings, partial=partial)
+    assert scored == ["SST2", "TREC", "MRPC"] and resumed == straight
+    other = TransferSettings("fast", n_folds=3, inner_folds=2, n_jobs=1)  # other settings: nothing is kept
+    scored.clear()
+    evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=other, partial=partial, show_progress=False)
+    assert scored == list(TRANSFER_TASKS)

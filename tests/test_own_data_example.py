@@ -87,3 +87,30 @@ def test_a_data_mistake_exits_2_with_one_line(example_dir, tiny_bert_dir, tiny_s
     assert code == 2
     assert last_line == ("error: my_data/photos/captions.jsonl:5: no key 'captions' (keys: ['file']); "
                    "name the right column in the source's config")
+
+
+def test_the_example_is_the_shipped_recipe_on_its_own_data(example_dir):
+    """Apart from its data, name, folder and budget, my_run.yaml resolves to configs/offline_default.yaml,
+    so it trains the project's best recipe (the same sources and steps give the same run)."""
+    from dataclasses import replace
+
+    from distill.config import load_config
+
+    mine = load_config("my_run.yaml")
+    shipped = load_config(ROOT / "configs" / "offline_default.yaml")
+    budget = dict(output_dir=mine.train.output_dir, batch_size=4, max_steps=20, eval_every=10)
+    assert mine == replace(shipped, name="my_run", data=mine.data, train=replace(shipped.train, **budget))
+    assert mine.train.output_dir == "runs/my_run" and [s.name for s in mine.data.text_sources] == ["sentences"]
+
+
+def test_the_python_entry_point_example_trains(example_dir, tiny_bert_dir, tiny_senteval_dir, monkeypatch, capsys):
+    """README's from_python.py block as written; only the models, budget and STS-B dev folder are swapped."""
+    import kdmcse
+    from distill.config import load_config
+
+    tiny = [*tiny_models(tiny_bert_dir), "train.max_steps=2", "train.eval_every=2", "train.eval_batch_size=512",
+            f"eval_data_dir={tiny_senteval_dir}"]
+    monkeypatch.setattr(kdmcse, "load_config", lambda path, overrides: load_config(path, [*overrides, *tiny]))
+    exec(compile(readme_block("from_python.py"), "from_python.py", "exec"), {})
+    assert capsys.readouterr().out.strip().endswith("(1, 32)")
+    assert json.loads((example_dir / "runs" / "my_run" / "train_summary.json").read_text())["steps"] == 2

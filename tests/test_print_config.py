@@ -54,3 +54,29 @@ def test_doc_comes_from_metadata_then_comment_then_docstring():
     assert docs == {"alpha": ("int", "from metadata"), "beta": ("int", "`beta` counts things"),
                     "gamma": ("float", "from a comment"), "delta": ("'a' | 'b'", "`gamma` scales `x * delta`."),
                     "epsilon": ("tuple[str, ...]", "")}
+
+
+OWN_SOURCES = {
+    "text file": "{path: my/sentences.txt}",
+    "table column": "{path: my/table.tsv, column: text}",
+    "datasets": "{dataset: my/ds, split: train, column: sentence}",
+    "image folder": "{images: my/photos, captions: my/photos/c.csv, image_column: file, caption_column: caption}",
+}
+
+
+@pytest.mark.parametrize("script", ["train_student", "cache_teacher"])
+@pytest.mark.parametrize("form", sorted(OWN_SOURCES))
+def test_print_config_shows_every_own_source_form(tmp_path, form, script):
+    """Own sources print as the mappings they were written as (they are dataclasses inside)."""
+    import subprocess
+    import sys
+
+    key = "image_sources" if form == "image folder" else "text_sources"
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"base: offline_default\nname: mine\ndata:\n  {key}: [{OWN_SOURCES[form]}]\n")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--config", str(config),
+                             "--print-config"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"data.{key}:")]
+    written = OWN_SOURCES[form].strip("{}").split(", ")
+    assert all(item in line for item in written), line

@@ -79,3 +79,20 @@ def test_evaluate_does_not_write_into_a_run_folder_a_trainer_holds(tiny_bert_dir
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run} is in use by process {holder.pid} training")
     assert not (run / "eval").exists()
+
+
+def test_evaluate_scores_the_untrained_student_of_a_config(tiny_bert_dir, tiny_senteval_dir, tmp_path, capsys):
+    import json
+
+    from kdmcse_cli import evaluate
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"base: offline_default\nname: tiny\nstudent: {{model: {tiny_bert_dir}, layers: 1}}\n")
+    out = tmp_path / "r.json"
+    assert evaluate.main(["--untrained", str(config), "--data-dir", str(tiny_senteval_dir), "--no-progress",
+                          "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == "untrained:tiny" and "STSBenchmark" in json.dumps(result["sts"])
+    assert evaluate.main(["--untrained", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --untrained {tmp_path / 'nope.yaml'}: cannot load it (config file {tmp_path / 'nope.yaml'} does not exist)")

@@ -16,7 +16,9 @@ from distill.st_losses import (
     AdapACSEModelLoss,
     AngularMarginModelLoss,
     MCSEModelLoss,
+    RegressionModelLoss,
     SimCSEModelLoss,
+    cache_dataset,
     with_teacher_label,
 )
 from distill.student import GroundingHeads
@@ -100,7 +102,7 @@ def substitute(block: str, replacements: dict[str, str]) -> str:
 
 def test_the_documented_example_trains_with_sentence_transformer_trainer(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    setup, training = doc_blocks()
+    _, setup, training = doc_blocks()
     namespace: dict = {}
     exec(substitute(setup, {  # the tiny student and teacher text tower instead of MiniLM
         r'STUDENT = StudentConfig\(.*\)': f'STUDENT = StudentConfig(model={str(tiny_bert_dir)!r}, layers=1)',
@@ -128,3 +130,64 @@ def test_the_documented_example_trains_with_sentence_transformer_trainer(tiny_be
     saved = tmp_path / "runs" / "st_adapacse" / "model"
     assert SentenceTransformer(str(saved), device="cpu").get_embedding_dimension() == 32
     assert GroundingHeads.load(saved / "grounding_heads.pt").image_adapter[0].in_features == 1280
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A real cache of the tiny text tower over 10 sentences and 3 images' captions."""
+    from teacher_cache import TeacherConfig, ensure_cache
+    from teacher_testkit import small_data_config
+
+    cfg = TeacherConfig(device="cpu", batch_size=8, text_model=str(tiny_bert_dir))
+    return ensure_cache(cfg, small_data_config(images=3, sentences=10), tmp_path_factory.mktemp("cache"),
+                        shard_rows=8, progress=False)
+
+
+def test_cache_dataset_holds_each_rows_sentence_and_teacher_vector(tiny_cache):
+    from teacher_cache import TeacherCache
+
+    cache = TeacherCache.open(tiny_cache)
+    data = cache_dataset(tiny_cache)
+    assert data.column_names == ["sentence", "label"] and len(data) == len(cache.text_ids)
+    assert data["sentence"] == cache.texts
+    torch.testing.assert_close(torch.tensor(data["label"]), cache.text(range(len(data))).float())
+    picked = cache_dataset(cache, rows=[4, 1])
+    assert picked["sentence"] == [cache.texts[4], cache.texts[1]]
+
+
+def test_regression_wrapper_is_sentence_transformers_mse_or_maps_the_width_first(model):
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+
+    batch = features(model, SENTENCES[:4])
+    teacher = F.normalize(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    same = RegressionModelLoss(model, teacher_text_dim=32)  # the tiny student is 32 wide
+    torch.testing.assert_close(same(batch, teacher), MSELoss(model)(batch, teacher))
+    wider = RegressionModelLoss(model, teacher_text_dim=48)
+    h = model(dict(batch[0]))["sentence_embedding"]
+    torch.testing.assert_close(wider(batch, teacher.repeat(1, 2)[:, :48]),
+                               F.mse_loss(wider.regression(h), teacher.repeat(1, 2)[:, :48]))
+    with pytest.raises(ValueError, match="reads one sentence column, got 2"):
+        same(batch * 2, teacher)
+
+
+def test_the_documented_regression_example_trains(tiny_bert_dir, tiny_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    regression = doc_blocks()[0]
+    namespace: dict = {}
+    exec(substitute(regression, {
+        r'CACHE = ".*?"': f"CACHE = {str(tiny_cache)!r}",
+        r'model="offline:all-MiniLM-L6-v2", layers=3': f"model={str(tiny_bert_dir)!r}, layers=1",
+        r"max_steps=20": "max_steps=4", r"per_device_train_batch_size=64": "per_device_train_batch_size=8",
+    }), namespace)
+    from distill.config import StudentConfig
+    from distill.student import build_encoder
+
+    data = namespace["train_dataset"]
+    labels = torch.tensor(data["label"])
+
+    def mse(encoder) -> float:
+        return F.mse_loss(encoder.encode(data["sentence"], convert_to_tensor=True), labels).item()
+
+    saved = SentenceTransformer(str(tmp_path / "runs" / "st_regression" / "model"), device="cpu")
+    assert isinstance(namespace["loss"].regression, torch.nn.Identity)  # tiny teacher and student: both 32 wide
+    assert mse(saved) < mse(build_encoder(StudentConfig(model=str(tiny_bert_dir), layers=1, layer_choice="spread")))

@@ -65,3 +65,24 @@ def test_spread_layers_keep_those_layers_weights_and_the_model_reloads(tiny_bert
     assert len(reloaded[0].auto_model.encoder.layer) == 2
     assert torch.allclose(reloaded.encode([WORDS], convert_to_tensor=True),
                           full.encode([WORDS], convert_to_tensor=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooling_swaps_the_pooling_module_and_keeps_the_rest(tiny_bert_dir, tmp_path, pooling):
+    """A sentence-transformers base with Normalize and its own maximum length: only Pooling changes."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    base = SentenceTransformer(str(tiny_bert_dir), device="cpu")
+    base.append(Normalize())
+    base.max_seq_length = 48
+    base.save(str(tmp_path / "base"))
+
+    encoder = build_encoder(StudentConfig(model=str(tmp_path / "base"), pooling=pooling))
+    assert [type(m).__name__ for m in encoder] == ["Transformer", "Pooling", "Normalize"]
+    assert encoder[1].pooling_mode == pooling and encoder.max_seq_length == 48
+    encoder.save(str(tmp_path / "saved"))
+    reloaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+    assert [type(m) for m in reloaded][1:] == [Pooling, Normalize] and reloaded.max_seq_length == 48
+    plain = build_encoder(StudentConfig(model=str(tiny_bert_dir), pooling=pooling))  # a bare HF folder
+    assert [type(m).__name__ for m in plain] == ["Transformer", "Pooling"] and plain[1].pooling_mode == pooling

@@ -125,6 +125,24 @@ def test_editing_one_sentence_encodes_that_sentence_alone(teacher_cfg, loaded_te
     assert TeacherCache.open(report.path).texts[5] == "a sentence the user rewrote"
 
 
+def test_renaming_a_source_and_deleting_a_line_re_encode_nothing(teacher_cfg, loaded_teacher, own_data, tmp_path):
+    """Every row id changes (new source names, lines shifted), no content does: all rows are copied."""
+    data_cfg, folder = own_data
+    old = build(CountingTeacher(loaded_teacher), teacher_cfg, data_cfg, tmp_path / "cache").path
+    (folder / "mine.txt").write_text("".join(f"{s}\n" for s in SENTENCES[1:]))  # renamed, first line gone
+    (folder / "photos").rename(folder / "pictures")
+    renamed = CacheDataConfig(text_sources=({"path": str(folder / "mine.txt")},),
+                              image_sources=({"captions": str(folder / "pictures" / "captions.jsonl"), "name": "pictures"},))
+    counting = CountingTeacher(loaded_teacher)
+    report = build(counting, teacher_cfg, renamed, tmp_path / "cache")
+
+    assert counting.rows == {"text": 0, "image": 0} and report.reused_from == old
+    assert report.reused == {"text": TEXT_ROWS - 1, "image": 4} and "encoded nothing" in report.summary()
+    before, after = stored_rows(old, "text"), stored_rows(report.path, "text")
+    assert after["mine:0"] == before["sentences:1"] and after["pictures:b.jpg:0"] == before["captions:b.jpg:0"]
+    assert verify_cache(report.path) == []
+
+
 def test_replacing_one_image_encodes_that_image_alone(teacher_cfg, loaded_teacher, own_data, tmp_path):
     data_cfg, folder = own_data
     old = build(CountingTeacher(loaded_teacher), teacher_cfg, data_cfg, tmp_path / "cache").path
@@ -193,3 +211,15 @@ def test_an_interrupted_reuse_build_resumes_to_the_same_bytes(teacher_cfg, loade
 
     assert report.shards_reused == 2
     assert directory_bytes(report.path) == directory_bytes(reference)
+
+
+def test_a_rebuild_that_encodes_nothing_says_so_without_a_rate(tmp_path):
+    from teacher_cache.writer import BuildReport
+
+    report = BuildReport(tmp_path / "new", reused={"text": 12, "image": 4}, reused_from=tmp_path / "old",
+                         shards_written=2, seconds=0.5)
+    summary = report.summary()
+    assert f"reused 12 text rows and 4 images from {tmp_path / 'old'}, encoded nothing in 0.5 s, 2 shards" in summary
+    assert "rows/s" not in summary
+    encoded = BuildReport(tmp_path / "new", encoded={"text": 10, "image": 0}, seconds=2.0).summary()
+    assert "encoded 10 text rows and 0 images in 2.0 s (5.0 rows/s)" in encoded

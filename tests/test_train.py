@@ -59,8 +59,9 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling"]  # no training heads inside
     assert model[0].auto_model.config.num_hidden_layers == 1
     assert torch.isfinite(model.encode(["a dog runs"], convert_to_tensor=True)).all()
-    heads = GroundingHeads.load(model_dir / "grounding_heads.pt")
+    heads = GroundingHeads.load(run / "grounding_heads.pt")  # training-only: beside model/, not in it
     assert heads.grounding[0].out_features == 16 and heads.image_adapter is not None
+    assert not (model_dir / "grounding_heads.pt").exists()
 
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["steps"] == 4 and [s for s, _ in summary["dev_history"]] == [2, 4]
@@ -68,12 +69,13 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: sentence-transformers" in card
     assert "all-MiniLM-L6-v2" not in card.split("# kdmcse_offline")[0]  # not the base model's card
-    assert f"student **`{tiny_bert_dir}`**, 1 layers (the first)" in card
-    assert f"`{tiny_bert_dir}` (text) + `EfficientNet-Lite0 (ImageNet)` (images)" in card
+    local = f"<local>/{tiny_bert_dir.name}"  # the card names no folder of this machine
+    assert f"student **`{local}`**, 1 layers (the first)" in card and str(tmp_path) not in card
+    assert f"`{local}` (text) + `EfficientNet-Lite0 (ImageNet)` (images)" in card
     assert "| angular margin contrastive (text) | 1.0 |" in card and "| embedding regression (MSE) | 1.0 |" in card
     best_step, best_dev = summary["best_step"], summary["best_stsb_dev"]
     assert f"| STS-B dev (step {best_step} of 4) | {best_dev:.2f} |" in card
-    assert f'SentenceTransformer("{run / "model"}")' in card
+    assert 'SentenceTransformer("path/to/this/folder")' in card
     # training truncates at student.max_seq_length=32; the saved model keeps the base's 64
     assert model.max_seq_length == 64 == SentenceTransformer(str(tiny_bert_dir)).max_seq_length
     assert json.loads((model_dir / "tokenizer_config.json").read_text())["model_max_length"] == 64
@@ -85,8 +87,15 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert [summary["best_step"], summary["best_stsb_dev"]] == best
     assert evaluate_dev(model) == pytest.approx(summary["best_stsb_dev"], abs=1e-9)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
-    assert [line.split(":")[0] for line in lines] == ["step 2", "step 4"]
+    assert [line.split(":")[0] for line in lines] == ["step 0 (untrained)", "step 2", "step 4"]
     assert lines[-1].endswith(f"best {best[1]:.2f} at step {best[0]}")
+    # the baseline: the student the config starts from (what evaluate.py --untrained loads), before step 1
+    from distill.student import build_encoder
+
+    baseline = summary["baseline_stsb_dev"]
+    assert evaluate_dev(build_encoder(cfg.student)) == pytest.approx(baseline, abs=1e-9)
+    assert lines[0] == f"step 0 (untrained): STS-B dev {baseline:.2f}"
+    assert f"| STS-B dev before training (step 0) | {baseline:.2f} |" in card
 
 
 ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]

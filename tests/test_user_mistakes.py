@@ -53,10 +53,11 @@ def test_more_student_layers_than_the_model_has(tiny_args, capsys):
         "student.layers=7: the model has 2 layers; choose 1 to 2")
 
 
-def test_a_holdout_larger_than_the_image_set(tiny_args, capsys):
+def test_a_holdout_larger_than_the_image_set(tiny_args, capsys, tmp_path):
     assert one_line_error(capsys, tiny_args + ["train.retrieval_holdout_images=8"]).endswith(
         "train.retrieval_holdout_images=8: cannot hold out 8 of 8 images (at least one must stay for training); "
         "choose 0 to 7")
+    assert not (tmp_path / "run").exists()  # a run that failed at start leaves no folder behind
 
 
 def test_a_source_smaller_than_one_batch(tiny_bert_dir, tmp_path, capsys):
@@ -85,3 +86,12 @@ def test_a_cache_manifest_that_is_not_json(tiny_args, tmp_path, capsys):
     line = one_line_error(capsys, tiny_args[:-2] + [f"train.output_dir={tmp_path / 'run2'}",
                                                     f"train.cache_root={tmp_path / 'cache'}"])
     assert f"{manifest} is not valid JSON" in line
+
+
+def test_eval_data_dir_pointing_at_senteval_itself_names_its_parent(tiny_args, tmp_path, capsys):
+    senteval = tmp_path / "data" / "senteval"
+    (senteval / "STS").mkdir(parents=True)
+    line = one_line_error(capsys, tiny_args + [f"eval_data_dir={senteval}"])
+    assert line == (f"error: {senteval}: this is SentEval's folder itself; pass the folder that holds senteval/ "
+                    f"(eval_data_dir={tmp_path / 'data'})")
+    assert not (tmp_path / "run").exists()
