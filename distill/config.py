@@ -18,6 +18,7 @@ import yaml
 
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config
 from teacher_cache.data import CacheDataConfig
+from teacher_cache.offline_models import MINILM_ALIAS, check_offline_name
 from teacher_cache.towers.config import TeacherConfig
 
 
@@ -58,6 +59,9 @@ class StudentConfig:
     max_seq_length: int = field(default=32, metadata=at_least(1))
     mlp_head: bool = False
     grounding_dim: int = field(default=256, metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        check_offline_name(self.model, MINILM_ALIAS, "model")
 
 
 @dataclass
@@ -324,10 +328,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     file, and then holds only what differs from it (``merge_base`` says how the two combine)."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_with_base(Path(path), seen=())
+        raw = read_config_yaml(path)
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(RunConfig, raw, prefix="")
+
+
+def read_config_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a config file describes, its ``base:`` chain merged in (not yet checked or typed)."""
+    return _read_with_base(Path(path), seen=())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from teacher_cache import (  # noqa: E402
 )
 from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
-from distill.config import configs_dir, resolve_config_path  # noqa: E402
+from distill.config import configs_dir, read_config_yaml, resolve_config_path  # noqa: E402
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config  # noqa: E402
 
 DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataConfig, dict[str, Any]]:
     """YAML values first, then every flag that was given."""
-    loaded = yaml.safe_load(args.config.read_text()) if args.config else {}
+    loaded = read_config_yaml(args.config) if args.config else {}  # with its base: chain
     teacher_values = dict(loaded.get("teacher", {}))
     teacher_values.update({k: getattr(args, k) for k in TEACHER_FLAGS if getattr(args, k) is not None})
     data_values = dict(loaded.get("data", {}))

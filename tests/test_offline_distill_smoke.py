@@ -28,19 +28,29 @@ def mixed_data_dir(tmp_path, tiny_senteval_dir) -> Path:
     return root
 
 
-def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_dir):
-    report = tmp_path / "report" / "offline_distill.md"
-    methods = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse,st_recipe,regression_spread"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "offline_distill.py"), "--smoke", "--jobs", "3", "--methods", methods,
-           "--out-root", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
-           "--report", str(report), "--data-dir", str(mixed_data_dir), "--batch-size", "8",
-           "--set", f"student.model={tiny_bert_dir}", "--set", f"teacher.text_model={tiny_bert_dir}",
-           "--set", "data.limits={wiki1m: 64, flickr30k_train: 4, coco_val2017: 4, coco2017_mini: 12}",
-           "--set", "train.retrieval_holdout_images=4", "--set", "student.layers=1"]
+def tiny_benchmark_args(tmp_path: Path, report: Path, tiny_bert_dir: Path, data_dir: Path) -> list[str]:
+    """Folders, batch 8, and the tiny student and teacher text tower on a few rows of each corpus."""
+    return ["--out-root", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"), "--report", str(report),
+            "--data-dir", str(data_dir), "--batch-size", "8",
+            "--set", f"student.model={tiny_bert_dir}", "--set", f"teacher.text_model={tiny_bert_dir}",
+            "--set", "data.limits={wiki1m: 64, flickr30k_train: 4, coco_val2017: 4, coco2017_mini: 12}",
+            "--set", "train.retrieval_holdout_images=4", "--set", "student.layers=1"]
+
+
+def run_benchmark(cmd: list[str]) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "FAILED" not in result.stdout, result.stdout
+    return result
+
+
+def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_dir):
+    report = tmp_path / "report" / "offline_distill.md"
+    methods = "simcse,mcse,kdmcse,kdmcse_kl,regression,kdmcse_kl_mse,st_recipe,regression_spread"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "offline_distill.py"), "--smoke", "--jobs", "3", "--methods", methods,
+           *tiny_benchmark_args(tmp_path, report, tiny_bert_dir, mixed_data_dir)]
+    run_benchmark(cmd)
     text = report.read_text()
     for label in ("SimCSE", "MCSE", "KDMCSE + soft-target KL", "Embedding regression", "teacher"):
         assert label in text
@@ -55,9 +65,7 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
     assert recipe_config["student"]["layer_choice"] == "spread" and recipe_config["train"]["lr"] == 1e-4
     assert "sentence-transformers recipe" in text
 
-    rerun = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-                           timeout=300)
-    assert rerun.returncode == 0
+    rerun = run_benchmark(cmd)
     assert rerun.stdout.count("already done") == 8 and " ok in " not in rerun.stdout  # finished runs are skipped
 
 
@@ -66,16 +74,9 @@ def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed
     """Speed rounds, then a budget turned into each method's own step count, then the report."""
     report = tmp_path / "report" / "race_st.md"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "race_st.py"), "--methods", "regression_spread,st_recipe",
-           "--rounds", "1", "--speed-steps", "3", "--budgets", "0.01", "--seeds", "2", "--batch-size", "8",
-           "--out-root", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"), "--report", str(report),
-           "--data-dir", str(mixed_data_dir),
-           "--set", f"student.model={tiny_bert_dir}", "--set", f"teacher.text_model={tiny_bert_dir}",
-           "--set", "data.limits={wiki1m: 64, flickr30k_train: 4, coco_val2017: 4, coco2017_mini: 12}",
-           "--set", "train.retrieval_holdout_images=4", "--set", "student.layers=1"]
-    result = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "FAILED" not in result.stdout, result.stdout
+           "--rounds", "1", "--speed-steps", "3", "--budgets", "0.01", "--seeds", "2",
+           *tiny_benchmark_args(tmp_path, report, tiny_bert_dir, mixed_data_dir)]
+    run_benchmark(cmd)
     runs = tmp_path / "runs"
     speed = json.loads((runs / "speed" / "round0" / "st_recipe" / "seed1234" / "results.json").read_text())
     assert speed["train"]["steps"] == 3 and "sts" not in speed  # speed rounds train only

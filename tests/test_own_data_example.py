@@ -66,6 +66,15 @@ def test_readme_own_data_example_trains_and_loads(example_dir, tiny_bert_dir, ti
     model = SentenceTransformer(str(run / "model"), device="cpu")
     assert model.encode(["a red square"]).shape == (1, 32)
 
+    # the shipped recipe on the same sources and steps: the same run, so the same STS-B dev
+    shipped = ["--config", str(ROOT / "configs" / "offline_default.yaml"), "--eval-data-dir", str(tiny_senteval_dir),
+               "data.text_sources=[{path: my_data/sentences.txt}]", "data.image_sources=[{images: my_data/photos, "
+               "captions: my_data/photos/captions.jsonl, image_column: file, caption_column: captions}]",
+               "train.batch_size=4", "train.output_dir=runs/shipped", *tiny]
+    assert train_script().main(shipped) == 0
+    recipe = json.loads((example_dir / "runs" / "shipped" / "train_summary.json").read_text())
+    assert abs(recipe["best_stsb_dev"] - summary["best_stsb_dev"]) <= 0.5
+
 
 def test_an_edited_sentence_gives_a_new_cache(example_dir, tiny_bert_dir):
     from distill.config import load_config

@@ -80,3 +80,18 @@ def test_print_config_shows_every_own_source_form(tmp_path, form, script):
     (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"data.{key}:")]
     written = OWN_SOURCES[form].strip("{}").split(", ")
     assert all(item in line for item in written), line
+
+
+def test_cache_teacher_reads_the_base_chain(tmp_path):
+    """A config that names a base caches with the base's teacher: the same resolution as training."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: kdmcse_bert_flickr\nname: mine\ndata:\n  text_sources: [{path: my/sentences.txt}]\n")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "cache_teacher.py"), "--config", str(config),
+                             "--print-config"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    backend = next(line for line in result.stdout.splitlines() if line.startswith("teacher.backend:"))
+    assert backend.split(" = ")[1].startswith("open_clip")  # kdmcse_bert_flickr's CLIP teacher
+    assert "data.image_sources: tuple[ImageCaptionSource | str, ...] = []" in result.stdout

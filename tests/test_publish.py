@@ -91,3 +91,15 @@ def test_evaluation_scores_go_into_the_card_text_and_model_index(trained):
         ("mteb/sts12-sts", 66.0), ("mteb/stsbenchmark-sts", 75.0)]
     assert not record_scores(trained.parent, payload)  # no card of this project there: untouched
     assert json.loads((trained.parent / "train_summary.json").read_text())["baseline_stsb_dev"] is not None
+
+
+def test_evaluate_py_on_a_runs_model_writes_its_scores_into_the_card(trained, tiny_senteval_dir, tmp_path):
+    from kdmcse_cli import evaluate
+
+    assert evaluate.main(["--model", str(trained), "--data-dir", str(tiny_senteval_dir), "--no-progress",
+                          "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    card = (trained / "README.md").read_text()
+    sts12 = result["sts"]["tasks"]["STS12"]["spearman"]
+    assert f"| {sts12:.2f} |" in card.split("## Test scores", 1)[1].split("## Training", 1)[0]
+    assert card_header_of(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == round(sts12, 2)

@@ -47,6 +47,9 @@ def test_evaluate_names_a_model_it_cannot_load_in_one_line(tmp_path, capsys):
 
     (tmp_path / "weights.bin").write_text("not a model")
     cases = {str(tmp_path / "typo" / "model"): f"cannot load it (Path {tmp_path / 'typo' / 'model'} not found)",
+             "offline:all-MiniLM-L6-v3": "cannot load it (unknown offline model 'offline:all-MiniLM-L6-v3'; the "
+                                         "offline models are offline:all-MiniLM-L6-v2 (text) and "
+                                         "offline:efficientnet-lite0 (images))",
              str(tmp_path / "weights.bin"): "is a file; pass the folder of a saved SentenceTransformer"}
     for model, message in cases.items():
         assert evaluate.main(["--model", model, "--out", str(tmp_path / "r.json")]) == 2

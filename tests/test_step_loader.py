@@ -14,8 +14,7 @@ from distill.student import Student
 from distill.trainer import check_resumable, prepare_inputs, step_loader, train, training_step
 from eval.sts import stsb_dev_evaluator
 
-from test_step_syncs import tiny_run
-from test_train import ROOT, assert_same_weights, tiny_overrides
+from train_testkit import ROOT, assert_same_weights, tiny_overrides, tiny_run
 
 LONG = " ".join(["a very long sentence about dogs running in the park"] * 8)  # > 32 tokens: truncated
 

@@ -14,52 +14,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
-from distill.config import load_config
-from distill.objective import DistillationObjective
-from distill.pools import TrainingPools
 from distill.schedule import Step
-from distill.student import Student, build_encoder
 from distill.distributed import gather_with_grad
-from distill.trainer import StudentWithObjective, TrainingRun, read_terms, training_step
+from distill.trainer import read_terms, training_step
 from teacher_cache.distributed import DistEnv
 
-from test_train import ROOT
+from train_testkit import tiny_run
 
-TEXT_DIM, IMAGE_DIM, ROWS = 12, 10, 16
 READS = ("item", "tolist", "cpu")
-
-
-class VectorTable:
-    """Stands in for the teacher cache: fixed unit vectors by row."""
-
-    def __init__(self, generator: torch.Generator):
-        self.texts = F.normalize(torch.randn(ROWS, TEXT_DIM, generator=generator), dim=-1)
-        self.images = F.normalize(torch.randn(ROWS, IMAGE_DIM, generator=generator), dim=-1)
-
-    def text(self, idx, device):
-        return self.texts[torch.as_tensor(idx)].to(device)
-
-    def image(self, idx, device):
-        return self.images[torch.as_tensor(idx)].to(device)
-
-
-def tiny_run(tiny_bert_dir, env: DistEnv = DistEnv(0, 1, torch.device("cpu"))) -> TrainingRun:
-    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", [
-        f"student.model={tiny_bert_dir}", "student.layers=1", "student.grounding_dim=16"])
-    torch.manual_seed(0)
-    student = Student(build_encoder(cfg.student), cfg.student, TEXT_DIM, IMAGE_DIM)
-    trainable = StudentWithObjective(student, DistillationObjective(cfg.loss, 32, TEXT_DIM))
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    rows = np.arange(ROWS)
-    pools = TrainingPools(sentences=[f"a dog runs in the park {i}" for i in rows], text_rows=rows,
-                          paired_text_rows=rows, paired_image_rows=rows, heldout_image_ids=[])
-    model = trainable if env.world_size == 1 else DistributedDataParallel(trainable, find_unused_parameters=True)
-    return TrainingRun(cfg, env, VectorTable(torch.Generator().manual_seed(1)), pools, trainable, model,
-                       optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), n_steps=3)
 
 
 def count_reads(monkeypatch, action) -> collections.Counter:

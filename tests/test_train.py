@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 from distill.config import ConfigError, load_config
@@ -26,21 +25,7 @@ from distill.export import EXPORT_FILES, load_onnx_student
 from distill.trainer import LISTING, train
 from eval.sts import stsb_dev_evaluator
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_overrides(tiny_bert_dir: Path, tmp_path: Path, **extra) -> list[str]:
-    values = {
-        "student.model": str(tiny_bert_dir), "student.layers": 1, "student.grounding_dim": 16,
-        "teacher.text_model": str(tiny_bert_dir), "teacher.batch_size": 32,
-        "data.limits": "{wiki1m: 48, coco2017_mini: 8}",
-        "train.output_dir": str(tmp_path / "run"), "train.cache_root": str(tmp_path / "cache"),
-        "train.batch_size": 8, "train.max_steps": 4, "train.eval_every": 2, "train.lr": 1e-3,
-        "train.retrieval_holdout_images": 2, "train.precision": "fp32", "train.eval_batch_size": 512,
-        "loss.soft_target_weight": 1.0, "loss.regression_weight": 1.0, "loss.false_negative_filter": "gist",
-    }
-    values.update(extra)
-    return [f"{key}={value}" for key, value in values.items()]
+from train_testkit import ROOT, assert_same_weights, tiny_overrides
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -86,8 +71,10 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     best = max(summary["dev_history"], key=lambda x: x[1])
     assert [summary["best_step"], summary["best_stsb_dev"]] == best
     assert evaluate_dev(model) == pytest.approx(summary["best_stsb_dev"], abs=1e-9)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 0 (untrained)", "step 2", "step 4"]
+    assert captured.err.rsplit("best_dev=", 1)[1].startswith(f"{best[1]:.2f}")  # the bar's last state is current
     assert lines[-1].endswith(f"best {best[1]:.2f} at step {best[0]}")
     # the baseline: the student the config starts from (what evaluate.py --untrained loads), before step 1
     from distill.student import build_encoder
@@ -156,14 +143,6 @@ def straight_run(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
     result = run_cli(ARGS + common + [f"train.output_dir={tmp_path / 'straight'}"], timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return common, tmp_path / "straight"
-
-
-def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
-    a = load_file(a_dir / "model.safetensors")
-    b = load_file(b_dir / "model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
 def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path):

@@ -95,3 +95,14 @@ def test_eval_data_dir_pointing_at_senteval_itself_names_its_parent(tiny_args, t
     assert line == (f"error: {senteval}: this is SentEval's folder itself; pass the folder that holds senteval/ "
                     f"(eval_data_dir={tmp_path / 'data'})")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("student.model=offline:all-MiniLM-L6", "student: model=offline:all-MiniLM-L6 is no offline model; did you "
+                                            "mean offline:all-MiniLM-L6-v2?"),
+    ("teacher.image_model=offline:effnet", "teacher: image_model=offline:effnet is no offline model; did you mean "
+                                           "offline:efficientnet-lite0?"),
+])
+def test_a_misspelt_offline_model_is_named_before_anything_loads(override, message, capsys, tmp_path):
+    assert one_line_error(capsys, ["--config", "offline_default", override,
+                                   f"train.output_dir={tmp_path / 'run'}"]) == f"config error: {message}"

@@ -5,7 +5,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ..offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS
+from ..offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, check_offline_name
 
 Backend = Literal["composite", "open_clip", "hf_clip"]
 BACKENDS: tuple[str, ...] = ("composite", "open_clip", "hf_clip")
@@ -61,6 +61,8 @@ class TeacherConfig:
     num_workers: int | None = None
 
     def __post_init__(self) -> None:
+        check_offline_name(self.text_model, MINILM_ALIAS, "text_model")
+        check_offline_name(self.image_model, EFFICIENTNET_ALIAS, "image_model")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown teacher backend {self.backend!r}; expected one of {BACKENDS}")
         if self.precision not in PRECISIONS:
