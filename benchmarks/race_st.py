@@ -21,12 +21,14 @@ was), while the minutes it really took do.
   python benchmarks/race_st.py                               # (a), then 5, 15, 30 minutes x 3 seeds
   python benchmarks/race_st.py --budgets 5 --seeds 3         # one budget; finished runs are skipped
   python benchmarks/race_st.py --report-only
-Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png.
+Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png from the run summaries kept in
+reports/race_st_results/ (models stay under --out-root).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -71,15 +73,39 @@ def seeds(args: argparse.Namespace) -> list[int]:
 # --- phase (a) -------------------------------------------------------------------------------------
 
 
-def speed_root(args: argparse.Namespace, round_index: int) -> Path:
-    return Path(args.out_root) / "speed" / f"round{round_index}"
+def speed_root(root: Path, round_index: int) -> Path:
+    return root / "speed" / f"round{round_index}"
+
+
+def run_one(args: argparse.Namespace, group: argparse.Namespace, method: str, seed: int) -> None:
+    """Train and score one run, then keep its summary where the report reads it. A run whose summary is
+    kept already is skipped, so a later session on a fresh machine (no ``--out-root``) adds to the race."""
+    run = Path(group.out_root).relative_to(args.out_root) / method / f"seed{seed}"
+    if (Path(args.results) / run / "results.json").is_file():
+        print(f"{run}: kept in {args.results}, skipped")
+        return
+    offline_distill.run_all(group, [(method, seed)])
+    keep_results(args)
+
+
+def keep_results(args: argparse.Namespace) -> None:
+    """Copy every finished run's ``results.json`` and ``config.yaml`` (kilobytes; no model) from
+    ``--out-root`` to ``--results``, which the report reads: committed beside the report, they rebuild it on
+    any machine, and a later session adds seeds or budgets to them instead of starting over."""
+    out_root, kept = Path(args.out_root), Path(args.results)
+    for result in out_root.rglob("results.json"):
+        target = kept / result.parent.relative_to(out_root)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "config.yaml"):
+            if (result.parent / name).is_file():
+                shutil.copyfile(result.parent / name, target / name)
 
 
 def run_speed(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
-        group = bench_args(args, speed_root(args, r), args.speed_steps, eval_every=args.speed_steps)
+        group = bench_args(args, speed_root(Path(args.out_root), r), args.speed_steps, eval_every=args.speed_steps)
         for method in methods(args):  # one process each, alternating
-            offline_distill.run_all(group, [(method, offline_distill.FIRST_SEED)])
+            run_one(args, group, method, offline_distill.FIRST_SEED)
 
 
 def speed_runs(args: argparse.Namespace) -> list[dict[str, dict]]:
@@ -88,7 +114,7 @@ def speed_runs(args: argparse.Namespace) -> list[dict[str, dict]]:
     for r in range(args.rounds):
         found = {}
         for method in methods(args):
-            path = speed_root(args, r) / method / f"seed{offline_distill.FIRST_SEED}" / "results.json"
+            path = speed_root(Path(args.results), r) / method / f"seed{offline_distill.FIRST_SEED}" / "results.json"
             if path.is_file():
                 found[method] = json.loads(path.read_text())["train"]
         if len(found) == len(methods(args)):
@@ -108,19 +134,20 @@ def median_rates(rows: list[dict[str, float]]) -> dict[str, float]:
 # --- phase (b) -------------------------------------------------------------------------------------
 
 
-def budget_root(args: argparse.Namespace, minutes: float) -> Path:
-    return Path(args.out_root) / f"budget{minutes:g}min"
+def budget_root(root: Path, minutes: float) -> Path:
+    return root / f"budget{minutes:g}min"
 
 
 def run_budget(args: argparse.Namespace, minutes: float, rates: dict[str, float]) -> None:
-    groups = {m: bench_args(args, budget_root(args, minutes), budget_steps(rates[m], minutes)) for m in methods(args)}
+    root = budget_root(Path(args.out_root), minutes)
+    groups = {m: bench_args(args, root, budget_steps(rates[m], minutes)) for m in methods(args)}
     for seed in seeds(args):
         for method in methods(args):
-            offline_distill.run_all(groups[method], [(method, seed)])
+            run_one(args, groups[method], method, seed)
 
 
 def budget_runs(args: argparse.Namespace, minutes: float) -> dict[str, list[dict]]:
-    root = budget_root(args, minutes)
+    root = budget_root(Path(args.results), minutes)
     return {m: [json.loads(p.read_text()) for p in sorted((root / m).glob("seed*/results.json"))]
             for m in methods(args)}
 
@@ -227,12 +254,12 @@ def write_report(args: argparse.Namespace) -> None:
 
     rows = speed_rows(args)
     if not rows:
-        raise SystemExit(f"no finished speed round under {args.out_root}/speed: run without --report-only first")
-    teacher_path = Path(args.out_root) / "teacher" / "results.json"
+        raise SystemExit(f"no finished speed round under {args.results}/speed: run without --report-only first")
+    teacher_path = Path(args.results) / "teacher" / "results.json"
     teacher = sts_average(json.loads(teacher_path.read_text())) if teacher_path.is_file() else None
     report = Path(args.report)
     figure = report.parent / "figures" / "race_st_dev_minutes.png"
-    commands = Path(args.out_root) / "commands.txt"
+    commands = Path(args.results) / "commands.txt"
     made_by = commands.read_text().strip().splitlines() if commands.is_file() else []
     lines = ["# Race: the project's recipe against sentence-transformers' own", "",
              f"Runs made by {', '.join(f'`{c}`' for c in made_by) or 'commands not recorded'}; report by "
@@ -273,6 +300,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-root", default=str(ROOT / "runs" / "race_st"))
     parser.add_argument("--cache-root", default=str(ROOT / "cache" / "teacher"))
     parser.add_argument("--report", default=str(ROOT / "reports" / "race_st.md"))
+    parser.add_argument("--results", help="where each run's summary is kept and the report reads them "
+                                          "(default: race_st_results beside --report)")
     parser.add_argument("--data-dir")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run")
@@ -280,6 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.command = "python benchmarks/race_st.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.budgets = [float(b) for b in args.budgets.split(",")]
+    args.results = args.results or str(Path(args.report).parent / "race_st_results")
     names = methods(args)
     if names[:2] != [OURS, ANCHOR] or any(m not in offline_distill.METHODS for m in names):
         parser.error(f"--methods: {OURS},{ANCHOR} first, then any of {list(offline_distill.METHODS)}")
@@ -289,12 +319,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.report_only:
-        Path(args.out_root).mkdir(parents=True, exist_ok=True)
-        with open(Path(args.out_root) / "commands.txt", "a") as log:
+        Path(args.results).mkdir(parents=True, exist_ok=True)
+        with open(Path(args.results) / "commands.txt", "a") as log:
             log.write(args.command + "\n")
         first = bench_args(args, Path(args.out_root), args.speed_steps)
         offline_distill.build_cache_once(first)
         offline_distill.reference_rows(first)
+        keep_results(args)
         run_speed(args)
         rates = median_rates(speed_rows(args))
         for minutes in args.budgets:

@@ -18,6 +18,8 @@ from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
 from teacher_cache.files import atomic_write
 from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
+
+PROJECT_TAG = "kdmcse-distill"  # the hub tag that marks a card this project's trainer wrote
 from teacher_cache.towers.config import TeacherConfig
 
 # What the offline aliases load, named as the hub knows them.
@@ -43,7 +45,7 @@ def card_header(model: SentenceTransformer, cfg: RunConfig) -> str:
     data = SentenceTransformerModelCardData(
         language="en", model_name=f"{cfg.name} (kdmcse-distill student)", local_files_only=True,
         generate_widget_examples=False)
-    data.add_tags(["knowledge-distillation", "kdmcse-distill"])
+    data.add_tags(["knowledge-distillation", PROJECT_TAG])
     base = HUB_NAMES.get(cfg.student.model, cfg.student.model)
     if _looks_like_hub_id(base):
         data.base_model = base
@@ -306,20 +308,27 @@ MODEL_INDEX_DATASETS = {"STS12": "mteb/sts12-sts", "STS13": "mteb/sts13-sts", "S
                         "SICKRelatedness": "mteb/sickr-sts"}
 
 
-def record_scores(model_dir: Path, payload: dict[str, Any]) -> bool:
-    """Write an evaluation's scores (``scripts/evaluate.py``'s payload) into the card of a model this
-    project trained: a "Test scores" section of its text and the ``model-index`` of its metadata, which
-    the hub shows as evaluation results. A later evaluation replaces them. Returns False, touching
+def is_project_card(header: dict[str, Any]) -> bool:
+    """Whether a card's metadata (``card_header_of``) is one this project's trainer wrote."""
+    return PROJECT_TAG in (header.get("tags") or [])
+
+
+def record_scores(model_dir: Path, payload: dict[str, Any], tables: str) -> bool:
+    """Write an evaluation's scores into the card of a model this project trained: ``tables`` (the
+    evaluation's markdown, ``eval.report.render_markdown``) as a "Test scores" section of its text, and
+    the STS scores of ``payload`` (``scripts/evaluate.py``'s) as the ``model-index`` of its metadata,
+    which the hub shows as evaluation results. A later evaluation replaces both. Returns False, touching
     nothing, for a folder whose card is not this project's."""
     readme = Path(model_dir) / "README.md"
     text = readme.read_text() if readme.is_file() else ""
     header = card_header_of(text)
-    if "kdmcse-distill" not in (header.get("tags") or []) or not ("sts" in payload or "transfer" in payload):
+    if not is_project_card(header) or not ("sts" in payload or "transfer" in payload):
         return False
     body = text[4:].split("\n---\n", 1)[1]
     header["model-index"] = [{"name": header.get("model_name") or Path(model_dir).name,
                               "results": model_index_results(payload)}]
-    section = f"{SCORES_HEADING}\n\n{scores_text(payload)}\n\n"
+    section = (f"{SCORES_HEADING}\n\nScored by `scripts/evaluate.py` after training (test sets; not used for "
+               f"selection).\n\n{tables.strip()}\n\n")
     if SCORES_HEADING in body:  # an earlier evaluation's section: replaced up to the next heading
         before, rest = body.split(SCORES_HEADING, 1)
         body = before + section + (rest[rest.index("\n## ") + 1:] if "\n## " in rest else "")
@@ -337,23 +346,3 @@ def model_index_results(payload: dict[str, Any]) -> list[dict[str, Any]]:
              "metrics": [{"type": "spearman_cosine", "value": round(result["spearman"], 2),
                           "name": "Spearman correlation (cosine) x100"}]}
             for name, result in tasks.items()]
-
-
-def scores_text(payload: dict[str, Any]) -> str:
-    """The STS and transfer tables of an evaluation, with the protocol it ran."""
-    from_evaluation = "Scored by `scripts/evaluate.py` after training (test sets; not used for selection)."
-    lines = [from_evaluation, ""]
-    sts = payload.get("sts")
-    if sts:
-        names = list(sts["tasks"])
-        lines += [f"STS, cosine Spearman x100 ({sts['aggregation']} aggregation of STS12-16):", "",
-                  "| " + " | ".join([*names, "Avg"]) + " |", "|---" * (len(names) + 1) + "|",
-                  "| " + " | ".join(f"{sts['tasks'][n]['spearman']:.2f}" for n in names) + f" | {sts['average']:.2f} |"]
-    transfer = payload.get("transfer")
-    if transfer:
-        names = list(transfer["tasks"])
-        average = f"{transfer['average']:.2f}" if transfer["average"] is not None else "—"
-        lines += ["", f"Transfer, accuracy x100 ({transfer['protocol']} protocol):", "",
-                  "| " + " | ".join([*names, "Avg"]) + " |", "|---" * (len(names) + 1) + "|",
-                  "| " + " | ".join(f"{transfer['tasks'][n]['accuracy']:.2f}" for n in names) + f" | {average} |"]
-    return "\n".join(lines)

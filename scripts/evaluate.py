@@ -134,9 +134,11 @@ def record_in_card(model_dir: Path, payload: dict) -> None:
     """The scores into the model card of a model this project trained (others are left alone), under
     its run folder's lock."""
     from distill.model_card import record_scores
+    from eval.report import render_markdown
 
     with run_folder_lock(model_dir / "README.md"):
-        if record_scores(model_dir, payload):
+        # the card is published: its table names this model, not the local path it was scored from
+        if record_scores(model_dir, payload, render_markdown([{**payload, "model": "this model"}])):
             print(f"scores written into the model card {model_dir / 'README.md'}", file=sys.stderr)
 
 

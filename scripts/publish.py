@@ -48,14 +48,14 @@ def files_to_upload(model: Path) -> list[Path]:
 
 def check_folder(model: Path) -> None:
     """Raise PublishError naming the first thing that keeps ``model`` from being published."""
-    from distill.model_card import card_header_of
+    from distill.model_card import card_header_of, is_project_card
 
     if not (model / "modules.json").is_file():
         hint = f"; its model is {model / 'model'}" if (model / "model" / "modules.json").is_file() else ""
         raise PublishError(f"{model} is not a saved SentenceTransformer (no modules.json){hint}")
     readme = model / "README.md"
     header = card_header_of(readme.read_text()) if readme.is_file() else {}
-    if "kdmcse-distill" not in (header.get("tags") or []):
+    if not is_project_card(header):
         raise PublishError(f"{readme} is not this project's model card; publish a model/ folder a training run wrote")
     if not header.get("license"):
         raise PublishError(f"{readme} names no licence: set card.license (e.g. apache-2.0) and retrain into the "

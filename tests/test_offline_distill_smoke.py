@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,12 @@ def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed
     assert "## (a) Steps per second, side by side" in text and "### 0.01 training minutes" in text
     assert "on the STS average (" in text and "of 1 seeds): " in text and "on seed 1234" in text
     assert (report.parent / "figures" / "race_st_dev_minutes.png").stat().st_size > 0
+    assert speed["train"]["train_seconds"] > 0
+    # the summaries kept beside the report rebuild it with the runs (and their models) gone
+    kept = report.parent / "race_st_results"
+    assert (kept / "budget0.01min" / "st_recipe" / "seed1234" / "config.yaml").is_file()
+    assert "--speed-steps 3" in (kept / "commands.txt").read_text()
+    shutil.rmtree(runs)
+    run_benchmark([*cmd, "--report-only"])
+    rebuilt = report.read_text()
+    assert rebuilt.split("## (a)")[1] == text.split("## (a)")[1]

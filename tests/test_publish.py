@@ -9,6 +9,7 @@ import pytest
 
 from distill.config import load_config
 from distill.model_card import card_header_of, record_scores
+from eval.report import render_markdown
 from distill.trainer import train
 from eval.sts import stsb_dev_evaluator
 from kdmcse_cli import publish
@@ -78,18 +79,19 @@ def test_publish_uploads_through_the_hub_client_and_points_the_card_at_the_repo(
 
 
 def test_evaluation_scores_go_into_the_card_text_and_model_index(trained):
-    payload = {"sts": {"aggregation": "all", "average": 70.0, "tasks": {
+    payload = {"model": "tiny", "sts": {"aggregation": "all", "pooler": "cls", "average": 70.0, "tasks": {
         "STS12": {"spearman": 65.0}, "STSBenchmark": {"spearman": 75.0}}}}
-    assert record_scores(trained, payload)
+    assert record_scores(trained, payload, render_markdown([payload]))
     payload["sts"]["tasks"]["STS12"]["spearman"] = 66.0
-    assert record_scores(trained, payload)  # a second evaluation replaces the first
+    tables = render_markdown([payload])
+    assert record_scores(trained, payload, tables)  # a second evaluation replaces the first
     card = (trained / "README.md").read_text()
-    assert card.count("## Test scores") == 1 and "| 66.00 | 75.00 | 70.00 |" in card and "| 65.00 |" not in card
+    assert card.count("## Test scores") == 1 and tables.strip() in card and "65.00" not in card
     assert card.index("## Test scores") < card.index("## Training")
     (entry,) = card_header_of(card)["model-index"]
     assert [(r["dataset"]["type"], r["metrics"][0]["value"]) for r in entry["results"]] == [
         ("mteb/sts12-sts", 66.0), ("mteb/stsbenchmark-sts", 75.0)]
-    assert not record_scores(trained.parent, payload)  # no card of this project there: untouched
+    assert not record_scores(trained.parent, payload, tables)  # no card of this project there: untouched
     assert json.loads((trained.parent / "train_summary.json").read_text())["baseline_stsb_dev"] is not None
 
 
@@ -101,5 +103,6 @@ def test_evaluate_py_on_a_runs_model_writes_its_scores_into_the_card(trained, ti
     result = json.loads((tmp_path / "r.json").read_text())
     card = (trained / "README.md").read_text()
     sts12 = result["sts"]["tasks"]["STS12"]["spearman"]
-    assert f"| {sts12:.2f} |" in card.split("## Test scores", 1)[1].split("## Training", 1)[0]
+    section = card.split("## Test scores", 1)[1].split("## Training", 1)[0]
+    assert f"| {sts12:.2f} |" in section and "| this model |" in section and str(tmp_path) not in card
     assert card_header_of(card)["model-index"][0]["results"][0]["metrics"][0]["value"] == round(sts12, 2)
