@@ -37,9 +37,24 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
-from sklearn.model_selection import StratifiedKFold
+from sklearn.metrics import f1_score
 from threadpoolctl import threadpool_limits
+
+from eval.data import LabeledPair, LabeledSentence
+
+from . import transfer_folds as folds
+from .encode import EmbeddingTable
+from .transfer_folds import ClassifierOutcome, Split
+from .transfer_tasks import (
+    DEFAULT_MRPC_FEATURES,
+    SEED,
+    TransferData,
+    TransferSettings,
+    TransferTaskResult,
+    mrpc_xy,
+    task_result,
+    task_xy,
+)
 
 L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
 """Adam weight-decay candidates (SentEval's PyTorch grid, 10^-5 .. 10^-2)."""
@@ -60,20 +75,6 @@ class FitSettings:
 
 
 SETTINGS = FitSettings()
-
-
-@dataclass(frozen=True)
-class ClassifierOutcome:
-    """What one protocol run produced (either protocol): test and validation accuracy x100, the chosen
-    regularisation per fold (or once; L2 here, C in the fast protocol), test predictions."""
-
-    test_accuracy: float
-    dev_accuracy: float
-    chosen_regularisation: tuple[float, ...]
-    test_predictions: np.ndarray | None = None
-
-
-Split = tuple[np.ndarray, np.ndarray]  # features, labels
 
 
 class LogisticRegression:
@@ -204,70 +205,40 @@ def _refit_and_test(train: Split, test: Split, l2: float, seed: int) -> tuple[fl
     classifier = LogisticRegression(train[0].shape[1], _n_classes(train, test), [l2], seed)
     classifier.fit(train)
     predictions = classifier.predict(test[0])[:, 0]
-    return _percent(predictions, test[1]), predictions
-
-
-def _percent(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return round(100 * float(np.mean(predictions == labels)), 2)
+    return folds.percent(predictions, test[1]), predictions
 
 
 def _n_classes(*splits: Split) -> int:
     return int(max(int(labels.max()) for _, labels in splits if len(labels)) + 1)
 
 
-def _choose(fold_scores: np.ndarray, grid: Sequence[float]) -> tuple[float, float]:
-    """(L2, score x100) of the first best mean over folds; means are rounded to 2 decimals first."""
-    means = np.round(100 * np.asarray(fold_scores).mean(axis=0), 2)
-    index = int(np.argmax(means))
-    return grid[index], float(means[index])
+@dataclass(frozen=True)
+class EarlyStoppedLogistic:
+    """This protocol's classifier as the fold procedures (``eval/transfer_folds.py``) use it."""
+
+    grid: tuple[float, ...] = L2_GRID
+
+    def grid_scores(self, train: Split, held_out: Split, seed: int) -> np.ndarray:
+        return _grid_scores(train, held_out, self.grid, seed)
+
+    def refit_and_test(self, train: Split, test: Split, value: float, seed: int) -> tuple[float, np.ndarray]:
+        return _refit_and_test(train, test, value, seed)
 
 
-def _take(data: Split, rows: np.ndarray) -> Split:
-    return data[0][rows], data[1][rows]
-
-
-def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled stratified folds of rows in the given order (SentEval's: seeded, on length-sorted rows)."""
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(folds.split(np.zeros(len(labels)), labels))
-
-
-def _outer_fold(data: Split, folds: tuple[np.ndarray, np.ndarray], n_folds: int, seed: int,
-                grid: tuple[float, ...]) -> tuple[float, float, float]:
-    """Test accuracy x100, inner-CV accuracy x100 and chosen L2 of one outer fold."""
-    part = _take(data, folds[0])
-    inner = [_grid_scores(_take(part, fit), _take(part, held_out), grid, seed)
-             for fit, held_out in stratified_folds(part[1], n_folds, seed)]
-    l2, dev = _choose(np.array(inner), grid)
-    accuracy, _ = _refit_and_test(part, _take(data, folds[1]), l2, seed)
-    return accuracy, dev, l2
-
-
-def kfold_accuracy(data: Split, n_folds: int = 10, seed: int = 1111, n_jobs: int = 1,
+def kfold_accuracy(data: Split, n_folds: int = 10, seed: int = SEED, n_jobs: int = 1,
                    grid: Sequence[float] = L2_GRID) -> ClassifierOutcome:
     """MR, CR, SUBJ, MPQA: outer folds for test, inner folds (same count) choose L2; outer folds in parallel."""
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_outer_fold)(data, folds, n_folds, seed, tuple(grid))
-        for folds in stratified_folds(data[1], n_folds, seed)
-    )
-    tests, devs, chosen = zip(*results)
-    return ClassifierOutcome(round(float(np.mean(tests)), 2), round(float(np.mean(devs)), 2), tuple(chosen))
+    return folds.kfold_accuracy(EarlyStoppedLogistic(tuple(grid)), data, n_folds, n_folds, seed, n_jobs)
 
 
-def train_test_accuracy(train: Split, test: Split, n_folds: int = 10, seed: int = 1111, n_jobs: int = 1,
+def train_test_accuracy(train: Split, test: Split, n_folds: int = 10, seed: int = SEED, n_jobs: int = 1,
                         grid: Sequence[float] = L2_GRID) -> ClassifierOutcome:
     """TREC, MRPC: L2 by k-fold CV on train (folds in parallel), then a refit on train tested once."""
-    fold_scores = Parallel(n_jobs=n_jobs)(
-        delayed(_grid_scores)(_take(train, fit), _take(train, held_out), tuple(grid), seed)
-        for fit, held_out in stratified_folds(train[1], n_folds, seed)
-    )
-    l2, dev = _choose(np.array(fold_scores), grid)
-    accuracy, predictions = _refit_and_test(train, test, l2, seed)
-    return ClassifierOutcome(accuracy, dev, (l2,), predictions)
+    return folds.train_test_accuracy(EarlyStoppedLogistic(tuple(grid)), train, test, n_folds, seed, n_jobs)
 
 
 @_one_thread
-def split_accuracy(train: Split, dev: Split, test: Split, seed: int = 1111,
+def split_accuracy(train: Split, dev: Split, test: Split, seed: int = SEED,
                    grid: Sequence[float] = L2_GRID) -> ClassifierOutcome:
     """SST2: every L2 fitted on train, early-stopped and scored on dev; the best one is tested.
 
@@ -275,9 +246,9 @@ def split_accuracy(train: Split, dev: Split, test: Split, seed: int = 1111,
     from the grid is tested.
     """
     classifier = LogisticRegression(train[0].shape[1], _n_classes(train, dev, test), grid, seed)
-    l2, dev_score = _choose(classifier.fit(train, dev)[None], grid)
+    l2, dev_score = folds.choose(classifier.fit(train, dev)[None], grid)
     predictions = classifier.predict(test[0])[:, list(grid).index(l2)]
-    return ClassifierOutcome(_percent(predictions, test[1]), dev_score, (l2,), predictions)
+    return ClassifierOutcome(folds.percent(predictions, test[1]), dev_score, (l2,), predictions)
 
 
 def length_order(texts: Sequence[str | Sequence[str]], labels: Sequence[int]) -> list[int]:
@@ -286,3 +257,37 @@ def length_order(texts: Sequence[str | Sequence[str]], labels: Sequence[int]) ->
         parts = (texts[i],) if isinstance(texts[i], str) else tuple(texts[i])
         return (*(len(part.split()) for part in parts), labels[i])
     return sorted(range(len(labels)), key=key)
+
+
+# --- the seven tasks --------------------------------------------------------------------------------
+
+
+def score_task(task: str, data: TransferData, table: EmbeddingTable, settings: TransferSettings) -> TransferTaskResult:
+    """One task under this protocol, on already-encoded sentences (``table`` holds ``data.sentences()``)."""
+    n_folds, seed, jobs = settings.n_folds, settings.seed, settings.n_jobs
+    if task in data.single:
+        rows = _length_sorted(data.single[task])
+        outcome = kfold_accuracy(task_xy(rows, table), n_folds, seed, jobs)
+        return task_result(task, outcome, f"senteval: {n_folds}-fold CV, L2 by inner {n_folds}-fold CV",
+                           {"all": rows})
+    if task == "MRPC":
+        splits = {s: _length_sorted(rows) for s, rows in data.mrpc.items()}
+        train, test = (mrpc_xy(splits[s], table, DEFAULT_MRPC_FEATURES) for s in ("train", "test"))
+    else:
+        splits = {s: _length_sorted(rows) for s, rows in data.splits[task].items()}
+        train, test = task_xy(splits["train"], table), task_xy(splits["test"], table)
+    if task == "SST2":
+        outcome = split_accuracy(train, task_xy(splits["dev"], table), test, seed)
+        return task_result(task, outcome, "senteval: train/dev/test, L2 and early stopping on dev", splits)
+    outcome = train_test_accuracy(train, test, n_folds, seed, jobs)
+    protocol = f"senteval: train/test, L2 by {n_folds}-fold CV on train"
+    if task == "TREC":
+        return task_result(task, outcome, protocol, splits)
+    f1 = round(100 * float(f1_score(test[1], outcome.test_predictions)), 2)
+    return task_result(task, outcome, protocol, splits, f1, {"features": DEFAULT_MRPC_FEATURES})
+
+
+def _length_sorted(rows: Sequence[LabeledSentence | LabeledPair]) -> list:
+    """Rows in SentEval's evaluation order: by token length (each sentence of a pair), then label."""
+    texts = [(r.sentence1, r.sentence2) if isinstance(r, LabeledPair) else r.text for r in rows]
+    return [rows[i] for i in length_order(texts, [r.label for r in rows])]

@@ -1,5 +1,6 @@
-"""eval.transfer: both protocols (senteval: PyTorch-style logistic regression; fast: scikit-learn) on
-tiny constructed data with hand-computed expectations, MRPC features, a tiny full run."""
+"""eval.transfer: both protocols (senteval: PyTorch-style logistic regression; fast: scikit-learn) and
+the fold procedures they share, on tiny constructed data with hand-computed expectations; MRPC
+features; a tiny full run."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,20 +8,17 @@ import pytest
 import torch
 
 from eval import transfer_senteval as senteval
-from eval.transfer import (
+from eval.transfer import TRANSFER_TASKS, TransferResults, TransferSettings, TransferTaskResult, evaluate_transfer
+from eval.transfer_fast import (
     C_GRID_INNER,
     C_GRID_KFOLD,
-    TRANSFER_TASKS,
-    TransferResults,
-    TransferSettings,
-    TransferTaskResult,
-    evaluate_transfer,
     kfold_accuracy,
-    pair_features,
     select_c,
     split_accuracy,
     train_test_accuracy,
 )
+from eval.transfer_folds import choose
+from eval.transfer_tasks import pair_features
 
 
 def _blobs(n_per_class: int, n_classes: int = 2, dim: int = 6, seed: int = 0, spread: float = 0.3):
@@ -185,13 +183,13 @@ def test_senteval_separable_task_is_perfect_and_ties_go_to_the_smallest_l2():
     np.testing.assert_array_equal(trec_like.test_predictions, labels[450:])
 
 
-def test_senteval_l2_choice_rounds_fold_means_then_takes_the_first_best():
+def test_the_choice_rounds_fold_means_then_takes_the_first_best():
     grid = (1e-5, 1e-4, 1e-3, 1e-2)
     fold_scores = np.array([[0.90, 0.90, 0.95, 0.80],
                             [0.90, 1.00, 0.95, 0.80]])  # means x100: 90, 95, 95, 80
-    assert senteval._choose(fold_scores, grid) == (1e-4, 95.0)
+    assert choose(fold_scores, grid) == (1e-4, 95.0)
     nearly = np.array([[0.95001, 0.95004, 0.9, 0.9]])  # 95.00 and 95.00 after rounding: the first wins
-    assert senteval._choose(nearly, grid) == (1e-5, 95.0)
+    assert choose(nearly, grid) == (1e-5, 95.0)
 
 
 def test_senteval_strong_l2_wins_when_weights_must_stay_small():
