@@ -38,7 +38,7 @@ SHIPPED="wiki1m/wiki1m_for_simcse.prefix.txt flickr30k/multi30k/task2/image_spli
 prepare() {
   local py=${PY:-python3} data tokenizer
   data=$("$py" -c 'from teacher_cache.corpora import resolve_data_dir; print(resolve_data_dir(None))') || exit 2
-  tokenizer=$("$py" -c 'from teacher_cache.offline_models import minilm_path; print(minilm_path())') || exit 2
+  tokenizer=$("$py" -c 'from kdmcse_base.offline_models import minilm_path; print(minilm_path())') || exit 2
   rm -rf "$INPUTS" && mkdir -p "$INPUTS/tokenizer" .whl
   for file in $SHIPPED; do
     mkdir -p "$INPUTS/data/$(dirname "$file")" && cp "$data/$file" "$INPUTS/data/$file" || exit 2

@@ -86,7 +86,7 @@ def build_tiny_bert(folder: Path) -> Path:
         from sentence_transformers.models import Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from teacher_cache.offline_models import minilm_path
+    from kdmcse_base.offline_models import minilm_path
 
     if (folder / "st" / "modules.json").is_file():
         return folder / "st"

@@ -112,11 +112,12 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
 def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
     """Train (or resume) one (method, seed), evaluate it, and save ``results.json`` beside the run."""
     from distill.config import load_config
+    from distill.run_folder import RunFolder
     from distill.trainer import train
     from eval.sts import stsb_dev_evaluator
 
     out = Path(args.out_root) / method.name / f"seed{seed}"
-    done = out / "results.json"
+    done = RunFolder(out).results
     if done.is_file():
         return json.loads(done.read_text())
     overrides = common_overrides(args) + list(method.overrides) + [f"train.seed={seed}", f"train.output_dir={out}"]
@@ -127,7 +128,7 @@ def run_one(method: Method, seed: int, args: argparse.Namespace) -> dict:
         model_dir = train_st_recipe(cfg, out)
     else:
         model_dir = train(cfg, stsb_dev_evaluator(cfg))
-    summary = json.loads((out / "train_summary.json").read_text())
+    summary = json.loads(RunFolder(out).summary.read_text())
     if args.train_only:
         done.write_text(json.dumps({"method": method.name, "seed": seed, "train": summary}, indent=2))
         return json.loads(done.read_text())
@@ -172,7 +173,7 @@ def evaluate_model(model, data_dir, args: argparse.Namespace, transfer_jobs: int
 def reference_rows(args: argparse.Namespace) -> None:
     """The untrained student and the teacher, evaluated once (no seed, no training)."""
     from distill.config import load_config
-    from teacher_cache.offline_models import resolve_model_name
+    from kdmcse_base.offline_models import resolve_model_name
     from distill.student import build_encoder
 
     cfg = load_config(CONFIG, common_overrides(args))

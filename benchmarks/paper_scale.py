@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from distill.config import TrainConfig, load_config, save_config  # noqa: E402
 from distill.schedule import BatchPlan, total_steps  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
-from teacher_cache.offline_models import minilm_path  # noqa: E402
+from kdmcse_base.offline_models import minilm_path  # noqa: E402
 
 T = TypeVar("T")
 CACHE_STAGE = "cache (scripts/cache_teacher.py)"

@@ -54,8 +54,8 @@ from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
 from teacher_cache import CacheDataConfig, TeacherCache, TeacherConfig, build_cache  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
-from teacher_cache.distributed import DistEnv  # noqa: E402
-from teacher_cache.offline_models import minilm_path  # noqa: E402
+from kdmcse_base.process_group import DistEnv  # noqa: E402
+from kdmcse_base.offline_models import minilm_path  # noqa: E402
 
 PAPER_CONFIG = ROOT / "configs" / "kdmcse_bert_flickr.yaml"
 TEACHER_DIM = 768  # CLIP ViT-L/14's embedding width

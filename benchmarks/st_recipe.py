@@ -22,7 +22,6 @@ the last, without the dev evaluations and the checkpoints written after them (``
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -78,6 +77,7 @@ def train_st_recipe(cfg, out: Path) -> Path:
 
     from distill.config import save_config
     from distill.pools import build_pools
+    from distill.run_folder import RunFolder, TrainSummary
     from distill.st_losses import cache_dataset
     from distill.student import build_encoder
     from eval.data.sts import load_stsb
@@ -108,17 +108,15 @@ def train_st_recipe(cfg, out: Path) -> Path:
                                          loss=MSELoss(student), evaluator=evaluator, callbacks=[clock])
     trainer.train()
     seconds = clock.seconds
-    model_dir = out / "model"
+    folder = RunFolder(out)
     student.max_seq_length = full_length
-    student.save(str(model_dir))
+    student.save(str(folder.model))
     shutil.rmtree(out / "st_trainer", ignore_errors=True)
     history = [(int(e["step"]), 100 * e[DEV_METRIC]) for e in trainer.state.log_history if DEV_METRIC in e]
     best_step, best = max(history, key=lambda item: (item[1], -item[0]))
-    save_config(cfg, out / "config.yaml")  # what was trained (its optimiser settings are the trainer's, above)
-    (out / "train_summary.json").write_text(json.dumps({
-        "steps": steps, "best_step": best_step, "best_stsb_dev": best, "train_seconds": seconds,
-        "steps_per_second": steps / seconds, "dev_history": history, "world_size": 1,
-        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
-        "effective_batch_size": cfg.train.batch_size,
-    }, indent=2))
-    return model_dir
+    save_config(cfg, folder.config)  # what was trained (its optimiser settings are the trainer's, above)
+    folder.write_summary(TrainSummary(
+        steps=steps, best_step=best_step, best_stsb_dev=best, train_seconds=seconds, dev_history=history,
+        device="cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        effective_batch_size=cfg.train.batch_size))
+    return folder.model

@@ -58,7 +58,7 @@ def prepare_folders(teacher: str, student: Path, work: Path) -> dict[str, Path]:
     from sentence_transformers import SentenceTransformer
 
     from distill.export import EXPORT_FILES, export_model
-    from teacher_cache.offline_models import resolve_model_name
+    from kdmcse_base.offline_models import resolve_model_name
 
     folders = {"teacher": work / "teacher", "student": work / "student"}
     if not (folders["teacher"] / "modules.json").is_file():
@@ -289,7 +289,10 @@ def training_note(student: Path) -> str:
     """How the student was trained, from its run folder (``<run>/model`` -> ``<run>/config.yaml``)."""
     import yaml
 
-    config, summary = student.parent / "config.yaml", student.parent / "train_summary.json"
+    from distill.run_folder import RunFolder
+
+    folder = RunFolder(student.parent)
+    config, summary = folder.config, folder.summary
     if not (config.is_file() and summary.is_file()):
         return "not a training run's model folder (no config.yaml / train_summary.json beside it)"
     cfg, done = yaml.safe_load(config.read_text()), json.loads(summary.read_text())

@@ -30,7 +30,7 @@ from distill.objective import DistillationObjective  # noqa: E402
 from distill.pools import build_pools  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
-from teacher_cache.distributed import DistEnv  # noqa: E402
+from kdmcse_base.process_group import DistEnv  # noqa: E402
 from distill.trainer import StudentWithObjective, TrainingRun, lookup_inputs, training_step  # noqa: E402
 from teacher_cache import TeacherCache, ensure_cache  # noqa: E402
 

@@ -18,7 +18,7 @@ import yaml
 
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config
 from teacher_cache.data import CacheDataConfig
-from teacher_cache.offline_models import MINILM_ALIAS, check_offline_name
+from kdmcse_base.offline_models import MINILM_ALIAS, check_offline_name
 from teacher_cache.towers.config import TeacherConfig
 
 

@@ -16,8 +16,8 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerModelC
 
 from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
-from teacher_cache.files import atomic_write
-from teacher_cache.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
+from kdmcse_base.files import atomic_write
+from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
 
 PROJECT_TAG = "kdmcse-distill"  # the hub tag that marks a card this project's trainer wrote
 from teacher_cache.towers.config import TeacherConfig

@@ -17,12 +17,8 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from torch import nn
 
 from distill.config import ConfigError, StudentConfig
-from teacher_cache.offline_models import resolve_model_name
+from kdmcse_base.offline_models import resolve_model_name
 
-
-HEADS_FILE = "grounding_heads.pt"
-"""The grounding head and teacher adapters of a run (``GroundingHeads.save``), for retrieval evaluation:
-kept in the run folder beside ``model/``, never inside the published model."""
 
 
 def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:

@@ -14,32 +14,21 @@
     save best encoder + model card (+ ONNX files: train.export)
 
 Runs under ``torchrun`` unchanged: each rank takes its equal slice of every global batch, student
-candidates are gathered across ranks with autograd (distill/distributed.py) and DDP averages
+candidates are gathered across ranks with autograd (distill/gather.py) and DDP averages
 gradients, so the update is exactly the one of a single process on the global batch. Effective
 batch = batch_size x world size.
 
-The run folder belongs to one trainer at a time (``folder_lock`` on ``.lock``, held by the main rank)
-and holds only what is listed in ``TRAINER_FILES`` and ``ENCODER_FOLDERS`` (each encoder folder lists
-its files in ``.trainer_files.json``, written last, so a folder with that listing is complete), plus the
-``REPORTS`` the project's scripts add after training. ``best/`` and ``model/`` are replaced by writing
-``<name>.new/`` (marked as the trainer's until sealed) and exchanging it with the old one atomically
-(``exchange``); where the filesystem cannot, the old one is renamed to ``<name>.old/`` and the new one
-into place, and a start after a kill finishes or undoes that swap. One ``checkpoint.pt`` (rank 0 writes
-it) holds the weights, the optimiser and every rank's CPU/CUDA/numpy/python RNG states as tensors and
-plain types; it is read with ``torch.load(weights_only=True)``, so a planted pickle never runs.
+The run folder belongs to one trainer at a time (``folder_lock`` on ``.lock``, held by the main rank);
+its layout, what may be in it and how ``best/`` and ``model/`` are replaced whole are
+``distill/run_folder.py``'s; ``checkpoint.pt`` (weights, optimiser, every rank's RNG states) is
+``distill/checkpoint.py``'s.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import functools
-import json
 import math
 import multiprocessing
-import os
 import random
-import re
 import shutil
 import signal
 import threading
@@ -60,38 +49,23 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from distill.config import ConfigError, RunConfig, config_yaml, load_config, to_dict
+from distill.checkpoint import load_checkpoint, save_checkpoint
+from distill.config import RunConfig, config_yaml
 from distill.export import export_model, require_export_extra
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
-from distill.student import HEADS_FILE, Student, build_encoder
+from distill.run_folder import (HEADS_FILE, LISTING, RunFolder, RunFolderError, TrainSummary, check_resumable,
+                                is_complete, replace_folder)
+from distill.student import Student, build_encoder
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
-from teacher_cache.files import (LOCK_FILE, WriteFailedError, atomic_save, atomic_write, folder_lock, json_bytes,
-                                 remove_if_unused)
-from teacher_cache.distributed import DistEnv, init_distributed, leave_distributed
+from kdmcse_base.files import atomic_write, folder_lock, remove_if_unused
+from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed
 
 
 DevEvaluator = Callable[[SentenceTransformer], float]
 """Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
-
-TRAINER_FILES = {"config.yaml", "checkpoint.pt", "train_summary.json", HEADS_FILE, LOCK_FILE}
-# ...and their temp files while being written (``teacher_cache.files.atomic_save``; ``.tmp`` from older versions)
-TRAINER_TEMP_FILE = re.compile(r"(config\.yaml|checkpoint\.pt|train_summary\.json|grounding_heads\.pt)\.tmp(-\d+)?")
-# Written beside a finished run by the project's own scripts (scripts/demo.py, benchmarks/offline_distill.py):
-# accepted in the run folder and never touched by the trainer.
-REPORTS = {"eval", "demo.md", "demo.json", "results.json"}
-ENCODER_FOLDERS = ("best", "model")
-SWAP_SUFFIXES = (".new", ".old")
-LISTING = ".trainer_files.json"
-SWAP_MARK = ".trainer_swap"  # in a folder being written by replace_folder, until it is sealed
-# Keys a resumed run may change: they leave every number of the run as it was.
-RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export", "card.license", "card.repo_id"}
-
-
-class RunFolderError(ValueError):
-    """The output folder cannot be used as it is; the message names what and says what to do."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -145,8 +119,8 @@ class TrainingRun:
     evaluate_dev: DevEvaluator | None = None
 
     @property
-    def out(self) -> Path:
-        return Path(self.cfg.train.output_dir)
+    def folder(self) -> RunFolder:
+        return RunFolder(Path(self.cfg.train.output_dir))
 
 
 def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
@@ -156,7 +130,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
         require_export_extra()  # now, not after the last step
     env = init_distributed(cfg.train.device)
     out = Path(cfg.train.output_dir)
-    refuse_foreign_entries(out)  # before the lock file goes in; checked again under the lock
+    RunFolder(out).refuse_foreign_entries()  # before the lock file goes in; checked again under the lock
     new_folder = not out.exists()
     with folder_lock(out, "training") if env.is_main else contextlib.nullcontext():
         try:
@@ -213,11 +187,11 @@ def _loop(run: TrainingRun, schedule, progress: tqdm, stop: StopRequest) -> None
             progress.set_postfix(shown)
         if stop.due(env, logged=state.step % cfg.train.log_every == 0 or evaluating):
             if not evaluating:
-                save_checkpoint(run)
+                checkpoint(run)
                 env.barrier()
             progress.close()
             raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} after step {state.step} of "
-                                      f"{n_steps}; checkpoint written ({run.out / 'checkpoint.pt'}); rerun the same "
+                                      f"{n_steps}; checkpoint written ({run.folder.checkpoint}); rerun the same "
                                       "command to resume", stop.signum)
         tick = time.perf_counter()
 
@@ -268,9 +242,9 @@ def stop_if_diverged(run: TrainingRun, values: dict[str, float]) -> None:
     """A non-finite loss term ends the run before anything is saved from it (read on log steps)."""
     bad = {name: value for name, value in values.items() if not math.isfinite(value)}
     if bad:
-        checkpoint = run.out / "checkpoint.pt"
-        last = f"the last good checkpoint is {checkpoint} (step {run.state.dev_history[-1][0]})" \
-            if run.state.dev_history and checkpoint.is_file() else "no checkpoint was written before it"
+        saved = run.folder.checkpoint
+        last = f"the last good checkpoint is {saved} (step {run.state.dev_history[-1][0]})" \
+            if run.state.dev_history and saved.is_file() else "no checkpoint was written before it"
         raise TrainingDiverged(f"the loss diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at step "
                                f"{run.state.step} (terms are read every train.log_every steps); nothing of it is "
                                f"saved; {last}; lower train.lr and train into a new folder")
@@ -278,12 +252,12 @@ def stop_if_diverged(run: TrainingRun, values: dict[str, float]) -> None:
 
 def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> TrainingRun:
     """Open the cache and pools, build the student, optimiser and schedule, and resume if a checkpoint exists."""
-    out = Path(cfg.train.output_dir)
+    folder = RunFolder(Path(cfg.train.output_dir))
     cache = open_teacher_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), env)
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     refuse_batch_larger_than_pools(batch_plan(cfg, pools, env), env)
     if env.is_main:
-        atomic_write(out / "config.yaml", config_yaml(cfg).encode())
+        atomic_write(folder.config, config_yaml(cfg).encode())
     env.barrier()
 
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
@@ -300,8 +274,8 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
     run = TrainingRun(cfg, env, cache, pools, trainable, model, optimizer, scheduler, scaler, n_steps,
                       evaluate_dev=evaluate_dev if env.is_main else None,
-                      writer=SummaryWriter(str(out / "tensorboard")) if env.is_main else None)
-    run.state = load_checkpoint(run)
+                      writer=SummaryWriter(str(folder.tensorboard)) if env.is_main else None)
+    run.state = resume_state(run)
     return run
 
 
@@ -444,43 +418,39 @@ def evaluate_and_checkpoint(run: TrainingRun) -> None:
         run.writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
         if math.isfinite(score) and score > state.best_dev:  # a NaN dev is never "best"
             state.best_dev, state.best_step = score, state.step
-            replace_folder(run.out / "best", lambda folder: save_encoder(student, folder))
+            replace_folder(run.folder.best, lambda folder: save_encoder(student, folder))
         tqdm.write(f"step {state.step}: STS-B dev {score:.2f}, best {state.best_dev:.2f} at step {state.best_step}")
-    save_checkpoint(run)
+    checkpoint(run)
     run.env.barrier()
 
 
 def finish(run: TrainingRun) -> Path:
     """Copy the best encoder to ``model/`` with its model card; returns that folder."""
-    out, state, cfg, env = run.out, run.state, run.cfg, run.env
-    final = out / "model"
+    folder, state, cfg, env = run.folder, run.state, run.cfg, run.env
     if env.is_main:
-        best = out / "best"
+        best = folder.best
         if state.best_step < 0:
             raise TrainingDiverged(f"no evaluation scored a finite STS-B dev ({state.dev_history}); no model is "
-                                   f"saved in {out}; lower train.lr and train into a new folder")
+                                   f"saved in {folder.path}; lower train.lr and train into a new folder")
         if not is_complete(best):
             raise RunFolderError(f"{best} is missing although step {state.best_step} was saved as best; "
                                  "delete the run folder to start over")
 
-        def write_model(folder: Path) -> None:
-            shutil.copytree(best, folder, ignore=shutil.ignore_patterns(LISTING, HEADS_FILE), dirs_exist_ok=True)
-            export_model(folder, cfg.train.export)
-            write_model_card(folder, cfg, run.cache.manifest, state)
+        def write_model(model: Path) -> None:
+            shutil.copytree(best, model, ignore=shutil.ignore_patterns(LISTING, HEADS_FILE), dirs_exist_ok=True)
+            export_model(model, cfg.train.export)
+            write_model_card(model, cfg, run.cache.manifest, state)
 
-        replace_folder(final, write_model)
-        atomic_write(out / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: beside model/, not in it
-        atomic_write(out / "train_summary.json", json_bytes({
-            "steps": state.step, "best_step": state.best_step, "best_stsb_dev": state.best_dev,
-            "baseline_stsb_dev": state.baseline_dev,
-            "train_seconds": state.train_seconds, "steps_per_second": state.step / max(state.train_seconds, 1e-9),
-            "dev_history": state.dev_history, "world_size": env.world_size,
-            "heldout_image_ids": run.pools.heldout_image_ids,
-            "skipped_rows": run.cache.skipped_rows,
-            "device": device_name(env.device),
-            "effective_batch_size": cfg.train.batch_size * env.world_size}))
+        replace_folder(folder.model, write_model)
+        atomic_write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: not in model/
+        folder.write_summary(TrainSummary(
+            steps=state.step, best_step=state.best_step, best_stsb_dev=state.best_dev,
+            train_seconds=state.train_seconds, dev_history=state.dev_history, device=device_name(env.device),
+            effective_batch_size=cfg.train.batch_size * env.world_size, world_size=env.world_size,
+            baseline_stsb_dev=state.baseline_dev, heldout_image_ids=run.pools.heldout_image_ids,
+            skipped_rows=run.cache.skipped_rows))
     env.barrier()
-    return final
+    return folder.model
 
 
 # --- the run folder ---------------------------------------------------------------------------------
@@ -488,135 +458,13 @@ def finish(run: TrainingRun) -> Path:
 def claim_run_folder(cfg: RunConfig, env: DistEnv) -> None:
     """Refuse a folder holding anything this trainer did not write, or a run with another config;
     then (main rank) finish or undo a swap a kill interrupted. Every rank checks, so all stop together."""
-    out = Path(cfg.train.output_dir)
-    refuse_foreign_entries(out)
-    check_resumable(cfg, out)
+    folder = RunFolder(Path(cfg.train.output_dir))
+    folder.refuse_foreign_entries()
+    check_resumable(cfg, folder.path)
     env.barrier()
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (p for p in out.iterdir() if TRAINER_TEMP_FILE.fullmatch(p.name)):
-            stale.unlink()  # a killed write's temp file (the lock says no other trainer writes here)
-        for name in ENCODER_FOLDERS:
-            recover_swap(out / name)
+        folder.recover()  # the lock says no other trainer writes here
     env.barrier()
-
-
-def refuse_foreign_entries(out: Path) -> None:
-    foreign = foreign_entries(out)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise RunFolderError(f"train.output_dir={out} holds files this trainer did not write ({shown}); "
-                             "choose a new or empty folder, or move them away")
-
-
-def foreign_entries(out: Path) -> list[str]:
-    """Paths in ``out`` (relative to it) that this trainer does not write."""
-    if not out.exists():
-        return []
-    if not out.is_dir():
-        return [str(out)]
-    swap_folders = {name + suffix for name in ENCODER_FOLDERS for suffix in SWAP_SUFFIXES}
-    foreign = []
-    for entry in sorted(out.iterdir()):
-        if entry.is_file() and (entry.name in TRAINER_FILES or TRAINER_TEMP_FILE.fullmatch(entry.name)) \
-                or entry.is_dir() and entry.name in swap_folders and is_trainer_swap(entry) \
-                or entry.name in REPORTS:
-            continue
-        if entry.is_dir() and entry.name == "tensorboard":
-            foreign += [f"tensorboard/{p.name}" for p in sorted(entry.iterdir())
-                        if not (p.is_file() and p.name.startswith("events.out.tfevents."))]
-        elif entry.is_dir() and entry.name in ENCODER_FOLDERS:
-            foreign += [f"{entry.name}/{p}" for p in unlisted_files(entry)]
-        else:
-            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
-    return foreign
-
-
-def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` anew so that ``target`` is complete at every instant, old or new.
-
-    ``write`` fills ``<target>.new`` (created and marked as the trainer's first, so a user folder of that
-    name is never taken for it), which is sealed, then exchanged with ``target`` in one atomic step
-    (``exchange``); the old content, now at ``.new``, is removed. Where the filesystem cannot exchange,
-    two renames do it (``target`` -> ``.old``, ``.new`` -> ``target``): a kill between them leaves both
-    complete and ``recover_swap`` puts the right one back at the next start."""
-    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-    shutil.rmtree(new, ignore_errors=True)  # a kill's leftover, ours by its mark (claim_run_folder checked)
-    try:
-        new.mkdir()
-        (new / SWAP_MARK).write_text(f"{os.getpid()}\n")
-        write(new)
-        seal(new)
-    except (OSError, WriteFailedError) as err:  # e.g. a full disk: no half-written folder stays behind
-        shutil.rmtree(new, ignore_errors=True)
-        raise err if isinstance(err, WriteFailedError) else WriteFailedError(new, err) from None
-    if target.exists() and exchange(new, target):
-        shutil.rmtree(new)
-        return
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the C
-    library or the filesystem cannot (other systems, some network filesystems)."""
-    renameat2 = getattr(_libc(), "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(a))
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def is_trainer_swap(folder: Path) -> bool:
-    """A ``.new`` / ``.old`` folder the trainer made: sealed, marked, or empty (a kill right after mkdir)."""
-    return is_complete(folder) or (folder / SWAP_MARK).is_file() or not any(folder.iterdir())
-
-
-def recover_swap(target: Path) -> None:
-    """Finish a ``replace_folder`` a kill interrupted: a sealed ``.new`` replaces a missing target,
-    an unsealed one is discarded, and ``.old`` goes once the target is there."""
-    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-    if new.is_dir():
-        if not target.exists() and is_complete(new):
-            os.replace(new, target)
-        else:
-            shutil.rmtree(new)
-    if old.is_dir():
-        if target.exists():
-            shutil.rmtree(old)
-        else:
-            os.replace(old, target)
-
-
-def seal(folder: Path) -> None:
-    """List the folder's files in ``LISTING``, written last: the folder is complete from then on
-    (and the listing, not the swap mark, says it is the trainer's)."""
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != SWAP_MARK)
-    atomic_write(folder / LISTING, json.dumps(files, indent=0).encode())
-    (folder / SWAP_MARK).unlink(missing_ok=True)
-
-
-def is_complete(folder: Path) -> bool:
-    return (folder / LISTING).is_file()
-
-
-def unlisted_files(folder: Path) -> list[str]:
-    """Files of an encoder folder that its listing does not name (all of them when it has none)."""
-    listed = set(json.loads((folder / LISTING).read_text())) if is_complete(folder) else set()
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING, SWAP_MARK}
-    return sorted(present - listed)
 
 
 def save_encoder(student: Student, folder: Path) -> None:
@@ -628,96 +476,28 @@ def save_encoder(student: Student, folder: Path) -> None:
 
 # --- checkpoints --------------------------------------------------------------------------------------
 
-def save_checkpoint(run: TrainingRun) -> None:
-    """Rank 0 writes weights, optimiser, schedule, run state and every rank's RNG states (a collective)."""
-    rng = rank_rng_states(run.env)
-    if not run.env.is_main:
-        return
-    payload = {"trainable": run.trainable.state_dict(), "optimizer": run.optimizer.state_dict(),
-               "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-               "state": {**run.state.__dict__, "dev_history": [list(x) for x in run.state.dev_history]},
-               "rng": rng}
-    atomic_save(run.out / "checkpoint.pt", lambda handle: torch.save(payload, handle))
+def stateful_parts(run: TrainingRun) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds the state dicts of, by name."""
+    return {"trainable": run.trainable, "optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.scaler}
 
 
-def load_checkpoint(run: TrainingRun) -> RunState:
+def checkpoint(run: TrainingRun) -> None:
+    """Write ``checkpoint.pt`` for this step (a collective: every rank's RNG states go in)."""
+    state = {**run.state.__dict__, "dev_history": [list(x) for x in run.state.dev_history]}
+    save_checkpoint(run.folder.checkpoint, stateful_parts(run), state, run.env)
+
+
+def resume_state(run: TrainingRun) -> RunState:
     """Resume from ``checkpoint.pt`` when it exists (each rank restores its own RNG states), else a fresh state."""
-    path = run.out / "checkpoint.pt"
-    if not path.is_file():
+    saved = load_checkpoint(run.folder.checkpoint, stateful_parts(run), run.env)
+    if saved is None:
         return RunState()
-    try:  # weights_only: tensors and plain types only, so a planted pickle payload never runs
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its message for terminals
-        reason = text.splitlines()[0] if text else type(err).__name__
-        raise RunFolderError(f"{path} is not a checkpoint this trainer wrote (refused to load it: {reason}); "
-                             "delete it to start the run over") from None
-    run.trainable.load_state_dict(payload["trainable"])
-    run.optimizer.load_state_dict(payload["optimizer"])
-    run.scheduler.load_state_dict(payload["scheduler"])
-    run.scaler.load_state_dict(payload["scaler"])
-    restore_rng_state(payload["rng"], run.env)
-    state = RunState(**payload["state"])
+    state = RunState(**saved)
     state.dev_history = [(int(s), float(v)) for s, v in state.dev_history]
     if run.env.is_main:
-        print(f"resuming {run.out} from step {state.step} "
+        print(f"resuming {run.folder.path} from step {state.step} "
               f"(best STS-B dev {_fmt(state.best_dev)} at step {state.best_step})")
     return state
-
-
-def rank_rng_states(env: DistEnv) -> list[dict[str, Any]] | None:
-    """Every rank's RNG states, gathered to rank 0 (None on the other ranks)."""
-    python_version, python_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    own = {"torch": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state(env.device) if env.device.type == "cuda" else None,
-           "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-           "python": [python_version, list(python_state), gauss]}
-    if env.world_size == 1:
-        return [own]
-    gathered = [None] * env.world_size if env.is_main else None
-    dist.gather_object(own, gathered, dst=0)
-    return gathered
-
-
-def restore_rng_state(states: list[dict[str, Any]], env: DistEnv) -> None:
-    """This rank's own states; a rank the checkpoint has none for (more ranks now) keeps its fresh seed."""
-    if env.rank >= len(states):
-        print(f"rank {env.rank}: the checkpoint holds RNG states of {len(states)} ranks; this rank keeps its seed")
-        return
-    own = states[env.rank]
-    torch.set_rng_state(own["torch"])
-    if own["cuda"] is not None and env.device.type == "cuda":
-        torch.cuda.set_rng_state(own["cuda"], env.device)
-    name, keys, pos, has_gauss, cached = own["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    python_version, python_state, gauss = own["python"]
-    random.setstate((python_version, tuple(python_state), gauss))
-
-
-def check_resumable(cfg: RunConfig, out: Path) -> None:
-    """Refuse to resume a run whose saved config differs: that would silently mix two experiments."""
-    saved = out / "config.yaml"
-    if not (out / "checkpoint.pt").is_file() or not saved.is_file():
-        return
-    try:
-        before = to_dict(load_config(saved))  # keys added since that run compare as their defaults
-    except ConfigError as err:  # e.g. written before a key was renamed: say which folder, not a traceback
-        raise RunFolderError(f"{saved} cannot be resumed with this version ({err}); choose another "
-                             "train.output_dir or delete that folder to start over") from None
-    now = to_dict(cfg)
-    changed = sorted(set(_diff_keys(before, now)) - RESULT_NEUTRAL_KEYS)
-    if changed:
-        raise RunFolderError(f"{out} holds a run with a different config ({', '.join(changed)}); "
-                             "choose another train.output_dir or delete that folder to start over")
-
-
-def _diff_keys(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in set(a) | set(b):
-            yield from _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
-    elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
-        yield prefix.rstrip(".")
 
 
 # --- small helpers -------------------------------------------------------------------------------------

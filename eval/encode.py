@@ -24,7 +24,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from teacher_cache.offline_models import resolve_model_name
+from kdmcse_base.offline_models import resolve_model_name
 
 Pooler = Literal["model", "cls", "cls_before_pooler", "mean"]
 POOLERS: tuple[str, ...] = get_args(Pooler)

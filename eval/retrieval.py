@@ -28,7 +28,6 @@ serves both directions.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -40,7 +39,8 @@ from torch import Tensor
 from distill.config import RunConfig, load_config
 from teacher_cache.corpora import resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
-from distill.student import HEADS_FILE, GroundingHeads
+from distill.run_folder import HEADS_FILE, RunFolder
+from distill.student import GroundingHeads
 from teacher_cache import TeacherCache, ensure_cache
 
 from .encode import encode, load_model
@@ -317,22 +317,21 @@ def load_retrieval_run(
 
 def _run_files(run: Path) -> tuple[Path, RunConfig, list[str]]:
     """(heads path, RunConfig, held-out image ids) of a run, or a RetrievalRunError naming what is missing."""
-    model, config, summary = run / "model", run / "config.yaml", run / "train_summary.json"
-    heads = run / HEADS_FILE if (run / HEADS_FILE).is_file() else model / HEADS_FILE  # model/: runs before 2026-12
-    if not model.is_dir():
+    folder = RunFolder(run)
+    if not folder.model.is_dir():
         raise RetrievalRunError(f"{run} has no model/ folder: not a finished training run (scripts/train_student.py "
                                 "writes model/ when training ends)")
-    if not heads.is_file():
+    if not folder.heads.is_file():
         raise RetrievalRunError(f"{run / HEADS_FILE} is missing: the grounding heads are saved in the run folder "
                                 "by distill's trainer; retrain with scripts/train_student.py to get them")
-    for path in (config, summary):
+    for path in (folder.config, folder.summary):
         if not path.is_file():
             raise RetrievalRunError(f"{path} is missing: scripts/train_student.py writes it; was training finished?")
-    heldout = json.loads(summary.read_text()).get("heldout_image_ids") or []
+    heldout = folder.heldout_image_ids()
     if not heldout:
-        raise RetrievalRunError(f"{summary} lists no heldout_image_ids: every image was trained on, so retrieval "
-                                f"would be scored on training data; {_HOLDOUT_HINT}")
-    return heads, load_config(config), list(heldout)
+        raise RetrievalRunError(f"{folder.summary} lists no heldout_image_ids: every image was trained on, so "
+                                f"retrieval would be scored on training data; {_HOLDOUT_HINT}")
+    return folder.heads, load_config(folder.config), heldout
 
 
 def _heldout_caption_rows(cache: TeacherCache, heldout: list[str]) -> np.ndarray:

@@ -26,7 +26,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from teacher_cache.files import atomic_write, json_bytes
+from kdmcse_base.files import atomic_write, json_bytes
 
 from . import transfer_fast, transfer_senteval
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model

@@ -43,7 +43,7 @@ from teacher_cache import (  # noqa: E402
     locate_cache,
     verify_cache,
 )
-from teacher_cache.distributed import init_distributed, leave_distributed  # noqa: E402
+from kdmcse_base.process_group import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
 from distill.config import configs_dir, read_config_yaml, resolve_config_path  # noqa: E402
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config  # noqa: E402

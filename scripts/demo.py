@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
 from distill.config import ConfigError, RunConfig, configs_dir, run_config_from_argv  # noqa: E402
+from distill.run_folder import RunFolder  # noqa: E402
 
 DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 
@@ -29,7 +30,7 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
     from eval.report import build_payload, write_results
     from eval.sts import evaluate_sts
 
-    cached = out / "eval" / f"{name}.json"
+    cached = RunFolder(out).eval_dir / f"{name}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     print(f"\n== evaluating {name} on STS12-16, STS-B, SICK-R")
@@ -42,7 +43,8 @@ def evaluate_once(name: str, model, cfg: RunConfig, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.export import ExportError
-    from distill.trainer import RunFolderError, TrainingDiverged, TrainingInterrupted
+    from distill.run_folder import RunFolderError
+    from distill.trainer import TrainingDiverged, TrainingInterrupted
     from teacher_cache import USER_ERRORS
 
     try:
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(cfg: RunConfig) -> int:
-    from teacher_cache.files import folder_lock
+    from kdmcse_base.files import folder_lock
 
     with folder_lock(Path(cfg.train.output_dir), "demo"):  # also over its evaluations, written beside the run
         return _run_demo(cfg)
@@ -67,7 +69,7 @@ def run_demo(cfg: RunConfig) -> int:
 
 def _run_demo(cfg: RunConfig) -> int:
     from teacher_cache import data_dir_for, ensure_cache
-    from teacher_cache.offline_models import resolve_model_name
+    from kdmcse_base.offline_models import resolve_model_name
     from distill.student import build_encoder
     from distill.trainer import train
     from eval.report import render_markdown
@@ -89,9 +91,10 @@ def _run_demo(cfg: RunConfig) -> int:
         evaluate_once("teacher", resolve_model_name(cfg.teacher.text_model), cfg, out),
     ]
     table = render_markdown(payloads)
-    (out / "demo.md").write_text(f"# Demo: {cfg.name}\n\n{table}")
-    (out / "demo.json").write_text(json.dumps(payloads, indent=2))
-    print(f"\n{table}\nwritten to {out / 'demo.md'}; total {(time.perf_counter() - started) / 60:.1f} min")
+    folder = RunFolder(out)
+    folder.demo_markdown.write_text(f"# Demo: {cfg.name}\n\n{table}")
+    folder.demo_json.write_text(json.dumps(payloads, indent=2))
+    print(f"\n{table}\nwritten to {folder.demo_markdown}; total {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 
 

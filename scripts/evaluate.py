@@ -108,13 +108,16 @@ def default_out_path(model: str) -> Path:
 
 def model_folder_problem(model: str) -> str | None:
     """Why a local --model folder cannot be a SentenceTransformer (e.g. a training run folder), or None."""
+    from distill.run_folder import RunFolder
+
     path = Path(model)
     if path.is_file():
         return f"--model {model} is a file; pass the folder of a saved SentenceTransformer"
     if not path.is_dir() or (path / "modules.json").is_file() or (path / "config.json").is_file():
         return None
-    if (path / "model" / "modules.json").is_file():
-        return f"--model {model} is a training run folder; its saved model is --model {path / 'model'}"
+    run = RunFolder(path)
+    if (run.model / "modules.json").is_file():
+        return f"--model {model} is a training run folder; its saved model is --model {run.model}"
     return f"--model {model}: this folder holds no model (no modules.json or config.json)"
 
 
@@ -144,7 +147,7 @@ def record_in_card(model_dir: Path, payload: dict) -> None:
 
 def run_folder_lock(out: Path):
     """The lock of the run folder ``out`` lies in (``out``'s folder or the one above it), else nothing."""
-    from teacher_cache.files import LOCK_FILE, folder_lock
+    from kdmcse_base.files import LOCK_FILE, folder_lock
 
     for folder in (out.parent, out.parent.parent):
         if (folder / LOCK_FILE).is_file():
@@ -161,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.encode import load_model
     from eval.report import render_markdown
     from teacher_cache import USER_ERRORS
-    from teacher_cache.files import FolderBusyError, WriteFailedError
+    from kdmcse_base.files import FolderBusyError, WriteFailedError
 
     problem = None if args.untrained else model_folder_problem(args.model)
     if problem:

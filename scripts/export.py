@@ -38,7 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from distill.export import ExportError, export_model
-    from distill.trainer import is_complete, seal
+    from distill.run_folder import is_complete, seal
 
     if not (args.model / "modules.json").is_file():
         hint = f"; its saved model is {args.model / 'model'}" if (args.model / "model" / "modules.json").is_file() else ""

@@ -73,7 +73,7 @@ def set_repo_id(model: Path, repo_id: str) -> None:
     text = readme.read_text()
     updated = text.replace('SentenceTransformer("path/to/this/folder")', f'SentenceTransformer("{repo_id}")')
     if updated != text:
-        from teacher_cache.files import atomic_write
+        from kdmcse_base.files import atomic_write
 
         atomic_write(readme, updated.encode())
 

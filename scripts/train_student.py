@@ -27,7 +27,8 @@ DEFAULT_CONFIG = configs_dir() / "offline_default.yaml"
 def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.export import ExportError
-    from distill.trainer import RunFolderError, TrainingDiverged, TrainingInterrupted, train
+    from distill.run_folder import RunFolderError
+    from distill.trainer import TrainingDiverged, TrainingInterrupted, train
     from eval.sts import stsb_dev_evaluator
     from teacher_cache import USER_ERRORS
 

@@ -17,7 +17,7 @@ from .data import (
     dataset_fingerprint,
 )
 from .integrity import CacheIntegrityError, verify_cache
-from .files import FolderBusyError, WriteFailedError
+from kdmcse_base.files import FolderBusyError, WriteFailedError
 from .reader import CacheFormatError, TeacherCache
 from .towers import AUTO_PRECISION, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
 from .writer import (

@@ -43,7 +43,7 @@ from .corpora.user import (
     source_dict,
     source_from,
 )
-from .files import file_sha256
+from kdmcse_base.files import file_sha256
 
 TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco_train2014", "coco2017_mini")
 OFFLINE_TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco2017_mini")

@@ -25,8 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write, json_bytes
-from .offline_models import EFFICIENTNET_ALIAS, efficientnet_lite0_weights, resolve_model_name
+from kdmcse_base.files import atomic_write, json_bytes
+from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, efficientnet_lite0_weights, resolve_model_name
 from .towers import TeacherConfig, resolve_device
 
 INDEX_FOLDER = "index"

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write, file_sha256, inside, json_bytes, stat_identity
+from kdmcse_base.files import atomic_write, file_sha256, inside, json_bytes, stat_identity
 
 log = logging.getLogger(__name__)
 

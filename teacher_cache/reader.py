@@ -17,10 +17,11 @@ import torch
 
 from .integrity import (CacheIntegrityError, cache_file, check_content, check_layout, ensure_verified, how_to_fix,
                         verify_cache)
-from .writer import FORMAT
 
 # float16 storage moves a unit vector's norm by well under 1e-3; a damaged value moves it far more.
 ROW_NORM_TOLERANCE = 1e-2
+
+FORMAT = "teacher-cache/2"  # the manifest format this reader knows (the writer writes it)
 
 
 def read_json_file(path: Path) -> Any:

@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,19 +83,16 @@ from .data import (
     find_bad_images,
     image_sha256s,
 )
-from .distributed import DistEnv
-from .files import atomic_write, file_sha256, folder_lock, json_bytes, write_if_changed
+from kdmcse_base.process_group import DistEnv
+from kdmcse_base.files import atomic_write, file_sha256, folder_lock, json_bytes, write_if_changed
 from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
+from .reader import FORMAT, CacheFormatError, TeacherCache, read_json_file
 from .towers import Teacher, TeacherConfig, build_teacher, resolve_device
 from .towers.base import StagedTeacher, load_rgb
 
-if TYPE_CHECKING:
-    from .reader import TeacherCache
-
 log = logging.getLogger(__name__)
 
-FORMAT = "teacher-cache/2"
 DEFAULT_CACHE_ROOT = Path("cache/teacher")
 DEFAULT_SHARD_ROWS = 4096
 MODALITIES = ("text", "image")
@@ -427,7 +424,6 @@ def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_finger
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
     path = directory / "manifest.json"
-    from .reader import read_json_file  # the reader imports this module's FORMAT
 
     return read_json_file(path) if path.is_file() else None
 
@@ -444,7 +440,6 @@ def _find_reusable_rows(plan: CachePlan) -> RowReuse | None:
     Each candidate is opened as a trainer would open it (checksums verified unless stamped), so a
     damaged cache is passed over with a warning, never copied from. None when no cache holds a row.
     """
-    from .reader import CacheFormatError, TeacherCache  # the reader imports this module's FORMAT
 
     best: RowReuse | None = None
     for manifest_file in sorted(plan.directory.parent.glob("*/manifest.json")):
@@ -573,7 +568,6 @@ class _RowSources:
 
 
 def _open_donor(plan: CachePlan) -> TeacherCache | None:
-    from .reader import TeacherCache  # the reader imports this module's FORMAT
 
     return None if plan.reuse is None else TeacherCache.open(plan.reuse.donor)
 

@@ -4,7 +4,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from distill.config import AAHRConfig
-from distill.distributed import gather_with_grad
+from distill.gather import gather_with_grad
 from distill.modules.aahr import AAHR
 
 

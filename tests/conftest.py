@@ -43,7 +43,7 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
         from sentence_transformers.models import Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from teacher_cache.offline_models import minilm_path
+    from kdmcse_base.offline_models import minilm_path
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))

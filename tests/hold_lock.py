@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from teacher_cache.files import LOCK_FILE, folder_lock  # noqa: E402
+from kdmcse_base.files import LOCK_FILE, folder_lock  # noqa: E402
 
 folder, purpose, *rest = sys.argv[1:]
 name = rest[0] if rest else LOCK_FILE

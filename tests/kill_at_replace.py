@@ -1,4 +1,4 @@
-"""Run a script with ``os.replace`` and the trainer's ``exchange`` patched to SIGKILL this process at a
+"""Run a script with ``os.replace`` and the run folder's ``exchange`` patched to SIGKILL this process at a
 chosen call (tests only).
 
     KILL_AT_REPLACE=best:1 python tests/kill_at_replace.py scripts/train_student.py ARGS...
@@ -36,10 +36,10 @@ def exchange(a, b):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import distill.trainer  # noqa: E402
+import distill.run_folder  # noqa: E402
 
-real_exchange = distill.trainer.exchange
-distill.trainer.exchange = exchange
+real_exchange = distill.run_folder.exchange
+distill.run_folder.exchange = exchange
 os.replace = replace
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -1,7 +1,7 @@
 """The exact global-batch gradient under DDP: 2 CPU processes (gloo) vs one process on both halves.
 
 Each rank holds half of a paired batch; DDP averages the gradients of the two local losses. With the
-student candidates gathered with autograd (distill/distributed.py) the average must equal the gradient
+student candidates gathered with autograd (distill/gather.py) the average must equal the gradient
 of one process that sees the concatenated batch, for the whole objective (text loss, AdapACSE,
 same-image + threshold/gist masks, soft-target KL, regression and the related-method modules).
 Dropout is off (encoder in eval mode) so both sides compute the same function; fp32 (the AAHR

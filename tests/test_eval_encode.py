@@ -128,7 +128,7 @@ def test_load_model_accepts_path_string_and_object(tiny_bert_dir, tiny_st):
 
 
 def test_offline_alias_resolves_to_the_packaged_minilm():
-    from teacher_cache.offline_models import MINILM_ALIAS, resolve_model_name
+    from kdmcse_base.offline_models import MINILM_ALIAS, resolve_model_name
 
     assert (resolve_model_name(MINILM_ALIAS).rstrip("/") + "/").count("/") > 1
     assert resolve_model_name("some/hub-id") == "some/hub-id"

@@ -11,7 +11,7 @@ import pytest
 from distill import export
 from distill.export import EXPORT_FILES, ExportError, export_model, load_onnx_student
 from distill.model_card import set_card_section, speed_section
-from distill.trainer import LISTING, is_complete, seal
+from distill.run_folder import LISTING, is_complete, seal
 
 # Varied lengths (1 to ~60 tokens) so padding inside a batch is exercised.
 SENTENCES = ["Hi.", "A man is playing a guitar.", "Two dogs run across the snowy field near a red barn.",

@@ -1,12 +1,12 @@
 """The cheapest cases of benchmarks/fault_probe.py, through the probe's own functions."""
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from benchmarks import fault_probe
-from distill.trainer import RunFolderError, load_checkpoint
+from distill.checkpoint import load_checkpoint
+from distill.run_folder import RunFolderError
+from kdmcse_base.process_group import DistEnv
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -25,7 +25,7 @@ def test_the_planted_checkpoint_runs_its_payload_when_unpickled_and_the_trainer_
     marker = tmp_path / "PAYLOAD_RAN"
     fault_probe.plant_pickle_checkpoint(tmp_path, marker)
     with pytest.raises(RunFolderError, match="checkpoint.pt is not a checkpoint this trainer wrote"):
-        load_checkpoint(SimpleNamespace(out=tmp_path))
+        load_checkpoint(tmp_path / "checkpoint.pt", {}, DistEnv.current())
     assert not marker.exists()
     torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # the plant is real: a plain load runs it
     assert marker.exists()

@@ -1,5 +1,5 @@
-"""Imports follow the data flow: teacher_cache (corpora, teacher, cache) -> distill -> eval -> kdmcse
-(the Python entry point that joins them).
+"""Imports follow the data flow: kdmcse_base (files, process groups, offline model aliases) ->
+teacher_cache (corpora, teacher, cache) -> distill -> eval -> kdmcse (the Python entry point that joins them).
 
 A package may import the ones below it, never one above it, so a reader can follow the data from
 the bottom of the import graph to the top. Imports inside functions count too.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("teacher_cache", "distill", "eval", "kdmcse")
+LAYERS = ("kdmcse_base", "teacher_cache", "distill", "eval", "kdmcse")
 
 
 def imported_packages(path: Path) -> set[tuple[str, int]]:

@@ -4,7 +4,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distill.distributed import gather_with_grad
+from distill.gather import gather_with_grad
 
 SIZES = (2, 3)  # ranks may hold different batch sizes
 

@@ -12,8 +12,9 @@ from distill.config import configs_dir, resolve_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OWN = {"distill", "teacher_cache", "eval", "kdmcse", "scripts", "kdmcse_cli", "benchmarks", "tests"}
-CODE = ("distill", "teacher_cache", "eval", "kdmcse", "scripts")
+LAYERS = ("kdmcse_base", "teacher_cache", "distill", "eval", "kdmcse")
+OWN = {*LAYERS, "scripts", "kdmcse_cli", "benchmarks", "tests"}
+CODE = (*LAYERS, "scripts")
 # used without an import of its own name: torch.utils.tensorboard needs the tensorboard package
 IMPORTED_INDIRECTLY = {"tensorboard"}
 
@@ -40,7 +41,8 @@ def third_party_imports(packages: tuple[str, ...]) -> set[str]:
 
 def test_the_package_list_is_every_package_on_disk():
     on_disk = {".".join(path.parent.relative_to(ROOT).parts)
-               for layer in ("distill", "teacher_cache", "eval", "kdmcse") for path in (ROOT / layer).rglob("__init__.py")}
+               for layer in ("kdmcse_base", "distill", "teacher_cache", "eval", "kdmcse")
+               for path in (ROOT / layer).rglob("__init__.py")}
     listed = set(PROJECT["tool"]["setuptools"]["packages"])
     assert listed - on_disk == {"kdmcse_cli", "distill.configs"} and on_disk <= listed
 

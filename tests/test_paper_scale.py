@@ -49,7 +49,7 @@ def test_non_embedding_params_of_the_tiny_bert(tmp_path):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from teacher_cache.offline_models import minilm_path
+    from kdmcse_base.offline_models import minilm_path
 
     folder = paper_speed.save_random_bert(tmp_path / "bert", "tiny", minilm_path())
     transformer = Transformer(str(folder))

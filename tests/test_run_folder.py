@@ -12,14 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-import distill.trainer as trainer
-from distill.trainer import (LISTING, RunFolderError, foreign_entries, load_checkpoint, recover_swap,
-                             replace_folder)
+import distill.run_folder as run_folder
+from distill.checkpoint import load_checkpoint
+from distill.run_folder import LISTING, RunFolderError, foreign_entries, recover_swap, replace_folder
+from kdmcse_base.process_group import DistEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_a_planted_checkpoint_is_refused_without_running(tmp_path):
     marker.unlink()
 
     with pytest.raises(RunFolderError) as err:
-        load_checkpoint(SimpleNamespace(out=tmp_path))
+        load_checkpoint(tmp_path / "checkpoint.pt", {}, DistEnv.current())
     assert not marker.exists()
     message = str(err.value)
     assert "\n" not in message
@@ -113,14 +113,14 @@ def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypa
 
     # exchange: clear .new, seal it, exchange, remove .new (now the old content)
     # fallback: clear .new, seal it, old -> .old, .new -> target, remove .old
-    monkeypatch.setattr(trainer.os, "replace", dying(os.replace))
-    monkeypatch.setattr(trainer.shutil, "rmtree", dying(trainer.shutil.rmtree))
-    monkeypatch.setattr(trainer, "exchange", dying(trainer.exchange) if atomic_exchange else lambda a, b: False)
+    monkeypatch.setattr(run_folder.os, "replace", dying(os.replace))
+    monkeypatch.setattr(run_folder.shutil, "rmtree", dying(run_folder.shutil.rmtree))
+    monkeypatch.setattr(run_folder, "exchange", dying(run_folder.exchange) if atomic_exchange else lambda a, b: False)
     with pytest.raises(KeyboardInterrupt):
         replace_folder(target, _write("new"))
     monkeypatch.undo()
     if atomic_exchange:
-        assert trainer.is_complete(target)
+        assert run_folder.is_complete(target)
     recover_swap(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     assert sorted(p.name for p in target.iterdir()) == [LISTING, "weights.txt"]
@@ -136,12 +136,12 @@ def test_a_user_folder_named_like_a_swap_is_refused_not_taken(tmp_path):
     (out / "model.old").mkdir()  # empty: could be the trainer's, a kill right after its mkdir
     assert foreign_entries(out) == ["best.new/"]
     replace_folder(out / "scratch", _write("x"))  # what the trainer makes is recognised as its own
-    assert not (out / "scratch" / trainer.SWAP_MARK).exists()
+    assert not (out / "scratch" / run_folder.SWAP_MARK).exists()
 
 
 def test_a_run_folder_from_before_a_key_rename_is_refused_naming_its_config(tmp_path):
     from distill.config import load_config
-    from distill.trainer import RunFolderError, check_resumable
+    from distill.run_folder import check_resumable
 
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     (tmp_path / "config.yaml").write_text("loss:\n  aahr_queue_size: 0\n")
@@ -173,7 +173,7 @@ def test_a_second_training_into_a_held_run_folder_is_refused_naming_the_holder(t
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    from teacher_cache.files import folder_lock
+    from kdmcse_base.files import folder_lock
 
     holder = hold_lock(tmp_path, "training", 60)
     holder.kill()  # SIGKILL: no cleanup ran; the kernel dropped the flock with the process
@@ -185,7 +185,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 def test_a_second_cache_build_waits_for_the_first_and_says_for_whom(tmp_path, capsys):
     import time
 
-    from teacher_cache.files import folder_lock
+    from kdmcse_base.files import folder_lock
 
     holder = hold_lock(tmp_path, "cache build", 2, name=".build.lock")
     started = time.monotonic()
@@ -202,7 +202,7 @@ def _disk_full(*args, **kwargs):
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
-    from teacher_cache.files import WriteFailedError, atomic_save
+    from kdmcse_base.files import WriteFailedError, atomic_save
 
     with pytest.raises(WriteFailedError, match=rf"^cannot write {tmp_path / 'x.bin'}: No space left on device; free "
                                                r"space on that disk and rerun \(what was saved before is complete"):

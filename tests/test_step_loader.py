@@ -11,7 +11,8 @@ import torch
 from distill.config import load_config, save_config
 from distill.schedule import BatchPlan, Step, iterate_steps
 from distill.student import Student
-from distill.trainer import check_resumable, prepare_inputs, step_loader, train, training_step
+from distill.run_folder import check_resumable
+from distill.trainer import prepare_inputs, step_loader, train, training_step
 from eval.sts import stsb_dev_evaluator
 
 from train_testkit import ROOT, assert_same_weights, tiny_overrides, tiny_run

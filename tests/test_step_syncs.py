@@ -16,9 +16,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from distill.schedule import Step
-from distill.distributed import gather_with_grad
+from distill.gather import gather_with_grad
 from distill.trainer import read_terms, training_step
-from teacher_cache.distributed import DistEnv
+from kdmcse_base.process_group import DistEnv
 
 from train_testkit import tiny_run
 

@@ -168,7 +168,7 @@ def test_training_start_refuses_a_flipped_byte(tmp_path):
     """What train() calls before step 1, on the cache of a run config: a flipped byte stops it there."""
     from distill.config import load_config
     from distill.trainer import open_teacher_cache
-    from teacher_cache.distributed import DistEnv
+    from kdmcse_base.process_group import DistEnv
 
     overrides = ["teacher.device=cpu", "teacher.batch_size=4", "data.text_sources=[wiki1m, coco2017_mini]",
                  "data.image_sources=[coco2017_mini]", "data.limits={wiki1m: 24, coco2017_mini: 4}",

@@ -22,7 +22,8 @@ from sentence_transformers import SentenceTransformer
 from distill.config import ConfigError, load_config
 from distill.student import GroundingHeads
 from distill.export import EXPORT_FILES, load_onnx_student
-from distill.trainer import LISTING, train
+from distill.run_folder import LISTING
+from distill.trainer import train
 from eval.sts import stsb_dev_evaluator
 
 from train_testkit import ROOT, assert_same_weights, tiny_overrides

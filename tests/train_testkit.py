@@ -15,7 +15,7 @@ from distill.objective import DistillationObjective
 from distill.pools import TrainingPools
 from distill.student import Student, build_encoder
 from distill.trainer import StudentWithObjective, TrainingRun
-from teacher_cache.distributed import DistEnv
+from kdmcse_base.process_group import DistEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 

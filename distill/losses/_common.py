@@ -4,7 +4,7 @@ Conventions used by every loss in this package
 ----------------------------------------------
 * anchors ``a``: ``[B, d]``; candidates ``c``: ``[N, d]`` with ``N >= B``. The positive of anchor
   ``i`` is candidate ``positive_offset + i`` (``positive_offset = rank * B`` when the candidates were
-  gathered across ranks, see :func:`distill.distributed.gather_with_grad`).
+  gathered across ranks, see :func:`distill.gather.gather_with_grad`).
 * ``exclude``: optional ``BoolTensor [B, N]``; ``True`` removes candidate ``j`` from anchor ``i``'s
   softmax (its logit becomes ``-inf``). A row's positive is never removed, whatever the mask says,
   so every row keeps one finite logit and the loss stays finite.

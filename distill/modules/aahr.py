@@ -43,7 +43,7 @@ to the encoder for ``K, Q`` in the hundreds.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +52,7 @@ from torch import Tensor, nn
 from distill import losses
 from distill.config import AAHRConfig
 from distill.losses._common import compute_dtype
-
-if TYPE_CHECKING:
-    from distill.objective import StepTensors
+from distill.step import StepTensors
 
 
 class AAHR(nn.Module):

@@ -38,16 +38,13 @@ Cost: a ``[g, g]`` cross-correlation per view (``B g^2``; ``g = grounding_dim``)
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from distill import losses
 from distill.config import DIASConfig
-
-if TYPE_CHECKING:
-    from distill.objective import StepTensors
+from distill.step import StepTensors
 
 
 class DIAS(nn.Module):

@@ -34,16 +34,13 @@ Cost: ``torch.unique`` over ``N`` ids, an ``[M, g]`` fusion and a ``[B, M]`` Inf
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from distill import losses
 from distill.config import MMRefConfig
-
-if TYPE_CHECKING:
-    from distill.objective import StepTensors
+from distill.step import StepTensors
 
 
 class MMRef(nn.Module):

@@ -45,7 +45,7 @@ dominate). Memory: the saliency graph of ``B`` sentences lives only inside this 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,9 +54,7 @@ from torch import Tensor, nn
 from distill.config import SoftMaskConfig
 from distill.losses import WeightedInfoNCELoss
 from distill.losses._common import cosine_matrix, positive_targets
-
-if TYPE_CHECKING:
-    from distill.objective import StepTensors
+from distill.step import StepTensors
 
 
 def swap_positive(logits: Tensor, anchors: Tensor, positives: Tensor, temperature: float,

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..files import inside
+from kdmcse_base.files import inside
 from .records import BadRow, CaptionRow, DataFormatError, ImageRow, TextRow
 
 __all__ = [

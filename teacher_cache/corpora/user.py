@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..files import inside
+from kdmcse_base.files import inside
 from .records import BadRow, DataFormatError, ImageRow, TextRow, read_data_lines
 
 __all__ = ["ImageCaptionSource", "TextSource", "load_user_image_captions", "load_user_texts"]
@@ -293,7 +293,7 @@ def _contained(folder: Path, name: str, source: ImageCaptionSource, origin, wher
 def _materialise(data: bytes, suffix: str, image_store: Path) -> Path:
     import hashlib
 
-    from ..files import atomic_write
+    from kdmcse_base.files import atomic_write
 
     target = image_store / f"{hashlib.sha256(data).hexdigest()}{suffix.lower()}"
     if not target.is_file():

@@ -17,7 +17,7 @@ import timm
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ..offline_models import EFFICIENTNET_ALIAS, resolve_model_name
+from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, resolve_model_name
 
 from .base import (
     ImageInput,

@@ -5,7 +5,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ..offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, check_offline_name
+from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, check_offline_name
 
 Backend = Literal["composite", "open_clip", "hf_clip"]
 BACKENDS: tuple[str, ...] = ("composite", "open_clip", "hf_clip")

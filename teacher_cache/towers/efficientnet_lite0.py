@@ -22,7 +22,7 @@ from pathlib import Path
 import timm
 import torch
 
-from ..offline_models import efficientnet_lite0_weights
+from kdmcse_base.offline_models import efficientnet_lite0_weights
 
 TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
 MEAN = STD = (0.5, 0.5, 0.5)

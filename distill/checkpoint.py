@@ -1,0 +1,79 @@
+"""``checkpoint.pt``: everything a killed or stopped run needs to go on exactly where it was.
+
+One file, written by rank 0 (atomically): the state dicts of the run's stateful parts (weights,
+optimiser, schedule, gradient scaler), the run's own state as plain types, and every rank's
+CPU/CUDA/numpy/python RNG states. It is read with ``torch.load(weights_only=True)``, so a planted
+pickle never runs; a file that is not a checkpoint is a ``RunFolderError`` naming it.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from distill.run_folder import RunFolderError
+from kdmcse_base.files import atomic_save
+from kdmcse_base.process_group import DistEnv
+
+
+def save_checkpoint(path: Path, stateful: dict[str, Any], state: dict[str, Any], env: DistEnv) -> None:
+    """Rank 0 writes each part's ``state_dict()`` under its name, ``state`` and every rank's RNG states
+    (a collective: every rank calls it)."""
+    rng = rank_rng_states(env)
+    if not env.is_main:
+        return
+    payload = {**{name: part.state_dict() for name, part in stateful.items()}, "state": state, "rng": rng}
+    atomic_save(path, lambda handle: torch.save(payload, handle))
+
+
+def load_checkpoint(path: Path, stateful: dict[str, Any], env: DistEnv) -> dict[str, Any] | None:
+    """Load each part's state and this rank's RNG states from ``path``; returns the saved run state, or
+    None when there is no checkpoint."""
+    if not path.is_file():
+        return None
+    try:  # weights_only: tensors and plain types only, so a planted pickle payload never runs
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its message for terminals
+        reason = text.splitlines()[0] if text else type(err).__name__
+        raise RunFolderError(f"{path} is not a checkpoint this trainer wrote (refused to load it: {reason}); "
+                             "delete it to start the run over") from None
+    for name, part in stateful.items():
+        part.load_state_dict(payload[name])
+    restore_rng_state(payload["rng"], env)
+    return payload["state"]
+
+
+def rank_rng_states(env: DistEnv) -> list[dict[str, Any]] | None:
+    """Every rank's RNG states, gathered to rank 0 (None on the other ranks)."""
+    python_version, python_state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    own = {"torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state(env.device) if env.device.type == "cuda" else None,
+           "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+           "python": [python_version, list(python_state), gauss]}
+    if env.world_size == 1:
+        return [own]
+    gathered = [None] * env.world_size if env.is_main else None
+    dist.gather_object(own, gathered, dst=0)
+    return gathered
+
+
+def restore_rng_state(states: list[dict[str, Any]], env: DistEnv) -> None:
+    """This rank's own states; a rank the checkpoint has none for (more ranks now) keeps its fresh seed."""
+    if env.rank >= len(states):
+        print(f"rank {env.rank}: the checkpoint holds RNG states of {len(states)} ranks; this rank keeps its seed")
+        return
+    own = states[env.rank]
+    torch.set_rng_state(own["torch"])
+    if own["cuda"] is not None and env.device.type == "cuda":
+        torch.cuda.set_rng_state(own["cuda"], env.device)
+    name, keys, pos, has_gauss, cached = own["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    python_version, python_state, gauss = own["python"]
+    random.setstate((python_version, tuple(python_state), gauss))
