@@ -2,5 +2,6 @@
 
 * ``files``: atomic writes, folder locks, checksums (nothing half-written left behind);
 * ``process_group``: joining and describing the torch.distributed group torchrun starts;
-* ``offline_models``: the offline default models shipped as packages, and their aliases.
+* ``offline_models``: the offline default models shipped as packages, and their aliases;
+* ``typed_config``: typed configs from YAML and flags, checked one way (names, types, ranges).
 """

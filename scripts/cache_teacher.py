@@ -13,7 +13,8 @@ them), ``cache_root`` and ``shard_rows``; flags override it (--text-sources / --
 built-in names). Rerunning finishes an interrupted build, or does nothing if the cache is complete.
 After an edit of the data, a new cache copies the vectors of unchanged rows from a finished cache
 of the same teacher and encodes only the new or changed rows; --no-reuse encodes every row. A
-cache built with --skip-bad is trained on with ``data.skip_bad=true``. --print-config lists every
+cache built with --skip-bad is trained on with ``data.skip_bad=true``. The teacher: and data: sections are
+checked as a training config's are (kdmcse_base.typed_config: names, types, ranges). --print-config lists every
 teacher.* and data.* key with its type, default and doc.
 """
 from __future__ import annotations

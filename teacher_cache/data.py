@@ -16,7 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from .corpora.user import (
     source_from,
 )
 from kdmcse_base.files import file_sha256
+from kdmcse_base.typed_config import from_dict
 
 TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco_train2014", "coco2017_mini")
 OFFLINE_TEXT_SOURCES: tuple[str, ...] = ("wiki1m", "flickr30k_train", "coco_val2017", "coco2017_mini")
@@ -128,11 +129,8 @@ class CacheDataConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CacheDataConfig:
-        known = {f.name for f in fields(cls)}
-        if set(values) - known:
-            raise ValueError(f"unknown CacheDataConfig keys {sorted(set(values) - known)}; known: {sorted(known)}")
-        converted = {k: tuple(v) if k.endswith("_sources") else v for k, v in values.items()}
-        return cls(**converted)
+        """From a ``data:`` section, checked as a training config's is (errors name ``data.<key>``)."""
+        return from_dict(cls, values, "data.")
 
 
 def data_dir_for(cfg: CacheDataConfig, data_dir: str | Path | None) -> Path | None:

@@ -110,3 +110,25 @@ def test_auto_holdout_is_a_quarter_of_the_images_at_most_1000(images, held_out):
     from distill.pools import choose_heldout_images
 
     assert len(choose_heldout_images([f"i{k}" for k in range(images)], "auto")) == held_out
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"teacher": {"batch_size": "64"}}, "teacher.batch_size must be int, got '64'"),
+    ({"teacher": {"precison": "fp32"}}, "unknown key(s) teacher.precison"),
+    ({"data": {"skip_bad": "yes"}}, "data.skip_bad must be bool, got 'yes'"),
+    ({"data": {"text_sources": "wiki1m"}}, "data.text_sources must be a list, got 'wiki1m'"),
+])
+def test_cache_teacher_checks_its_sections_as_training_does(section, message, tmp_path, capsys):
+    """scripts/cache_teacher.py reads teacher: and data: through the same typed reader as a training
+    config: the same checks, one line naming the key, exit 2."""
+    import yaml
+
+    from kdmcse_cli import cache_teacher
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(section))
+    assert cache_teacher.main(["--config", str(config), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(config)

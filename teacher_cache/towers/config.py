@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, check_offline_name
+from kdmcse_base.typed_config import from_dict
 
 Backend = Literal["composite", "open_clip", "hf_clip"]
 BACKENDS: tuple[str, ...] = ("composite", "open_clip", "hf_clip")
@@ -90,9 +91,6 @@ class TeacherConfig:
         return {name: value for name, value in asdict(self).items() if name not in RUNTIME_ONLY}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TeacherConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown TeacherConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
+    def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
+        """From a ``teacher:`` section, checked as a training config's is (errors name ``teacher.<key>``)."""
+        return from_dict(cls, values, "teacher.")
