@@ -172,6 +172,9 @@ class LossConfig:
       one-view step).
     - Related-method modules (docs/modules.md), nested sections that are off when absent: ``aahr``,
       ``soft_mask``, ``mmref``, ``dias``; each adds and owns its own terms.
+    - ``terms``: sections of terms registered from outside this package (``distill.term.register_term``,
+      docs/extending.md), by name; each term reads and checks its own section. ``term_modules``: Python
+      modules imported before the objective is built, so their terms are registered (e.g. ``my_terms``).
     """
 
     text: Literal["simcse", "angular", "none"] = "angular"
@@ -196,12 +199,15 @@ class LossConfig:
     soft_mask: SoftMaskConfig | None = None
     mmref: MMRefConfig | None = None
     dias: DIASConfig | None = None
+    terms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    term_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        reshapes_text = {"focal_gamma": self.focal_gamma > 0, "soft_mask": self.soft_mask is not None,
-                         "aahr": self.aahr is not None and self.aahr.reshapes_text}
-        if self.text == "none" and any(reshapes_text.values()):
-            keys = ", ".join(k for k, on in reshapes_text.items() if on)
+        # every key that reshapes the text loss or reads its general contrast
+        uses_text_loss = {"focal_gamma": self.focal_gamma > 0, "soft_mask": self.soft_mask is not None,
+                          "aahr": self.aahr is not None and self.aahr.reshapes_text}
+        if self.text == "none" and any(uses_text_loss.values()):
+            keys = ", ".join(k for k, on in uses_text_loss.items() if on)
             raise ValueError(f"{keys} reshape the text loss, which loss.text=none switches off")
 
     @property

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from distill.gather import gather_with_grad
 from distill.student import Student
@@ -75,12 +75,13 @@ class PairedTensors:
 class StepTensors:
     """The tensors the terms of one step share. ``h``: sentence embeddings of the dropout views
     (``h2`` None on a one-view step, where nothing below is built), ``z``: their MLP outputs;
-    ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``); ``s_cc``: teacher
-    text cosines local x gathered (when a term reads them); ``exclude``: candidates removed from
-    every text-side softmax; ``grounded``: grounding-head outputs of both views (when a term reads
-    them); ``clusters``: AAHR's cluster ids of the gathered rows; ``text_logits`` / ``text_exclude``:
-    the general text contrast's logits (queue negatives and cluster weights included) and mask, when
-    a module reshapes the text term."""
+    ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``); ``teacher_text_all``:
+    the teacher text rows of every rank and ``s_cc`` the local x gathered cosines (when a term reads
+    them); ``exclude``: candidates removed from every text-side softmax; ``grounded``: grounding-head
+    outputs of both views (when a term reads them); ``clusters``: AAHR's cluster ids of the gathered
+    rows; ``text_contrast`` (:class:`distill.losses.WeightedInfoNCELoss`), ``text_logits`` /
+    ``text_exclude``: the general text contrast, its logits (queue negatives and cluster weights
+    included) and mask, when a term reads them (``distill.term.Needs.text_logits``)."""
 
     student: Student
     inputs: StepInputs
@@ -90,10 +91,12 @@ class StepTensors:
     z2: Tensor | None = None
     candidates: Tensor | None = None
     offset: int = 0
+    teacher_text_all: Tensor | None = None
     s_cc: Tensor | None = None
     exclude: Tensor | None = None
     paired: PairedTensors | None = None
     grounded: list[Tensor] | None = None
     clusters: Tensor | None = None  # AAHR cluster id of every gathered row
+    text_contrast: nn.Module | None = None
     text_logits: Tensor | None = None
     text_exclude: Tensor | None = None

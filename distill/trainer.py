@@ -59,6 +59,7 @@ from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.run_folder import (HEADS_FILE, LISTING, RunFolder, RunFolderError, TrainSummary, check_resumable,
                                 is_complete, replace_folder)
 from distill.student import Student, build_encoder
+from distill.term import check_terms
 from teacher_cache import TeacherCache, data_dir_for, ensure_cache
 from kdmcse_base.files import atomic_write, folder_lock, remove_if_unused
 from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed
@@ -128,6 +129,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     main rank only); returns the folder of the saved SentenceTransformer."""
     if cfg.train.export:
         require_export_extra()  # now, not after the last step
+    check_terms(cfg.loss)  # own terms' modules and sections, before the cache is built
     env = init_distributed(cfg.train.device)
     out = Path(cfg.train.output_dir)
     RunFolder(out).refuse_foreign_entries()  # before the lock file goes in; checked again under the lock

@@ -18,7 +18,7 @@ def run(rank, world, init_file, out_dir):
             local_z, local_t = torch.randn(3, 4, generator=g), F.normalize(torch.randn(3, 6, generator=g), dim=-1)
             candidates, offset = gather_with_grad(local_z)
             teacher_all, _ = gather_with_grad(local_t)
-            clusters = aahr.observe(teacher_all)
+            clusters = aahr.assign(teacher_all)
             _, _, weights = aahr.extend(candidates, None, clusters, offset, 3)
             aahr.enqueue(candidates, clusters)
         torch.save({"state": aahr.state_dict(), "weights": weights}, f"{out_dir}/rank{rank}.pt")

@@ -1,7 +1,8 @@
 """Optional objective modules from related methods (docs/modules.md), each off unless its section is set.
 
-The objective (:mod:`distill.objective`) builds a module only when its ``loss.<module>`` section is
-present and asks it for its terms (named, already weighted) with the step's shared tensors. Files:
+Each module is a ``distill.term.Term`` registered under its ``loss.<module>`` section; the objective
+(:mod:`distill.objective`) builds it only when that section is present and asks it for its terms
+(named, already weighted) with the step's shared tensors (docs/extending.md). Files:
 ``aahr.py`` (queue, prototypes, soft positives), ``soft_mask.py`` (text-driven soft-masked view),
 ``mmref.py`` (multi-modal references), ``dias.py`` (dimension alignment, sparse relations). The text
 contrast they reshape is :class:`distill.losses.WeightedInfoNCELoss`.

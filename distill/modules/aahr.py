@@ -47,15 +47,16 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill import losses
-from distill.config import AAHRConfig
+from distill.config import AAHRConfig, LossConfig
 from distill.losses._common import compute_dtype
 from distill.step import StepTensors
+from distill.term import Dims, Needs, Term, register_term
 
 
-class AAHR(nn.Module):
+class AAHR(Term):
     """Queue, online prototypes and the prototype soft-target term (see the module docstring).
 
     Args:
@@ -68,25 +69,38 @@ class AAHR(nn.Module):
     def __init__(self, cfg: AAHRConfig, student_dim: int, teacher_dim: int, teacher_temperature: float):
         super().__init__()
         self.cfg, self.teacher_temperature = cfg, teacher_temperature
+        self.needs = Needs(teacher_rows=True, grounding=cfg.weight > 0)
         self.queue = losses.MomentumQueue(cfg.queue_size, student_dim) if cfg.queue_size else None
         self.prototypes = losses.OnlinePrototypes(cfg.prototypes, teacher_dim, cfg.momentum) \
             if cfg.prototypes else None
 
     # --- state ------------------------------------------------------------------------------------
 
+    def observe(self, step: StepTensors) -> None:
+        """Start of a step: the gathered teacher rows' cluster ids go to ``step.clusters``."""
+        step.clusters = self.assign(step.teacher_text_all)
+
+    def after_step(self, step: StepTensors) -> None:
+        """End of a step: the gathered candidates (and their cluster ids) go into the queue."""
+        self.enqueue(step.candidates, step.clusters)
+
     @torch.no_grad()
-    def observe(self, teacher_text_all: Tensor) -> Tensor | None:
-        """Start of a step: assign the gathered teacher rows to the prototypes and update them.
-        Returns the ``[N]`` cluster ids (None without prototypes)."""
+    def assign(self, teacher_text_all: Tensor) -> Tensor | None:
+        """Assign the gathered teacher rows to the prototypes and update them; returns the ``[N]``
+        cluster ids (None without prototypes)."""
         return self.prototypes.update(teacher_text_all) if self.prototypes is not None else None
 
     @torch.no_grad()
     def enqueue(self, candidates: Tensor, clusters: Tensor | None) -> None:
-        """End of a step: push the gathered candidates (and their cluster ids) into the queue."""
+        """Push the gathered candidates (and their cluster ids) into the queue."""
         if self.queue is not None:
             self.queue.enqueue(candidates, ids=clusters)
 
     # --- the text loss's candidates -------------------------------------------------------------
+
+    def extend_text(self, candidates: Tensor, exclude: Tensor | None,
+                    step: StepTensors) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        return self.extend(candidates, exclude, step.clusters, step.offset, len(step.z1))
 
     def extend(self, candidates: Tensor, exclude: Tensor | None, clusters: Tensor | None,
                positive_offset: int, batch: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -134,3 +148,13 @@ class AAHR(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.cfg}, teacher_temperature={self.teacher_temperature}"
+
+
+@register_term("aahr")
+def _aahr(cfg: LossConfig, dims: Dims) -> AAHR | None:
+    if cfg.aahr is None:
+        return None
+    if dims.student is None or dims.teacher is None:
+        raise ValueError("loss.aahr sizes its queue and prototypes from the student's and teacher's widths: "
+                         "build DistillationObjective(cfg, student_dim=..., teacher_dim=...)")
+    return AAHR(cfg.aahr, dims.student, dims.teacher, cfg.teacher_temperature)

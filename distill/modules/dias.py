@@ -40,14 +40,15 @@ from __future__ import annotations
 
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill import losses
-from distill.config import DIASConfig
+from distill.config import DIASConfig, LossConfig
 from distill.step import StepTensors
+from distill.term import Dims, Needs, Term, register_term
 
 
-class DIAS(nn.Module):
+class DIAS(Term):
     """Dimension alignment and/or sparse relations (see the module docstring); a part whose weight is 0
     is not built.
 
@@ -57,6 +58,7 @@ class DIAS(nn.Module):
     def __init__(self, cfg: DIASConfig):
         super().__init__()
         self.cfg = cfg
+        self.needs = Needs(teacher_similarities=True, images=cfg.dimension_weight > 0)
         self.dimension_loss = losses.DimensionAlignmentLoss(cfg.off_diagonal_weight) if cfg.dimension_weight else None
         self.relation_loss = losses.SparseRelationLoss(cfg.top_k) if cfg.relation_weight else None
 
@@ -74,3 +76,8 @@ class DIAS(nn.Module):
     def dimension(self, grounded_views: list[Tensor], images: Tensor) -> Tensor:
         """Mean over views of the dimension alignment of ``[B, g]`` grounded captions with ``[B, g]`` images."""
         return torch.stack([self.dimension_loss(g, images) for g in grounded_views]).mean()
+
+
+@register_term("dias")
+def _dias(cfg: LossConfig, dims: Dims) -> DIAS | None:
+    return DIAS(cfg.dias) if cfg.dias is not None else None

@@ -36,14 +36,15 @@ from __future__ import annotations
 
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill import losses
-from distill.config import MMRefConfig
+from distill.config import LossConfig, MMRefConfig
 from distill.step import StepTensors
+from distill.term import Dims, Needs, Term, register_term
 
 
-class MMRef(nn.Module):
+class MMRef(Term):
     """Reference alignment of grounded captions (see the module docstring).
 
     Args:
@@ -52,6 +53,8 @@ class MMRef(nn.Module):
 
     Reference: "Multi-modal Reference Learning for Fine-grained Text-to-Image Retrieval", arXiv 2504.07718.
     """
+
+    needs = Needs(images=True, captions=True)
 
     def __init__(self, cfg: MMRefConfig, temperature: float):
         super().__init__()
@@ -86,3 +89,8 @@ class MMRef(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, alpha={self.alpha}"
+
+
+@register_term("mmref")
+def _mmref(cfg: LossConfig, dims: Dims) -> MMRef | None:
+    return MMRef(cfg.mmref, cfg.temperature) if cfg.mmref is not None else None

@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.config import SoftMaskConfig
-from distill.losses import WeightedInfoNCELoss
+from distill.config import LossConfig, SoftMaskConfig
 from distill.losses._common import cosine_matrix, positive_targets
 from distill.step import StepTensors
+from distill.term import Dims, Needs, Term, register_term
 
 
 def swap_positive(logits: Tensor, anchors: Tensor, positives: Tensor, temperature: float,
@@ -98,7 +98,7 @@ def special_token_mask(student, input_ids: Tensor) -> Tensor:
     return torch.isin(input_ids, ids)
 
 
-class SoftMaskView(nn.Module):
+class SoftMaskView(Term):
     r"""Third, saliency-masked view of each sentence (student form of text-driven soft masks).
 
     .. math::
@@ -117,13 +117,16 @@ class SoftMaskView(nn.Module):
     arXiv 2304.00719.
     """
 
+    needs = Needs(text_logits=True)
+
     def __init__(self, cfg: SoftMaskConfig):
         super().__init__()
         self.weight, self.strength = cfg.weight, cfg.strength
 
-    def terms(self, step: StepTensors, contrast: WeightedInfoNCELoss) -> dict[str, Tensor]:
-        """``soft_mask_view``: ``weight`` x the text ``contrast`` with ``z3`` as the positive and the text
-        term's negatives (``step.text_logits``)."""
+    def terms(self, step: StepTensors) -> dict[str, Tensor]:
+        """``soft_mask_view``: ``weight`` x the text contrast (``step.text_contrast``) with ``z3`` as the
+        positive and the text term's negatives (``step.text_logits``)."""
+        contrast = step.text_contrast
         inputs = step.inputs
         z3 = self(step.student, inputs.features, inputs.teacher_text, inputs.teacher_image)
         logits = swap_positive(step.text_logits, step.z1, z3, contrast.temperature, step.offset)
@@ -185,3 +188,8 @@ class SoftMaskView(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, strength={self.strength}"
+
+
+@register_term("soft_mask")
+def _soft_mask(cfg: LossConfig, dims: Dims) -> SoftMaskView | None:
+    return SoftMaskView(cfg.soft_mask) if cfg.soft_mask is not None else None
