@@ -57,19 +57,16 @@ class AAHRConfig:
     text loss (``cluster_negative_weight`` < 1). ``momentum`` is the centroids' EMA keep rate. The
     defaults are the offline benchmark's settings."""
 
-    queue_size: int = 512
-    prototypes: int = 32
-    weight: float = 0.1
-    cluster_negative_weight: float = 0.5
-    temperature: float = 0.1
-    momentum: float = 0.99
+    queue_size: int = field(default=512, metadata=at_least(0))
+    prototypes: int = field(default=32, metadata=at_least(0))
+    weight: float = field(default=0.1, metadata=at_least(0))
+    cluster_negative_weight: float = field(default=0.5, metadata=UNIT_INTERVAL)
+    temperature: float = field(default=0.1, metadata=POSITIVE)
+    momentum: float = field(default=0.99, metadata=UNIT_INTERVAL)
 
     def __post_init__(self) -> None:
-        _at_least(self, queue_size=0, prototypes=0, weight=0)
         if self.prototypes == 1:
             raise ValueError("prototypes must be 0 (off) or >= 2")
-        if not 0 <= self.cluster_negative_weight <= 1:
-            raise ValueError(f"cluster_negative_weight must be in [0, 1], got {self.cluster_negative_weight}")
         if self.uses_prototypes and self.prototypes == 0:
             raise ValueError("weight > 0 or cluster_negative_weight < 1 needs prototypes >= 2")
         if self.prototypes and not self.uses_prototypes:
@@ -77,10 +74,8 @@ class AAHRConfig:
                              "cluster_negative_weight < 1")
         if not self.queue_size and not self.prototypes:
             raise ValueError("switches nothing on: set queue_size > 0 and/or prototypes >= 2 (or remove loss.aahr)")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.momentum == 1:
+            raise ValueError("momentum must be < 1 (1 would freeze the centroids at their first batch)")
 
     @property
     def uses_prototypes(self) -> bool:
@@ -98,14 +93,12 @@ class SoftMaskConfig:
     ``weight``) is the text contrast with a third, saliency-masked view as the positive; its most
     salient tokens' word embeddings are scaled by ``1 - strength * M``."""
 
-    weight: float = 1.0
-    strength: float = 1.0
+    weight: float = field(default=1.0, metadata=at_least(0))
+    strength: float = field(default=1.0, metadata={"range": (0, 1, True)})  # in (0, 1]
 
     def __post_init__(self) -> None:
-        if self.weight <= 0:
-            raise ValueError(f"weight must be > 0, got {self.weight} (remove loss.soft_mask to switch it off)")
-        if not 0 < self.strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.weight == 0:
+            raise ValueError("weight 0 switches the term off: remove loss.soft_mask instead")
 
 
 @dataclass
@@ -114,14 +107,12 @@ class MMRefConfig:
     aligns grounded captions with per-image references fusing the adapted teacher image (weight
     ``alpha``) and its captions."""
 
-    weight: float = 0.01
-    alpha: float = 0.5
+    weight: float = field(default=0.01, metadata=at_least(0))
+    alpha: float = field(default=0.5, metadata=UNIT_INTERVAL)
 
     def __post_init__(self) -> None:
-        if self.weight <= 0:
-            raise ValueError(f"weight must be > 0, got {self.weight} (remove loss.mmref to switch it off)")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.weight == 0:
+            raise ValueError("weight 0 switches the term off: remove loss.mmref instead")
 
 
 @dataclass
@@ -132,22 +123,15 @@ class DIASConfig:
     ``relation_weight``, every step) matches student to teacher text cosines on each row's ``top_k``
     strongest teacher neighbours. A weight of 0 leaves its term out."""
 
-    dimension_weight: float = 1e-4
-    off_diagonal_weight: float = 5e-3
-    relation_weight: float = 1.0
-    top_k: int = 5
+    dimension_weight: float = field(default=1e-4, metadata=at_least(0))
+    off_diagonal_weight: float = field(default=5e-3, metadata=at_least(0))
+    relation_weight: float = field(default=1.0, metadata=at_least(0))
+    top_k: int = field(default=5, metadata=at_least(1))
 
     def __post_init__(self) -> None:
-        _at_least(self, dimension_weight=0, off_diagonal_weight=0, relation_weight=0, top_k=1)
         if not self.dimension_weight and not self.relation_weight:
             raise ValueError("switches nothing on: set dimension_weight and/or relation_weight > 0 "
                              "(or remove loss.dias)")
-
-
-def _at_least(section: Any, **minimums: float) -> None:
-    for name, minimum in minimums.items():
-        if getattr(section, name) < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {getattr(section, name)}")
 
 
 @dataclass
