@@ -22,7 +22,7 @@ was), while the minutes it really took do.
   python benchmarks/race_st.py --budgets 5 --seeds 3         # one budget; finished runs are skipped
   python benchmarks/race_st.py --report-only
 Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png from the run summaries kept in
-reports/race_st_results/ (models stay under --out-root).
+reports/race_st_results/ (models stay under --out-root), and notes.md from there, written by hand, if any.
 """
 from __future__ import annotations
 
@@ -280,6 +280,9 @@ def write_report(args: argparse.Namespace) -> None:
     plot_dev_minutes(args, figure)
     if figure.is_file():
         lines += [f"![STS-B dev against training minutes](figures/{figure.name})", ""]
+    notes = Path(args.results) / "notes.md"  # what the numbers cannot say themselves, written by hand
+    if notes.is_file():
+        lines += ["## Notes", "", notes.read_text().strip(), ""]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines).rstrip() + "\n")
 

@@ -94,6 +94,8 @@ def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed
     assert (kept / "budget0.01min" / "st_recipe" / "seed1234" / "config.yaml").is_file()
     assert "--speed-steps 3" in (kept / "commands.txt").read_text()
     shutil.rmtree(runs)
+    (kept / "notes.md").write_text("Round 1 shared the cores.")
     run_benchmark([*cmd, "--report-only"])
     rebuilt = report.read_text()
-    assert rebuilt.split("## (a)")[1] == text.split("## (a)")[1]
+    assert rebuilt.split("## (a)")[1].split("## Notes")[0] == text.split("## (a)")[1]
+    assert rebuilt.rstrip().endswith("## Notes\n\nRound 1 shared the cores.")
