@@ -281,6 +281,37 @@ def test_torchrun_two_processes_compute_the_global_batch(tiny_bert_dir, tmp_path
     assert two_losses[2] != pytest.approx(two_losses[1], rel=1e-3)  # the update did change the loss
 
 
+def node_launch(args: list[str], endpoint: str) -> subprocess.Popen:
+    """One node of a two-node torchrun (one process per node), meeting the other at ``endpoint``
+    (c10d rendezvous), as each node of a cluster is launched. One thread per process, as torchrun gives
+    each of several processes on one node: CPU sums in another thread split round differently."""
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                             "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "rehearsal",
+                             *args], env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(tiny_bert_dir, tmp_path):
+    """A rehearsal of a cluster launch on one machine: two node launches (``--nnodes 2``, c10d rendezvous on
+    localhost, a shared run folder and cache) train, dropout on, the weights one node with two processes
+    trains; the cache is built by both nodes together."""
+    script = str(ROOT / "scripts" / "train_student.py")
+    common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 4, "train.batch_size": 4})
+    one = torchrun([script, *common, f"train.output_dir={tmp_path / 'one'}",
+                    f"train.cache_root={tmp_path / 'cache_one'}"], 29537)
+    _, err = one.communicate(timeout=600)
+    assert one.returncode == 0, err[-3000:]
+    nodes = [node_launch([script, *common, f"train.output_dir={tmp_path / 'two'}"], "localhost:29538")
+             for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    summary = json.loads((tmp_path / "two" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["effective_batch_size"] == 8
+    assert_same_weights(tmp_path / "one" / "model", tmp_path / "two" / "model")
+
+
 @pytest.mark.slow
 def test_torchrun_kill_and_resume_is_bit_identical(tiny_bert_dir, tmp_path):
     """Both ranks' RNG states (dropout on) travel in the checkpoint: a killed 2-process run resumes exactly."""
