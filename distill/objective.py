@@ -40,16 +40,14 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+import distill.core_terms  # noqa: F401  (KDMCSE's terms register themselves on import)
+import distill.modules  # noqa: F401  (so do the modules')
 from distill import losses
 from distill.config import LossConfig
 from distill.gather import gather_with_grad
 from distill.step import PairedTensors, StepInputs, StepTensors, gather_all, twice
 from distill.student import Student
 from distill.term import Dims, Term, build_terms, union
-
-# the project's terms register themselves when their modules are imported (distill.term.register_term)
-import distill.core_terms  # noqa: E402,F401
-import distill.modules  # noqa: E402,F401
 
 
 class DistillationObjective(nn.Module):
