@@ -45,7 +45,7 @@ HEADS_FILE = "grounding_heads.pt"
 kept in the run folder beside ``model/``, never inside the published model."""
 TRAINER_FILES = {CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, LOCK_FILE}
 # ...and their temp files while being written (``kdmcse_base.files.atomic_save``; ``.tmp`` from older versions)
-TRAINER_TEMP_FILE = re.compile(r"(config\.yaml|checkpoint\.pt|train_summary\.json|grounding_heads\.pt)\.tmp(-\d+)?")
+TRAINER_TEMP_FILE = re.compile(f"({'|'.join(map(re.escape, (CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE)))})" + r"\.tmp(-\d+)?")
 EVAL_DIR, DEMO_MARKDOWN, DEMO_JSON, RESULTS = "eval", "demo.md", "demo.json", "results.json"
 REPORTS = {EVAL_DIR, DEMO_MARKDOWN, DEMO_JSON, RESULTS}
 ENCODER_FOLDERS = ("best", "model")
