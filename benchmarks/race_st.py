@@ -220,7 +220,9 @@ def verdict(runs: dict[str, list[dict]], minutes: float) -> str:
 
 
 def plot_dev_minutes(args: argparse.Namespace, path: Path) -> None:
-    """STS-B dev against training minutes (step / the run's own steps/s), one panel per budget."""
+    """STS-B dev against training minutes, one panel per budget. A step's minute is its step over the
+    method's median steps/s of (a), the rate its budget was set from, so a run that shared the cores
+    with another process is not drawn stretched (its scores are what a clean run gives)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,15 +233,15 @@ def plot_dev_minutes(args: argparse.Namespace, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 3.6), squeeze=False)
     colours = dict(zip(methods(args), ("tab:blue", "tab:orange", "tab:grey")))
+    rates = median_rates(speed_rows(args))
     for ax, minutes in zip(axes[0], budgets):
         for method, results in budget_runs(args, minutes).items():
             for i, r in enumerate(results):
-                rate = r["train"]["steps_per_second"]
-                xs = [step / rate / 60 for step, _ in r["train"]["dev_history"]]
+                xs = [step / rates[method] / 60 for step, _ in r["train"]["dev_history"]]
                 ax.plot(xs, [dev for _, dev in r["train"]["dev_history"]], color=colours[method], alpha=0.8,
                         marker=".", label=label(method) if i == 0 else None)
         ax.set_title(f"{minutes:g}-minute budget")
-        ax.set_xlabel("training minutes (2 CPU cores)")
+        ax.set_xlabel("training minutes (2 CPU cores, at the steps/s of (a))")
         ax.set_ylabel("STS-B dev (Spearman x100)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
