@@ -173,7 +173,7 @@ def speed_section(rows: list[dict[str, float]], args: argparse.Namespace) -> lis
         lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | **{row[OURS] / row[ANCHOR]:.2f}x** |")
     rates = median_rates(rows)
     ratios = [row[OURS] / row[ANCHOR] for row in rows]
-    lines += ["", f"Median steps/s: " + ", ".join(f"{label(m)} {rates[m]:.3f}" for m in names) +
+    lines += ["", "Median steps/s: " + ", ".join(f"{label(m)} {rates[m]:.3f}" for m in names) +
               f". Per-round ratio: {min(ratios):.2f}x to {max(ratios):.2f}x, median "
               f"**{statistics.median(ratios):.2f}x**."]
     if "regression_spread_two_views" in rates:

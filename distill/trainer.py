@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.config import RunConfig, config_yaml
+from distill.config import ConfigError, RunConfig, config_yaml
 from distill.export import export_model, require_export_extra
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs

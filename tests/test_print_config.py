@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def flat_keys(raw: dict, prefix: str = "") -> list[str]:
     return [k for name, value in raw.items()
-            for k in (flat_keys(value, f"{prefix}{name}.") if isinstance(value, dict) and name != "limits"
+            for k in (flat_keys(value, f"{prefix}{name}.") if isinstance(value, dict) and name not in ("limits", "terms")
                       else [prefix + name])]
 
 
