@@ -7,6 +7,14 @@ of the objective must leave each term unchanged. Each case runs three steps on o
 text, paired: stateful modules see a filled queue) over a fixed tiny batch whose teacher captions hold
 near-duplicates, so the threshold and gist filters remove real candidates.
 
+Bit for bit holds on machines whose float kernels round alike: the fixture keeps a fingerprint of the
+recording machine's (``kernel_fingerprint``: the tiny student's embeddings of fixed sentences, hashed).
+Where the fingerprint differs (another CPU family: other SIMD kernels, other rounding), the terms are
+compared to a relative 1e-5 instead, and the test says so; the bit-for-bit check of a refactor is then
+made by recording with the old code and the new on the same machine and comparing the two files.
+The fixture was last recorded on an Intel Xeon (2 cores); every case then equalled, bit for bit, what the
+code before the term registry computed on that machine.
+
 A deliberate change of a term is recorded again with ``DISTILL_RECORD_OBJECTIVE=1 pytest <this file>``;
 say why in the commit. One was: a regression-only objective encodes one dropout view
 (``loss.dropout_views: auto``), so its values changed; each such case is kept under
@@ -14,21 +22,24 @@ say why in the commit. One was: a regression-only objective encodes one dropout 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 from benchmarks.offline_distill import CONFIG, METHODS
 from distill.config import load_config
-from modules_testkit import make_inputs, make_student, objective_for, run
+from modules_testkit import SENTENCES, make_inputs, make_student, objective_for, run
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "objective_terms.json"
 RECORD = os.environ.get("DISTILL_RECORD_OBJECTIVE") == "1"
 STEPS = ((True, 0), (False, 1), (True, 2))  # (paired, seed)
+MACHINE = "__kernel_fingerprint__"  # the fixture's key for the recording machine's fingerprint
 
 CASES = {f"configs/{p.name}": (p, []) for p in sorted((ROOT / "configs").glob("*.yaml"))}
 # every objective the benchmark trains with the project's trainer; a row that only changes the student
@@ -52,6 +63,19 @@ def near_duplicate_inputs(paired: bool, seed: int):
     return inputs
 
 
+def kernel_fingerprint(student) -> str:
+    """sha256 of the tiny student's embeddings of fixed sentences (eval mode, no dropout): equal on
+    machines whose float kernels round alike, where recorded terms compare bit for bit."""
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            h = student.embed_features(student.tokenise(SENTENCES))
+    finally:
+        student.train(was_training)
+    return hashlib.sha256(h.float().contiguous().numpy().tobytes()).hexdigest()
+
+
 def case_terms(student, config: Path, overrides: list[str]) -> list[dict[str, float]]:
     cfg = load_config(config, overrides)
     obj = objective_for(cfg.loss)
@@ -72,15 +96,22 @@ def recorded(student):
     if RECORD:
         FIXTURE.parent.mkdir(exist_ok=True)
         values = {name: case_terms(student, *case) for name, case in CASES.items()}
+        values[MACHINE] = kernel_fingerprint(student)
         FIXTURE.write_text(json.dumps(values, indent=1) + "\n")
     return json.loads(FIXTURE.read_text())
 
 
 def test_every_case_is_recorded(recorded):
-    assert sorted(recorded) == sorted(CASES)
+    assert sorted(recorded) == sorted([*CASES, MACHINE])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_terms_equal_the_recorded_ones_bit_for_bit(student, recorded, name):
     terms = case_terms(student, *CASES[name])
-    assert terms == recorded[name]  # Python floats from float32 tensors: equal means bit-identical
+    if recorded[MACHINE] == kernel_fingerprint(student):
+        assert terms == recorded[name]  # Python floats from float32 tensors: equal means bit-identical
+        return
+    # another machine's kernels: the same terms up to float rounding (observed: ~1e-7 relative)
+    assert [sorted(step) for step in terms] == [sorted(step) for step in recorded[name]]
+    for step, expected in zip(terms, recorded[name]):
+        assert step == pytest.approx(expected, rel=1e-5, abs=1e-7)
