@@ -85,20 +85,21 @@ def run_one(args: argparse.Namespace, group: argparse.Namespace, method: str, se
         print(f"{run}: kept in {args.results}, skipped")
         return
     offline_distill.run_all(group, [(method, seed)])
-    keep_results(args)
+    keep_run(args, run)
 
 
-def keep_results(args: argparse.Namespace) -> None:
-    """Copy every finished run's ``results.json`` and ``config.yaml`` (kilobytes; no model) from
-    ``--out-root`` to ``--results``, which the report reads: committed beside the report, they rebuild it on
-    any machine, and a later session adds seeds or budgets to them instead of starting over."""
-    out_root, kept = Path(args.out_root), Path(args.results)
-    for result in out_root.rglob("results.json"):
-        target = kept / result.parent.relative_to(out_root)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "config.yaml"):
-            if (result.parent / name).is_file():
-                shutil.copyfile(result.parent / name, target / name)
+def keep_run(args: argparse.Namespace, run: Path) -> None:
+    """Copy a finished run's ``results.json`` and ``config.yaml`` (kilobytes; no model) from ``--out-root``
+    to ``--results``, which the report reads: committed beside the report, they rebuild it on any
+    machine, and a later session adds seeds or budgets to them instead of starting over. ``run`` is the
+    run's folder relative to ``--out-root``; a run that did not finish has nothing to keep."""
+    source, target = Path(args.out_root) / run, Path(args.results) / run
+    if not (source / "results.json").is_file():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "config.yaml"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
 
 
 def run_speed(args: argparse.Namespace) -> None:
@@ -330,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         first = bench_args(args, Path(args.out_root), args.speed_steps)
         offline_distill.build_cache_once(first)
         offline_distill.reference_rows(first)
-        keep_results(args)
+        for reference in ("untrained", "teacher"):
+            keep_run(args, Path(reference))
         run_speed(args)
         rates = median_rates(speed_rows(args))
         for minutes in args.budgets:

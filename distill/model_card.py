@@ -18,9 +18,9 @@ from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
 from kdmcse_base.files import atomic_write
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
+from teacher_cache.towers.config import TeacherConfig
 
 PROJECT_TAG = "kdmcse-distill"  # the hub tag that marks a card this project's trainer wrote
-from teacher_cache.towers.config import TeacherConfig
 
 # What the offline aliases load, named as the hub knows them.
 HUB_NAMES = {MINILM_ALIAS: "sentence-transformers/all-MiniLM-L6-v2",
