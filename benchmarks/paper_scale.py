@@ -60,6 +60,8 @@ BERT_SHAPES = {
                  max_position_embeddings=512),
     "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
                  max_position_embeddings=64),
+    "micro": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=64),  # benchmarks/rows_scale.py's teacher: the tokenizer's cost dominates
 }
 TINY_OPEN_CLIP = {
     "embed_dim": 32,

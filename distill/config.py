@@ -205,7 +205,11 @@ class TrainConfig:
     """Optimisation, schedule, evaluation and output settings.
 
     ``output_dir``: the run folder (config, checkpoints, ``model/``); rerunning resumes it.
-    ``cache_root``: where teacher caches are built and found. ``batch_size``: rows per rank and step.
+    ``cache_root``: where teacher caches are built and found. ``teacher_cache``: a finished cache folder
+    (the path ``scripts/cache_teacher.py`` printed) to train from without reading the corpora, for corpora
+    of millions of rows whose reading and fingerprinting would cost minutes per start; its manifest must
+    record this config's ``teacher`` and ``data`` sections (a data file edited since is not noticed).
+    ``batch_size``: rows per rank and step.
     ``lr``: AdamW peak learning rate, with ``weight_decay``, linear decay after ``warmup_ratio`` of the
     steps, gradient norm clipped at ``grad_clip`` (0 = off). ``epochs`` over the text rows, or
     ``max_steps`` when set. ``seed`` fixes batch order, dropout and initialisation. ``precision``:
@@ -230,6 +234,7 @@ class TrainConfig:
 
     output_dir: str = "runs/offline_default"
     cache_root: str = "cache/teacher"
+    teacher_cache: str | None = None
     batch_size: int = field(default=64, metadata=at_least(1))
     lr: float = field(default=3e-5, metadata={"range": (0, 1.0, True)})  # AdamW peak learning rate, at most 1 (above, AdamW only diverges)
     weight_decay: float = field(default=0.0, metadata=at_least(0))

@@ -8,21 +8,24 @@ evaluation images are never trained on.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from distill.config import ConfigError
 from teacher_cache.reader import TeacherCache
+from teacher_cache.rows import StringColumn
 
 HOLDOUT_SEED = 20240317  # fixed, not the run seed: every run and every method share one split
 
 
 @dataclass
 class TrainingPools:
-    """Index arrays into the cache. ``sentences[i]`` is the text of cache text row i."""
+    """Index arrays into the cache. ``sentences[i]`` is the text of cache text row i (the cache's
+    memory-mapped column: a pool holds no Python object per row)."""
 
-    sentences: list[str]
+    sentences: Sequence[str]
     text_rows: np.ndarray  # cache text indices of the text pool
     paired_text_rows: np.ndarray  # cache text indices of the paired captions
     paired_image_rows: np.ndarray  # cache image index of each paired caption's image
@@ -39,19 +42,17 @@ class TrainingPools:
 
 def build_pools(cache: TeacherCache, heldout_images: int | str = 0) -> TrainingPools:
     """Split the cache's rows into the two pools, keeping ``heldout_images`` images out of training
-    (``train.retrieval_holdout_images``: a number, or ``auto``)."""
-    captions = [(row, image_id) for row, image_id in enumerate(cache.caption_image_ids) if image_id is not None]
-    heldout = choose_heldout_images(sorted({image_id for _, image_id in captions}), heldout_images)
-    heldout_set = set(heldout)
-    paired = [(row, image_id) for row, image_id in captions if image_id not in heldout_set]
-    in_text_pool = np.ones(len(cache.text_ids), dtype=bool)
-    in_text_pool[[row for row, _ in captions]] = False  # paired and held-out captions alike
+    (``train.retrieval_holdout_images``: a number, or ``auto``). Array work only: no per-row Python."""
+    image_of_caption = cache.caption_image_rows
+    is_caption = image_of_caption >= 0
+    heldout_rows = choose_heldout_images(cache.image_ids, np.unique(image_of_caption[is_caption]), heldout_images)
+    paired = np.flatnonzero(is_caption & ~np.isin(image_of_caption, heldout_rows))
     return TrainingPools(
         sentences=cache.texts,
-        text_rows=np.flatnonzero(in_text_pool).astype(np.int64),
-        paired_text_rows=np.array([row for row, _ in paired], dtype=np.int64),
-        paired_image_rows=np.asarray(cache.image_index([image_id for _, image_id in paired]), dtype=np.int64),
-        heldout_image_ids=heldout,
+        text_rows=np.flatnonzero(~is_caption).astype(np.int64),  # paired and held-out captions alike are out
+        paired_text_rows=paired.astype(np.int64),
+        paired_image_rows=np.asarray(image_of_caption[paired], dtype=np.int64),
+        heldout_image_ids=sorted(cache.image_ids.take(heldout_rows)),
     )
 
 
@@ -66,11 +67,15 @@ def holdout_size(setting: int | str, n_images: int) -> int:
     return min(AUTO_HOLDOUT_MAX, n_images // AUTO_HOLDOUT_SHARE)
 
 
-def choose_heldout_images(image_ids: list[str], setting: int | str) -> list[str]:
-    """A fixed random subset of image ids (sorted, ``holdout_size`` of them), independent of the run's seed."""
-    n = holdout_size(setting, len(image_ids))
-    if n < 0 or (n > 0 and n >= len(image_ids)):  # at least one image must stay for training
-        raise ConfigError(f"train.retrieval_holdout_images={n}: cannot hold out {n} of {len(image_ids)} images "
-                          f"(at least one must stay for training); choose 0 to {max(len(image_ids) - 1, 0)}")
-    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(image_ids))
-    return sorted(image_ids[i] for i in order[:n])
+def choose_heldout_images(image_ids: StringColumn, captioned: np.ndarray, setting: int | str) -> np.ndarray:
+    """Image rows to hold out: a fixed random subset (``holdout_size`` of them) of the ``captioned`` image
+    rows taken in the order of their ids, independent of the run's seed."""
+    n = holdout_size(setting, len(captioned))
+    if n < 0 or (n > 0 and n >= len(captioned)):  # at least one image must stay for training
+        raise ConfigError(f"train.retrieval_holdout_images={n}: cannot hold out {n} of {len(captioned)} images "
+                          f"(at least one must stay for training); choose 0 to {max(len(captioned) - 1, 0)}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    by_id = captioned[image_ids.argsort(captioned)]
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(captioned))
+    return np.sort(by_id[order[:n]])

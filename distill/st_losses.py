@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
@@ -55,8 +56,8 @@ def cache_dataset(cache: TeacherCache | str | Path, rows: Sequence[int] | None =
     all of them or ``rows`` (cache text indices), ready for :class:`RegressionModelLoss` or
     sentence-transformers' own ``MSELoss``."""
     cache = cache if isinstance(cache, TeacherCache) else TeacherCache.open(cache)
-    rows = list(range(len(cache.text_ids))) if rows is None else list(rows)
-    return Dataset.from_dict({"sentence": [cache.texts[r] for r in rows],
+    rows = np.arange(len(cache.text_ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    return Dataset.from_dict({"sentence": cache.texts.take(rows),
                               "label": cache.text(rows).float().numpy()})
 
 

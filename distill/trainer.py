@@ -60,7 +60,7 @@ from distill.run_folder import (HEADS_FILE, LISTING, RunFolder, RunFolderError, 
                                 is_complete, replace_folder)
 from distill.student import Student, build_encoder
 from distill.term import check_terms
-from teacher_cache import TeacherCache, data_dir_for, ensure_cache
+from teacher_cache import TeacherCache, data_dir_for, open_cache
 from kdmcse_base.files import atomic_write, folder_lock, remove_if_unused
 from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed
 
@@ -505,10 +505,11 @@ def resume_state(run: TrainingRun) -> RunState:
 # --- small helpers -------------------------------------------------------------------------------------
 
 def open_teacher_cache(cfg: RunConfig, data_dir: Path | None, env: DistEnv) -> TeacherCache:
-    """Build the cache if it is missing (a collective: ranks share the shards), then open it read-only,
-    checked (sizes; checksums once per build or copy). A complete cache opens without the teacher."""
-    return TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir,
-                                          progress=env.is_main))
+    """``train.teacher_cache``, checked against the config, or the cache of the config's teacher and data,
+    built if it is missing (a collective: ranks share the shards); opened read-only, checked (sizes;
+    checksums once per build or copy). A complete cache opens without the teacher."""
+    return open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir, named=cfg.train.teacher_cache,
+                      progress=env.is_main)
 
 
 def device_name(device: torch.device) -> str:

@@ -41,7 +41,7 @@ from teacher_cache.corpora import resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
 from distill.run_folder import HEADS_FILE, RunFolder
 from distill.student import GroundingHeads
-from teacher_cache import TeacherCache, ensure_cache
+from teacher_cache import TeacherCache, open_cache
 
 from .encode import encode, load_model
 
@@ -276,8 +276,9 @@ def evaluate_run_retrieval(
     """Retrieval on the held-out images of a training run (``<run>/model``, its grounding heads, the
     teacher cache of ``<run>/config.yaml``, ``heldout_image_ids`` of ``<run>/train_summary.json``).
 
-    The cache is opened with ``ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, ...)``, so a
-    relative ``cache_root`` is read from the current directory, as in training; a missing cache is built.
+    The cache is opened as in training (``teacher_cache.open_cache``: ``train.teacher_cache``, or the cache of
+    the run's teacher and data under ``cache_root``, read from the current directory when relative; a
+    missing cache is built).
     Captions and their images come from the cache, so any image source the run held images out of works.
     """
     run = load_retrieval_run(run_dir, data_dir, with_teacher_captions=rerank_beta is not None, device=device)
@@ -298,18 +299,17 @@ def load_retrieval_run(
                                 "batches; train with an image source (e.g. coco2017_mini) in both data.image_sources "
                                 "and data.text_sources")
     data_root = resolve_data_dir(data_dir or cfg.data_dir)
-    cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_root))
-    rows = _heldout_caption_rows(cache, heldout)
-    position = {image_id: i for i, image_id in enumerate(heldout)}
+    cache = open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_root, named=cfg.train.teacher_cache)
+    heldout_rows, rows = _heldout_rows(cache, heldout)
     teacher_captions = None
     if with_teacher_captions:  # gallery-side text: read only for re-ranking
         teacher_captions = cache.text(rows, device)
     return RetrievalRun(
         encoder=load_model(run / "model", device=device),
         heads=heads,
-        teacher_images=cache.image(cache.image_index(heldout), device),
-        captions=[cache.texts[row] for row in rows],
-        caption_image_index=np.array([position[cache.caption_image_ids[row]] for row in rows], dtype=np.int64),
+        teacher_images=cache.image(heldout_rows, device),
+        captions=cache.texts.take(rows),
+        caption_image_index=_positions(heldout_rows, cache.caption_image_rows[rows]),
         image_ids=list(heldout),
         teacher_captions=teacher_captions,
     )
@@ -334,13 +334,24 @@ def _run_files(run: Path) -> tuple[Path, RunConfig, list[str]]:
     return folder.heads, load_config(folder.config), heldout
 
 
-def _heldout_caption_rows(cache: TeacherCache, heldout: list[str]) -> np.ndarray:
-    """Cache text rows of the captions of the held-out images, in cache order, whatever image source
-    (Flickr30k, COCO, coco2017_mini, user data) they come from: the cache records each caption's image."""
-    wanted = set(heldout)
-    rows = np.array([row for row, image_id in enumerate(cache.caption_image_ids) if image_id in wanted], dtype=np.int64)
-    missing = wanted - {cache.caption_image_ids[row] for row in rows}
+def _heldout_rows(cache: TeacherCache, heldout: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(image rows of the held-out images, cache text rows of their captions in cache order), whatever
+    image source (Flickr30k, COCO, coco2017_mini, user data) they come from: the cache records each
+    caption's image."""
+    try:
+        image_rows = cache.image_index(heldout)
+    except KeyError as err:
+        raise RetrievalRunError(f"{err.args[0]}: is this the cache the run was trained on?") from None
+    rows = np.flatnonzero(np.isin(cache.caption_image_rows, image_rows))
+    captioned = set(cache.caption_image_rows[rows].tolist())
+    missing = [image_id for image_id, row in zip(heldout, image_rows.tolist()) if row not in captioned]
     if missing:
         raise RetrievalRunError(f"held-out image(s) {sorted(missing)[:5]} have no caption in teacher cache "
                                 f"{cache.path}: is this the cache the run was trained on?")
-    return rows
+    return image_rows, rows
+
+
+def _positions(heldout_rows: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
+    """The position in ``heldout_rows`` of each of ``image_rows`` (all of which are held out)."""
+    position = {int(row): i for i, row in enumerate(heldout_rows)}
+    return np.array([position[int(row)] for row in image_rows], dtype=np.int64)

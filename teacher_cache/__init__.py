@@ -25,6 +25,7 @@ from .writer import (
     DEFAULT_SHARD_ROWS,
     BadInputError,
     BuildReport,
+    CacheMismatchError,
     CollectedData,
     build_cache,
     cache_name,
@@ -32,11 +33,12 @@ from .writer import (
     ensure_cache,
     find_complete_cache,
     locate_cache,
+    open_cache,
 )
 
 # A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
 USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError,
-                                            CacheIntegrityError, CacheFormatError, FolderBusyError,
+                                            CacheIntegrityError, CacheFormatError, CacheMismatchError, FolderBusyError,
                                             WriteFailedError)
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "CacheDataConfig",
     "CacheFormatError",
     "CacheIntegrityError",
+    "CacheMismatchError",
     "CacheRows",
     "CollectedData",
     "DataFormatError",
@@ -72,5 +75,6 @@ __all__ = [
     "ensure_cache",
     "find_complete_cache",
     "locate_cache",
+    "open_cache",
     "verify_cache",
 ]

@@ -8,8 +8,9 @@ Three layers, from cheapest to dearest:
    ``<cache root>/.verified/<cache name>.json`` with each file's size, mtime and inode. Later opens
    compare only those; a file rewritten or copied since (new mtime or inode) triggers a full
    verification again. The stamp lives beside the cache, not in it, so caches stay byte-identical.
-3. *Content, per process* (``reader``): the rows files are hashed when a process opens the cache, and
-   each shard the first time a process reads from it, against the manifest's sha256. Damage after the
+3. *Content, per process* (``reader``): the rows files and id indexes are hashed (streamed) when a
+   process opens the cache, and each shard the first time a process reads from it, against the
+   manifest's sha256. Damage after the
    last stamp (a changed value with the size and mtime kept, e.g. a doubled coordinate) stops the read
    naming the file before any row of it is used. A shard costs one sha256 pass per process (about
    0.2 s per 100 MB); forked loader workers inherit their parent's checks.
@@ -43,7 +44,8 @@ def how_to_fix(path: Path) -> str:
 def manifest_files(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every checksummed file of a manifest: ``{"file", "sha256", "bytes"}``."""
     for entry in manifest["modalities"].values():
-        yield {"file": entry["rows_file"], "sha256": entry["rows_sha256"], "bytes": entry["rows_bytes"]}
+        for name in ("rows", "index"):  # the modality's rows file and its id index
+            yield {"file": entry[f"{name}_file"], "sha256": entry[f"{name}_sha256"], "bytes": entry[f"{name}_bytes"]}
         yield from ({"file": s["file"], "sha256": s["sha256"], "bytes": s["bytes"]} for s in entry["shards"])
 
 
@@ -95,16 +97,18 @@ def verify_cache(path: Path | str) -> list[str]:
     return problems
 
 
-def ensure_verified(path: Path, manifest: dict[str, Any]) -> None:
-    """Full checksum verification unless a stamp shows nothing changed since the last one."""
+def ensure_verified(path: Path, manifest: dict[str, Any]) -> bool:
+    """Full checksum verification unless a stamp shows nothing changed since the last one; True when
+    it verified (every file hashed just now)."""
     stamp = _stamp_file(path)
     if stamp.is_file() and _read_stamp(stamp) == _current_state(path, manifest):
-        return
+        return False
     problems = verify_cache(path)
     if problems:
         listed = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
         raise CacheIntegrityError(f"teacher cache {path} is damaged: {listed}. {how_to_fix(path)}")
     record_verified(path, manifest)
+    return True
 
 
 def record_verified(path: Path, manifest: dict[str, Any]) -> None:

@@ -1,5 +1,8 @@
 """Read a finished teacher cache: its rows (ids, texts, caption -> image pairing) and their vectors.
 
+Rows and vectors alike are memory-mapped (:mod:`teacher_cache.rows`, float16 shards): opening a cache
+of any size costs checksums and a few maps, and a process holds only the rows it reads.
+
 Opening checks the cache cheaply (:mod:`teacher_cache.integrity`: file sizes every time, checksums
 once per build or copy). Shards are opened as read-only memory maps and only the requested rows are
 copied out, each checked finite and unit-norm, so a trainer's memory does not grow with the corpus
@@ -13,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from .integrity import (CacheIntegrityError, cache_file, check_content, check_layout, ensure_verified, how_to_fix,
                         verify_cache)
+from .rows import MappedRows, StringColumn
 
 # float16 storage moves a unit vector's norm by well under 1e-3; a damaged value moves it far more.
 ROW_NORM_TOLERANCE = 1e-2
 
-FORMAT = "teacher-cache/2"  # the manifest format this reader knows (the writer writes it)
+FORMAT = "teacher-cache/3"  # the manifest format this reader knows (the writer writes it)
 
 
 def read_json_file(path: Path) -> Any:
@@ -40,18 +45,18 @@ class CacheFormatError(ValueError):
 class _Modality:
     """One modality's shards behind a single row index."""
 
-    def __init__(self, root: Path, entry: dict[str, Any], ids: list[str]):
+    def __init__(self, root: Path, entry: dict[str, Any], hashed: bool):
         self.root = root
         self.dim = int(entry["dim"])
-        self.ids = ids
+        self.rows_table = _open_rows(root, entry, hashed)
+        self.ids = self.rows_table.ids
         if len(self.ids) != entry["count"]:
             raise CacheFormatError(f"{root / entry['rows_file']} has {len(self.ids)} rows, manifest says {entry['count']}")
-        self.index = {row_id: row for row, row_id in enumerate(self.ids)}
         self.starts = np.array([shard["rows"][0] for shard in entry["shards"]], dtype=np.int64)
         self.files = [shard["file"] for shard in entry["shards"]]
         self.checksums = [shard["sha256"] for shard in entry["shards"]]
         self.shards = [self._open(shard) for shard in entry["shards"]]
-        self.content_checked = [False] * len(self.shards)  # per process: hashed before its first read
+        self.content_checked = [hashed] * len(self.shards)  # per process: hashed before its first read
 
     def _open(self, shard: dict[str, Any]) -> np.ndarray:
         path = cache_file(self.root, shard["file"])
@@ -91,19 +96,18 @@ class _Modality:
 class TeacherCache:
     """A complete cache directory written by :mod:`teacher_cache.writer`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: dict[str, Any], hashed: bool = False):
+        """``hashed``: every file was hashed by this process just now (a full verification), so the
+        per-process content checks are already done."""
         self.path = path
         self.manifest = manifest
-        text_rows = _read_text_rows(path, manifest["modalities"]["text"])
-        self.texts: list[str] = [row["text"] for row in text_rows]
-        """``texts[i]``: the sentence of text row i."""
-        self.caption_image_ids: list[str | None] = [row.get("image_id") for row in text_rows]
-        """The cached image a caption describes (captions of image sources), else None."""
-        image_ids = _checked_bytes(path, manifest["modalities"]["image"]).decode("utf-8").splitlines()
-        self._modalities = {
-            "text": _Modality(path, manifest["modalities"]["text"], [row["id"] for row in text_rows]),
-            "image": _Modality(path, manifest["modalities"]["image"], image_ids),
-        }
+        self._modalities = {modality: _Modality(path, manifest["modalities"][modality], hashed)
+                            for modality in ("text", "image")}
+        text_rows = self._modalities["text"].rows_table
+        self.texts: StringColumn = text_rows.strings("text")
+        """``texts[i]``: the sentence of text row i (``texts.take(rows)`` for many)."""
+        self.caption_image_rows: np.ndarray = text_rows.integers("image_row")
+        """Per text row, the cached image row the caption describes (captions of image sources), else -1."""
 
     @classmethod
     def open(cls, path: Path | str) -> "TeacherCache":
@@ -118,17 +122,16 @@ class TeacherCache:
             raise CacheFormatError(f"{manifest_file}: format {found!r}, this reader knows {FORMAT!r}; "
                                    "rebuild the cache with scripts/cache_teacher.py")
         check_layout(path, manifest)
-        ensure_verified(path, manifest)
-        return cls(path, manifest)
+        return cls(path, manifest, hashed=ensure_verified(path, manifest))
 
     # --- rows --------------------------------------------------------------------------------------
 
     @property
-    def text_ids(self) -> list[str]:
+    def text_ids(self) -> StringColumn:
         return self._modalities["text"].ids
 
     @property
-    def image_ids(self) -> list[str]:
+    def image_ids(self) -> StringColumn:
         return self._modalities["image"].ids
 
     @property
@@ -155,9 +158,8 @@ class TeacherCache:
         return self._lookup("image", ids)
 
     def _lookup(self, modality: str, ids: Iterable[str]) -> np.ndarray:
-        index = self._modalities[modality].index
         try:
-            return np.fromiter((index[row_id] for row_id in ids), dtype=np.int64)
+            return self._modalities[modality].rows_table.find(ids)
         except KeyError as err:
             raise KeyError(f"{modality} row {err.args[0]!r} is not in cache {self.path}{self._skip_note(err.args[0])}") from None
 
@@ -189,14 +191,14 @@ def _on_device(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _read_text_rows(path: Path, entry: dict[str, Any]) -> list[dict[str, str]]:
-    lines = _checked_bytes(path, entry).decode("utf-8").split("\n")  # not splitlines(): U+2028 may sit in a text
-    return [json.loads(line) for line in lines if line]
-
-
-def _checked_bytes(path: Path, entry: dict[str, Any]) -> bytes:
-    """A modality's rows file, as read, checked against the manifest's sha256 (one read, no race)."""
-    rows_file = cache_file(path, entry["rows_file"])
-    data = rows_file.read_bytes()
-    check_content(path, rows_file, entry["rows_sha256"], data)
-    return data
+def _open_rows(root: Path, entry: dict[str, Any], hashed: bool) -> MappedRows:
+    """A modality's rows file and id index, mapped after their checksums are checked in this process
+    (a streamed read: the files are never held in memory whole), unless it has just ``hashed`` them."""
+    located = {name: cache_file(root, entry[f"{name}_file"]) for name in ("rows", "index")}
+    for name, path in located.items():
+        if not hashed:
+            check_content(root, path, entry[f"{name}_sha256"])
+    try:
+        return MappedRows(located["rows"], located["index"])
+    except (OSError, ValueError, KeyError, pa.ArrowException) as err:
+        raise CacheFormatError(f"{located['rows']}: not a rows file of this format ({err}); {how_to_fix(root)}") from None

@@ -3,9 +3,11 @@
 Layout of ``<cache_root>/<teacher name>-<12 hex of fingerprint>/``::
 
     plan.json                    what is being built (fingerprint, teacher identity, shard table)
-    text_rows.jsonl              line i = text row i: {"id", "text", "image_id" (captions paired with
-                                 a cached image only)}, so pools and retrieval need no corpus reads
-    image_ids.txt                one image id per line; line i = row i of the image matrix
+    text_rows.arrow              row i = text row i: id, text, image_row (the cached image a caption
+                                 describes, -1 for none), so pools and retrieval need no corpus reads
+    text_id_index.npy            the ids' hashes sorted, with their rows: finds an id's row (rows.py)
+    image_rows.arrow             row i = row i of the image matrix: its id
+    image_id_index.npy
     image_sha256.txt             line i = sha256 of image i's file: lets a later build reuse row i
     text/shard-00000.npy         float16 [rows, dim] (.npy, so np.load(..., mmap_mode="r") reads it)
     text/shard-00000.npy.sha256  sha256sum-style checksum, written after the shard: marks it complete
@@ -88,6 +90,7 @@ from kdmcse_base.files import atomic_write, file_sha256, folder_lock, json_bytes
 from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
 from .reader import FORMAT, CacheFormatError, TeacherCache, read_json_file
+from .rows import ID_INDEX_FILES, NO_IMAGE, ROWS_FILES, id_index_bytes, rows_file_bytes
 from .towers import Teacher, TeacherConfig, build_teacher, resolve_device
 from .towers.base import StagedTeacher, load_rgb
 
@@ -98,7 +101,6 @@ DEFAULT_SHARD_ROWS = 4096
 MODALITIES = ("text", "image")
 STORAGE_DTYPE = np.float16
 NORMALISATION = "L2-normalised in float32, then cast to float16 (re-normalise after loading for exact cosines)"
-ROWS_FILES = {"text": "text_rows.jsonl", "image": "image_ids.txt"}
 IMAGE_SHA256_FILE = "image_sha256.txt"
 _UNIT_NORM_TOLERANCE = 1e-3
 
@@ -211,18 +213,13 @@ class CachePlan:
         return self.reuse.rows[spec.modality][spec.start : spec.stop]
 
     def rows_file_bytes(self, modality: str) -> bytes:
-        """``image_ids.txt``: one id a line. ``text_rows.jsonl``: id, text and, for a caption whose
-        image is cached too, that image's id: the pairing the trainer's pools and retrieval read."""
+        """The modality's rows file (:mod:`teacher_cache.rows`): ids and, for text rows, the text and the
+        image row of a caption whose image is cached too: the pairing the trainer's pools and retrieval read."""
         if modality == "image":
-            return "".join(f"{image_id}\n" for image_id in self.ids("image")).encode()
-        cached_images = set(self.ids("image"))
-        lines = []
-        for row in self.texts:
-            record = {"id": row.row_id, "text": row.text}
-            if row.image_id is not None and row.image_id in cached_images:
-                record["image_id"] = row.image_id
-            lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-        return "".join(lines).encode()
+            return rows_file_bytes(self.ids("image"))
+        image_row = {image_id: row for row, image_id in enumerate(self.ids("image"))}
+        return rows_file_bytes(self.ids("text"), [row.text for row in self.texts],
+                               [image_row.get(row.image_id, NO_IMAGE) for row in self.texts])
 
 
 @dataclass
@@ -288,6 +285,39 @@ def ensure_cache(
         return found
     return build_cache(teacher_cfg, data_cfg, cache_root, data_dir, shard_rows=shard_rows, progress=progress,
                        data=data).path
+
+
+def open_cache(teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path | str = DEFAULT_CACHE_ROOT,
+               data_dir: Path | str | None = None, *, named: Path | str | None = None,
+               progress: bool = True) -> TeacherCache:
+    """The cache of this teacher and data, opened: the ``named`` finished cache folder, checked against
+    the configs without reading the corpora (what a corpus of millions of rows needs: reading and
+    fingerprinting it costs minutes per start), else the one :func:`ensure_cache` finds or builds."""
+    if named is None:
+        return TeacherCache.open(ensure_cache(teacher_cfg, data_cfg, cache_root, data_dir, progress=progress))
+    cache = TeacherCache.open(named)
+    check_built_from(cache, teacher_cfg, data_cfg)
+    return cache
+
+
+class CacheMismatchError(ValueError):
+    """A cache named by the user was built from another teacher or other data than the config's."""
+
+
+def check_built_from(cache: TeacherCache, teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig) -> None:
+    """The cache's manifest records these very ``teacher`` and ``data`` sections (device and workers aside); else a
+    one-line error naming the first key that differs. The data files themselves are not read: a file
+    edited since the build goes unnoticed (an unnamed cache is found by the data's fingerprint instead)."""
+    manifest = cache.manifest
+    for section, recorded, wanted in (("teacher", manifest.get("teacher_config"), teacher_cfg.recorded_dict()),
+                                      ("data", manifest.get("data_config"), data_cfg.to_dict())):
+        wanted = json.loads(json.dumps(wanted))  # as the manifest stores it: tuples are lists
+        for key in sorted((set(wanted) | set(recorded or {})) - {"device"}):  # a GPU's cache serves a CPU run
+            if (recorded or {}).get(key) != wanted.get(key):
+                raise CacheMismatchError(
+                    f"teacher cache {cache.path} was built with {section}.{key}="
+                    f"{(recorded or {}).get(key)!r}, this config has {wanted.get(key)!r}: use the config it was "
+                    "built from, or leave train.teacher_cache unset to find or build the matching cache")
 
 
 def find_complete_cache(teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path,
@@ -508,9 +538,6 @@ def _prepare_directory(plan: CachePlan) -> None:
         (directory / modality).mkdir(parents=True, exist_ok=True)
     for stale in directory.rglob("*.tmp-*"):
         stale.unlink()
-    bad = [row_id for row_id in plan.ids("image") if "\n" in row_id or "\r" in row_id]
-    if bad:
-        raise ValueError(f"image ids must be single-line: {bad[:5]}")
     earlier = _read_json(directory / "plan.json")
     if earlier is not None and earlier.get("reused_from") != _plan_record(plan)["reused_from"]:
         for spec in plan.all_shards():
@@ -518,6 +545,7 @@ def _prepare_directory(plan: CachePlan) -> None:
             (directory / spec.file).unlink(missing_ok=True)
     for modality in MODALITIES:
         write_if_changed(directory / ROWS_FILES[modality], plan.rows_file_bytes(modality))
+        write_if_changed(directory / ID_INDEX_FILES[modality], id_index_bytes(plan.ids(modality)))
     write_if_changed(directory / IMAGE_SHA256_FILE, "".join(f"{sha256}\n" for sha256 in plan.image_sha256).encode())
     write_if_changed(directory / "plan.json", json_bytes(_plan_record(plan)))
 
@@ -715,18 +743,22 @@ def _finalise(plan: CachePlan) -> None:
                 raise CacheIntegrityError(f"{plan.directory / spec.file} does not match its checksum; delete it and rerun")
             shards.append({"file": spec.file, "rows": [spec.start, spec.stop], "sha256": recorded,
                            "bytes": (plan.directory / spec.file).stat().st_size})
-        rows_file = plan.directory / ROWS_FILES[modality]
         modalities[modality] = {
             "count": plan.count(modality),
             "dim": plan.dims[modality],
-            "rows_file": ROWS_FILES[modality],
-            "rows_sha256": file_sha256(rows_file),
-            "rows_bytes": rows_file.stat().st_size,
+            **_file_record("rows", plan.directory, ROWS_FILES[modality]),
+            **_file_record("index", plan.directory, ID_INDEX_FILES[modality]),
             "shards": shards,
         }
     manifest = {**_plan_record(plan), "modalities": modalities, "versions": library_versions()}
     atomic_write(plan.directory / "manifest.json", json_bytes(manifest))
     record_verified(plan.directory, manifest)
+
+
+def _file_record(name: str, directory: Path, file: str) -> dict[str, Any]:
+    """The manifest's ``<name>_file``, ``<name>_sha256`` and ``<name>_bytes`` of a cache file."""
+    return {f"{name}_file": file, f"{name}_sha256": file_sha256(directory / file),
+            f"{name}_bytes": (directory / file).stat().st_size}
 
 
 # --- process group -------------------------------------------------------------------------------

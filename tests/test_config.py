@@ -107,9 +107,18 @@ def test_a_bad_base_is_a_config_error(tmp_path, text, message):
 
 @pytest.mark.parametrize("images, held_out", [(4, 1), (7, 1), (3, 0), (397, 99), (29000, 1000)])
 def test_auto_holdout_is_a_quarter_of_the_images_at_most_1000(images, held_out):
-    from distill.pools import choose_heldout_images
+    import numpy as np
+    import pyarrow as pa
 
-    assert len(choose_heldout_images([f"i{k}" for k in range(images)], "auto")) == held_out
+    from distill.pools import HOLDOUT_SEED, choose_heldout_images
+    from teacher_cache.rows import StringColumn
+
+    ids = [f"i{k}" for k in np.random.default_rng(images).permutation(images)]  # rows not in id order
+    chosen = choose_heldout_images(StringColumn(pa.chunked_array([ids])), np.arange(images), "auto")
+    assert len(chosen) == held_out
+    # the rows of the ids the list-based selection picked: ids sorted, a fixed permutation, its first n
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(images)
+    assert sorted(ids[row] for row in chosen) == sorted(sorted(ids)[i] for i in order[:held_out])
 
 
 @pytest.mark.parametrize("section, message", [

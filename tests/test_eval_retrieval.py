@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ import eval.retrieval as retrieval
 from distill.losses.mmref import build_references
 from distill.student import GroundingHeads
 from eval.encode import encode
+from teacher_cache.rows import StringColumn
 from eval.retrieval import (
     RetrievalRunError,
     evaluate_retrieval,
@@ -203,8 +205,9 @@ class _FakeCache:
         rng = random.Random(1)
         self.image_ids = [f"flickr30k:{100 + i}" for i in range(n_images)]
         self.text_ids = ["wiki1m:0", "wiki1m:1"] + [f"flickr30k:train:{i}:{k}" for i in range(n_images) for k in (1, 2, 3)]
-        self.caption_image_ids = [None, None] + [image_id for image_id in self.image_ids for _ in range(3)]
-        self.texts = [" ".join(rng.choice(WORDS) for _ in range(5)) for _ in self.text_ids]
+        self.caption_image_rows = np.array([-1, -1] + [image for image in range(n_images) for _ in range(3)])
+        self.texts = StringColumn(pa.chunked_array([[" ".join(rng.choice(WORDS) for _ in range(5))
+                                                     for _ in self.text_ids]]))
         self.image_vectors = torch.randn(len(self.image_ids), TEACHER_IMAGE_DIM, generator=generator)
         self.text_vectors = torch.randn(len(self.text_ids), TEACHER_TEXT_DIM, generator=generator)
 
@@ -229,8 +232,7 @@ def run_dir(tmp_path, tiny_st, monkeypatch):
     heldout = ["flickr30k:104", "flickr30k:101", "flickr30k:103"]
     (run / "train_summary.json").write_text(json.dumps({"heldout_image_ids": heldout}))
     cache = _FakeCache()
-    monkeypatch.setattr(retrieval, "ensure_cache", lambda *args, **kwargs: tmp_path / "cache")
-    monkeypatch.setattr(retrieval.TeacherCache, "open", classmethod(lambda cls, path: cache))
+    monkeypatch.setattr(retrieval, "open_cache", lambda *args, **kwargs: cache)
     return run, heldout, cache
 
 

@@ -149,7 +149,7 @@ def test_cache_dataset_holds_each_rows_sentence_and_teacher_vector(tiny_cache):
     cache = TeacherCache.open(tiny_cache)
     data = cache_dataset(tiny_cache)
     assert data.column_names == ["sentence", "label"] and len(data) == len(cache.text_ids)
-    assert data["sentence"] == cache.texts
+    assert data["sentence"] == list(cache.texts)
     torch.testing.assert_close(torch.tensor(data["label"]), cache.text(range(len(data))).float())
     picked = cache_dataset(cache, rows=[4, 1])
     assert picked["sentence"] == [cache.texts[4], cache.texts[1]]

@@ -63,10 +63,19 @@ def test_rows_across_shards_in_requested_order(composite_cache):
 def test_texts_and_caption_images(composite_cache):
     cache = composite_cache
     assert cache.texts[0] == "YMCA in South Australia"
-    assert cache.caption_image_ids[:10] == [None] * 10  # wiki1m sentences describe no image
-    captions = [(row_id, image_id) for row_id, image_id in zip(cache.text_ids, cache.caption_image_ids)
-                if image_id is not None]
+    assert cache.texts.take([3, 0]) == [cache.texts[3], "YMCA in South Australia"]
+    assert cache.caption_image_rows[:10].tolist() == [-1] * 10  # wiki1m sentences describe no image
+    captions = [(row_id, cache.image_ids[image]) for row_id, image in zip(cache.text_ids, cache.caption_image_rows)
+                if image >= 0]
     assert len(captions) == 15 and all(image_id == f"coco:{row_id.split(':')[1]}" for row_id, image_id in captions)
+
+
+def test_rows_are_memory_maps_not_python_lists(composite_cache):
+    """Opening a cache parses no row: ids and texts stay Arrow columns over a map, the pairing a numpy view."""
+    cache = composite_cache
+    assert not cache.caption_image_rows.flags.owndata and not cache.caption_image_rows.flags.writeable
+    assert list(cache.texts) == [cache.texts[row] for row in range(len(cache.texts))]  # chunked walk = row reads
+    assert cache.texts[-2:] == [cache.texts[23], cache.texts[24]]
 
 
 def test_clip_cache_rows_equal_the_stored_shards(clip_cache):
@@ -86,7 +95,7 @@ def test_open_refuses_an_unfinished_or_inconsistent_cache(composite_cache, tmp_p
         TeacherCache.open(broken)
     manifest["format"] = "teacher-cache/1"
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CacheFormatError, match="format 'teacher-cache/1', this reader knows 'teacher-cache/2'; rebuild"):
+    with pytest.raises(CacheFormatError, match="format 'teacher-cache/1', this reader knows 'teacher-cache/3'; rebuild"):
         TeacherCache.open(broken)
 
 
@@ -111,7 +120,28 @@ def test_a_bit_flipped_after_verification_is_caught_on_first_read(composite_cach
     reopened.text([0])  # shard 0 is intact
     with pytest.raises(CacheIntegrityError, match="^" + re.escape(f"{shard} does not match its checksum in the manifest")):
         reopened.text([9])
-    rows_file = copy / composite_cache.manifest["modalities"]["text"]["rows_file"]
-    _flip_one_bit_keeping_size_and_mtime(rows_file, 20)
-    with pytest.raises(CacheIntegrityError, match="^" + re.escape(f"{rows_file} does not match its checksum")):
-        TeacherCache.open(copy)
+    for name in ("rows_file", "index_file"):
+        rows_file = copy / composite_cache.manifest["modalities"]["text"][name]
+        _flip_one_bit_keeping_size_and_mtime(rows_file, rows_file.stat().st_size - 20)
+        with pytest.raises(CacheIntegrityError, match="^" + re.escape(f"{rows_file} does not match its checksum")):
+            TeacherCache.open(copy)
+        _flip_one_bit_keeping_size_and_mtime(rows_file, rows_file.stat().st_size - 20)  # restored
+
+
+def test_a_named_cache_opens_without_reading_the_corpora_and_refuses_other_configs(composite_cache, monkeypatch):
+    """``train.teacher_cache``: the configs are checked against the manifest; no corpus file is read."""
+    import dataclasses
+
+    import teacher_cache.writer
+    from teacher_cache import CacheMismatchError, open_cache
+
+    monkeypatch.setattr(teacher_cache.writer, "collect_data", lambda *args: pytest.fail("the corpora were read"))
+    teacher = TeacherConfig(device="cuda", batch_size=8, num_workers=3)  # runtime-only keys may differ
+    opened = open_cache(teacher, DATA_CFG, "/nonexistent", named=composite_cache.path)
+    assert opened.path == composite_cache.path and opened.texts[0] == composite_cache.texts[0]
+    other_data = dataclasses.replace(DATA_CFG, limits={**DATA_CFG.limits, "wiki1m": 11})
+    with pytest.raises(CacheMismatchError, match=r"^teacher cache .* was built with data\.limits=.*'wiki1m': 10.*"
+                                                 r"this config has .*'wiki1m': 11.*leave train\.teacher_cache unset"):
+        open_cache(teacher, other_data, named=composite_cache.path)
+    with pytest.raises(CacheMismatchError, match=r"was built with teacher\.batch_size=8, this config has 16"):
+        open_cache(TeacherConfig(device="cpu", batch_size=16), DATA_CFG, named=composite_cache.path)

@@ -69,8 +69,9 @@ def test_two_workers_write_the_bytes_of_an_in_process_build(backend, data_dir, t
         assert report.encoded == {"text": 25, "image": 4} and report.shards_written == 4 + 1
     sha256s = _sha256s(roots[0])
     assert sha256s == _sha256s(roots[2])
-    # 5 shards + their checksums, plan, manifest, 3 row files, image_sha256.txt, 1 index entry
-    assert sum(name.endswith(".npy") for name in sha256s) == 5 and len(sha256s) == 16
+    # 5 shards + their checksums, 2 id indexes (.npy too), plan, manifest, 2 rows files, image_sha256.txt,
+    # 1 index entry
+    assert sum(name.endswith(".npy") for name in sha256s) == 5 + 2 and len(sha256s) == 18
     manifest = json.loads(next(roots[2].glob("*/manifest.json")).read_text())
     assert "num_workers" not in json.dumps(manifest)
     assert [(s["path"], s["problem"].split(" (")[0]) for s in manifest["skipped"]] == [

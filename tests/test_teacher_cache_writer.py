@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 import pytest
 
@@ -89,11 +90,11 @@ def test_layout_and_manifest(reference):
     assert [s["rows"] for s in manifest["modalities"]["text"]["shards"]][-1] == [40, 44]
     assert len(manifest["modalities"]["text"]["shards"]) == 6
     assert manifest["teacher"]["identity"]["backend"] == "composite" and manifest["versions"]["torch"]
-    rows = [json.loads(line) for line in (reference / "text_rows.jsonl").read_text().splitlines()]
-    assert rows[0] == {"id": "wiki1m:0", "text": "YMCA in South Australia"}
+    rows = pa.ipc.open_file(reference / "text_rows.arrow").read_all().to_pylist()
+    assert rows[0] == {"id": "wiki1m:0", "text": "YMCA in South Australia", "image_row": -1}
     first_caption = rows[24]  # after the 24 wiki1m sentences: a coco2017_mini caption, paired with its photo
-    assert first_caption["id"] == "coco2017_mini:790:0" and first_caption["image_id"] == "coco:790"
-    assert (reference / "image_ids.txt").read_text().splitlines()[0] == "coco:790"
+    assert first_caption["id"] == "coco2017_mini:790:0" and first_caption["image_row"] == 0
+    assert pa.ipc.open_file(reference / "image_rows.arrow").read_all().column("id")[0].as_py() == "coco:790"
     shard = manifest["modalities"]["text"]["shards"][0]
     assert shard["bytes"] == (reference / shard["file"]).stat().st_size == 128 + 8 * 384 * 2
     assert verify_cache(reference) == []
@@ -139,8 +140,7 @@ def test_a_complete_cache_opens_without_the_teacher_reading_the_corpora_once(ref
     assert (pools.n_text, pools.n_paired) == (24, 15)  # 3 of 4 photos paired (5 captions each), 1 held out
     held_out = pools.heldout_image_ids[0]
     assert held_out not in {cache.image_ids[i] for i in pools.paired_image_rows}
-    assert [cache.caption_image_ids[row] for row in pools.paired_text_rows] == [
-        cache.image_ids[i] for i in pools.paired_image_rows]
+    assert cache.caption_image_rows[pools.paired_text_rows].tolist() == pools.paired_image_rows.tolist()
 
 
 def _copy_of(reference: Path, tmp_path: Path) -> Path:
@@ -197,13 +197,13 @@ def test_checksums_are_verified_once_then_only_sizes_and_mtimes(reference, tmp_p
     file_sha256 = teacher_cache.integrity.file_sha256
     monkeypatch.setattr(teacher_cache.integrity, "file_sha256", lambda path: hashed.append(path) or file_sha256(path))
     TeacherCache.open(copy)
-    assert len(hashed) == 9  # 6 text + 1 image shards, 2 row files
+    assert len(hashed) == 11  # 6 text + 1 image shards, 2 rows files, 2 id indexes: each once
     TeacherCache.open(copy)
-    assert len(hashed) == 9, "an unchanged cache must not be hashed again"
+    assert len(hashed) == 15, "an unchanged cache hashes only its rows files and indexes (per process)"
     shard = copy / "text" / "shard-00001.npy"
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
     TeacherCache.open(copy)
-    assert len(hashed) == 18, "a file touched since the last verification makes the next open verify again"
+    assert len(hashed) == 26, "a file touched since the last verification makes the next open verify again"
 
 
 def test_rows_a_batch_reads_are_checked_finite_and_unit_norm(reference, tmp_path):
@@ -306,7 +306,7 @@ def test_bad_rows_are_all_listed_before_encoding_then_skipped(teacher, tmp_path)
     with pytest.raises(KeyError, match="skipped as bad input"):
         cache.image_index([f"coco:{records[1]['image_id']}"])
     # captions of the two skipped photos stay as text, unpaired; the others are paired with their photo
-    paired = [image_id for image_id in cache.caption_image_ids if image_id is not None]
+    paired = cache.image_ids.take(cache.caption_image_rows[cache.caption_image_rows >= 0])
     assert sorted(set(paired)) == sorted(cache.image_ids) and len(paired) == 9  # 4 + 5 captions
     with pytest.raises(BadInputError, match="data.skip_bad=true"):  # not accepted silently without the key
         build_cache(TEACHER_CFG, data_cfg, root, data_dir, shard_rows=SHARD_ROWS, progress=False, teacher=teacher)

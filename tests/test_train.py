@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -245,9 +246,17 @@ def test_bad_config_value_fails_fast_with_the_key_named(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def torchrun(args: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+def free_port() -> int:
+    """A port no process listens on now, so tests launching torchrun can run side by side."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(port), *args], env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
+                             "--master_port", str(free_port()), *args],
+                            env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -266,7 +275,7 @@ def test_torchrun_two_processes_compute_the_global_batch(tiny_bert_dir, tmp_path
     wrapper = [str(ROOT / "tests" / "no_dropout.py"), str(ROOT / "scripts" / "train_student.py")]
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.eval_every": 2,
                                                         "train.log_every": 1})
-    two = torchrun([*wrapper, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}"], 29533)
+    two = torchrun([*wrapper, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}"])
     _, err = two.communicate(timeout=600)
     assert two.returncode == 0, err[-3000:]
     one = subprocess.run([sys.executable, *wrapper, *common, f"train.output_dir={tmp_path / 'one'}"],
@@ -299,11 +308,11 @@ def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(tiny
     script = str(ROOT / "scripts" / "train_student.py")
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 4, "train.batch_size": 4})
     one = torchrun([script, *common, f"train.output_dir={tmp_path / 'one'}",
-                    f"train.cache_root={tmp_path / 'cache_one'}"], 29537)
+                    f"train.cache_root={tmp_path / 'cache_one'}"])
     _, err = one.communicate(timeout=600)
     assert one.returncode == 0, err[-3000:]
-    nodes = [node_launch([script, *common, f"train.output_dir={tmp_path / 'two'}"], "localhost:29538")
-             for _ in range(2)]
+    endpoint = f"localhost:{free_port()}"
+    nodes = [node_launch([script, *common, f"train.output_dir={tmp_path / 'two'}"], endpoint) for _ in range(2)]
     for node in nodes:
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-3000:]
@@ -317,17 +326,17 @@ def test_torchrun_kill_and_resume_is_bit_identical(tiny_bert_dir, tmp_path):
     """Both ranks' RNG states (dropout on) travel in the checkpoint: a killed 2-process run resumes exactly."""
     script = str(ROOT / "scripts" / "train_student.py")
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6, "train.batch_size": 4})
-    straight = torchrun([script, *common, f"train.output_dir={tmp_path / 'straight'}"], 29534)
+    straight = torchrun([script, *common, f"train.output_dir={tmp_path / 'straight'}"])
     _, err = straight.communicate(timeout=600)
     assert straight.returncode == 0, err[-3000:]
 
     resumed = tmp_path / "resumed"
     killer = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT_REPLACE": "checkpoint.pt:2"}  # rank 0, at step 4
     proc = torchrun([str(ROOT / "tests" / "kill_at_replace.py"), script, *common, f"train.output_dir={resumed}"],
-                    29535, env=killer)
+                    env=killer)
     proc.communicate(timeout=600)
     assert proc.returncode != 0 and not (resumed / "model").exists()
-    rerun = torchrun([script, *common, f"train.output_dir={resumed}"], 29536)
+    rerun = torchrun([script, *common, f"train.output_dir={resumed}"])
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-3000:]
     assert "resuming" in out + err
