@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test test-quick install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
+# One pytest worker per core; a file's tests stay on one worker, so its module fixtures are built once.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadfile tests
+
+# Without the end-to-end tests marked slow (torchrun launches, full training runs): for quick iteration.
+test-quick: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
 
 clean-venv:
 	rm -rf $(VENV)

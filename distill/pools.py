@@ -46,11 +46,11 @@ def build_pools(cache: TeacherCache, heldout_images: int | str = 0) -> TrainingP
     image_of_caption = cache.caption_image_rows
     is_caption = image_of_caption >= 0
     heldout_rows = choose_heldout_images(cache.image_ids, np.unique(image_of_caption[is_caption]), heldout_images)
-    paired = np.flatnonzero(is_caption & ~np.isin(image_of_caption, heldout_rows))
-    return TrainingPools(
+    paired = np.flatnonzero(is_caption & ~np.isin(image_of_caption, heldout_rows) if len(heldout_rows) else is_caption)
+    return TrainingPools(  # flatnonzero gives int64 rows: no copies (a 10M-row pool is 80 MB a copy)
         sentences=cache.texts,
-        text_rows=np.flatnonzero(~is_caption).astype(np.int64),  # paired and held-out captions alike are out
-        paired_text_rows=paired.astype(np.int64),
+        text_rows=np.flatnonzero(~is_caption),  # paired and held-out captions alike are out
+        paired_text_rows=paired,
         paired_image_rows=np.asarray(image_of_caption[paired], dtype=np.int64),
         heldout_image_ids=sorted(cache.image_ids.take(heldout_rows)),
     )

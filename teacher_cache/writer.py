@@ -204,7 +204,13 @@ class CachePlan:
         return [spec for modality in MODALITIES for spec in self.shards(modality)]
 
     def ids(self, modality: str) -> list[str]:
-        return [row.row_id for row in self.texts] if modality == "text" else [row.image_id for row in self.images]
+        return self.ids_at(modality, range(self.count(modality)))
+
+    def ids_at(self, modality: str, rows: Iterable[int]) -> list[str]:
+        """The ids of some rows (a shard's batch: listing every id there cost a pass over the corpus a batch)."""
+        if modality == "text":
+            return [self.texts[row].row_id for row in rows]
+        return [self.images[row].image_id for row in rows]
 
     def donor_rows(self, spec: ShardSpec) -> np.ndarray:
         """The donor row of each row of the shard (-1: encode it)."""
@@ -667,10 +673,9 @@ def _encode_shard(sources: _RowSources, plan: CachePlan, spec: ShardSpec, batche
         # float16 -> float32 -> float16 is exact: these are the donor's bytes.
         out[reused] = stored(donor_rows[reused]).numpy().astype(STORAGE_DTYPE)
     forward = _forward(sources.teacher, spec.modality)
-    ids = plan.ids(spec.modality)
     for batch in batches:
         embeddings = forward(next(progress.prepared))
-        _check_embeddings(embeddings, [ids[row] for row in batch], plan.dims[spec.modality])
+        _check_embeddings(embeddings, plan.ids_at(spec.modality, batch), plan.dims[spec.modality])
         out[np.array(batch) - spec.start] = embeddings.numpy().astype(STORAGE_DTYPE)
         progress.bar.update(len(batch))
     return out

@@ -31,8 +31,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.offline_distill import CONFIG, METHODS
 from distill.config import load_config
+from distill.recipes import CONFIG, METHODS
 from modules_testkit import SENTENCES, make_inputs, make_student, objective_for, run
 
 ROOT = Path(__file__).resolve().parents[1]
