@@ -17,13 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
-# One pytest worker per core; a file's tests stay on one worker, so its module fixtures are built once.
+# One pytest worker per core, one torch thread each (workers x threads = cores: more threads only spin);
+# a file's tests stay on one worker, so its module fixtures are built once.
+PYTEST := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile --durations=10
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadfile tests
+	$(PYTEST) tests
 
 # Without the end-to-end tests marked slow (torchrun launches, full training runs): for quick iteration.
 test-quick: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 clean-venv:
 	rm -rf $(VENV)

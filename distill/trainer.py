@@ -256,6 +256,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     """Open the cache and pools, build the student, optimiser and schedule, and resume if a checkpoint exists."""
     folder = RunFolder(Path(cfg.train.output_dir))
     cache = open_teacher_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), env)
+    cache.check_every_shard()  # here, once: loader workers inherit it and no step waits on a hash
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     refuse_batch_larger_than_pools(batch_plan(cfg, pools, env), env)
     if env.is_main:

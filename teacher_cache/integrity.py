@@ -13,7 +13,8 @@ Three layers, from cheapest to dearest:
    manifest's sha256. Damage after the
    last stamp (a changed value with the size and mtime kept, e.g. a doubled coordinate) stops the read
    naming the file before any row of it is used. A shard costs one sha256 pass per process (about
-   0.2 s per 100 MB); forked loader workers inherit their parent's checks.
+   0.2 s per 100 MB); a trainer hashes every shard when it starts (``TeacherCache.check_every_shard``),
+   so its forked loader workers inherit the checks and no training step waits on a hash.
 4. *Rows* (every lookup, see ``reader``): the rows a batch reads are finite and unit-norm.
 """
 from __future__ import annotations

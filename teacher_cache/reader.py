@@ -74,13 +74,17 @@ class _Modality:
         out = np.empty((idx.size, self.dim), dtype=np.float32)
         shard_of = np.searchsorted(self.starts, idx, side="right") - 1
         for shard in np.unique(shard_of):
-            if not self.content_checked[shard]:
-                check_content(self.root, cache_file(self.root, self.files[shard]), self.checksums[shard])
-                self.content_checked[shard] = True
+            self.check_shard(shard)
             mask = shard_of == shard
             out[mask] = self.shards[shard][idx[mask] - self.starts[shard]]
         self._check_rows(out, idx, shard_of)
         return out
+
+    def check_shard(self, shard: int) -> None:
+        """The shard's sha256, once per process, before any row of it is used."""
+        if not self.content_checked[shard]:
+            check_content(self.root, cache_file(self.root, self.files[shard]), self.checksums[shard])
+            self.content_checked[shard] = True
 
     def _check_rows(self, out: np.ndarray, idx: np.ndarray, shard_of: np.ndarray) -> None:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -180,6 +184,14 @@ class TeacherCache:
 
     def verify(self) -> list[str]:
         return verify_cache(self.path)
+
+    def check_every_shard(self) -> None:
+        """Hash every shard not yet hashed by this process now (about 0.2 s per 100 MB), instead of at its
+        first read: a trainer does it before forking loader workers, which inherit the checks, so no
+        training step waits on a hash (at 10M rows each worker hashed 0.6 GB of shards within its steps)."""
+        for modality in self._modalities.values():
+            for shard in range(len(modality.shards)):
+                modality.check_shard(shard)
 
 
 def _on_device(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
