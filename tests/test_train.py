@@ -208,6 +208,7 @@ def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(str
     assert_same_weights(straight / "model", out / "model")
 
 
+@pytest.mark.slow  # two training runs in subprocesses
 def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2}))
     train(cfg, stsb_dev_evaluator(cfg))
