@@ -207,8 +207,8 @@ def _open_rows(root: Path, entry: dict[str, Any], hashed: bool) -> MappedRows:
     """A modality's rows file and id index, mapped after their checksums are checked in this process
     (a streamed read: the files are never held in memory whole), unless it has just ``hashed`` them."""
     located = {name: cache_file(root, entry[f"{name}_file"]) for name in ("rows", "index")}
-    for name, path in located.items():
-        if not hashed:
+    if not hashed:
+        for name, path in located.items():
             check_content(root, path, entry[f"{name}_sha256"])
     try:
         return MappedRows(located["rows"], located["index"])

@@ -74,11 +74,14 @@ class StringColumn(Sequence[str]):
 
     def take(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         """The values at ``rows`` (in that order, repeats allowed)."""
-        return self._array.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+        return self._taken(rows).to_pylist()
 
     def argsort(self, rows: np.ndarray) -> np.ndarray:
         """Positions that order the values at ``rows`` (code point order, as ``sorted`` orders str)."""
-        return pc.sort_indices(self._array.take(pa.array(np.asarray(rows, dtype=np.int64)))).to_numpy()
+        return pc.sort_indices(self._taken(rows)).to_numpy()
+
+    def _taken(self, rows: Sequence[int] | np.ndarray) -> pa.ChunkedArray:
+        return self._array.take(pa.array(np.asarray(rows, dtype=np.int64)))
 
     def __iter__(self) -> Iterator[str]:
         for start in range(0, len(self), _ITER_CHUNK):

@@ -317,13 +317,13 @@ def check_built_from(cache: TeacherCache, teacher_cfg: TeacherConfig, data_cfg: 
     manifest = cache.manifest
     for section, recorded, wanted in (("teacher", manifest.get("teacher_config"), teacher_cfg.recorded_dict()),
                                       ("data", manifest.get("data_config"), data_cfg.to_dict())):
-        wanted = json.loads(json.dumps(wanted))  # as the manifest stores it: tuples are lists
-        for key in sorted((set(wanted) | set(recorded or {})) - {"device"}):  # a GPU's cache serves a CPU run
-            if (recorded or {}).get(key) != wanted.get(key):
+        recorded, wanted = recorded or {}, json.loads(json.dumps(wanted))  # as stored: tuples are lists
+        for key in sorted((set(wanted) | set(recorded)) - {"device"}):  # a GPU's cache serves a CPU run
+            if recorded.get(key) != wanted.get(key):
                 raise CacheMismatchError(
-                    f"teacher cache {cache.path} was built with {section}.{key}="
-                    f"{(recorded or {}).get(key)!r}, this config has {wanted.get(key)!r}: use the config it was "
-                    "built from, or leave train.teacher_cache unset to find or build the matching cache")
+                    f"teacher cache {cache.path} was built with {section}.{key}={recorded.get(key)!r}, this config "
+                    f"has {wanted.get(key)!r}: use the config it was built from, or leave train.teacher_cache unset "
+                    "to find or build the matching cache")
 
 
 def find_complete_cache(teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path,
