@@ -15,6 +15,10 @@ What it times, in one run, each in fp32 and bf16, eager and under ``torch.compil
     its inputs prepared ahead as the trainer's step loader prepares them (the device copy is timed);
   * a tight reference loop: the same encoder shape doing SimCSE on the same batch pre-tokenised on the
     device, fused AdamW on CUDA, no host syncs inside the step.
+  * the project's default recipe (embedding regression, one dropout view) against sentence-transformers' own
+    distillation recipe (``MSELoss`` to the same cached teacher rows through ``SentenceTransformerTrainer``,
+    its whole step as its ``train()`` loop runs it, collating included; eager only): the race of
+    ``benchmarks/race_st.py`` at BERT-base size, steps/s only (random weights say nothing of quality).
 Every configuration takes one step in turn (A, B, C, ..., A, B, C, ...) so all see the same machine
 load; the report gives medians, TFLOP/s and the ratio to the SimCSE step at the same precision and
 compile setting. FLOPs per step are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode``
@@ -32,6 +36,7 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +55,7 @@ from benchmarks.paper_scale import BERT_SHAPES, Layout, lay_out_data, save_rando
 from distill.config import RunConfig, load_config  # noqa: E402
 from distill.objective import DistillationObjective  # noqa: E402
 from distill.pools import TrainingPools, build_pools  # noqa: E402
+from distill.recipes import METHODS  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
 from teacher_cache import CacheDataConfig, TeacherCache, TeacherConfig, build_cache  # noqa: E402
@@ -71,7 +77,10 @@ VARIANTS: dict[str, list[str]] = {
                                                              "loss.false_negative_filter=threshold",
                                                              "loss.soft_target_weight=1"],
 }
-STEP_NAMES = [*VARIANTS, TIGHT]
+REGRESSION = "Embedding regression, one view (project)"
+VARIANTS[REGRESSION] = list(METHODS["regression"].overrides)
+ST_TRAINER = "sentence-transformers trainer, MSELoss (its own step)"
+STEP_NAMES = [*VARIANTS, TIGHT, ST_TRAINER]
 
 
 # --- random models (benchmark only) ---------------------------------------------------------------
@@ -205,6 +214,88 @@ def tight_step_fn(student_dir: Path, sentences: list[str], precision: str, devic
     return step
 
 
+def st_trainer_step_fn(student_dir: Path, batch: tuple, precision: str, device: torch.device,
+                       work: Path) -> "GatedTrainer":
+    """sentence-transformers' own distillation recipe (``MSELoss`` to the cached teacher rows of the batch,
+    ``SentenceTransformerTrainer`` with its defaults: AdamW, warm-up, gradient clipping, bf16 through its
+    own mixed precision) on the same 64 captions, held step by step so it takes turns with the others."""
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from distill.st_losses import cache_dataset
+
+    cache, rows = batch
+    torch.manual_seed(0)
+    model = SentenceTransformer(str(student_dir), device=str(device))
+    model.max_seq_length = MAX_TOKENS
+    width = model.get_sentence_embedding_dimension()
+    if width != cache.text_dim:  # a smaller rehearsal student: a linear map to the teacher's width
+        model.append(Dense(width, cache.text_dim, activation_function=nn.Identity()).to(device))
+    # the 64 captions repeated: its sampler draws batches of them, and an epoch ends only every 200 steps
+    dataset = cache_dataset(cache, np.tile(rows, 200))
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work / "st_trainer"), per_device_train_batch_size=len(rows), max_steps=10**6,
+        learning_rate=3e-5, warmup_ratio=0.1, bf16=precision == "bf16", save_strategy="no",
+        logging_steps=10**6, report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu")
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=MSELoss(model))
+    sample = dataset[: len(rows)]
+    return GatedTrainer(trainer, sample["sentence"], torch.tensor(sample["label"], device=device))
+
+
+class GatedTrainer:
+    """A Hugging Face trainer running its own ``train()`` loop in a thread, held at the end of every step
+    until a call lets it take the next one. A call therefore times one whole step as that loop runs it:
+    its loader drawing and collating (tokenising) the batch, forward, backward, clipping, optimiser and
+    schedule, with none of the trainer's internals driven from outside."""
+
+    def __init__(self, trainer, sentences: list[str], targets: torch.Tensor):
+        from transformers import TrainerCallback
+
+        self.trainer, self.sentences, self.targets = trainer, sentences, targets
+        self.go, self.done = threading.Semaphore(0), threading.Semaphore(0)
+        self.error: BaseException | None = None
+        gate = self
+
+        class Gate(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                gate.go.acquire()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                gate.done.release()
+                gate.go.acquire()
+
+        trainer.add_callback(Gate())
+        threading.Thread(target=self._train, daemon=True).start()  # left held at the end of the run
+
+    def _train(self) -> None:
+        try:
+            self.trainer.train()
+        except BaseException as error:  # handed to the caller, which would otherwise wait forever
+            self.error = error
+        self.done.release()
+
+    def __call__(self) -> None:
+        self.go.release()
+        self.done.acquire()
+        if self.error is not None:
+            raise RuntimeError("sentence-transformers' trainer failed") from self.error
+
+    def count_flops(self) -> int:
+        """Its model's forward and backward on the batch, counted here: the counter sees only this thread.
+        The trainer is held between steps meanwhile; the gradients this leaves are cleared."""
+        from sentence_transformers.util import batch_to_device
+
+        model = self.trainer.model
+        features = batch_to_device(model.tokenize(self.sentences), self.targets.device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            F.mse_loss(model(features)["sentence_embedding"], self.targets).backward()
+        model.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
 def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -306,7 +397,21 @@ def render_report(rows: list[Row], flops: dict[str, int], facts: dict[str, str])
     for row in rows:
         lines.append(f"| {row.config.name} | {row.config.precision} | {'yes' if row.config.compiled else 'no'} | "
                      f"{row.median_ms:.3f} | {flops[row.config.name] / 1e12:.6f} | {row.tflops:.6f} | {row.ratio:.3f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + race_lines(rows)) + "\n"
+
+
+def race_lines(rows: list[Row]) -> list[str]:
+    """The project's default recipe (one-view regression) against sentence-transformers' own recipe, step for
+    step on the same batch, eager: the steps/s ratio at each precision."""
+    eager = {(row.config.name, row.config.precision): row.median_ms for row in rows if not row.config.compiled}
+    lines = ["", "## The default recipe against sentence-transformers' own, per step", "",
+             f"Steps/s of `{REGRESSION}` over `{ST_TRAINER}`, both eager, on the same 64 captions and "
+             "teacher rows (its sampler draws its batches from them):", ""]
+    for (name, precision), ms in eager.items():
+        if name == REGRESSION and (ST_TRAINER, precision) in eager:
+            lines.append(f"- {precision}: {ms:.3f} ms against {eager[ST_TRAINER, precision]:.3f} ms, "
+                         f"**{eager[ST_TRAINER, precision] / ms:.2f}x**")
+    return lines
 
 
 # --- main ---------------------------------------------------------------------------------------------
@@ -360,14 +465,16 @@ def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
     cache, pools = random_teacher_cache(work, resolve_data_dir(args.data_dir))
     # one fixed batch of 64 random captions: every configuration and step sees the same shapes
     fixed = Step("paired", np.random.default_rng(0).permutation(pools.n_paired)[:64])
-    sentences = [pools.sentences[i] for i in pools.paired_text_rows[fixed.rows]]
+    text_rows = pools.paired_text_rows[fixed.rows]
+    sentences = [pools.sentences[i] for i in text_rows]
     backend = None if args.compile == "none" else args.compile
     steps = build_steps(args.precisions, (backend, args.compile_mode), student_dir,
-                        (cache, pools, fixed, sentences), device)
+                        (cache, pools, fixed, text_rows), device, work)
     flops: dict[str, int] = {}  # counted once per step kind: the same math at every precision and compile setting
     for config, run_step in steps.items():
         if not config.compiled and config.name not in flops:
-            flops[config.name] = count_flops(run_step)
+            flops[config.name] = (run_step.count_flops() if isinstance(run_step, GatedTrainer)
+                                  else count_flops(run_step))
     times = time_interleaved(steps, args.steps, args.warmup, device)
     tokens = padded_length(student_dir, sentences)
     params = non_embedding_params(build_encoder(load_config(PAPER_CONFIG, [f"student.model={student_dir}"]).student))
@@ -382,10 +489,13 @@ def run(args: argparse.Namespace, device: torch.device, work: Path) -> str:
 
 
 def build_steps(precisions: list[str], compile_with: tuple[str | None, str | None], student_dir: Path,
-                batch: tuple, device: torch.device) -> dict[Config, Callable[[], None]]:
+                batch: tuple, device: torch.device, work: Path) -> dict[Config, Callable[[], None]]:
     """One closure per configuration; each owns its model and optimiser. ``compile_with`` = (backend or
-    None for no compiled rows, mode); ``batch`` = (cache, pools, fixed step, its sentences)."""
-    cache, pools, fixed, sentences = batch
+    None for no compiled rows, mode); ``batch`` = (cache, pools, fixed step, its cache text rows).
+    sentence-transformers' trainer step is timed eager only: its ``torch_compile`` compiles the whole model
+    inside ``train()``, which this step-by-step timing does not run."""
+    cache, pools, fixed, text_rows = batch
+    sentences = [pools.sentences[i] for i in text_rows]
     backend, mode = compile_with
     env = DistEnv(0, 1, device)
     steps: dict[Config, Callable[[], None]] = {}
@@ -399,6 +509,8 @@ def build_steps(precisions: list[str], compile_with: tuple[str | None, str | Non
                 steps[Config(name, precision, compiled)] = project_step_fn(variant, fixed, env)
             steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
                                                                      (backend, mode) if compiled else None)
+        steps[Config(ST_TRAINER, precision, False)] = st_trainer_step_fn(student_dir, (cache, text_rows), precision,
+                                                                         device, work)
     return steps
 
 
