@@ -322,12 +322,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def record_command(path: Path, command: str) -> None:
+    """Add ``command`` to the report's list of the commands that made the runs, once: a resumed race
+    runs the same command again."""
+    made_by = path.read_text().splitlines() if path.is_file() else []
+    if command not in made_by:
+        path.write_text("\n".join(made_by + [command]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.report_only:
         Path(args.results).mkdir(parents=True, exist_ok=True)
-        with open(Path(args.results) / "commands.txt", "a") as log:
-            log.write(args.command + "\n")
+        record_command(Path(args.results) / "commands.txt", args.command)
         first = bench_args(args, Path(args.out_root), args.speed_steps)
         offline_distill.build_cache_once(first)
         offline_distill.reference_rows(first)

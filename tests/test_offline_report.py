@@ -139,3 +139,12 @@ def test_seeds_count_up_from_the_first_and_any_seed_is_accepted():
     args = parse_args(["--seeds", "5", "--transfer-seeds", "2"])
     assert run_seeds(args) == (1234, 1235, 1236, 1237, 1238)
     assert [seed in run_seeds(args)[:args.transfer_seeds] for seed in (1234, 1235, 1236, 42)] == [True, True, False, False]
+
+
+def test_a_resumed_race_lists_its_command_once(tmp_path):
+    from benchmarks.race_st import record_command
+
+    path = tmp_path / "commands.txt"
+    for command in ("race --budgets 5", "race --budgets 5,15", "race --budgets 5"):
+        record_command(path, command)
+    assert path.read_text() == "race --budgets 5\nrace --budgets 5,15\n"
