@@ -23,6 +23,7 @@ was), while the minutes it really took do.
   python benchmarks/race_st.py --report-only
 Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png from the run summaries kept in
 reports/race_st_results/ (models stay under --out-root), and notes.md from there, written by hand, if any.
+``--report`` names another report (and, beside it, its results folder and figure) for another race.
 """
 from __future__ import annotations
 
@@ -177,9 +178,10 @@ def speed_section(rows: list[dict[str, float]], args: argparse.Namespace) -> lis
     lines += ["", "Median steps/s: " + ", ".join(f"{label(m)} {rates[m]:.3f}" for m in names) +
               f". Per-round ratio: {min(ratios):.2f}x to {max(ratios):.2f}x, median "
               f"**{statistics.median(ratios):.2f}x**."]
-    if "regression_spread_two_views" in rates:
-        lines.append(f"The second dropout view costs {rates[OURS] / rates['regression_spread_two_views']:.2f}x "
-                     "in steps/s (one view over two).")
+    for other in names[2:]:
+        ratios = [row[OURS] / row[other] for row in rows]
+        lines.append(f"The project's steps/s over {label(other)}'s, per round: {min(ratios):.2f}x to "
+                     f"{max(ratios):.2f}x, median **{statistics.median(ratios):.2f}x**.")
     devs = {m: [s["best_stsb_dev"] for s in (found[m] for found in speed_runs(args))] for m in names}
     lines += ["", f"At equal steps, STS-B dev after the {steps} steps of each run (mean over the rounds; "
               "a run is deterministic, so the rounds agree unless the machine's kernels differ): " +
@@ -252,6 +254,18 @@ def plot_dev_minutes(args: argparse.Namespace, path: Path) -> None:
     plt.close(fig)
 
 
+def precisions(args: argparse.Namespace) -> str:
+    """Each method's training precision, as its first speed run's kept config records it."""
+    import yaml
+
+    found = []
+    for method in methods(args):
+        config = speed_root(Path(args.results), 0) / method / f"seed{offline_distill.FIRST_SEED}" / "config.yaml"
+        if config.is_file():
+            found.append(f"{label(method)} {yaml.safe_load(config.read_text())['train']['precision']}")
+    return ", ".join(found) or "not recorded"
+
+
 def write_report(args: argparse.Namespace) -> None:
     from eval.speed import cpu_name
 
@@ -261,7 +275,7 @@ def write_report(args: argparse.Namespace) -> None:
     teacher_path = Path(args.results) / "teacher" / "results.json"
     teacher = sts_average(json.loads(teacher_path.read_text())) if teacher_path.is_file() else None
     report = Path(args.report)
-    figure = report.parent / "figures" / "race_st_dev_minutes.png"
+    figure = report.parent / "figures" / f"{report.stem}_dev_minutes.png"
     commands = Path(args.results) / "commands.txt"
     made_by = commands.read_text().strip().splitlines() if commands.is_file() else []
     lines = ["# Race: the project's recipe against sentence-transformers' own", "",
@@ -270,7 +284,8 @@ def write_report(args: argparse.Namespace) -> None:
              f"(all-MiniLM-L6-v2, layers 0, 2, 4), data (the offline benchmark's 183,913-row pool), truncation "
              f"(32 tokens), batch {args.batch_size}, lr {args.lr:g} (10% warm-up for sentence-transformers' "
              "trainer, as its example has it; none for the project's, as its recipe has it), seeds, and STS-B "
-             "dev selection every 10% of a run. Test sets are scored once per run, after selection.", ""]
+             "dev selection every 10% of a run. Test sets are scored once per run, after selection. Training "
+             f"precision (bf16: autocast): {precisions(args)}.", ""]
     lines += speed_section(rows, args)
     lines += ["", "## (b) Time-matched rows", "",
               "Each budget is turned into each method's step count at its median steps/s of (a); the "
@@ -297,7 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help=f"comma list, {OURS} and {ANCHOR} first (default: %(default)s)")
-    parser.add_argument("--budgets", default="5,15,30", help="training minutes per row (default: %(default)s)")
+    parser.add_argument("--budgets", default="5,15,30", help="training minutes per row; '' runs the speed rounds alone (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="speed rounds of phase (a)")
     parser.add_argument("--speed-steps", type=int, default=150, help="steps per method and speed round")
@@ -314,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     args.command = "python benchmarks/race_st.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.budgets = [float(b) for b in args.budgets.split(",")]
+    args.budgets = [float(b) for b in args.budgets.split(",") if b]  # "": the speed rounds alone
     args.results = args.results or str(Path(args.report).parent / "race_st_results")
     names = methods(args)
     if names[:2] != [OURS, ANCHOR] or any(m not in offline_distill.METHODS for m in names):

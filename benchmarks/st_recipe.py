@@ -13,6 +13,9 @@ selection so the two can be set side by side:
   retrieval images' captions excluded);
 * loss: ``losses.MSELoss`` through ``SentenceTransformerTrainer``: AdamW at ``train.lr`` (the benchmark's
   ``--lr``, 1e-4 by default) with 10% warm-up and linear decay, batch 64, the benchmark's step budget and seed;
+* precision: ``train.precision`` as the trainer's ``bf16`` / ``fp16`` autocast flags. The ``st_recipe`` row
+  trains in fp32, as the example does (both flags off); ``st_recipe_bf16`` under the bf16 autocast the
+  project's rows use, so a race can compare the two trainers at one precision;
 * selection: STS-B dev (``EmbeddingSimilarityEvaluator``, cosine Spearman) every ``train.eval_every``
   steps (the benchmarks: 10% of the budget), the best checkpoint loaded at the end
   (``load_best_model_at_end``). Test sets are not touched here.
@@ -102,6 +105,7 @@ def train_st_recipe(cfg, out: Path) -> Path:
         eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
         metric_for_best_model=DEV_METRIC, load_best_model_at_end=True, logging_steps=every,
         report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        bf16=cfg.train.precision == "bf16", fp16=cfg.train.precision == "fp16",
     )
     clock = training_clock()
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train_set,

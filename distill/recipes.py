@@ -61,8 +61,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("kdmcse_kl_mse_dias", "KDMCSE + KL + regression + DIAS",
            (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_DIAS), True),
     # The anchor users would otherwise pick, and the layer choice it makes, in the project's trainer.
-    Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", _REGRESSION, False,
-           trainer="sentence_transformers"),  # its own trainer; the overrides only say what it optimises
+    Method("st_recipe", "sentence-transformers recipe (spread layers, MSELoss)", (*_REGRESSION, "train.precision=fp32"),
+           False, trainer="sentence_transformers"),  # its own trainer, in fp32 as its example trains
+    Method("st_recipe_bf16", "sentence-transformers recipe (spread layers, MSELoss, bf16)", _REGRESSION, False,
+           trainer="sentence_transformers"),  # the same under the bf16 autocast the project's rows use
     Method("regression_spread", "Embedding regression, spread layers", (*_REGRESSION, *_SPREAD), False),
     Method("regression_spread_two_views", "Embedding regression, spread layers, two dropout views",
            (*_REGRESSION, *_SPREAD, "loss.dropout_views=two"), False),

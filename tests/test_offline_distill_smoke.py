@@ -76,20 +76,25 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
 def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed_data_dir):
     """Speed rounds, then a budget turned into each method's own step count, then the report."""
     report = tmp_path / "report" / "race_st.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "race_st.py"), "--methods", "regression_spread,st_recipe",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "race_st.py"), "--methods", "regression_spread,st_recipe,st_recipe_bf16",
            "--rounds", "1", "--speed-steps", "3", "--budgets", "0.002", "--seeds", "1",
            *tiny_benchmark_args(tmp_path, report, tiny_bert_dir, mixed_data_dir)]
     run_benchmark(cmd)
     runs = tmp_path / "runs"
     speed = json.loads((runs / "speed" / "round0" / "st_recipe" / "seed1234" / "results.json").read_text())
     assert speed["train"]["steps"] == 3 and "sts" not in speed  # speed rounds train only
-    for method in ("regression_spread", "st_recipe"):  # a few tens of steps at most: the tiny model is fast
+    for method in ("regression_spread", "st_recipe", "st_recipe_bf16"):  # a few tens of steps: the tiny model is fast
         row = json.loads((runs / "budget0.002min" / method / "seed1234" / "results.json").read_text())
         steps = row["train"]["steps"]
         assert steps % 10 == 0 and len(row["train"]["dev_history"]) == 10 and "STS12" in row["sts"]["tasks"]
     text = report.read_text()
     assert "## (a) Steps per second, side by side" in text and "### 0.002 training minutes" in text
     assert "on the STS average (" in text and "of 1 seeds): " in text and "on seed 1234" in text
+    # the anchor trains as its example does (fp32) unless its bf16 row is asked for; the report says which
+    assert ("Training precision (bf16: autocast): Embedding regression, spread layers bf16, sentence-transformers "
+            "recipe (spread layers, MSELoss) fp32, sentence-transformers recipe (spread layers, MSELoss, bf16) bf16."
+            in text)
+    assert "The project's steps/s over sentence-transformers recipe (spread layers, MSELoss, bf16)'s, per round: " in text
     assert (report.parent / "figures" / "race_st_dev_minutes.png").stat().st_size > 0
     assert speed["train"]["train_seconds"] > 0
     # the summaries kept beside the report rebuild it with the runs (and their models) gone

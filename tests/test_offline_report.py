@@ -148,3 +148,9 @@ def test_a_resumed_race_lists_its_command_once(tmp_path):
     for command in ("race --budgets 5", "race --budgets 5,15", "race --budgets 5"):
         record_command(path, command)
     assert path.read_text() == "race --budgets 5\nrace --budgets 5,15\n"
+
+
+def test_a_race_without_budgets_runs_the_speed_rounds_alone():
+    from benchmarks.race_st import parse_args as race_args
+
+    assert race_args(["--budgets", ""]).budgets == [] and race_args(["--budgets", "5,30"]).budgets == [5.0, 30.0]
