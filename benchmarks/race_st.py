@@ -23,7 +23,7 @@ was), while the minutes it really took do.
   python benchmarks/race_st.py --report-only
 Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png from the run summaries kept in
 reports/race_st_results/ (models stay under --out-root), and notes.md from there, written by hand, if any.
-``--report`` names another report (and, beside it, its results folder and figure) for another race.
+``--report`` names another race's report; its kept summaries (``<name>_results/``) and figure take its name.
 """
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-root", default=str(ROOT / "cache" / "teacher"))
     parser.add_argument("--report", default=str(ROOT / "reports" / "race_st.md"))
     parser.add_argument("--results", help="where each run's summary is kept and the report reads them "
-                                          "(default: race_st_results beside --report)")
+                                          "(default: <report name>_results beside --report)")
     parser.add_argument("--data-dir")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run")
@@ -330,7 +330,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.command = "python benchmarks/race_st.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.budgets = [float(b) for b in args.budgets.split(",") if b]  # "": the speed rounds alone
-    args.results = args.results or str(Path(args.report).parent / "race_st_results")
+    args.results = args.results or str(Path(args.report).with_name(f"{Path(args.report).stem}_results"))
     names = methods(args)
     if names[:2] != [OURS, ANCHOR] or any(m not in offline_distill.METHODS for m in names):
         parser.error(f"--methods: {OURS},{ANCHOR} first, then any of {list(offline_distill.METHODS)}")

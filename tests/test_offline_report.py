@@ -150,7 +150,8 @@ def test_a_resumed_race_lists_its_command_once(tmp_path):
     assert path.read_text() == "race --budgets 5\nrace --budgets 5,15\n"
 
 
-def test_a_race_without_budgets_runs_the_speed_rounds_alone():
+def test_a_race_may_run_its_speed_rounds_alone_and_a_named_report_keeps_its_own_results():
     from benchmarks.race_st import parse_args as race_args
 
     assert race_args(["--budgets", ""]).budgets == [] and race_args(["--budgets", "5,30"]).budgets == [5.0, 30.0]
+    assert race_args(["--report", "r/race_st_precision.md"]).results == "r/race_st_precision_results"
