@@ -280,7 +280,8 @@ def write_report(args: argparse.Namespace) -> None:
     made_by = commands.read_text().strip().splitlines() if commands.is_file() else []
     lines = ["# Race: the project's recipe against sentence-transformers' own", "",
              f"Runs made by {', '.join(f'`{c}`' for c in made_by) or 'commands not recorded'}; report by "
-             f"`{args.command}`; on {cpu_name()} (torch threads: every core). Same student "
+             f"`{args.command}`, written on {cpu_name()} (torch threads: every core; where a run trained on "
+             "another CPU, the notes say so). Same student "
              f"(all-MiniLM-L6-v2, layers 0, 2, 4), data (the offline benchmark's 183,913-row pool), truncation "
              f"(32 tokens), batch {args.batch_size}, lr {args.lr:g} (10% warm-up for sentence-transformers' "
              "trainer, as its example has it; none for the project's, as its recipe has it), seeds, and STS-B "
