@@ -287,15 +287,9 @@ def write_report(args: argparse.Namespace) -> None:
              "trainer, as its example has it; none for the project's, as its recipe has it), seeds, and STS-B "
              "dev selection every 10% of a run. Test sets are scored once per run, after selection. Training "
              f"precision (bf16: autocast): {precisions(args)}.", ""]
-    lines += speed_section(rows, args)
-    lines += ["", "## (b) Time-matched rows", "",
-              "Each budget is turned into each method's step count at its median steps/s of (a); the "
-              "measured minutes are each run's own clock (training only, no dev evaluation), so they show how "
-              "close each run came to its budget on these shared cores. Verdicts are paired per seed "
-              "(same seed, same data order within a method)." +
-              (f" Teacher STS Avg: {teacher:.2f}." if teacher else ""), ""]
-    for minutes in args.budgets:
-        lines += budget_section(args, minutes, teacher) + [""]
+    lines += speed_section(rows, args) + [""]
+    if args.budgets:
+        lines += budget_sections(args, teacher)
     plot_dev_minutes(args, figure)
     if figure.is_file():
         lines += [f"![STS-B dev against training minutes](figures/{figure.name})", ""]
@@ -304,6 +298,18 @@ def write_report(args: argparse.Namespace) -> None:
         lines += ["## Notes", "", notes.read_text().strip(), ""]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def budget_sections(args: argparse.Namespace, teacher: float | None) -> list[str]:
+    lines = ["## (b) Time-matched rows", "",
+             "Each budget is turned into each method's step count at its median steps/s of (a); the "
+             "measured minutes are each run's own clock (training only, no dev evaluation), so they show how "
+             "close each run came to its budget on these shared cores. Verdicts are paired per seed "
+             "(same seed, same data order within a method)." +
+             (f" Teacher STS Avg: {teacher:.2f}." if teacher else ""), ""]
+    for minutes in args.budgets:
+        lines += budget_section(args, minutes, teacher) + [""]
+    return lines
 
 
 # --- command line ----------------------------------------------------------------------------------
