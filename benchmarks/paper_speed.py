@@ -154,7 +154,7 @@ class ProjectVariant:
 
 def build_project_variant(overrides: list[str], student_dir: Path, cache: TeacherCache, pools: TrainingPools,
                           device: torch.device) -> ProjectVariant:
-    from distill.trainer import StudentWithObjective
+    from distill.trainer import StudentWithObjective, adamw
 
     cfg = load_config(PAPER_CONFIG, [f"student.model={student_dir}", f"student.max_seq_length={MAX_TOKENS}",
                                      "train.batch_size=64", *overrides])
@@ -162,7 +162,7 @@ def build_project_variant(overrides: list[str], student_dir: Path, cache: Teache
     student = Student(build_encoder(cfg.student, device), cfg.student, cache.text_dim, cache.image_dim)
     objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
     trainable = StudentWithObjective(student, objective).to(device)
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = adamw(trainable.parameters(), cfg.train.lr, cfg.train.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     return ProjectVariant(cfg, trainable, optimizer, scheduler, scaler, cache, pools)
@@ -196,12 +196,14 @@ def tight_step_fn(student_dir: Path, sentences: list[str], precision: str, devic
     """A closure doing one tight step; the batch is tokenised once, here, onto the device."""
     from transformers import AutoModel, AutoTokenizer
 
+    from distill.trainer import adamw
+
     tokens = AutoTokenizer.from_pretrained(str(student_dir))(
         sentences + sentences, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
     ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
     torch.manual_seed(0)
     model = TightSimCSE(AutoModel.from_pretrained(str(student_dir))).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=device.type == "cuda")
+    optimizer = adamw(model.parameters(), 3e-5, 0.0, device)
     forward = torch.compile(model, backend=compile_with[0], mode=compile_with[1]) if compile_with else model
 
     def step() -> None:

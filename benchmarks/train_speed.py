@@ -31,7 +31,7 @@ from distill.pools import build_pools  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
 from kdmcse_base.process_group import DistEnv  # noqa: E402
-from distill.trainer import StudentWithObjective, TrainingRun, lookup_inputs, training_step  # noqa: E402
+from distill.trainer import StudentWithObjective, TrainingRun, adamw, lookup_inputs, training_step  # noqa: E402
 from teacher_cache import TeacherCache, ensure_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def build_variant(overrides: list[str], precision: str, env: DistEnv, cache: Tea
     torch.manual_seed(0)
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim, cache.image_dim)
     trainable = StudentWithObjective(student, DistillationObjective(cfg.loss)).to(env.device)
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-5, fused=True if env.device.type == "cuda" else None)
+    optimizer = adamw(trainable.parameters(), 1e-5, 0.0, env.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     scaler = torch.amp.GradScaler(env.device.type, enabled=False)
     return TrainingRun(cfg, env, cache, pools, trainable, trainable, optimizer, scheduler, scaler, n_steps=0)

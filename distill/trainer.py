@@ -165,6 +165,14 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     return final
 
 
+def adamw(parameters, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel on CUDA and CPU, as sentence-transformers' trainer runs it
+    (``adamw_torch_fused``). Left to itself, torch takes a per-tensor loop on CPU: 54 ms a step for the
+    offline student's 17M parameters against 9 ms fused, a tenth of a CPU training step."""
+    fused = True if device.type in ("cuda", "cpu") else None
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
 def _loop(run: TrainingRun, schedule, progress: tqdm, stop: StopRequest) -> None:
     cfg, env, state, n_steps = run.cfg, run.env, run.state, run.n_steps
     tick = time.perf_counter()
@@ -270,8 +278,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
     trainable = StudentWithObjective(student, objective).to(env.device)
     n_steps = total_steps(batch_plan(cfg, pools, env), cfg.train.epochs, cfg.train.max_steps)
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  fused=True if env.device.type == "cuda" else None)
+    optimizer = adamw(trainable.parameters(), cfg.train.lr, cfg.train.weight_decay, env.device)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * n_steps), n_steps)
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.train.precision == "fp16")
     model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
