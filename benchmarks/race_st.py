@@ -319,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help=f"comma list, {OURS} and {ANCHOR} first (default: %(default)s)")
-    parser.add_argument("--budgets", default="5,15,30", help="training minutes per row; '' runs the speed rounds alone (default: %(default)s)")
+    parser.add_argument("--budgets", default="5,15,30",
+                        help="training minutes per row; '' runs the speed rounds alone (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="speed rounds of phase (a)")
     parser.add_argument("--speed-steps", type=int, default=150, help="steps per method and speed round")

@@ -76,7 +76,8 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
 def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed_data_dir):
     """Speed rounds, then a budget turned into each method's own step count, then the report."""
     report = tmp_path / "report" / "race_st.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "race_st.py"), "--methods", "regression_spread,st_recipe,st_recipe_bf16",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "race_st.py"),
+           "--methods", "regression_spread,st_recipe,st_recipe_bf16",
            "--rounds", "1", "--speed-steps", "3", "--budgets", "0.002", "--seeds", "1",
            *tiny_benchmark_args(tmp_path, report, tiny_bert_dir, mixed_data_dir)]
     run_benchmark(cmd)
@@ -94,7 +95,8 @@ def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed
     assert ("Training precision (bf16: autocast): Embedding regression, spread layers bf16, sentence-transformers "
             "recipe (spread layers, MSELoss) fp32, sentence-transformers recipe (spread layers, MSELoss, bf16) bf16."
             in text)
-    assert "The project's steps/s over sentence-transformers recipe (spread layers, MSELoss, bf16)'s, per round: " in text
+    assert ("The project's steps/s over sentence-transformers recipe (spread layers, MSELoss, bf16)'s, per round: "
+            in text)
     assert (report.parent / "figures" / "race_st_dev_minutes.png").stat().st_size > 0
     assert speed["train"]["train_seconds"] > 0
     # the summaries kept beside the report rebuild it with the runs (and their models) gone

@@ -14,7 +14,7 @@ from distill.config import load_config
 from distill.objective import DistillationObjective
 from distill.pools import TrainingPools
 from distill.student import Student, build_encoder
-from distill.trainer import StudentWithObjective, TrainingRun
+from distill.trainer import StudentWithObjective, TrainingRun, adamw
 from kdmcse_base.process_group import DistEnv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def tiny_run(tiny_bert_dir, env: DistEnv = DistEnv(0, 1, torch.device("cpu"))) -
     torch.manual_seed(0)
     student = Student(build_encoder(cfg.student), cfg.student, TEXT_DIM, IMAGE_DIM)
     trainable = StudentWithObjective(student, DistillationObjective(cfg.loss, 32, TEXT_DIM))
-    optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-4)
+    optimizer = adamw(trainable.parameters(), 1e-4, 0.0, env.device)  # the trainer's optimiser, fused
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     rows = np.arange(ROWS)
     pools = TrainingPools(sentences=[f"a dog runs in the park {i}" for i in rows], text_rows=rows,
