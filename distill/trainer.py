@@ -167,8 +167,8 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
 
 def adamw(parameters, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel on CUDA and CPU, as sentence-transformers' trainer runs it
-    (``adamw_torch_fused``). Left to itself, torch takes a per-tensor loop on CPU: 54 ms a step for the
-    offline student's 17M parameters against 9 ms fused, a tenth of a CPU training step."""
+    (``adamw_torch_fused``). Left to itself, torch takes a per-tensor loop on CPU: 57 ms a step for the
+    offline student's 17M parameters against 9 ms fused (``benchmarks/optimizer_speed.py``)."""
     fused = True if device.type in ("cuda", "cpu") else None
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
 
