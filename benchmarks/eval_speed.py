@@ -128,7 +128,7 @@ def render_report(fp32: ModeRun, bf16: ModeRun, n_pairs: int, batch_size: int, c
 
 def _cpu_description() -> str:
     """CPU model and whether it has native bf16 (which decides whether autocast pays off)."""
-    from eval.speed import cpu_name, native_bf16_flags
+    from kdmcse_base.machine import cpu_name, native_bf16_flags
 
     return f"{cpu_name()}, native bf16: {', '.join(native_bf16_flags()) or 'none'}"
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distill.config import load_config  # noqa: E402
 from distill.recipes import CONFIG, METHODS  # noqa: E402
 from distill.student import build_encoder  # noqa: E402
-from eval.speed import cpu_name  # noqa: E402
+from kdmcse_base.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"for-loop (torch's CPU default)": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}

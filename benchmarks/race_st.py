@@ -267,7 +267,7 @@ def precisions(args: argparse.Namespace) -> str:
 
 
 def write_report(args: argparse.Namespace) -> None:
-    from eval.speed import cpu_name
+    from kdmcse_base.machine import cpu_name
 
     rows = speed_rows(args)
     if not rows:

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from distill.export import ExportError
     from eval.data import load_stsb
-    from eval.speed import cpu_name, native_bf16
+    from kdmcse_base.machine import cpu_name, native_bf16
 
     if not (args.student / "modules.json").is_file():
         print(f"error: {args.student} is not a saved SentenceTransformer; train one first (make demo)", file=sys.stderr)

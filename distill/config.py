@@ -22,7 +22,13 @@ from teacher_cache.towers.config import TeacherConfig
 
 @dataclass
 class StudentConfig:
-    """The sentence encoder being trained.
+    """The sentence encoder being trained (docs/students.md: which kind to choose).
+
+    ``kind``: ``transformer`` trains ``model`` itself, optionally cut to ``layers``; ``static`` trains one
+    vector per token of ``model``'s tokenizer, a sentence being their mean (sentence-transformers'
+    ``StaticEmbedding``; distill/static_student.py), initialised by Model2Vec's distillation of ``model``
+    to ``static_dim`` dimensions (None: the model's own width) with the extra words of
+    ``static_vocabulary`` (a file, one word per line) and kept under ``init_cache`` for later runs.
 
     ``model`` is a hub id, a local path, or ``offline:all-MiniLM-L6-v2``. ``pooling``: ``model``
     keeps the model's own Pooling (sentence-transformers' mean pooling for a plain Hugging Face
@@ -36,6 +42,7 @@ class StudentConfig:
     ``grounding_dim``: width of the grounding head and teacher adapters of the multimodal loss.
     """
 
+    kind: Literal["transformer", "static"] = "transformer"
     model: str = "offline:all-MiniLM-L6-v2"
     layers: int | None = field(default=None, metadata=at_least(1))
     layer_choice: Literal["first", "spread"] = "first"
@@ -43,9 +50,15 @@ class StudentConfig:
     max_seq_length: int = field(default=32, metadata=at_least(1))
     mlp_head: bool = False
     grounding_dim: int = field(default=256, metadata=at_least(1))
+    static_dim: int | None = field(default=256, metadata=at_least(1))
+    static_vocabulary: str | None = None
+    init_cache: str = "cache/student_init"
 
     def __post_init__(self) -> None:
         check_offline_name(self.model, MINILM_ALIAS, "model")
+        if self.kind == "static" and self.layers is not None:
+            raise ValueError("layers cuts a transformer student; a static student has none (set "
+                             "student.layers=null)")
 
 
 @dataclass
@@ -213,7 +226,9 @@ class TrainConfig:
     ``lr``: AdamW peak learning rate, with ``weight_decay``, linear decay after ``warmup_ratio`` of the
     steps, gradient norm clipped at ``grad_clip`` (0 = off). ``epochs`` over the text rows, or
     ``max_steps`` when set. ``seed`` fixes batch order, dropout and initialisation. ``precision``:
-    autocast dtype of the training forward. ``paired_every``: a paired image-caption batch every k
+    autocast dtype of the training forward; ``auto`` (default) is ``bf16`` where the device computes it
+    natively (CUDA with bf16, CPUs with avx512_bf16 or AMX) and ``fp32`` elsewhere, where bf16 is emulated
+    and slower; the run folder's ``config.yaml``, the log and the card record what it resolved to. ``paired_every``: a paired image-caption batch every k
     steps (None: KDMCSE's floor(#text / #paired batches)). ``schedule``: the paired-batch schedule
     (distill/schedule.py): one_pass = one pass over each pool per epoch, official = the released KDMCSE
     loop's cycling loaders (the paper configs). ``eval_every``: steps between STS-B dev
@@ -228,7 +243,9 @@ class TrainConfig:
     teacher rows) while the current step runs; 0 prepares them in the training process between steps,
     which costs a CPU run nothing extra; on a GPU a few workers keep tokenisation off the step's path.
     ``export``: ONNX files written into ``model/`` at the end (distill/export.py): ``onnx`` (float32,
-    ``onnx/model.onnx``) and/or ``onnx-int8`` (dynamic int8, ``onnx/model_qint8.onnx``); needs the
+    ``onnx/model.onnx``) and/or ``onnx-int8`` (dynamic int8, ``onnx/model_qint8.onnx``), the transformer
+    alone as sentence-transformers lays it out; ``onnx-sentence`` (+ ``-int8``): the whole model, pooling
+    and normalisation inside, in one graph (the only ONNX form of a static student); needs the
     ``export`` extra, checked before training starts.
     """
 
@@ -243,7 +260,7 @@ class TrainConfig:
     epochs: int = field(default=1, metadata=at_least(1))
     max_steps: int | None = field(default=None, metadata=at_least(1))
     seed: int = field(default=1234, metadata=at_least(0))
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     paired_every: int | None = field(default=None, metadata=at_least(1))
     schedule: Literal["official", "one_pass"] = "one_pass"
     eval_every: int = field(default=125, metadata=at_least(1))
@@ -253,7 +270,7 @@ class TrainConfig:
     device: str | None = None
     compile: bool = False
     loader_workers: int = field(default=0, metadata=at_least(0))
-    export: list[Literal["onnx", "onnx-int8"]] = field(default_factory=list)
+    export: list[Literal["onnx", "onnx-int8", "onnx-sentence", "onnx-sentence-int8"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -298,6 +315,12 @@ class RunConfig:
     card: CardConfig = field(default_factory=CardConfig)
     data_dir: str | None = None  # the built-in corpora (own sources name their files themselves)
     eval_data_dir: str | None = None  # the SentEval layout (STS-B dev); default: where data_dir resolves
+
+    def __post_init__(self) -> None:
+        transformer_only = [name for name in self.train.export if name in ("onnx", "onnx-int8")]
+        if self.student.kind == "static" and transformer_only:
+            raise ConfigError(f"train.export: {', '.join(transformer_only)} export a transformer, and a static "
+                              "student has none; use onnx-sentence (the whole model in one graph)")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:

@@ -97,10 +97,26 @@ def portable(value: Any, root: Path) -> Any:
 
 
 def _layer_note(student: StudentConfig) -> str:
+    """What kind of student this is, after its base model's name."""
+    if student.kind == "static":
+        return (" as a **static-embedding model** (one vector per token, a sentence is their mean: no "
+                "transformer runs at inference; initialised by Model2Vec's distillation, then trained on the "
+                "teacher's embeddings)")
     if not student.layers:
         return ""
     which = "the first" if student.layer_choice == "first" else "spread over the model"
-    return f", {student.layers} layers ({which})"
+    return f", a **transformer cut** to {student.layers} layers ({which})"
+
+
+def _length_note(model: SentenceTransformer) -> str:
+    if model.max_seq_length is None or model.max_seq_length == float("inf"):
+        return "inputs of any length are read whole"
+    return f"inputs longer than {model.max_seq_length} tokens are truncated"
+
+
+FRONTIER_NOTE = ("How each kind of student (static embeddings, transformer cuts of 1 to 4 layers) trades speed "
+                 "for quality on one teacher cache, against Model2Vec and sentence-transformers' layer "
+                 "reduction: kdmcse-distill's `reports/student_frontier.md`.")
 
 
 def card_body(model: SentenceTransformer, cfg: RunConfig, manifest: dict[str, Any], state,
@@ -113,8 +129,8 @@ def card_body(model: SentenceTransformer, cfg: RunConfig, manifest: dict[str, An
 
 A [sentence-transformers](https://www.sbert.net) model distilled with kdmcse-distill from the teacher
 **{teacher_name(cfg.teacher)}** into the student **`{base}`**{layers}. It maps a sentence to a
-{model.get_embedding_dimension()}-dimensional vector (cosine similarity); inputs longer than
-{model.max_seq_length} tokens are truncated.
+{model.get_embedding_dimension()}-dimensional vector (cosine similarity); {_length_note(model)}.
+{FRONTIER_NOTE}
 
 ## Usage
 
@@ -135,8 +151,7 @@ SentEval protocol. The checkpoint is the step with the best STS-B dev score.
 
 ## Training
 
-- **Base model (student):** `{base}`{layers}; pooling `{cfg.student.pooling}`; training batches
-  truncated at {cfg.student.max_seq_length} tokens (the saved model keeps {model.max_seq_length}).
+- **Base model (student):** `{base}`{layers}; {_training_shape(cfg.student, model)}.
 - **Teacher (frozen, embeddings cached once):** {teacher_name(cfg.teacher)}; cache fingerprint
   `{manifest.get("fingerprint", "?")}`.
 - **Training data:** {training_data(cfg, manifest)}
@@ -161,19 +176,28 @@ SentEval protocol. The checkpoint is the step with the best STS-B dev score.
 """
 
 
+def _training_shape(student: StudentConfig, model: SentenceTransformer) -> str:
+    if student.kind == "static":
+        return (f"kind `static`, {model.get_embedding_dimension()} dimensions (`student.static_dim`), "
+                "sentences read whole in training and use")
+    return (f"kind `transformer`, pooling `{student.pooling}`; training batches truncated at "
+            f"{student.max_seq_length} tokens (the saved model keeps {model.max_seq_length})")
+
+
+ONNX_KINDS = {"onnx": "float32", "onnx-int8": "dynamic int8, per-channel weights",
+              "onnx-sentence": "float32", "onnx-sentence-int8": "dynamic int8, per-channel weights"}
+
+
 def onnx_usage(model_dir: Path) -> str:
     """How to run the ONNX files this folder holds (none: nothing)."""
     present = {name: file for name, file in EXPORT_FILES.items() if (model_dir / file).is_file()}
-    if not present:
-        return ""
-    files = ", ".join(f"`{file}` ({'float32' if name == 'onnx' else 'dynamic int8, per-channel weights'})"
-                      for name, file in present.items())
-    file = next(iter(present.values())) if len(present) == 1 else EXPORT_FILES["onnx-int8"]
-    return f"""
-### ONNX
-
-This folder also holds {files}, in sentence-transformers' layout, read by its ONNX backend (which needs
-optimum-onnx; its release 0.1.0 requires transformers < 4.58):
+    layouts = []
+    transformer = {name: file for name, file in present.items() if name in ("onnx", "onnx-int8")}
+    if transformer:
+        files = ", ".join(f"`{file}` ({ONNX_KINDS[name]})" for name, file in transformer.items())
+        file = transformer.get("onnx-int8", next(iter(transformer.values())))
+        layouts.append(f"""This folder holds {files}: the transformer alone, in sentence-transformers' layout, read by its
+ONNX backend (which needs optimum-onnx; its release 0.1.0 requires transformers < 4.58):
 
 ```python
 model = SentenceTransformer("path/to/this/folder", backend="onnx", model_kwargs={{"file_name": "{file}"}})
@@ -181,7 +205,17 @@ model = SentenceTransformer("path/to/this/folder", backend="onnx", model_kwargs=
 
 With transformers 5 and `pip install 'kdmcse-distill[export]'`:
 `from distill.export import load_onnx_student; model = load_onnx_student("path/to/this/folder", "{file}")`.
-"""
+""")
+    sentence = {name: file for name, file in present.items() if name.startswith("onnx-sentence")}
+    if sentence:
+        files = ", ".join(f"`{file}` ({ONNX_KINDS[name]})" for name, file in sentence.items())
+        layouts.append(f"""{files}: the whole model in one graph, pooling and normalisation inside; its output
+`sentence_embedding` is the sentence's vector, so any ONNX runtime with this folder's `tokenizer.json`
+runs it without PyTorch or sentence-transformers. Its inputs are the tokeniser's output (token ids, and
+an attention mask for a transformer; the flat token ids and each sentence's start offset for a static
+model); `distill.export.encode_with_sentence_graph("path/to/this/folder", sentences)` shows the calls.
+""")
+    return "\n### ONNX\n\n" + "\n".join(layouts) if layouts else ""
 
 
 SECTION_START, SECTION_END = "<!-- kdmcse:{name} -->", "<!-- /kdmcse:{name} -->"

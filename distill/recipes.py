@@ -20,6 +20,10 @@ _KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative
 
 _REGRESSION = ("loss.text=none", "loss.multimodal=none", *_PLAIN[:2], "loss.regression_weight=1")
 _SPREAD = ("student.layer_choice=spread",)
+# A static student's step is a tokeniser and an embedding bag: larger batches and a larger learning rate
+# than a transformer's (chosen on STS-B dev: reports/student_frontier.md).
+_STATIC = ("student.kind=static", "student.layers=null", "student.static_dim=256", "train.batch_size=STATIC_BATCH",
+           "train.lr=STATIC_LR")
 _DIAS = ["loss.dias.dimension_weight=0.0001", "loss.dias.relation_weight=1.0", "loss.dias.top_k=5"]
 
 
@@ -70,4 +74,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            (*_REGRESSION, *_SPREAD, "loss.dropout_views=two"), False),
     Method("kdmcse_kl_mse_spread", "KDMCSE + KL + regression, spread layers",
            (*_KDMCSE, "loss.soft_target_weight=1", "loss.regression_weight=100", *_SPREAD), True),
+    # The student frontier (benchmarks/student_frontier.py): other depths of the cut, and a static student.
+    *(Method(f"regression_cut{k}", f"Embedding regression, {k} spread layer{'s' if k > 1 else ''}",
+             (*_REGRESSION, *_SPREAD, f"student.layers={k}"), False) for k in (1, 2, 4)),
+    Method("static_regression", "Static embeddings (Model2Vec init), regression", (*_REGRESSION, *_STATIC), False),
 ]}

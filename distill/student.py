@@ -22,6 +22,15 @@ from kdmcse_base.offline_models import resolve_model_name
 
 
 def build_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:
+    """The student encoder of ``cfg.kind``: a transformer (below) or a static one (distill/static_student.py)."""
+    if cfg.kind == "static":
+        from distill.static_student import build_static_encoder  # model2vec is needed only here
+
+        return build_static_encoder(cfg, device)
+    return build_transformer_encoder(cfg, device)
+
+
+def build_transformer_encoder(cfg: StudentConfig, device: str | torch.device = "cpu") -> SentenceTransformer:
     """Load the student encoder, set its pooling and cut it to ``cfg.layers`` layers if asked.
 
     The encoder keeps the base model's own maximum length: ``cfg.max_seq_length`` is a training

@@ -26,6 +26,7 @@ its layout, what may be in it and how ``best/`` and ``model/`` are replaced whol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import random
@@ -62,6 +63,7 @@ from distill.student import Student, build_encoder
 from distill.term import check_terms
 from teacher_cache import TeacherCache, data_dir_for, open_cache
 from kdmcse_base.files import atomic_write, folder_lock, remove_if_unused
+from kdmcse_base.machine import precision_reason, resolve_precision
 from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed
 
 
@@ -131,6 +133,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
         require_export_extra()  # now, not after the last step
     check_terms(cfg.loss)  # own terms' modules and sections, before the cache is built
     env = init_distributed(cfg.train.device)
+    cfg = with_resolved_precision(cfg, env)
     out = Path(cfg.train.output_dir)
     RunFolder(out).refuse_foreign_entries()  # before the lock file goes in; checked again under the lock
     new_folder = not out.exists()
@@ -163,6 +166,17 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
         run.writer.close()
     leave_distributed()
     return final
+
+
+def with_resolved_precision(cfg: RunConfig, env: DistEnv) -> RunConfig:
+    """``cfg`` with ``train.precision: auto`` replaced by what it means on this run's device, so
+    ``config.yaml`` and the card say what the run computed in."""
+    if cfg.train.precision != "auto":
+        return cfg
+    precision = resolve_precision("auto", env.device)
+    if env.is_main:
+        print(f"train.precision: auto -> {precision} ({precision_reason(env.device)})", flush=True)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
 
 
 def adamw(parameters, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
@@ -274,7 +288,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
                       cache.image_dim if pools.n_paired else None).to(env.device)
     if cfg.train.compile:
-        student.encoder[0].auto_model.compile()  # in place: state_dict keys and saving stay unchanged
+        getattr(student.encoder[0], "auto_model", student.encoder[0]).compile()  # in place: keys and saving stay
     objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
     trainable = StudentWithObjective(student, objective).to(env.device)
     n_steps = total_steps(batch_plan(cfg, pools, env), cfg.train.epochs, cfg.train.max_steps)
@@ -534,6 +548,7 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(precision: str, device: torch.device):
+    precision = resolve_precision(precision, device)  # a run built outside ``train`` may still say auto
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
     if precision == "fp16" and device.type != "cuda":

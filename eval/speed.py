@@ -8,7 +8,6 @@ bfloat16 autocast on the CPU.
 """
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Sequence
 
@@ -38,26 +37,3 @@ def latencies_ms(model: SentenceTransformer, sentences: Sequence[str], bf16: boo
             times.append((time.perf_counter() - started) * 1000.0)
     return np.asarray(times)
 
-
-def native_bf16_flags() -> list[str]:
-    """This CPU's native bfloat16 flags (``amx_bf16``, ``avx512_bf16``); without any, autocast emulates."""
-    flags = _cpuinfo_field("flags").split()
-    return [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
-
-
-def native_bf16() -> bool:
-    return bool(native_bf16_flags())
-
-
-def cpu_name() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (the machine type elsewhere)."""
-    return _cpuinfo_field("model name") or platform.machine()
-
-
-def _cpuinfo_field(name: str) -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            line = next((line for line in handle if line.startswith(name)), "")
-    except OSError:
-        return ""
-    return line.split(":", 1)[-1].strip()

@@ -1,11 +1,13 @@
 """Export a saved SentenceTransformer (a run's model/, or any local folder) to ONNX for deployment.
 
 Examples:
-    python scripts/export.py runs/offline_default/model                       # onnx and onnx-int8
-    python scripts/export.py runs/offline_default/model --formats onnx
+    python scripts/export.py runs/offline_default/model                       # every format
+    python scripts/export.py runs/offline_default/model --formats onnx-sentence
 
-Writes onnx/model.onnx (float32) and onnx/model_qint8.onnx (dynamic int8) into the folder, the layout
-of sentence-transformers' own export helpers; the model card says how to load them. Needs the export
+Writes onnx/model.onnx (float32) and onnx/model_qint8.onnx (dynamic int8), the transformer alone in
+the layout of sentence-transformers' own export helpers, and onnx/sentence_model.onnx (+ _qint8), the
+whole model with pooling and normalisation in one graph, into the folder; the model card says how to
+load them. A static student has no transformer: it gets the whole-model graph only. Needs the export
 extra: pip install 'kdmcse-distill[export]'. Training can do the same at its end: train.export=[onnx,onnx-int8].
 """
 from __future__ import annotations
@@ -25,9 +27,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="folder of a saved SentenceTransformer (e.g. runs/NAME/model)")
-    parser.add_argument("--formats", default=",".join(EXPORT_FILES),
-                        help=f"comma-separated, among {','.join(EXPORT_FILES)} (default: all)")
+    parser.add_argument("--formats", help=f"comma-separated, among {','.join(EXPORT_FILES)} (default: every "
+                        "format the model has)")
     args = parser.parse_args(argv)
+    if args.formats is None:
+        return args
     args.formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     unknown = sorted(set(args.formats) - set(EXPORT_FILES)) or ([] if args.formats else ["(none)"])
     if unknown:
@@ -37,7 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from distill.export import ExportError, export_model
+    from distill.export import ExportError, export_model, formats_of
     from distill.run_folder import is_complete, seal
 
     if not (args.model / "modules.json").is_file():
@@ -46,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     try:
-        written = export_model(args.model, args.formats)
+        written = export_model(args.model, args.formats or formats_of(args.model))
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

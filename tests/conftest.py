@@ -149,3 +149,15 @@ def encoded_sentences(tiny_st, monkeypatch) -> Counter:
 
     monkeypatch.setattr(tiny_st, "preprocess", counting_preprocess)
     return seen
+
+
+@pytest.fixture(scope="session")
+def tiny_static_dir(tiny_bert_dir, tmp_path_factory) -> Path:
+    """Model2Vec's distillation of the tiny BERT into an 8-dimensional static student (its init folder)."""
+    from distill.config import StudentConfig
+    from distill.static_student import build_static_encoder, static_init_folder
+
+    cfg = StudentConfig(kind="static", model=str(tiny_bert_dir), static_dim=8,
+                        init_cache=str(tmp_path_factory.mktemp("student_init")))
+    build_static_encoder(cfg)
+    return static_init_folder(cfg)

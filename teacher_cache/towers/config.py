@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from kdmcse_base.machine import native_bf16
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, check_offline_name
 from kdmcse_base.typed_config import from_dict
 
@@ -12,9 +13,11 @@ Backend = Literal["composite", "open_clip", "hf_clip"]
 BACKENDS: tuple[str, ...] = ("composite", "open_clip", "hf_clip")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
-# What "auto" precision means per device type and modality. The CPU entries follow
-# reports/cache_speed.md (benchmarks/cache_speed.py): bf16 autocast only where it is faster *and*
-# keeps cosine agreement with fp32 >= 0.999. On CUDA, bf16 autocast is the usual CLIP inference mode.
+# What "auto" precision means per device type and modality on hardware that computes bf16 natively. The
+# CPU entries follow reports/cache_speed.md (benchmarks/cache_speed.py): bf16 autocast only where it is
+# faster *and* keeps cosine agreement with fp32 >= 0.999. On CUDA, bf16 autocast is the usual CLIP
+# inference mode. Where bf16 is emulated (a CPU without avx512_bf16 or AMX) every entry is fp32: there
+# the text tower ran 6x slower under bf16 than in fp32 (all-MiniLM-L6-v2, 2 AMD EPYC cores).
 AUTO_PRECISION: dict[str, dict[str, str]] = {
     "cpu": {"text": "bf16", "image": "fp32"},
     "cuda": {"text": "bf16", "image": "bf16"},
@@ -41,7 +44,8 @@ class TeacherConfig:
       - ``open_clip``: ``clip_model`` (e.g. ``ViT-L-14``, or ``local-dir:/path``, ``hf-hub:org/repo``)
         with ``clip_pretrained`` (a tag such as ``openai``, or a checkpoint file).
       - ``hf_clip``: transformers ``CLIPModel`` from ``clip_model`` (hub id or local directory).
-    precision: ``auto`` picks per device and modality from ``AUTO_PRECISION``; otherwise the
+    precision: ``auto`` picks per device and modality from ``AUTO_PRECISION`` (fp32 wherever bf16 is
+      emulated: kdmcse_base.machine.native_bf16); otherwise the
       autocast dtype (``fp32`` = no autocast). It changes the vectors, so it is part of the identity.
     num_workers: processes that tokenise texts and decode + transform images for the cache writer
       while the model encodes (a DataLoader over the writer's batches); 0 = in the writer's process;
@@ -78,6 +82,8 @@ class TeacherConfig:
     def precision_for(self, device_type: str, modality: str) -> str:
         if self.precision != "auto":
             return self.precision
+        if device_type in ("cpu", "cuda") and not native_bf16(device_type):
+            return "fp32"
         return AUTO_PRECISION.get(device_type, AUTO_PRECISION["cpu"])[modality]
 
     def resolved_num_workers(self) -> int:

@@ -1,0 +1,311 @@
+#!/usr/bin/env python
+"""The student you need: speed against quality for every kind of student, trained on one teacher cache.
+
+Every trained point starts from the offline teacher (all-MiniLM-L6-v2) and learns from the same cached teacher
+embeddings (the offline benchmark's 183,913-row pool) by regression, for the same training minutes
+(``--budget``), selected on STS-B dev:
+
+* a static-embedding student (Model2Vec's distillation of the teacher, then trained: ``static_regression``);
+* transformer cuts of 1, 2, 3 and 4 spread-out layers (``regression_cut1``, ``regression_cut2``,
+  ``regression_spread``, ``regression_cut4``).
+
+Peers, measured in the same run: the teacher itself at each backend, Model2Vec's distillation of the same
+teacher with no training (the static student's starting point), and sentence-transformers' layer-reduction
+recipe (its trainer, ``MSELoss``, 3 spread layers) at the same budget (``st_recipe``).
+
+Phase 1 (training) is ``benchmarks/race_st.py`` with these methods and one budget: a speed round gives each
+method's steps/s, the budget becomes each method's step count, every run is scored on the 7 STS test sets
+once, after selection. Its own report is ``reports/student_frontier_race.md``.
+Phase 2 (this file): every point at every backend it has (torch fp32, ONNX fp32 and int8 for transformers,
+a static model in its natural form, torch), timed side by side in alternating rounds (sentences/s at batch
+64, p50/p95 latency at batch 1, over STS-B test sentences), each row scored on the 7 STS tasks, and the
+report: ratios to the teacher's torch fp32 *and* to the teacher at the same backend.
+
+  python benchmarks/student_frontier.py                       # both phases (about 75 minutes on 2 cores)
+  python benchmarks/student_frontier.py --budget 15           # the issue's 15 training minutes
+  python benchmarks/student_frontier.py --report-only         # from the saved JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import race_st  # noqa: E402
+from benchmarks.student_speed import Variant, load_variant, sts_of, time_rows  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ("static_regression", "regression_cut1", "regression_cut2", "regression_spread", "regression_cut4")
+ST_PEER = "st_recipe"
+TRANSFORMER_BACKENDS = ("torch fp32", "ONNX fp32", "ONNX int8")
+TEACHER, MODEL2VEC = "teacher", "model2vec"
+
+
+def race_argv(args: argparse.Namespace) -> list[str]:
+    """race_st's command line for phase 1: the project's 3-layer recipe and the anchor first, as it wants."""
+    methods = ["regression_spread", ST_PEER] + [m for m in TRAINED if m != "regression_spread"]
+    argv = ["--methods", ",".join(methods), "--budgets", f"{args.budget:g}", "--seeds", "1", "--rounds", "1",
+            "--speed-steps", str(args.speed_steps), "--out-root", str(args.out_root / "race"),
+            "--report", str(args.report.with_name(f"{args.report.stem}_race.md")),
+            "--cache-root", args.cache_root, "--set", "train.precision=auto"]
+    return argv + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
+
+
+def points(args: argparse.Namespace) -> dict[str, Path]:
+    """Every point's model folder: the teacher, Model2Vec's distillation, each trained run's best model."""
+    from distill.config import StudentConfig
+    from distill.static_student import build_static_encoder, static_init_folder
+    from kdmcse_base.offline_models import resolve_model_name
+    from sentence_transformers import SentenceTransformer
+
+    work = args.out_root / "models"
+    found = {TEACHER: work / TEACHER}
+    if not (found[TEACHER] / "modules.json").is_file():
+        SentenceTransformer(resolve_model_name(args.teacher), device="cpu").save(str(found[TEACHER]))
+    static = StudentConfig(kind="static", static_dim=256, init_cache=str(ROOT / "cache" / "student_init"))
+    build_static_encoder(static)  # the same folder the static student started from (kept once built)
+    found[MODEL2VEC] = static_init_folder(static)
+    budget = race_st.budget_root(args.out_root / "race", args.budget)
+    for method in (*TRAINED, ST_PEER):
+        model = budget / method / "seed1234" / "model"
+        if (model / "modules.json").is_file():
+            found[method] = model
+    return found
+
+
+def prepare(folders: dict[str, Path], work: Path) -> dict[str, Path]:
+    """Copies with their ONNX files (the run folders stay as the trainer left them)."""
+    from distill.export import EXPORT_FILES, export_model, formats_of
+
+    copies = {}
+    for name, folder in folders.items():
+        copy = work / "copies" / name
+        if not (copy / "modules.json").is_file():
+            shutil.copytree(folder, copy, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("onnx", "*.pt", ".trainer_files.json"))
+        wanted = [f for f in formats_of(copy) if f in ("onnx", "onnx-int8") and not (copy / EXPORT_FILES[f]).is_file()]
+        if wanted:
+            print(f"exporting {name} ({', '.join(wanted)})", flush=True)
+            export_model(copy, wanted)
+        copies[name] = copy
+    return copies
+
+
+def rows_of(copies: dict[str, Path]) -> list[Variant]:
+    from distill.export import formats_of
+
+    rows = []
+    for name, folder in copies.items():
+        backends = TRANSFORMER_BACKENDS if "onnx" in formats_of(folder) else ("torch fp32",)
+        rows += [Variant(name, backend) for backend in backends]
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+
+    from eval.data import load_stsb
+    from kdmcse_base.machine import cpu_name
+
+    copies = prepare(points(args), args.out_root)
+    rows = rows_of(copies)
+    threads = torch.get_num_threads()
+    models = {row: load_variant(row, copies, threads) for row in rows}
+    pairs = load_stsb("test", args.data_dir)
+    sentences = list(dict.fromkeys(s for p in pairs for s in (p.sentence1, p.sentence2)))[:args.limit]
+    load = [os.getloadavg()[0]]
+    timing = time_rows(models, sentences, sentences[:args.latency_sentences], 64, args.rounds)
+    load.append(os.getloadavg()[0])
+    results = [{**asdict(row), **timing[row], "sts": sts_of(row, models[row], args.data_dir, args.out_root)}
+               for row in rows]
+    return {"rows": results, "training": training_notes(args),
+            "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), {threads} torch threads",
+            "sentences": len(sentences), "rounds": args.rounds, "load": load, "budget": args.budget}
+
+
+def training_notes(args: argparse.Namespace) -> dict[str, dict]:
+    """Each trained point's steps, minutes and best dev, from the race's kept summaries."""
+    notes = {}
+    root = race_st.budget_root(Path(str(args.report.with_name(f"{args.report.stem}_race_results"))), args.budget)
+    for method in (*TRAINED, ST_PEER):
+        path = root / method / "seed1234" / "results.json"
+        if path.is_file():
+            train = json.loads(path.read_text())["train"]
+            notes[method] = {key: train.get(key) for key in ("steps", "train_seconds", "best_stsb_dev",
+                                                            "best_step", "effective_batch_size")}
+    return notes
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+LABELS = {TEACHER: "teacher (all-MiniLM-L6-v2, 6 layers)", MODEL2VEC: "Model2Vec distillation, no training (peer)",
+          "static_regression": "static student (this project)", "regression_cut1": "1-layer cut (this project)",
+          "regression_cut2": "2-layer cut (this project)", "regression_spread": "3-layer cut (this project)",
+          "regression_cut4": "4-layer cut (this project)", ST_PEER: "sentence-transformers layer reduction, 3 layers (peer)"}
+PEERS = (TEACHER, MODEL2VEC, ST_PEER)
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row with its STS average and its speed over the teacher's torch fp32 and same-backend rows."""
+    teacher = {r["backend"]: r for r in rows if r["model"] == TEACHER}
+    out = []
+    for r in rows:
+        same = teacher.get(r["backend"], teacher["torch fp32"])
+        out.append({**r, "sts_average": r["sts"]["average"],
+                    "x_teacher_fp32": r["sentences_per_second"] / teacher["torch fp32"]["sentences_per_second"],
+                    "x_teacher_same_backend": r["sentences_per_second"] / same["sentences_per_second"],
+                    "share": r["sts"]["average"] / teacher["torch fp32"]["sts"]["average"]})
+    return out
+
+
+def dominated_by(row: dict, rows: list[dict]) -> list[dict]:
+    """Peer points at least as fast as ``row`` with a higher STS average."""
+    return [p for p in rows if p["model"] in PEERS and p["sentences_per_second"] >= row["sentences_per_second"]
+            and p["sts_average"] > row["sts_average"]]
+
+
+def findings(rows: list[dict]) -> list[str]:
+    trained = [r for r in rows if r["model"] not in PEERS]
+    out = []
+    static = [r for r in trained if r["model"] == "static_regression"]
+    m2v = [r for r in rows if r["model"] == MODEL2VEC]
+    if static and m2v:
+        s, m = static[0], m2v[0]
+        out.append(f"The static student encodes {s['x_teacher_fp32']:.0f}x as fast as the teacher in torch fp32 "
+                   f"at {s['sts_average']:.2f} STS average ({100 * s['share']:.1f}% of the teacher's); Model2Vec's "
+                   f"distillation it starts from scores {m['sts_average']:.2f} at {m['x_teacher_fp32']:.0f}x: "
+                   f"training on the cache adds {s['sts_average'] - m['sts_average']:+.2f} points.")
+    beaten = [(r, dominated_by(r, rows)) for r in trained]
+    clear = [r for r, by in beaten if not by]
+    out.append(f"{len(clear)} of {len(trained)} trained points have no peer point at least as fast with a higher "
+               "STS average.")
+    for r, by in beaten:
+        if by:
+            best = max(by, key=lambda p: p["sts_average"])
+            out.append(f"Not ahead: {LABELS[r['model']]}, {r['backend']} ({r['sentences_per_second']:.0f}/s, "
+                       f"{r['sts_average']:.2f}) is below {LABELS[best['model']]}, {best['backend']} "
+                       f"({best['sentences_per_second']:.0f}/s, {best['sts_average']:.2f}).")
+    st = {r["backend"]: r for r in rows if r["model"] == ST_PEER}
+    ours = {r["backend"]: r for r in rows if r["model"] == "regression_spread"}
+    for backend in TRANSFORMER_BACKENDS:
+        if backend in st and backend in ours:
+            gap = ours[backend]["sts_average"] - st[backend]["sts_average"]
+            out.append(f"Same 3 layers, same minutes, {backend}: this project's recipe {ours[backend]['sts_average']:.2f}, "
+                       f"sentence-transformers' {st[backend]['sts_average']:.2f} ({gap:+.2f}).")
+    return out
+
+
+def render(saved: dict, command: str) -> str:
+    rows = with_ratios(saved["rows"])
+    lines = ["# The student you need: speed against quality on one teacher cache", "",
+             f"Generated by `{command}` on {saved['machine']} (1-minute load {saved['load'][0]:.1f} before "
+             f"timing, {saved['load'][1]:.1f} after). Training: `benchmarks/race_st.py` (its report: "
+             "[student_frontier_race.md](student_frontier_race.md)), every point trained by regression onto "
+             f"the same cached teacher embeddings (183,913 rows) for the same {saved['budget']:g} training minutes "
+             "(each method's step count from its own measured steps/s), one seed, best STS-B dev checkpoint; "
+             "precision `auto` (fp32 on a CPU without native bf16).", "",
+             f"Speed: {saved['sentences']} distinct STS-B test sentences per pass at batch 64 through "
+             "`SentenceTransformer.encode` (tokenisation included), p50/p95 over single sentences; every row timed "
+             f"once per round in rotating order, {saved['rounds']} rounds, medians. **x teacher fp32** divides by "
+             "the teacher in torch fp32, **x same backend** by the teacher at the row's own backend (a static "
+             "model, which has no ONNX transformer, against the teacher's torch fp32). STS: 7-task average "
+             "(STS12-16, STS-B, SICK-R; SentEval protocol, Spearman x100) of that very row.", "",
+             "| point | backend | sentences/s | x teacher fp32 | x same backend | p50 ms | p95 ms | STS Avg | of teacher |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["sentences_per_second"]):
+        lines.append(f"| {LABELS[r['model']]} | {r['backend']} | {r['sentences_per_second']:.0f} | "
+                     f"{r['x_teacher_fp32']:.2f}x | {r['x_teacher_same_backend']:.2f}x | {r['p50_ms']:.2f} | "
+                     f"{r['p95_ms']:.2f} | {r['sts_average']:.2f} | {100 * r['share']:.1f}% |")
+    lines += ["", "## Training of each point", "", "| point | steps x batch | training minutes | best STS-B dev (step) |",
+              "|---|---|---|---|"]
+    for method, t in saved["training"].items():
+        lines.append(f"| {LABELS[method]} | {t['steps']} x {t['effective_batch_size']} | {t['train_seconds'] / 60:.1f} | "
+                     f"{t['best_stsb_dev']:.2f} ({t['best_step']}) |")
+    lines += ["", "## Said plainly", ""] + [f"- {line}" for line in findings(rows)]
+    lines += ["", "![STS average against throughput](figures/student_frontier.png)", ""]
+    return "\n".join(lines)
+
+
+def figure(saved: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = with_ratios(saved["rows"])
+    markers = {"torch fp32": "o", "ONNX fp32": "s", "ONNX int8": "^"}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        colour = "grey" if name in PEERS else None
+        for r in mine:
+            ax.scatter(r["x_teacher_fp32"], r["sts_average"], marker=markers[r["backend"]], s=55,
+                       color=colour if colour else f"C{list(LABELS).index(name)}",
+                       edgecolors="black" if name not in PEERS else "none")
+        best = max(mine, key=lambda r: r["x_teacher_fp32"])
+        ax.annotate(LABELS[name].replace(" (this project)", "").replace(" (peer)", ""),
+                    (best["x_teacher_fp32"], best["sts_average"]), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    for backend, marker in markers.items():
+        ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=backend)
+    ax.scatter([], [], marker="o", color="grey", label="peer (grey)")
+    ax.set_xscale("log")
+    ax.set_xlabel("throughput over the teacher's torch fp32 (log scale)")
+    ax.set_ylabel("STS 7-task average (Spearman x100)")
+    ax.set_title(f"Students trained {saved['budget']:g} minutes on one teacher cache, and their peers")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=5.0, help="training minutes per point (default: %(default)s)")
+    parser.add_argument("--speed-steps", type=int, default=60, help="steps of each method's speed round")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds of phase 2")
+    parser.add_argument("--latency-sentences", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=1000, help="sentences per throughput pass")
+    parser.add_argument("--teacher", default="offline:all-MiniLM-L6-v2")
+    parser.add_argument("--out-root", type=Path, default=ROOT / "runs" / "student_frontier")
+    parser.add_argument("--cache-root", default=str(ROOT / "cache" / "teacher"))
+    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "student_frontier.md")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--skip-training", action="store_true", help="phase 2 only, on the runs already made")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report and figure from its JSON")
+    args = parser.parse_args(argv)
+    args.command = "python benchmarks/student_frontier.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    saved_path = args.report.with_suffix(".json")
+    if args.report_only:
+        saved = json.loads(saved_path.read_text())
+    else:
+        started = time.perf_counter()
+        if not args.skip_training:
+            race_st.main(race_argv(args))
+        saved = measure(args)
+        saved["command"] = args.command.strip()
+        saved_path.parent.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps(saved, indent=2))
+        print(f"phase 2 done; whole run {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    args.report.write_text(render(saved, saved["command"]))
+    figure(saved, args.report.parent / "figures" / "student_frontier.png")
+    print(args.report.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
