@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[offline,test,benchmarks,export]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[offline,test,benchmarks,export,static]'
 	touch $(STAMP)
 
 install: $(STAMP)

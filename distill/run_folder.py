@@ -83,8 +83,14 @@ class TrainSummary:
     def steps_per_second(self) -> float:
         return self.steps / max(self.train_seconds, 1e-9)
 
+    @property
+    def kept_starting_point(self) -> bool:
+        """No evaluation beat the untrained student, whose weights are then the run's model."""
+        return self.best_step == 0
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "steps_per_second": self.steps_per_second}
+        return {**asdict(self), "steps_per_second": self.steps_per_second,
+                "kept_starting_point": self.kept_starting_point}
 
 
 @dataclass(frozen=True)

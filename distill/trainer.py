@@ -416,11 +416,16 @@ def read_terms(terms: dict[str, torch.Tensor], env: DistEnv) -> dict[str, float]
 
 def score_baseline(run: TrainingRun) -> None:
     """STS-B dev of the untrained student (main rank): what distillation starts from, in the log, the
-    summary and the card. It is not a candidate checkpoint; nothing is saved."""
+    summary and the card, and the first candidate for best, so a run that never beats its starting point
+    keeps the starting weights rather than a worse checkpoint."""
     if run.env.is_main:
-        run.state.baseline_dev = dev_score(run)
-        run.writer.add_scalar("eval/stsb_dev_spearman", run.state.baseline_dev, 0)
-        tqdm.write(f"step 0 (untrained): STS-B dev {run.state.baseline_dev:.2f}")
+        state, student = run.state, run.trainable.student
+        state.baseline_dev = dev_score(run)
+        run.writer.add_scalar("eval/stsb_dev_spearman", state.baseline_dev, 0)
+        if math.isfinite(state.baseline_dev):
+            state.best_dev, state.best_step = state.baseline_dev, 0
+            replace_folder(run.folder.best, lambda folder: save_encoder(student, folder))
+        tqdm.write(f"step 0 (untrained): STS-B dev {state.baseline_dev:.2f}")
 
 
 def dev_score(run: TrainingRun) -> float:
@@ -465,6 +470,9 @@ def finish(run: TrainingRun) -> Path:
             export_model(model, cfg.train.export)
             write_model_card(model, cfg, run.cache.manifest, state)
 
+        if state.best_step == 0:
+            print(f"no evaluation beat the starting point (STS-B dev {state.best_dev:.2f} before the first step): "
+                  f"{folder.model} holds the untrained student; try another train.lr or objective", flush=True)
         replace_folder(folder.model, write_model)
         atomic_write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: not in model/
         folder.write_summary(TrainSummary(

@@ -21,7 +21,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from distill.config import ConfigError, load_config
-from distill.student import GroundingHeads
+from distill.student import GroundingHeads, build_encoder
 from distill.export import EXPORT_FILES, load_onnx_student
 from distill.run_folder import LISTING
 from distill.trainer import train
@@ -57,7 +57,7 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert card.startswith("---\n") and "library_name: sentence-transformers" in card
     assert "all-MiniLM-L6-v2" not in card.split("# kdmcse_offline")[0]  # not the base model's card
     local = f"<local>/{tiny_bert_dir.name}"  # the card names no folder of this machine
-    assert f"student **`{local}`**, 1 layers (the first)" in card and str(tmp_path) not in card
+    assert f"student **`{local}`**, a **transformer cut** to 1 layer (the first)" in card and str(tmp_path) not in card
     assert f"`{local}` (text) + `EfficientNet-Lite0 (ImageNet)` (images)" in card
     assert "| angular margin contrastive (text) | 1.0 |" in card and "| embedding regression (MSE) | 1.0 |" in card
     best_step, best_dev = summary["best_step"], summary["best_stsb_dev"]
@@ -69,8 +69,9 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert load_config(run / "config.yaml") == cfg
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
-    # the saved model is the one the best dev score was measured on: rescoring it gives that score
-    best = max(summary["dev_history"], key=lambda x: x[1])
+    # the saved model is the one the best dev score was measured on (the untrained student at step 0
+    # is the first candidate): rescoring it gives that score
+    best = list(max([(0, summary["baseline_stsb_dev"]), *summary["dev_history"]], key=lambda x: x[1]))
     assert [summary["best_step"], summary["best_stsb_dev"]] == best
     assert evaluate_dev(model) == pytest.approx(summary["best_stsb_dev"], abs=1e-9)
     captured = capsys.readouterr()
@@ -79,12 +80,23 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert captured.err.rsplit("best_dev=", 1)[1].startswith(f"{best[1]:.2f}")  # the bar's last state is current
     assert lines[-1].endswith(f"best {best[1]:.2f} at step {best[0]}")
     # the baseline: the student the config starts from (what evaluate.py --untrained loads), before step 1
-    from distill.student import build_encoder
-
     baseline = summary["baseline_stsb_dev"]
     assert evaluate_dev(build_encoder(cfg.student)) == pytest.approx(baseline, abs=1e-9)
     assert lines[0] == f"step 0 (untrained): STS-B dev {baseline:.2f}"
     assert f"| STS-B dev before training (step 0) | {baseline:.2f} |" in card
+
+
+def test_a_run_that_never_beats_its_start_keeps_the_starting_weights(tiny_bert_dir, tmp_path, capsys):
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
+    scores = iter([70.0, 60.0, 65.0])  # step 0, then every evaluation worse than the start
+    model_dir = train(cfg, lambda encoder: next(scores))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert (summary["best_step"], summary["best_stsb_dev"], summary["kept_starting_point"]) == (0, 70.0, True)
+    untrained = build_encoder(cfg.student).encode(["a dog runs", "two cats"])
+    saved = SentenceTransformer(str(model_dir), device="cpu").encode(["a dog runs", "two cats"])
+    np.testing.assert_allclose(saved, untrained, atol=1e-6)
+    assert "no evaluation beat the starting point (STS-B dev 70.00 before the first step)" in capsys.readouterr().out
+    assert "this checkpoint is the untrained student" in (model_dir / "README.md").read_text()
 
 
 ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
