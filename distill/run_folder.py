@@ -10,6 +10,7 @@ the project's scripts may add after training, and how a folder is replaced whole
         best/  model/          encoder folders, replaced whole; each lists its files in .trainer_files.json
         grounding_heads.pt     the training-only grounding heads (retrieval reads them)
         train_summary.json     ``TrainSummary``
+        dev_curve.png          STS-B dev against the step, redrawn at each evaluation (distill/dev_curve.py)
         tensorboard/           event files
       added after training by the project's scripts (``REPORTS``; the trainer never touches them):
         eval/                  scripts/evaluate.py's results
@@ -39,13 +40,13 @@ from typing import Any
 from distill.config import ConfigError, RunConfig, load_config, to_dict
 from kdmcse_base.files import LOCK_FILE, WriteFailedError, atomic_write, json_bytes
 
-CONFIG, CHECKPOINT, SUMMARY = "config.yaml", "checkpoint.pt", "train_summary.json"
+CONFIG, CHECKPOINT, SUMMARY, DEV_CURVE = "config.yaml", "checkpoint.pt", "train_summary.json", "dev_curve.png"
 HEADS_FILE = "grounding_heads.pt"
 """The grounding head and teacher adapters of a run (``GroundingHeads.save``), for retrieval evaluation:
 kept in the run folder beside ``model/``, never inside the published model."""
-TRAINER_FILES = {CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, LOCK_FILE}
+TRAINER_FILES = {CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, LOCK_FILE, DEV_CURVE}
 # ...and their temp files while being written (``kdmcse_base.files.atomic_save``; ``.tmp`` from older versions)
-TRAINER_TEMP_FILE = re.compile(f"({'|'.join(map(re.escape, (CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE)))})" + r"\.tmp(-\d+)?")
+TRAINER_TEMP_FILE = re.compile(f"({'|'.join(map(re.escape, (CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, DEV_CURVE)))})" + r"\.tmp(-\d+)?")
 EVAL_DIR, DEMO_MARKDOWN, DEMO_JSON, RESULTS = "eval", "demo.md", "demo.json", "results.json"
 REPORTS = {EVAL_DIR, DEMO_MARKDOWN, DEMO_JSON, RESULTS}
 ENCODER_FOLDERS = ("best", "model")
@@ -88,6 +89,21 @@ class TrainSummary:
         """No evaluation beat the untrained student, whose weights are then the run's model."""
         return self.best_step == 0
 
+    def describe(self, model_dir: Path, precision: str) -> str:
+        """The end-of-run summary a researcher reads: baseline, best and last dev, time, where the model
+        is, and what to run next."""
+        last = f", last {self.dev_history[-1][1]:.2f} at step {self.dev_history[-1][0]}" if self.dev_history else ""
+        start = f"{self.baseline_stsb_dev:.2f} before training -> " if self.baseline_stsb_dev is not None else ""
+        kept = " (the untrained student: no evaluation beat it)" if self.kept_starting_point else ""
+        return "\n".join([
+            f"done: {self.steps} steps in {self.train_seconds / 60:.1f} min ({self.steps_per_second:.2f} steps/s, "
+            f"{precision}, {self.device})",
+            f"STS-B dev: {start}best {self.best_stsb_dev:.2f} at step {self.best_step}{kept}{last}",
+            f"model: {model_dir} (dev curve: {model_dir.parent / DEV_CURVE})",
+            f"next:  python scripts/evaluate.py --model {model_dir} --tasks sts,transfer",
+            f"       python scripts/export.py {model_dir}",
+            f"       python scripts/publish.py {model_dir} --repo-id YOU/NAME --dry-run"])
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "steps_per_second": self.steps_per_second,
                 "kept_starting_point": self.kept_starting_point}
@@ -118,6 +134,10 @@ class RunFolder:
     @property
     def model(self) -> Path:
         return self.path / "model"
+
+    @property
+    def dev_curve(self) -> Path:
+        return self.path / DEV_CURVE
 
     @property
     def tensorboard(self) -> Path:

@@ -52,6 +52,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.config import ConfigError, RunConfig, config_yaml
+from distill.dev_curve import draw_dev_curve
 from distill.export import export_model, require_export_extra
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
@@ -449,6 +450,7 @@ def evaluate_and_checkpoint(run: TrainingRun) -> None:
             state.best_dev, state.best_step = score, state.step
             replace_folder(run.folder.best, lambda folder: save_encoder(student, folder))
         tqdm.write(f"step {state.step}: STS-B dev {score:.2f}, best {state.best_dev:.2f} at step {state.best_step}")
+        draw_dev_curve(run.folder.dev_curve, state.dev_history, state.baseline_dev, state.best_step, run.cfg.name)
     checkpoint(run)
     run.env.barrier()
 
@@ -475,12 +477,14 @@ def finish(run: TrainingRun) -> Path:
                   f"{folder.model} holds the untrained student; try another train.lr or objective", flush=True)
         replace_folder(folder.model, write_model)
         atomic_write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: not in model/
-        folder.write_summary(TrainSummary(
+        summary = TrainSummary(
             steps=state.step, best_step=state.best_step, best_stsb_dev=state.best_dev,
             train_seconds=state.train_seconds, dev_history=state.dev_history, device=device_name(env.device),
             effective_batch_size=cfg.train.batch_size * env.world_size, world_size=env.world_size,
             baseline_stsb_dev=state.baseline_dev, heldout_image_ids=run.pools.heldout_image_ids,
-            skipped_rows=run.cache.skipped_rows))
+            skipped_rows=run.cache.skipped_rows)
+        folder.write_summary(summary)
+        print(summary.describe(folder.model, cfg.train.precision), flush=True)
     env.barrier()
     return folder.model
 

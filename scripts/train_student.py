@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from teacher_cache import USER_ERRORS
 
     try:
-        model_dir = train(cfg, stsb_dev_evaluator(cfg))
+        train(cfg, stsb_dev_evaluator(cfg))
     except (*USER_ERRORS, ConfigError, RunFolderError, ExportError) as err:  # the user's data, cache or run folder: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:  # not the user's input, but not a result either: one line, exit 1
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"saved student to {model_dir}")
-    return 0
+    return 0  # the trainer printed the run's summary and the model's folder
 
 
 if __name__ == "__main__":

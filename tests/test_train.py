@@ -95,8 +95,15 @@ def test_a_run_that_never_beats_its_start_keeps_the_starting_weights(tiny_bert_d
     untrained = build_encoder(cfg.student).encode(["a dog runs", "two cats"])
     saved = SentenceTransformer(str(model_dir), device="cpu").encode(["a dog runs", "two cats"])
     np.testing.assert_allclose(saved, untrained, atol=1e-6)
-    assert "no evaluation beat the starting point (STS-B dev 70.00 before the first step)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no evaluation beat the starting point (STS-B dev 70.00 before the first step)" in out
     assert "this checkpoint is the untrained student" in (model_dir / "README.md").read_text()
+    # the end-of-run summary: baseline, best and last dev, the model's folder, the next commands
+    assert ("STS-B dev: 70.00 before training -> best 70.00 at step 0 (the untrained student: no evaluation "
+            "beat it), last 65.00 at step 4") in out
+    assert f"model: {model_dir} (dev curve: {model_dir.parent / 'dev_curve.png'})" in out
+    assert f"python scripts/evaluate.py --model {model_dir} --tasks sts,transfer" in out
+    assert (model_dir.parent / "dev_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
