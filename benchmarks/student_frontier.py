@@ -58,6 +58,61 @@ def race_argv(args: argparse.Namespace) -> list[str]:
     return argv + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
 
 
+def rows_study(args: argparse.Namespace) -> None:
+    """The static student at the frontier's step count on smaller pools (Flickr30k captions cut to each of
+    ``--rows-flickr``; the other sources whole): how its quality grows with cached teacher rows. Each
+    smaller cache copies its vectors from the full one (reuse by content), so it costs no teacher forward."""
+    from benchmarks import offline_distill
+
+    race = race_st.parse_args(race_argv(args))
+    steps = static_steps(args)
+    for flickr in args.rows_flickr:
+        group = race_st.bench_args(race, rows_root(args, flickr), steps)
+        group.set = [*group.set, f"data.limits={{flickr30k_train: {flickr}}}"]
+        offline_distill.build_cache_once(group)
+        offline_distill.run_all(group, [("static_regression", offline_distill.FIRST_SEED)])
+
+
+def rows_root(args: argparse.Namespace, flickr: int) -> Path:
+    return args.out_root / "rows" / f"flickr{flickr}"
+
+
+def static_steps(args: argparse.Namespace) -> int:
+    """The step count the race gave the static student at the frontier's budget."""
+    results = race_st.budget_root(race_results(args), args.budget) / "static_regression" / "seed1234" / "results.json"
+    return json.loads(results.read_text())["train"]["steps"]
+
+
+def race_results(args: argparse.Namespace) -> Path:
+    return args.report.with_name(f"{args.report.stem}_race_results")
+
+
+def rows_rows(args: argparse.Namespace) -> list[dict]:
+    """Each pool size's rows, steps and STS average (the full pool is the frontier's own static run)."""
+    found = []
+    for flickr in args.rows_flickr:
+        path = rows_root(args, flickr) / "static_regression" / "seed1234" / "results.json"
+        if path.is_file():
+            found.append(_rows_entry(json.loads(path.read_text()), rows_root(args, flickr) / "static_regression" / "seed1234"))
+    full = race_st.budget_root(args.out_root / "race", args.budget) / "static_regression" / "seed1234"
+    if (full / "results.json").is_file():
+        found.append(_rows_entry(json.loads((full / "results.json").read_text()), full))
+    return sorted(found, key=lambda r: r["rows"])
+
+
+def _rows_entry(results: dict, run: Path) -> dict:
+    import yaml
+
+    from distill.config import load_config
+    from teacher_cache import open_cache
+
+    cfg = load_config(run / "config.yaml")
+    cache = open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, None, progress=False)
+    return {"rows": int(cache.manifest["counts"]["text"]), "steps": results["train"]["steps"],
+            "batch": results["train"]["effective_batch_size"], "best_stsb_dev": results["train"]["best_stsb_dev"],
+            "sts_average": results["sts"]["average"], "limits": yaml.safe_dump(cfg.data.limits).strip()}
+
+
 def points(args: argparse.Namespace) -> dict[str, Path]:
     """Every point's model folder: the teacher, Model2Vec's distillation, each trained run's best model."""
     from distill.config import StudentConfig
@@ -125,7 +180,7 @@ def measure(args: argparse.Namespace) -> dict:
     load.append(os.getloadavg()[0])
     results = [{**asdict(row), **timing[row], "sts": sts_of(row, models[row], args.data_dir, args.out_root)}
                for row in rows]
-    return {"rows": results, "training": training_notes(args),
+    return {"rows": results, "training": training_notes(args), "pool_sizes": rows_rows(args),
             "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), {threads} torch threads",
             "sentences": len(sentences), "rounds": args.rounds, "load": load, "budget": args.budget}
 
@@ -133,7 +188,7 @@ def measure(args: argparse.Namespace) -> dict:
 def training_notes(args: argparse.Namespace) -> dict[str, dict]:
     """Each trained point's steps, minutes and best dev, from the race's kept summaries."""
     notes = {}
-    root = race_st.budget_root(Path(str(args.report.with_name(f"{args.report.stem}_race_results"))), args.budget)
+    root = race_st.budget_root(race_results(args), args.budget)
     for method in (*TRAINED, ST_PEER):
         path = root / method / "seed1234" / "results.json"
         if path.is_file():
@@ -228,9 +283,24 @@ def render(saved: dict, command: str) -> str:
     for method, t in saved["training"].items():
         lines.append(f"| {LABELS[method]} | {t['steps']} x {t['effective_batch_size']} | {t['train_seconds'] / 60:.1f} | "
                      f"{t['best_stsb_dev']:.2f} ({t['best_step']}) |")
+    lines += pool_section(saved)
     lines += ["", "## Said plainly", ""] + [f"- {line}" for line in findings(rows)]
     lines += ["", "![STS average against throughput](figures/student_frontier.png)", ""]
     return "\n".join(lines)
+
+
+def pool_section(saved: dict) -> list[str]:
+    sizes = saved.get("pool_sizes") or []
+    if not sizes:
+        return []
+    lines = ["", "## The static student and the number of cached rows", "",
+             "The static student trained the same number of steps on pools of cached teacher rows of each size "
+             "(Flickr30k captions cut; Wiki1M prefix, COCO val2017 and coco2017_mini captions whole), so a smaller "
+             f"pool is seen more often. Cache cost: {saved.get('cache_cost', 'see the notes')}.", "",
+             "| cached text rows | steps x batch | best STS-B dev | STS Avg |", "|---|---|---|---|"]
+    lines += [f"| {r['rows']:,} | {r['steps']} x {r['batch']} | {r['best_stsb_dev']:.2f} | {r['sts_average']:.2f} |"
+              for r in sizes]
+    return lines
 
 
 def figure(saved: dict, path: Path) -> None:
@@ -280,10 +350,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-root", default=str(ROOT / "cache" / "teacher"))
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "student_frontier.md")
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--rows-flickr", default="10000,60000",
+                        help="Flickr30k caption counts of the smaller pools of the static rows study ('' skips it)")
+    parser.add_argument("--cache-cost", help="the teacher cache's measured cost per row, quoted in the report")
     parser.add_argument("--skip-training", action="store_true", help="phase 2 only, on the runs already made")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report and figure from its JSON")
     args = parser.parse_args(argv)
     args.command = "python benchmarks/student_frontier.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.rows_flickr = [int(n) for n in args.rows_flickr.split(",") if n]
     return args
 
 
@@ -296,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if not args.skip_training:
             race_st.main(race_argv(args))
+            rows_study(args)
         saved = measure(args)
         saved["command"] = args.command.strip()
+        saved["cache_cost"] = args.cache_cost
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(json.dumps(saved, indent=2))
         print(f"phase 2 done; whole run {(time.perf_counter() - started) / 60:.1f} min", flush=True)
