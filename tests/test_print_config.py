@@ -31,7 +31,7 @@ def test_print_config_lists_every_key_with_value_default_and_doc(capsys):
     assert out[i + 1] == "    `epochs` over the text rows, or `max_steps` when set."
     i = out.index("student.max_seq_length: int = 32")
     assert "truncated" in out[i + 1]
-    assert "train.precision: 'fp32' | 'bf16' | 'fp16' = bf16 (default fp32)" in out
+    assert "train.precision: 'auto' | 'fp32' | 'bf16' | 'fp16' = auto" in out
 
 
 @pytest.mark.parametrize("section", [StudentConfig, LossConfig, TrainConfig])

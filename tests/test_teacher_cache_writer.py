@@ -119,8 +119,10 @@ def test_other_data_or_teacher_gets_another_directory(reference, teacher):
     original = dataset_fingerprint(rows)
     rows.texts[0] = dataclasses.replace(rows.texts[0], text=rows.texts[0].text + "!")
     assert dataset_fingerprint(rows) != original
-    fp32 = build_teacher(dataclasses.replace(TEACHER_CFG, precision="fp32"))
-    assert locate_cache(fp32, TEACHER_CFG, DATA_CFG, reference.parent, shard_rows=SHARD_ROWS) != reference
+    # another precision than the one the reference's resolved to (auto: bf16 or fp32, by the CPU)
+    other = "bf16" if TEACHER_CFG.precision_for("cpu", "text") == "fp32" else "fp32"
+    changed = build_teacher(dataclasses.replace(TEACHER_CFG, precision=other))
+    assert locate_cache(changed, TEACHER_CFG, DATA_CFG, reference.parent, shard_rows=SHARD_ROWS) != reference
 
 
 def test_a_complete_cache_opens_without_the_teacher_reading_the_corpora_once(reference, monkeypatch):
