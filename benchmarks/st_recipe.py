@@ -79,6 +79,7 @@ def train_st_recipe(cfg, out: Path) -> Path:
     from dataclasses import replace
 
     from distill.config import save_config
+    from kdmcse_base.machine import resolve_precision
     from distill.pools import build_pools
     from distill.run_folder import RunFolder, TrainSummary
     from distill.st_losses import cache_dataset
@@ -99,13 +100,15 @@ def train_st_recipe(cfg, out: Path) -> Path:
     evaluator = EmbeddingSimilarityEvaluator([p.sentence1 for p in dev], [p.sentence2 for p in dev],
                                              [p.score for p in dev], name="sts-dev")
     steps, every = cfg.train.max_steps, cfg.train.eval_every
+    precision = resolve_precision(cfg.train.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    cfg = replace(cfg, train=replace(cfg.train, precision=precision))  # what config.yaml says
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st_trainer"), max_steps=steps, per_device_train_batch_size=cfg.train.batch_size,
         learning_rate=cfg.train.lr, warmup_ratio=WARMUP_RATIO, seed=cfg.train.seed, data_seed=cfg.train.seed,
         eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
         metric_for_best_model=DEV_METRIC, load_best_model_at_end=True, logging_steps=every,
         report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
-        bf16=cfg.train.precision == "bf16", fp16=cfg.train.precision == "fp16",
+        bf16=precision == "bf16", fp16=precision == "fp16",
     )
     clock = training_clock()
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train_set,

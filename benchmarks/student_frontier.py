@@ -178,11 +178,36 @@ def measure(args: argparse.Namespace) -> dict:
     load = [os.getloadavg()[0]]
     timing = time_rows(models, sentences, sentences[:args.latency_sentences], 64, args.rounds)
     load.append(os.getloadavg()[0])
-    results = [{**asdict(row), **timing[row], "sts": sts_of(row, models[row], args.data_dir, args.out_root)}
-               for row in rows]
+    reuse_race_scores(args, rows)
+    results = [{**asdict(row), **timing[row], **scores(row, models, args)} for row in rows]
     return {"rows": results, "training": training_notes(args), "pool_sizes": rows_rows(args),
             "machine": f"{os.cpu_count()} CPU cores ({cpu_name()}), {threads} torch threads",
             "sentences": len(sentences), "rounds": args.rounds, "load": load, "budget": args.budget}
+
+
+def scores(row: Variant, models: dict, args: argparse.Namespace) -> dict:
+    """The row's STS results. ONNX fp32 runs the float32 graph of the same weights, whose STS scores equal
+    torch's (reports/student_speed.md: identical to two decimals), so with ``--onnx-fp32-sts torch`` it takes
+    the torch row's, marked as such, and the run saves encoding every test set twice more per model."""
+    if row.backend == "ONNX fp32" and args.onnx_fp32_sts == "torch":
+        torch_row = Variant(row.model, "torch fp32")
+        return {"sts": sts_of(torch_row, models[torch_row], args.data_dir, args.out_root), "sts_from": "torch fp32"}
+    return {"sts": sts_of(row, models[row], args.data_dir, args.out_root)}
+
+
+def reuse_race_scores(args: argparse.Namespace, rows: list[Variant]) -> None:
+    """The race scored every trained model and the teacher in torch fp32 with the same STS evaluation:
+    those rows take its scores (as ``sts_of`` keeps them) instead of encoding every test set again."""
+    race = args.out_root / "race"
+    budget = race_st.budget_root(race, args.budget)
+    for row in rows:
+        source = race / TEACHER / "results.json" if row.model == TEACHER else budget / row.model / "seed1234" / "results.json"
+        kept = args.out_root / "sts" / f"{row.model}-{row.backend.replace(' ', '_')}.json"
+        if row.backend == "torch fp32" and source.is_file() and not kept.is_file():
+            sts = json.loads(source.read_text())["sts"]
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps({"average": sts["average"], "stsb_dev": sts["stsb_dev"],
+                                        "tasks": {name: task["spearman"] for name, task in sts["tasks"].items()}}))
 
 
 def training_notes(args: argparse.Namespace) -> dict[str, dict]:
@@ -204,6 +229,7 @@ LABELS = {TEACHER: "teacher (all-MiniLM-L6-v2, 6 layers)", MODEL2VEC: "Model2Vec
           "static_regression": "static student (this project)", "regression_cut1": "1-layer cut (this project)",
           "regression_cut2": "2-layer cut (this project)", "regression_spread": "3-layer cut (this project)",
           "regression_cut4": "4-layer cut (this project)", ST_PEER: "sentence-transformers layer reduction, 3 layers (peer)"}
+SHORT = {ST_PEER: "s-t layer reduction, 3 layers", TEACHER: "teacher", MODEL2VEC: "Model2Vec, untrained"}
 PEERS = (TEACHER, MODEL2VEC, ST_PEER)
 
 
@@ -275,9 +301,13 @@ def render(saved: dict, command: str) -> str:
              "| point | backend | sentences/s | x teacher fp32 | x same backend | p50 ms | p95 ms | STS Avg | of teacher |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["sentences_per_second"]):
+        mark = "*" if r.get("sts_from") else ""
         lines.append(f"| {LABELS[r['model']]} | {r['backend']} | {r['sentences_per_second']:.0f} | "
                      f"{r['x_teacher_fp32']:.2f}x | {r['x_teacher_same_backend']:.2f}x | {r['p50_ms']:.2f} | "
-                     f"{r['p95_ms']:.2f} | {r['sts_average']:.2f} | {100 * r['share']:.1f}% |")
+                     f"{r['p95_ms']:.2f} | {r['sts_average']:.2f}{mark} | {100 * r['share']:.1f}%{mark} |")
+    if any(r.get("sts_from") for r in rows):
+        lines += ["", "\\* the torch fp32 row's STS scores: ONNX fp32 runs the same float32 weights "
+                  "(`--onnx-fp32-sts torch`; reports/student_speed.md measured both: identical to two decimals)."]
     lines += ["", "## Training of each point", "", "| point | steps x batch | training minutes | best STS-B dev (step) |",
               "|---|---|---|---|"]
     for method, t in saved["training"].items():
@@ -320,7 +350,7 @@ def figure(saved: dict, path: Path) -> None:
                        color=colour if colour else f"C{list(LABELS).index(name)}",
                        edgecolors="black" if name not in PEERS else "none")
         best = max(mine, key=lambda r: r["x_teacher_fp32"])
-        ax.annotate(LABELS[name].replace(" (this project)", "").replace(" (peer)", ""),
+        ax.annotate(SHORT.get(name, LABELS[name].replace(" (this project)", "")),
                     (best["x_teacher_fp32"], best["sts_average"]), fontsize=7, xytext=(5, 3), textcoords="offset points")
     for backend, marker in markers.items():
         ax.scatter([], [], marker=marker, color="white", edgecolors="black", label=backend)
@@ -352,6 +382,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--rows-flickr", default="10000,60000",
                         help="Flickr30k caption counts of the smaller pools of the static rows study ('' skips it)")
+    parser.add_argument("--onnx-fp32-sts", choices=("measure", "torch"), default="torch",
+                        help="score ONNX fp32 rows on STS, or take their torch fp32 row's scores (the same float32 "
+                             "weights; default: %(default)s)")
     parser.add_argument("--cache-cost", help="the teacher cache's measured cost per row, quoted in the report")
     parser.add_argument("--skip-training", action="store_true", help="phase 2 only, on the runs already made")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report and figure from its JSON")

@@ -8,6 +8,7 @@ numeric range, given as field metadata (``at_least``, ``POSITIVE``, ...), and ev
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -34,9 +35,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; known: {sorted(known)}")
+    refuse_unknown_keys(raw, known, prefix)
     values = {name: _coerce(hints[name], value, prefix + name) for name, value in raw.items()}
     for f in dataclasses.fields(cls):
         if f.name in values and "range" in f.metadata:
@@ -45,6 +44,17 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as err:  # the dataclass's own checks (__post_init__)
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
+
+
+def refuse_unknown_keys(raw: dict[str, Any], known: set[str], prefix: str) -> None:
+    """One line naming every unknown key, with the known key each most likely meant."""
+    unknown = sorted(set(raw) - known)
+    if not unknown:
+        return
+    guesses = {key: difflib.get_close_matches(key, sorted(known), n=1) for key in unknown}
+    named = ", ".join(prefix + key + (f" (did you mean {prefix}{guesses[key][0]}?)" if guesses[key] else "")
+                      for key in unknown)
+    raise ConfigError(f"unknown key(s) {named}; known: {sorted(known)}")
 
 
 def _check_range(value: Any, bounds: tuple[float, float | None, bool], key: str) -> None:

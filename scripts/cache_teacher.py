@@ -20,6 +20,7 @@ teacher.* and data.* key with its type, default and doc.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ from teacher_cache import (  # noqa: E402
 )
 from kdmcse_base.process_group import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
-from distill.config import configs_dir, read_config_yaml, resolve_config_path  # noqa: E402
+from distill.config import RunConfig, configs_dir, read_config_yaml, resolve_config_path  # noqa: E402
+from kdmcse_base.typed_config import refuse_unknown_keys  # noqa: E402
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config  # noqa: E402
 
 DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
@@ -96,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataConfig, dict[str, Any]]:
     """YAML values first, then every flag that was given."""
     loaded = read_config_yaml(args.config) if args.config else {}  # with its base: chain
+    # a run config's sections, or a cache-only file's own keys; anything else is a typo, not ignored
+    refuse_unknown_keys(loaded, {f.name for f in dataclasses.fields(RunConfig)} | {"cache_root", "shard_rows"}, "")
     teacher_values = dict(loaded.get("teacher", {}))
     teacher_values.update({k: getattr(args, k) for k in TEACHER_FLAGS if getattr(args, k) is not None})
     data_values = dict(loaded.get("data", {}))

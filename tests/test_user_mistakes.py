@@ -48,6 +48,22 @@ def test_a_bad_value_is_refused_before_anything_loads(override, message, capsys,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_misspelled_key_names_the_key_it_most_likely_meant(capsys, tmp_path):
+    line = one_line_error(capsys, ["--config", "offline_default", "train.lrr=3e-4", "student.layrs=2"])
+    assert "unknown key(s) student.layrs (did you mean student.layers?)" in line  # the first section that has one
+
+
+def test_the_cache_script_refuses_a_misspelled_section_of_its_config(capsys, tmp_path):
+    from kdmcse_cli import cache_teacher
+
+    config = tmp_path / "cache.yaml"
+    config.write_text("teachr:\n  backend: composite\ncache_root: cache\n")
+    assert cache_teacher.main(["--config", str(config), "--cache-root", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) teachr (did you mean teacher?)" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
+
+
 def test_more_student_layers_than_the_model_has(tiny_args, capsys):
     assert one_line_error(capsys, tiny_args + ["student.layers=7"]).endswith(
         "student.layers=7: the model has 2 layers; choose 1 to 2")
