@@ -223,6 +223,19 @@ def training_notes(args: argparse.Namespace) -> dict[str, dict]:
     return notes
 
 
+def write_cards(args: argparse.Namespace, saved: dict) -> None:
+    """Each trained model's card gets its Speed section: its rows beside the teacher's, read at the same
+    backend, and the link to this report."""
+    from distill.model_card import set_card_section, speed_section
+
+    models = points(args)
+    teacher = [{**r, "sts_average": r["sts"]["average"]} for r in saved["rows"] if r["model"] == TEACHER]
+    for name in (*TRAINED, ST_PEER):
+        mine = [{**r, "model": "student", "sts_average": r["sts"]["average"]} for r in saved["rows"] if r["model"] == name]
+        if mine and name in models and (models[name] / "README.md").is_file():
+            set_card_section(models[name], "speed", speed_section(teacher + mine, saved["machine"]))
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 LABELS = {TEACHER: "teacher (all-MiniLM-L6-v2, 6 layers)", MODEL2VEC: "Model2Vec distillation, no training (peer)",
@@ -410,7 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         saved_path.parent.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(json.dumps(saved, indent=2))
         print(f"phase 2 done; whole run {(time.perf_counter() - started) / 60:.1f} min", flush=True)
-    args.report.write_text(render(saved, saved["command"]))
+        write_cards(args, saved)
+    notes = args.report.with_name(f"{args.report.stem}_notes.md")  # what the numbers cannot say, by hand
+    text = render(saved, saved["command"])
+    if notes.is_file():
+        text = text.rstrip() + "\n\n## Notes\n\n" + notes.read_text().strip() + "\n"
+    args.report.write_text(text)
     figure(saved, args.report.parent / "figures" / "student_frontier.png")
     print(args.report.read_text())
     return 0

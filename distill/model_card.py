@@ -141,7 +141,7 @@ model = SentenceTransformer("{load}")
 embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
 print(model.similarity(embeddings, embeddings))
 ```
-{onnx_usage(Path(model_dir))}
+{deploy_block(Path(model_dir))}
 ## Results of this checkpoint
 
 {results_table(state, results)}
@@ -215,7 +215,16 @@ runs it without PyTorch or sentence-transformers. Its inputs are the tokeniser's
 an attention mask for a transformer; the flat token ids and each sentence's start offset for a static
 model); `distill.export.encode_with_sentence_graph("path/to/this/folder", sentences)` shows the calls.
 """)
-    return "\n### ONNX\n\n" + "\n".join(layouts) if layouts else ""
+    return "## Deploy\n\n" + "\n".join(layouts) if layouts else ""
+
+
+def deploy_block(model_dir: Path) -> str:
+    """The card's Deploy section as a marked block (``set_card_section`` replaces it after a later export);
+    empty when the folder holds no ONNX file."""
+    usage = onnx_usage(model_dir)
+    if not usage:
+        return ""
+    return f"\n{SECTION_START.format(name='deploy')}\n{usage.strip()}\n{SECTION_END.format(name='deploy')}\n"
 
 
 SECTION_START, SECTION_END = "<!-- kdmcse:{name} -->", "<!-- /kdmcse:{name} -->"

@@ -42,6 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from distill.export import ExportError, export_model, formats_of
+    from distill.model_card import card_header_of, is_project_card, onnx_usage, set_card_section
     from distill.run_folder import is_complete, seal
 
     if not (args.model / "modules.json").is_file():
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if is_project_card(card_header_of(card.read_text()) if (card := args.model / "README.md").is_file() else {}):
+        set_card_section(args.model, "deploy", onnx_usage(args.model), before="## Results of this checkpoint")
     if is_complete(args.model):  # a trainer's model/ lists its files: the new ones belong to it too
         seal(args.model)
     for path in written:

@@ -98,6 +98,23 @@ def test_export_command_reseals_a_trainer_folder(tiny_bert_dir, tmp_path, capsys
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} is not a saved SentenceTransformer")
 
 
+def test_export_command_writes_the_deploy_section_into_a_project_card(tiny_bert_dir, tmp_path):
+    from kdmcse_cli import export as export_cli
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "README.md").write_text("---\ntags:\n- kdmcse-distill\n---\n\n# run\n\n## Results of this checkpoint\n\n"
+                                      "r\n\n## Training\n\nt\n")
+    assert export_cli.main([str(folder), "--formats", "onnx"]) == 0
+    card = (folder / "README.md").read_text()
+    assert card.count("## Deploy") == 1 and card.index("## Deploy") < card.index("## Results of this checkpoint")
+    assert "`onnx/model.onnx` (float32)" in card and "sentence_model" not in card
+    assert export_cli.main([str(folder), "--formats", "onnx-sentence"]) == 0  # a later export: replaced, not added
+    card = (folder / "README.md").read_text()
+    assert card.count("## Deploy") == 1 and "`onnx/model.onnx` (float32)" in card
+    assert "`onnx/sentence_model.onnx` (float32): the whole model in one graph" in card
+
+
 def test_unknown_format_is_refused(tiny_bert_dir):
     with pytest.raises(ExportError, match="unknown export format"):
         export_model(tiny_bert_dir, ["tensorrt"])

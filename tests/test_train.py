@@ -149,7 +149,7 @@ def test_export_at_the_end_of_training_belongs_to_model(tiny_bert_dir, tmp_path)
     model_dir = train(cfg, stsb_dev_evaluator(cfg))
     assert {EXPORT_FILES["onnx"], EXPORT_FILES["onnx-int8"]} <= set(json.loads((model_dir / LISTING).read_text()))
     card = (model_dir / "README.md").read_text()
-    assert "### ONNX" in card and f'model_kwargs={{"file_name": "{EXPORT_FILES["onnx-int8"]}"}}' in card
+    assert card.count("## Deploy") == 1 and f'model_kwargs={{"file_name": "{EXPORT_FILES["onnx-int8"]}"}}' in card
     reference = SentenceTransformer(str(model_dir), device="cpu").encode(["a dog runs", "two cats sleep on a mat"])
     onnx = load_onnx_student(model_dir, EXPORT_FILES["onnx"]).encode(["a dog runs", "two cats sleep on a mat"])
     assert np.allclose(onnx, reference, atol=1e-4)
