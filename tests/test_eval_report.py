@@ -97,6 +97,16 @@ def test_cli_rejects_unknown_task_groups(capsys):
     assert cli.default_out_path("offline:all-MiniLM-L6-v2") == Path("results/all-MiniLM-L6-v2.json")
 
 
+def test_a_runs_model_is_named_after_its_run(tmp_path):
+    cli = _load_cli()
+    run = tmp_path / "my_run"
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: my_run\n")
+    assert cli.default_out_path(str(run / "model")) == Path("results/my_run.json")
+    assert cli.default_out_path(str(run / "best")) == Path("results/my_run-best.json")
+    assert cli.default_out_path(str(tmp_path / "elsewhere" / "model")) == Path("results/model.json")  # no run
+
+
 def test_cli_defaults_are_the_papers_protocol_and_fp32():
     cli = _load_cli()
     defaults = cli.parse_args(["--model", "x"])
