@@ -215,5 +215,5 @@ def test_stsb_dev_comes_from_eval_data_dir(tmp_path, tiny_senteval_dir):
     cfg = load_config(None, [f"eval_data_dir={tmp_path / 'nowhere'}"])
     with pytest.raises(DataFormatError, match=r"nowhere: data directory not found \(from eval_data_dir"):
         stsb_dev_evaluator(cfg)
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) data\.text_sources\[0\]\.colum;"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) data\.text_sources\[0\]\.colum \(did you mean data\.text_sources\[0\]\.column\?\);"):
         load_config(None, ["data.text_sources=[{path: a.csv, colum: x}]"])
