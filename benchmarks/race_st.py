@@ -235,7 +235,7 @@ def plot_dev_minutes(args: argparse.Namespace, path: Path) -> None:
     if not budgets:
         return
     fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 3.6), squeeze=False)
-    colours = dict(zip(methods(args), ("tab:blue", "tab:orange", "tab:grey")))
+    colours = {m: ("tab:blue", "tab:orange", "tab:grey")[i] if i < 3 else f"C{i}" for i, m in enumerate(methods(args))}
     rates = median_rates(speed_rows(args))
     for ax, minutes in zip(axes[0], budgets):
         for method, results in budget_runs(args, minutes).items():
