@@ -20,6 +20,10 @@ from kdmcse_base.offline_models import MINILM_ALIAS, check_offline_name
 from teacher_cache.towers.config import TeacherConfig
 
 
+TRANSFORMER_EXPORTS = ("onnx", "onnx-int8")
+"""Export formats in sentence-transformers' layout: the transformer module alone (a static student has none)."""
+
+
 @dataclass
 class StudentConfig:
     """The sentence encoder being trained (docs/students.md: which kind to choose).
@@ -317,7 +321,7 @@ class RunConfig:
     eval_data_dir: str | None = None  # the SentEval layout (STS-B dev); default: where data_dir resolves
 
     def __post_init__(self) -> None:
-        transformer_only = [name for name in self.train.export if name in ("onnx", "onnx-int8")]
+        transformer_only = [name for name in self.train.export if name in TRANSFORMER_EXPORTS]
         if self.student.kind == "static" and transformer_only:
             raise ConfigError(f"train.export: {', '.join(transformer_only)} export a transformer, and a static "
                               "student has none; use onnx-sentence (the whole model in one graph)")

@@ -42,10 +42,11 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from distill.config import TRANSFORMER_EXPORTS
+
 EXPORT_FILES: dict[str, str] = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx",
                                  "onnx-sentence": "onnx/sentence_model.onnx",
                                  "onnx-sentence-int8": "onnx/sentence_model_qint8.onnx"}
-TRANSFORMER_ONLY = ("onnx", "onnx-int8")  # sentence-transformers' layout: the transformer module alone
 EXTRA_HINT = "pip install 'kdmcse-distill[export]'"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "offsets")
 OPSET = 18
@@ -112,7 +113,7 @@ def formats_of(model_dir: str | Path) -> list[str]:
 
 def refuse_formats_without_transformer(encoder: SentenceTransformer, formats: Sequence[str]) -> None:
     """sentence-transformers' ONNX layout replaces a Transformer module; a static student has none."""
-    wanted = [name for name in formats if name in TRANSFORMER_ONLY]
+    wanted = [name for name in formats if name in TRANSFORMER_EXPORTS]
     if wanted and not hasattr(encoder[0], "auto_model"):
         raise ExportError(f"{', '.join(wanted)} export the transformer of a SentenceTransformer, and this model's "
                           f"first module is a {type(encoder[0]).__name__}; export it with onnx-sentence (the whole "

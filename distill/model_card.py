@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 
-from distill.config import LossConfig, RunConfig, StudentConfig, to_dict
+from distill.config import TRANSFORMER_EXPORTS, LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
 from kdmcse_base.files import atomic_write
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
@@ -192,7 +192,7 @@ def onnx_usage(model_dir: Path) -> str:
     """How to run the ONNX files this folder holds (none: nothing)."""
     present = {name: file for name, file in EXPORT_FILES.items() if (model_dir / file).is_file()}
     layouts = []
-    transformer = {name: file for name, file in present.items() if name in ("onnx", "onnx-int8")}
+    transformer = {name: file for name, file in present.items() if name in TRANSFORMER_EXPORTS}
     if transformer:
         files = ", ".join(f"`{file}` ({ONNX_KINDS[name]})" for name, file in transformer.items())
         file = transformer.get("onnx-int8", next(iter(transformer.values())))
