@@ -37,13 +37,17 @@ SUITE_TESTS = (  # the cases that need a kill, a signal, a patched write or a pa
     "tests/test_train.py::test_kill_and_rerun_resumes_to_the_same_weights",
     "tests/test_train.py::test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes",
     "tests/test_run_folder.py::test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder",
-    "tests/test_train.py::test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it",
     "tests/test_train.py::test_a_non_finite_loss_stops_the_run_before_anything_is_saved",
     "tests/test_train.py::test_no_finite_dev_score_saves_no_model",
     "tests/test_run_folder.py::test_a_full_disk_during_training_stops_in_one_line_and_a_killed_write_is_cleaned_up",
     "tests/test_run_folder.py::test_a_second_cache_build_waits_for_the_first_and_says_for_whom",
     "tests/test_run_folder.py::test_a_killed_holder_leaves_no_stale_lock",
     "tests/test_teacher_cache_reader.py::test_a_bit_flipped_after_verification_is_caught_on_first_read",
+    "tests/test_run_folder.py::test_a_kill_while_the_old_copy_is_removed_is_finished_at_the_next_start",
+    "tests/test_run_folder.py::test_any_librarys_write_failure_is_one_line_and_leaves_no_half_written_folder",
+    "tests/test_train.py::test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it",
+    "tests/test_machine.py::test_loader_workers_ignore_a_group_signal_and_die_with_a_killed_parent",
+    "tests/test_teacher_cache_reader.py::test_a_complete_cache_opens_from_a_read_only_root",
 )
 
 
@@ -479,6 +483,166 @@ def case_caption_outside(ws: Workspace) -> Row:
         "train.retrieval_holdout_images": 0}, [f"{captions}:3", "points outside"])
 
 
+# --- third pass: a user's copies, finished runs, real full and read-only disks, devices, manifests ---------
+
+def case_user_copies(ws: Workspace) -> list[Row]:
+    """``cp -a`` (with and without a file of the user's) and ``mv`` of best/ or model/ to every swap name,
+    and user files named like the trainer's temp files: refused naming them, never deleted or moved."""
+    rows = []
+    for name in ("model.old", "best.old", "model.new", "best.new"):
+        for how in ("cp -a", "cp -a + own file", "mv"):
+            run = copy_run(ws, f"copy_{name}_{how.replace(' ', '').replace('+', '_')}")
+            source, copy = run / name.split(".")[0], run / name
+            if how == "mv":
+                os.rename(source, copy)
+            else:
+                shutil.copytree(source, copy, symlinks=True)
+            if how.endswith("own file"):
+                (copy / "notes.txt").write_text("mine\n")
+            rows.append(_refused_untouched(ws, run, Row(f"`{how}` of {name.split('.')[0]}/ to {name}/, then rerun",
+                                                        "refused naming it; the copy untouched"), [name]))
+    for temp in ("checkpoint.pt.tmp", "config.yaml.tmp-1"):
+        run = copy_run(ws, f"temp_{temp}")
+        (run / temp).write_text("mine\n")
+        rows.append(_refused_untouched(ws, run, Row(f"a user's file named {temp} in the run folder, then rerun",
+                                                    "refused naming it; the file untouched"), [temp]))
+    return rows
+
+
+def _refused_untouched(ws: Workspace, run: Path, row: Row, must_name: list[str], **extra: object) -> Row:
+    before = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    args = train_overrides(ws, run, **extra)
+    row.command = show_command(TRAIN, args)
+    judge(row, run_script(TRAIN, args), must_name)
+    after = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    if after != before:
+        row.ok, row.note = False, f"changed: {sorted(set(before) ^ set(after)) or 'contents'}"
+    return row
+
+
+def case_finished_run(ws: Workspace) -> list[Row]:
+    """``rm checkpoint.pt`` after a finished run, then another lr (refused) or the same config (nothing to do)."""
+    run = copy_run(ws, "finished")
+    (run / "checkpoint.pt").unlink()
+    other = _refused_untouched(ws, run, Row("a finished run without checkpoint.pt, rerun with another train.lr",
+                                            "refused; nothing replaced"), ["different config", "train.lr"],
+                               **{"train.lr": 0.01})
+    before = {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    same = Row("the same finished run, rerun with its own config", "exit 0, 'already finished', nothing rewritten")
+    args = train_overrides(ws, run)
+    proc = run_script(TRAIN, args)
+    same.command = show_command(TRAIN, args)
+    judge(same, proc, [], want_rc=0)
+    after = {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    if "already finished" not in proc.stdout or after != before:
+        same.ok, same.note = False, "rewritten" if after != before else "no 'already finished'"
+    return [other, same]
+
+
+def case_flipped_checkpoint_bit(ws: Workspace) -> Row:
+    """One exponent bit of one weight flipped in an unfinished run's checkpoint: refused, not resumed from."""
+    import torch
+
+    row = Row("one flipped exponent bit in a weight of checkpoint.pt, then resume", "refused naming checkpoint.pt")
+    run = copy_run(ws, "flipped_checkpoint")
+    shutil.rmtree(run / "model")
+    (run / "train_summary.json").unlink()
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    weight = next(t for t in payload["trainable"].values() if t.dtype == torch.float32 and t.numel() > 1)
+    weight.view(torch.int32).view(-1)[0] ^= 1 << 23
+    torch.save(payload, run / "checkpoint.pt")
+    return probe_train(ws, row, run, {}, ["checkpoint.pt", "damaged"])
+
+
+def mount(point: Path, kind: str) -> bool:
+    """Mount a tmpfs (``tmpfs:SIZE``) or the folder itself read-only (``ro``) at ``point``; False where
+    this machine gives no privilege to mount."""
+    point.mkdir(parents=True, exist_ok=True)
+    command = (["mount", "-t", "tmpfs", "-o", f"size={kind.split(':')[1]}", "tmpfs", str(point)]
+               if kind.startswith("tmpfs:") else ["mount", "--bind", "-o", "ro", str(point), str(point)])
+    return shutil.which("mount") is not None and subprocess.run(command, capture_output=True).returncode == 0
+
+
+def unmount(point: Path) -> None:
+    subprocess.run(["umount", "--lazy", str(point)], capture_output=True)
+
+
+def case_full_disk(ws: Workspace) -> list[Row]:
+    """Training into a run folder on a real tmpfs of each size: one line, nothing half-written."""
+    rows = []
+    for size in ("40k", "1m", "4m", "18m"):
+        point = ws.root / f"tmpfs_{size}"
+        row = Row(f"training into a run folder on a full disk (tmpfs of {size})",
+                  "exit 2, one line naming the path and 'No space left'")
+        if not mount(point, f"tmpfs:{size}"):
+            rows.append(Row(row.case, row.expected, ok=True, note="skipped: no privilege to mount a tmpfs here"))
+            continue
+        try:
+            probe_train(ws, row, point / "run", {}, ["No space left on device"])
+            row.left_behind += [p.name for p in (point / "run").glob("*") if ".tmp-" in p.name]
+        finally:
+            unmount(point)
+        rows.append(row)
+    return rows
+
+
+def case_read_only(ws: Workspace) -> list[Row]:
+    """A read-only run folder is one line; a complete cache under a read-only root still trains."""
+    run_point, cache_point = ws.root / "ro_runs", ws.root / "ro_cache"
+    shutil.copytree(ws.cache_root, cache_point, ignore=shutil.ignore_patterns(".build.lock"))
+    if not (mount(run_point, "ro") and mount(cache_point, "ro")):
+        unmount(run_point)
+        return [Row("read-only run folder and cache root", "", ok=True, note="skipped: no privilege to mount here")]
+    try:
+        folder = probe_train(ws, Row("training into a read-only run folder", "exit 2, one line: read-only"),
+                             run_point / "run", {}, ["Read-only file system"])
+        cache = probe_train(ws, Row("training from a complete cache under a read-only cache root", "exit 0"),
+                            ws.root / "runs" / "from_read_only_cache", {"train.cache_root": cache_point}, [], want_rc=0)
+    finally:
+        unmount(run_point)
+        unmount(cache_point)
+    return [folder, cache]
+
+
+def case_manifest_shape(ws: Workspace, name: str, damage) -> Row:
+    row = Row(f"a cache manifest.json of the wrong shape ({name}), then train", "exit 2 naming manifest.json")
+    cache, _ = damaged_cache_copy(ws, f"cache_shape_{len(name)}")
+    (manifest,) = cache.glob("*/manifest.json")
+    manifest.write_text(json.dumps(damage(json.loads(manifest.read_text()))))
+    return probe_train(ws, row, ws.root / "runs" / f"shape_{len(name)}", {"train.cache_root": cache}, ["manifest.json"])
+
+
+def case_planted_pickles(ws: Workspace) -> list[Row]:
+    """evaluate.py on a model whose weights file is a pickle payload, evaluate_retrieval.py on planted heads."""
+    import torch
+
+    marker = ws.root / "PAYLOAD_RAN_EVAL"
+    model = ws.root / "pickled_model"
+    shutil.copytree(ws.model, model)
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"weight": _CreatesFile(marker)}, model / "pytorch_model.bin")
+    evaluate = case_evaluate(ws, "a weights file carrying a pickle payload", ["--model", str(model)],
+                             ["not a safe checkpoint", "it was not loaded"])
+    run = copy_run(ws, "pickled_heads")
+    torch.save({"shapes": _CreatesFile(marker)}, run / "grounding_heads.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    args = ["--run", str(run), "--out", str(ws.root / "retrieval_out.json")]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_retrieval.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    retrieval = judge(Row("scripts/evaluate_retrieval.py: grounding heads carrying a pickle payload",
+                          "exit 2, one line naming it", command="scripts/evaluate_retrieval.py " + " ".join(args)),
+                      proc, ["grounding_heads.pt", "not a safe checkpoint"])
+    for row, stderr in ((evaluate, evaluate.last_stderr), (retrieval, proc.stderr)):
+        if "weights_only" in stderr or marker.exists():
+            row.ok, row.note = False, "suggests weights_only=False" if "weights_only" in stderr else "the payload ran"
+    return [evaluate, retrieval]
+
+
+DEVICE_CONFIGS = (("train.device", "cuda"), ("train.device", "cuda:7"), ("train.device", "mps"),
+                  ("train.device", "meta"), ("teacher.device", "cuda"))
+
+
 def run_evaluate(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args], env=env,
@@ -511,9 +675,21 @@ def run_all(root: Path, with_kill_tests: bool = True) -> list[Row]:
              case_evaluate(ws, "a plain file as the model", ["--model", str(plain_file)], ["is a file"]),
              case_evaluate(ws, "no eval data", ["--model", str(ws.model), "--data-dir", str(ws.root / "nowhere"),
                                                 "--no-progress"], ["nowhere", "not found", "--data-dir"])]
+    rows += [*case_user_copies(ws), *case_finished_run(ws), case_flipped_checkpoint_bit(ws), *case_full_disk(ws),
+             *case_read_only(ws), *case_planted_pickles(ws)]
+    rows += [case_manifest_shape(ws, "[]", lambda m: []),
+             case_manifest_shape(ws, "no image section", lambda m: {**m, "modalities": {"text": m["modalities"]["text"]}})]
+    if torch_has_no_gpu():
+        rows += [case_bad_config(ws, key, value) for key, value in DEVICE_CONFIGS]
     if with_kill_tests:
         rows += case_suite_tests()
     return rows
+
+
+def torch_has_no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 # --- report --------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 One file, written by rank 0 (atomically): the state dicts of the run's stateful parts (weights,
 optimiser, schedule, gradient scaler), the run's own state as plain types, and every rank's
-CPU/CUDA/numpy/python RNG states. It is read with ``torch.load(weights_only=True)``, so a planted
-pickle never runs; a file that is not a checkpoint is a ``RunFolderError`` naming it.
+CPU/CUDA/numpy/python RNG states, and a sha256 of all of it (``payload_digest``), checked before
+anything is restored, so a flipped bit on disk is refused rather than resumed from. It is read with
+``torch.load(weights_only=True)``, so a planted pickle never runs; a file that is not a checkpoint, or
+whose checksum does not match, is a ``RunFolderError`` naming it.
 """
 from __future__ import annotations
 
@@ -19,16 +21,22 @@ import torch.distributed as dist
 from distill.run_folder import RunFolderError
 from kdmcse_base.files import atomic_save
 from kdmcse_base.process_group import DistEnv
+from kdmcse_base.torch_files import UnsafeFileError, load_tensors, payload_digest
 
 
-def save_checkpoint(path: Path, stateful: dict[str, Any], state: dict[str, Any], env: DistEnv) -> None:
-    """Rank 0 writes each part's ``state_dict()`` under its name, ``state`` and every rank's RNG states
-    (a collective: every rank calls it)."""
+CHECKSUM = "sha256"
+
+
+def save_checkpoint(path: Path, stateful: dict[str, Any], state: dict[str, Any], env: DistEnv,
+                    tag: str = "") -> None:
+    """Rank 0 writes each part's ``state_dict()`` under its name, ``state``, every rank's RNG states and
+    their checksum (a collective: every rank calls it). ``tag``: the run's token, in the temp file's name."""
     rng = rank_rng_states(env)
     if not env.is_main:
         return
     payload = {**{name: part.state_dict() for name, part in stateful.items()}, "state": state, "rng": rng}
-    atomic_save(path, lambda handle: torch.save(payload, handle))
+    payload[CHECKSUM] = payload_digest(payload)
+    atomic_save(path, lambda handle: torch.save(payload, handle), tag)
 
 
 def load_checkpoint(path: Path, stateful: dict[str, Any], env: DistEnv) -> dict[str, Any] | None:
@@ -36,13 +44,19 @@ def load_checkpoint(path: Path, stateful: dict[str, Any], env: DistEnv) -> dict[
     None when there is no checkpoint."""
     if not path.is_file():
         return None
-    try:  # weights_only: tensors and plain types only, so a planted pickle payload never runs
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # tensors and plain types only, so a planted pickle payload never runs
+        payload = load_tensors(path)
+    except UnsafeFileError as err:
+        raise RunFolderError(f"{err}; delete it to start the run over") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its message for terminals
         reason = text.splitlines()[0] if text else type(err).__name__
         raise RunFolderError(f"{path} is not a checkpoint this trainer wrote (refused to load it: {reason}); "
                              "delete it to start the run over") from None
+    saved = payload.pop(CHECKSUM, None) if isinstance(payload, dict) else None
+    if saved is not None and saved != payload_digest(payload):  # None: written before checksums
+        raise RunFolderError(f"{path} is damaged: its contents no longer match the checksum written with them "
+                             "(a changed byte on disk); restore it from a copy, or delete it to start the run over")
     for name, part in stateful.items():
         part.load_state_dict(payload[name])
     restore_rng_state(payload["rng"], env)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
-
-from kdmcse_base.files import atomic_write
 
 
-def draw_dev_curve(path: Path, history: list[tuple[int, float]], baseline: float | None, best_step: int,
-                   title: str) -> None:
-    """Write the curve of ``history`` (step, dev) from the untrained ``baseline`` at step 0, the best
-    checkpoint marked; atomically, so a reader never sees half a PNG."""
+def dev_curve_png(history: list[tuple[int, float]], baseline: float | None, best_step: int, title: str) -> bytes:
+    """The PNG of ``history`` (step, dev) from the untrained ``baseline`` at step 0, the best checkpoint
+    marked (the caller writes it atomically, so a reader never sees half a PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: the file is the output
@@ -38,4 +34,4 @@ def draw_dev_curve(path: Path, history: list[tuple[int, float]], baseline: float
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()

@@ -8,6 +8,7 @@ matter (teacher, losses and weights, dev score of this checkpoint) are the run's
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -381,8 +382,7 @@ def record_scores(model_dir: Path, payload: dict[str, Any], tables: str) -> bool
     if not is_project_card(header) or not ("sts" in payload or "transfer" in payload):
         return False
     body = text[4:].split("\n---\n", 1)[1]
-    header["model-index"] = [{"name": header.get("model_name") or Path(model_dir).name,
-                              "results": model_index_results(payload)}]
+    header["model-index"] = [{"name": model_index_name(Path(model_dir), text), "results": model_index_results(payload)}]
     section = (f"{SCORES_HEADING}\n\nScored by `scripts/evaluate.py` after training (test sets; not used for "
                f"selection).\n\n{tables.strip()}\n\n")
     if SCORES_HEADING in body:  # an earlier evaluation's section: replaced up to the next heading
@@ -392,6 +392,18 @@ def record_scores(model_dir: Path, payload: dict[str, Any], tables: str) -> bool
         body = body.replace("## Training\n", section + "## Training\n", 1)
     atomic_write(readme, f"---\n{yaml.safe_dump(header, sort_keys=False).rstrip()}\n---\n{body}".encode())
     return True
+
+
+def model_index_name(model_dir: Path, text: str) -> str:
+    """The name the hub shows for a card's results: the repository its usage example loads (``card.repo_id``,
+    or set by ``scripts/publish.py``), else the run it came from (``runs/NAME/model`` -> NAME)."""
+    loaded = re.search(r'SentenceTransformer\("([^"]+)"', text)
+    if loaded and loaded.group(1) != "path/to/this/folder":
+        return loaded.group(1)
+    folder = model_dir.resolve()
+    if folder.name in ("model", "best") and (folder.parent / "config.yaml").is_file():
+        return folder.parent.name
+    return folder.name
 
 
 def model_index_results(payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ _SPREAD = ("student.layer_choice=spread",)
 # A static student's step is a tokeniser and an embedding bag: larger batches and a larger learning rate
 # than a transformer's (chosen on STS-B dev: reports/student_frontier.md).
 _STATIC = ("student.kind=static", "student.layers=null", "student.static_dim=256", "train.batch_size=256",
-           "train.lr=0.01")
+           "train.lr=0.003")
 _DIAS = ["loss.dias.dimension_weight=0.0001", "loss.dias.relation_weight=1.0", "loss.dias.top_k=5"]
 
 

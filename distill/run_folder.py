@@ -5,6 +5,7 @@ the project's scripts may add after training, and how a folder is replaced whole
 
     runs/NAME/
         .lock                  held by the one trainer (or script) writing here (kdmcse_base.files)
+        .trainer_state.json    the run's own marks: its token, whether it wrote a checkpoint, swaps under way
         config.yaml            the resolved config; a resumed run must match it (check_resumable)
         checkpoint.pt          weights, optimiser, every rank's RNG states (distill/checkpoint.py)
         best/  model/          encoder folders, replaced whole; each lists its files in .trainer_files.json
@@ -18,10 +19,17 @@ the project's scripts may add after training, and how a folder is replaced whole
         results.json           benchmarks/offline_distill.py
 
 The folder belongs to one trainer at a time and holds nothing else: a start refuses any other entry
-(``foreign_entries``). ``best/`` and ``model/`` are replaced by writing ``<name>.new/`` (marked as the
-trainer's until sealed) and exchanging it with the old one atomically (``exchange``); where the
-filesystem cannot, the old one is renamed to ``<name>.old/`` and the new one into place, and a start
-after a kill finishes or undoes that swap (``RunFolder.recover``).
+(``foreign_entries``), and only what the trainer can prove it wrote is ever removed or moved. The proof
+lives in ``.trainer_state.json``, never in a folder a user could copy: temp files carry the run's random
+token in their names, and a swap under way is journaled with the inodes of the two folders it moves, so
+``cp -a model model.old`` or ``mv model model.old`` is a user's folder (refused, named), not a leftover.
+
+``best/`` and ``model/`` are replaced by writing ``<name>.new/`` and exchanging it with the old one
+atomically (``exchange``: Linux ``renameat2(RENAME_EXCHANGE)``, which ext4, XFS, Btrfs, tmpfs and
+overlayfs support; NFS, most FUSE filesystems and other systems do not); where the filesystem cannot,
+the old one is renamed to ``<name>.old/`` and the new one into place, so ``best/`` is missing between a
+kill there and the next start. A start after a kill finishes or undoes the swap and removes a half-removed
+old copy (``RunFolder.recover``).
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import functools
 import json
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,24 +47,23 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import ConfigError, RunConfig, load_config, to_dict
-from kdmcse_base.files import LOCK_FILE, WriteFailedError, atomic_write, json_bytes
+from kdmcse_base.files import LOCK_FILE, WriteFailedError, atomic_write, json_bytes, write_failure
 
 CONFIG, CHECKPOINT, SUMMARY, DEV_CURVE = "config.yaml", "checkpoint.pt", "train_summary.json", "dev_curve.png"
+STATE_FILE = ".trainer_state.json"
 HEADS_FILE = "grounding_heads.pt"
 """The grounding head and teacher adapters of a run (``GroundingHeads.save``), for retrieval evaluation:
 kept in the run folder beside ``model/``, never inside the published model."""
-TRAINER_FILES = {CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, LOCK_FILE, DEV_CURVE}
-# ...and their temp files while being written (``kdmcse_base.files.atomic_save``; ``.tmp`` from older versions)
-TRAINER_TEMP_FILE = re.compile(f"({'|'.join(map(re.escape, (CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, DEV_CURVE)))})" + r"\.tmp(-\d+)?")
+WRITTEN_FILES = (CONFIG, CHECKPOINT, SUMMARY, HEADS_FILE, DEV_CURVE, STATE_FILE)
+TRAINER_FILES = {*WRITTEN_FILES, LOCK_FILE}
 EVAL_DIR, DEMO_MARKDOWN, DEMO_JSON, RESULTS = "eval", "demo.md", "demo.json", "results.json"
 REPORTS = {EVAL_DIR, DEMO_MARKDOWN, DEMO_JSON, RESULTS}
 ENCODER_FOLDERS = ("best", "model")
 TENSORBOARD = "tensorboard"
 SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
-SWAP_MARK = ".trainer_swap"  # in a folder being written by replace_folder, until it is sealed
-# Keys a resumed run may change: they leave every number of the run as it was.
-RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export", "card.license", "card.repo_id"}
+# Keys a resumed run may change: they leave every number of the run as it was (a moved folder resumes too).
+RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export", "train.output_dir", "card.license", "card.repo_id"}
 
 
 class RunFolderError(ValueError):
@@ -107,6 +115,35 @@ class TrainSummary:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "steps_per_second": self.steps_per_second,
                 "kept_starting_point": self.kept_starting_point}
+
+
+@dataclass
+class TrainerState:
+    """``.trainer_state.json``: what proves a file or folder in the run folder is the trainer's own."""
+
+    token: str  # random, in the names of the run's temp files
+    checkpointed: bool = False  # a checkpoint was written: its absence later means it was removed
+    swaps: dict[str, list[int | None]] = field(default_factory=dict)  # folder -> inodes [new, old] of a swap under way
+
+    @classmethod
+    def read(cls, path: Path) -> TrainerState | None:
+        if not path.is_file():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as err:
+            raise RunFolderError(f"{path} is not the trainer's state file ({err}); choose a new train.output_dir "
+                                 "or delete that folder to start over") from None
+
+    def temp_file(self, name: str) -> bool:
+        """``name`` is a temp file of this run's (``kdmcse_base.files.temp_name`` with the run's token)."""
+        return re.fullmatch(f"({'|'.join(map(re.escape, WRITTEN_FILES))})" + rf"\.tmp-\d+-{re.escape(self.token)}",
+                            name) is not None
+
+    def swap_folder(self, folder: Path) -> bool:
+        """``folder`` (``best.new`` ...) is one a journaled swap of this run moved: same name, same inode."""
+        name = folder.name.rsplit(".", 1)[0]
+        return folder.name.rsplit(".", 1)[-1] in ("new", "old") and folder.stat().st_ino in self.swaps.get(name, [])
 
 
 @dataclass(frozen=True)
@@ -165,8 +202,36 @@ class RunFolder:
         own = self.path / HEADS_FILE
         return own if own.is_file() or not (self.model / HEADS_FILE).is_file() else self.model / HEADS_FILE
 
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    def state(self) -> TrainerState | None:
+        return TrainerState.read(self.state_file)
+
+    def own_state(self) -> TrainerState:
+        """The run's state, created with a fresh token at its first start."""
+        state = self.state()
+        if state is None:
+            state = TrainerState(token=secrets.token_hex(6))
+            self.save_state(state)
+        return state
+
+    def save_state(self, state: TrainerState) -> None:
+        atomic_write(self.state_file, json_bytes(asdict(state)), tag=state.token)
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write a file of the run atomically, its temp name carrying the run's token."""
+        atomic_write(path, data, tag=self.own_state().token)
+
     def write_summary(self, summary: TrainSummary) -> None:
-        atomic_write(self.summary, json_bytes(summary.to_dict()))
+        self.write(self.summary, json_bytes(summary.to_dict()))
+
+    def note_checkpoint(self) -> None:
+        state = self.own_state()
+        if not state.checkpointed:
+            state.checkpointed = True
+            self.save_state(state)
 
     def heldout_image_ids(self) -> list[str]:
         """The images training held out (retrieval's test set), as the summary lists them; read by key,
@@ -184,25 +249,92 @@ class RunFolder:
                                  "choose a new or empty folder, or move them away")
 
     def recover(self) -> None:
-        """Remove a killed write's temp files and finish or undo an interrupted swap (under the lock)."""
+        """Remove this run's temp files a kill left and finish or undo its interrupted swaps (under the
+        lock); what the state file does not prove the run's is left alone (``foreign_entries`` refused it)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in (p for p in self.path.iterdir() if TRAINER_TEMP_FILE.fullmatch(p.name)):
+        state = self.own_state()
+        for stale in (p for p in self.path.iterdir() if p.is_file() and state.temp_file(p.name)):
             stale.unlink()
         for name in ENCODER_FOLDERS:
-            recover_swap(self.path / name)
+            self._recover_swap(name, state)
+            for suffix in SWAP_SUFFIXES:  # a kill right after a swap's mkdir leaves it empty
+                leftover = self.path / (name + suffix)
+                if leftover.is_dir() and not any(leftover.iterdir()):
+                    leftover.rmdir()
+        if state.swaps:
+            state.swaps = {}
+            self.save_state(state)
+
+    def _recover_swap(self, name: str, state: TrainerState) -> None:
+        """Finish a swap a kill interrupted: a sealed ``.new`` replaces a missing target, an unsealed one
+        is discarded, and the old copy goes (even half-removed) once the target is there."""
+        target, new, old = (self.path / f"{name}{suffix}" for suffix in ("", ".new", ".old"))
+        if new.is_dir() and state.swap_folder(new):
+            if not target.exists() and is_complete(new):
+                os.replace(new, target)
+            else:
+                shutil.rmtree(new)
+        if old.is_dir() and state.swap_folder(old):
+            if target.exists():
+                shutil.rmtree(old)
+            else:
+                os.replace(old, target)
+
+    def replace(self, name: str, write: Callable[[Path], None]) -> None:
+        """Write the encoder folder ``name`` anew so that it is complete at every instant, old or new.
+
+        ``write`` fills ``<name>.new``, which is sealed, then exchanged with ``<name>`` in one atomic step
+        (``exchange``); the old content, now at ``.new``, is removed. Where the filesystem cannot
+        exchange, two renames do it (``name`` -> ``.old``, ``.new`` -> ``name``). The swap is journaled
+        (both folders' inodes) first, so the next start can finish it and never mistakes a user's copy
+        for it. A failed write (a full disk, whatever library reports it) removes ``.new`` and is a
+        ``WriteFailedError``."""
+        target, new, old = (self.path / f"{name}{suffix}" for suffix in ("", ".new", ".old"))
+        for stray in (new, old):
+            if stray.exists():
+                raise RunFolderError(f"{stray} appeared in the run folder during training; move it away and rerun")
+        state = self.own_state()
+        try:
+            new.mkdir()
+            state.swaps[name] = [new.stat().st_ino, target.stat().st_ino if target.exists() else None]
+            self.save_state(state)
+            write(new)
+            seal(new, state.token)
+        except BaseException as err:
+            shutil.rmtree(new, ignore_errors=True)  # no half-written folder stays behind
+            self._forget_swap(name, state)
+            failure = write_failure(err, new)
+            if failure is None:
+                raise
+            raise failure from None
+        if not (target.exists() and exchange(new, target)):
+            if target.exists():
+                os.replace(target, old)
+            os.replace(new, target)
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        self._forget_swap(name, state)
+
+    def _forget_swap(self, name: str, state: TrainerState) -> None:
+        state.swaps.pop(name, None)
+        try:
+            self.save_state(state)
+        except WriteFailedError:  # a full disk: the entry names no folder any more, the next start drops it
+            pass
 
 
 def foreign_entries(out: Path) -> list[str]:
-    """Paths in ``out`` (relative to it) that this trainer does not write."""
+    """Paths in ``out`` (relative to it) that this trainer does not write, or cannot prove it wrote."""
     if not out.exists():
         return []
     if not out.is_dir():
         return [str(out)]
+    state = TrainerState.read(out / STATE_FILE) or TrainerState(token="")
     swap_folders = {name + suffix for name in ENCODER_FOLDERS for suffix in SWAP_SUFFIXES}
     foreign = []
     for entry in sorted(out.iterdir()):
-        if entry.is_file() and (entry.name in TRAINER_FILES or TRAINER_TEMP_FILE.fullmatch(entry.name)) \
-                or entry.is_dir() and entry.name in swap_folders and is_trainer_swap(entry) \
+        if entry.is_file() and (entry.name in TRAINER_FILES or state.token and state.temp_file(entry.name)) \
+                or entry.is_dir() and entry.name in swap_folders and (state.swap_folder(entry) or not any(entry.iterdir())) \
                 or entry.name in REPORTS:
             continue
         if entry.is_dir() and entry.name == TENSORBOARD:
@@ -213,33 +345,6 @@ def foreign_entries(out: Path) -> list[str]:
         else:
             foreign.append(entry.name + ("/" if entry.is_dir() else ""))
     return foreign
-
-
-def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` anew so that ``target`` is complete at every instant, old or new.
-
-    ``write`` fills ``<target>.new`` (created and marked as the trainer's first, so a user folder of that
-    name is never taken for it), which is sealed, then exchanged with ``target`` in one atomic step
-    (``exchange``); the old content, now at ``.new``, is removed. Where the filesystem cannot exchange,
-    two renames do it (``target`` -> ``.old``, ``.new`` -> ``target``): a kill between them leaves both
-    complete and ``recover_swap`` puts the right one back at the next start."""
-    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-    shutil.rmtree(new, ignore_errors=True)  # a kill's leftover, ours by its mark (claim_run_folder checked)
-    try:
-        new.mkdir()
-        (new / SWAP_MARK).write_text(f"{os.getpid()}\n")
-        write(new)
-        seal(new)
-    except (OSError, WriteFailedError) as err:  # e.g. a full disk: no half-written folder stays behind
-        shutil.rmtree(new, ignore_errors=True)
-        raise err if isinstance(err, WriteFailedError) else WriteFailedError(new, err) from None
-    if target.exists() and exchange(new, target):
-        shutil.rmtree(new)
-        return
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -262,33 +367,10 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def is_trainer_swap(folder: Path) -> bool:
-    """A ``.new`` / ``.old`` folder the trainer made: sealed, marked, or empty (a kill right after mkdir)."""
-    return is_complete(folder) or (folder / SWAP_MARK).is_file() or not any(folder.iterdir())
-
-
-def recover_swap(target: Path) -> None:
-    """Finish a ``replace_folder`` a kill interrupted: a sealed ``.new`` replaces a missing target,
-    an unsealed one is discarded, and ``.old`` goes once the target is there."""
-    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-    if new.is_dir():
-        if not target.exists() and is_complete(new):
-            os.replace(new, target)
-        else:
-            shutil.rmtree(new)
-    if old.is_dir():
-        if target.exists():
-            shutil.rmtree(old)
-        else:
-            os.replace(old, target)
-
-
-def seal(folder: Path) -> None:
-    """List the folder's files in ``LISTING``, written last: the folder is complete from then on
-    (and the listing, not the swap mark, says it is the trainer's)."""
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != SWAP_MARK)
-    atomic_write(folder / LISTING, json.dumps(files, indent=0).encode())
-    (folder / SWAP_MARK).unlink(missing_ok=True)
+def seal(folder: Path, tag: str = "") -> None:
+    """List the folder's files in ``LISTING``, written last: the folder is complete from then on."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    atomic_write(folder / LISTING, json.dumps(files, indent=0).encode(), tag=tag)
 
 
 def is_complete(folder: Path) -> bool:
@@ -298,25 +380,38 @@ def is_complete(folder: Path) -> bool:
 def unlisted_files(folder: Path) -> list[str]:
     """Files of an encoder folder that its listing does not name (all of them when it has none)."""
     listed = set(json.loads((folder / LISTING).read_text())) if is_complete(folder) else set()
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING, SWAP_MARK}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {LISTING}
     return sorted(present - listed)
 
 
-def check_resumable(cfg: RunConfig, out: Path) -> None:
-    """Refuse to resume a run whose saved config differs: that would silently mix two experiments."""
+def check_resumable(cfg: RunConfig, out: Path) -> bool:
+    """Refuse a folder whose run cannot go on as ``cfg`` says; True when it holds this very run, finished.
+
+    A saved config that differs is refused, with or without a checkpoint (starting over would replace a
+    finished run's ``best/`` and ``model/``); a run whose checkpoint was written and later removed, and
+    that has no summary, cannot be resumed and is refused too."""
     saved = out / CONFIG
-    if not (out / CHECKPOINT).is_file() or not saved.is_file():
-        return
+    if not saved.is_file():
+        return False
     try:
         before = to_dict(load_config(saved))  # keys added since that run compare as their defaults
     except ConfigError as err:  # e.g. written before a key was renamed: say which folder, not a traceback
         raise RunFolderError(f"{saved} cannot be resumed with this version ({err}); choose another "
                              "train.output_dir or delete that folder to start over") from None
-    now = to_dict(cfg)
-    changed = sorted(set(_diff_keys(before, now)) - RESULT_NEUTRAL_KEYS)
+    changed = sorted(set(_diff_keys(before, to_dict(cfg))) - RESULT_NEUTRAL_KEYS)
     if changed:
-        raise RunFolderError(f"{out} holds a run with a different config ({', '.join(changed)}); "
+        kind = "a run" if (out / CHECKPOINT).is_file() else "a finished or stopped run"
+        raise RunFolderError(f"{out} holds {kind} with a different config ({', '.join(changed)}); "
                              "choose another train.output_dir or delete that folder to start over")
+    if (out / CHECKPOINT).is_file():
+        return False
+    if (out / SUMMARY).is_file() and is_complete(out / "model"):
+        return True
+    state = TrainerState.read(out / STATE_FILE)
+    if state is not None and state.checkpointed:
+        raise RunFolderError(f"{out} holds a run whose {CHECKPOINT} was removed before it finished: it cannot be "
+                             "resumed; choose another train.output_dir or delete that folder to start over")
+    return False
 
 
 def _diff_keys(a, b, prefix=""):

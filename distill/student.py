@@ -18,6 +18,7 @@ from torch import nn
 
 from distill.config import ConfigError, StudentConfig
 from kdmcse_base.offline_models import resolve_model_name
+from kdmcse_base.torch_files import load_tensors
 
 
 
@@ -179,7 +180,7 @@ class GroundingHeads(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "GroundingHeads":
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = load_tensors(path, map_location)
         shapes = payload["shapes"]
         heads = cls.create(shapes["student_dim"], shapes["grounding_dim"], shapes["teacher_text_dim"],
                            shapes["teacher_image_dim"])

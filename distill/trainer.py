@@ -52,20 +52,20 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.config import ConfigError, RunConfig, config_yaml
-from distill.dev_curve import draw_dev_curve
+from distill.dev_curve import dev_curve_png
 from distill.export import export_model, require_export_extra
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.run_folder import (HEADS_FILE, LISTING, RunFolder, RunFolderError, TrainSummary, check_resumable,
-                                is_complete, replace_folder)
+                                is_complete)
 from distill.student import Student, build_encoder
 from distill.term import check_terms
 from teacher_cache import TeacherCache, data_dir_for, open_cache
-from kdmcse_base.files import atomic_write, folder_lock, remove_if_unused
-from kdmcse_base.machine import precision_reason, resolve_precision
-from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed
+from kdmcse_base.files import folder_lock, remove_if_unused
+from kdmcse_base.machine import device_problem, precision_reason, resolve_precision
+from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed, loader_worker_init
 
 
 DevEvaluator = Callable[[SentenceTransformer], float]
@@ -130,6 +130,7 @@ class TrainingRun:
 def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     """Train a student as ``cfg`` says, keeping the encoder ``evaluate_dev`` scores best (it runs on the
     main rank only); returns the folder of the saved SentenceTransformer."""
+    refuse_unusable_devices(cfg)
     if cfg.train.export:
         require_export_extra()  # now, not after the last step
     check_terms(cfg.loss)  # own terms' modules and sections, before the cache is built
@@ -148,25 +149,38 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
 
 
 def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
-    claim_run_folder(cfg, env)
+    if claim_run_folder(cfg, env):
+        model = RunFolder(Path(cfg.train.output_dir)).model
+        print(f"{cfg.train.output_dir} holds this run, already finished (train_summary.json); its model is {model}; "
+              "nothing to do (scripts/export.py exports it)", flush=True)
+        return model
     seed_everything(cfg.train.seed + env.rank)
     run = start_run(cfg, evaluate_dev, env)
     n_steps = run.n_steps
     schedule = iterate_steps(batch_plan(cfg, run.pools, env), cfg.train.seed, cfg.train.epochs, cfg.train.max_steps,
                              start_step=run.state.step)
     state = run.state
-    if state.step == 0:
-        score_baseline(run)
-    progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
-                    dynamic_ncols=True)
-    with StopRequest() as stop:
+    with StopRequest() as stop:  # from the step-0 evaluation on: a signal checkpoints, never a traceback
+        if state.step == 0:
+            score_baseline(run)
+            stop_if_requested(run, stop, checkpointed=False)
+        progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
+                        dynamic_ncols=True)
         _loop(run, schedule, progress, stop)
-    progress.close()
-    final = finish(run)
+        progress.close()
+        final = finish(run)  # a signal now waits for the model to be saved
     if run.writer is not None:
         run.writer.close()
     leave_distributed()
     return final
+
+
+def refuse_unusable_devices(cfg: RunConfig) -> None:
+    """``train.device`` and ``teacher.device`` name devices this machine has, before anything is loaded."""
+    for key, value in (("train.device", cfg.train.device), ("teacher.device", cfg.teacher.device)):
+        problem = device_problem(value)
+        if problem:
+            raise ConfigError(f"{key}={value}: {problem}")
 
 
 def with_resolved_precision(cfg: RunConfig, env: DistEnv) -> RunConfig:
@@ -211,14 +225,21 @@ def _loop(run: TrainingRun, schedule, progress: tqdm, stop: StopRequest) -> None
             shown["best_dev"] = _fmt(state.best_dev)  # the bar's last state shows this evaluation
             progress.set_postfix(shown)
         if stop.due(env, logged=state.step % cfg.train.log_every == 0 or evaluating):
-            if not evaluating:
-                checkpoint(run)
-                env.barrier()
             progress.close()
-            raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} after step {state.step} of "
-                                      f"{n_steps}; checkpoint written ({run.folder.checkpoint}); rerun the same "
-                                      "command to resume", stop.signum)
+            stop_if_requested(run, stop, checkpointed=evaluating)
         tick = time.perf_counter()
+
+
+def stop_if_requested(run: TrainingRun, stop: StopRequest, checkpointed: bool) -> None:
+    """After a step (or the step-0 evaluation) that a signal arrived during: checkpoint it and stop."""
+    if not stop.signum:
+        return
+    if not checkpointed:
+        checkpoint(run)
+        run.env.barrier()
+    raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} after step {run.state.step} of "
+                              f"{run.n_steps}; checkpoint written ({run.folder.checkpoint}); rerun the same "
+                              "command to resume", stop.signum)
 
 
 class TrainingInterrupted(Exception):
@@ -283,7 +304,7 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     refuse_batch_larger_than_pools(batch_plan(cfg, pools, env), env)
     if env.is_main:
-        atomic_write(folder.config, config_yaml(cfg).encode())
+        folder.write(folder.config, config_yaml(cfg).encode())
     env.barrier()
 
     student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
@@ -357,7 +378,7 @@ def step_loader(run: TrainingRun, steps: list[tuple[int, Step]]) -> DataLoader:
     # seed from it, and drawing from the global one would shift dropout's random stream (and resume).
     return DataLoader(ScheduledSteps(run, steps), batch_size=None, num_workers=workers,
                       pin_memory=run.env.device.type == "cuda", generator=torch.Generator(),
-                      multiprocessing_context="fork" if fork else None)
+                      multiprocessing_context="fork" if fork else None, worker_init_fn=loader_worker_init)
 
 
 def prepare_inputs(run: TrainingRun, step: Step) -> StepInputs:
@@ -425,7 +446,7 @@ def score_baseline(run: TrainingRun) -> None:
         run.writer.add_scalar("eval/stsb_dev_spearman", state.baseline_dev, 0)
         if math.isfinite(state.baseline_dev):
             state.best_dev, state.best_step = state.baseline_dev, 0
-            replace_folder(run.folder.best, lambda folder: save_encoder(student, folder))
+            run.folder.replace("best", lambda folder: save_encoder(student, folder))
         tqdm.write(f"step 0 (untrained): STS-B dev {state.baseline_dev:.2f}")
 
 
@@ -448,9 +469,10 @@ def evaluate_and_checkpoint(run: TrainingRun) -> None:
         run.writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
         if math.isfinite(score) and score > state.best_dev:  # a NaN dev is never "best"
             state.best_dev, state.best_step = score, state.step
-            replace_folder(run.folder.best, lambda folder: save_encoder(student, folder))
+            run.folder.replace("best", lambda folder: save_encoder(student, folder))
         tqdm.write(f"step {state.step}: STS-B dev {score:.2f}, best {state.best_dev:.2f} at step {state.best_step}")
-        draw_dev_curve(run.folder.dev_curve, state.dev_history, state.baseline_dev, state.best_step, run.cfg.name)
+        run.folder.write(run.folder.dev_curve, dev_curve_png(state.dev_history, state.baseline_dev, state.best_step,
+                                                             run.cfg.name))
     checkpoint(run)
     run.env.barrier()
 
@@ -475,8 +497,8 @@ def finish(run: TrainingRun) -> Path:
         if state.best_step == 0:
             print(f"no evaluation beat the starting point (STS-B dev {state.best_dev:.2f} before the first step): "
                   f"{folder.model} holds the untrained student; try another train.lr or objective", flush=True)
-        replace_folder(folder.model, write_model)
-        atomic_write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: not in model/
+        folder.replace("model", write_model)
+        folder.write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: not in model/
         summary = TrainSummary(
             steps=state.step, best_step=state.best_step, best_stsb_dev=state.best_dev,
             train_seconds=state.train_seconds, dev_history=state.dev_history, device=device_name(env.device),
@@ -491,16 +513,18 @@ def finish(run: TrainingRun) -> Path:
 
 # --- the run folder ---------------------------------------------------------------------------------
 
-def claim_run_folder(cfg: RunConfig, env: DistEnv) -> None:
+def claim_run_folder(cfg: RunConfig, env: DistEnv) -> bool:
     """Refuse a folder holding anything this trainer did not write, or a run with another config;
-    then (main rank) finish or undo a swap a kill interrupted. Every rank checks, so all stop together."""
+    then (main rank) finish or undo a swap a kill interrupted. Every rank checks, so all stop together.
+    True when the folder holds this very run, finished."""
     folder = RunFolder(Path(cfg.train.output_dir))
     folder.refuse_foreign_entries()
-    check_resumable(cfg, folder.path)
+    finished = check_resumable(cfg, folder.path)
     env.barrier()
-    if env.is_main:
+    if env.is_main and not finished:
         folder.recover()  # the lock says no other trainer writes here
     env.barrier()
+    return finished
 
 
 def save_encoder(student: Student, folder: Path) -> None:
@@ -520,7 +544,10 @@ def stateful_parts(run: TrainingRun) -> dict[str, Any]:
 def checkpoint(run: TrainingRun) -> None:
     """Write ``checkpoint.pt`` for this step (a collective: every rank's RNG states go in)."""
     state = {**run.state.__dict__, "dev_history": [list(x) for x in run.state.dev_history]}
-    save_checkpoint(run.folder.checkpoint, stateful_parts(run), state, run.env)
+    save_checkpoint(run.folder.checkpoint, stateful_parts(run), state, run.env,
+                    tag=run.folder.own_state().token if run.env.is_main else "")
+    if run.env.is_main:
+        run.folder.note_checkpoint()
 
 
 def resume_state(run: TrainingRun) -> RunState:

@@ -14,6 +14,7 @@ Poolers (the names SimCSE's evaluation uses):
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from kdmcse_base.offline_models import resolve_model_name
+from kdmcse_base.torch_files import UnsafeFileError
 
 Pooler = Literal["model", "cls", "cls_before_pooler", "mean"]
 POOLERS: tuple[str, ...] = get_args(Pooler)
@@ -41,7 +43,10 @@ def load_model(model: str | Path | SentenceTransformer, device: str | None = Non
     """A SentenceTransformer from a local path, a hub id, the alias ``offline:all-MiniLM-L6-v2``, or as is."""
     if isinstance(model, SentenceTransformer):
         return model if device is None else model.to(device)
-    return SentenceTransformer(resolve_model_name(str(model)), device=device)
+    try:
+        return SentenceTransformer(resolve_model_name(str(model)), device=device)
+    except pickle.UnpicklingError:  # torch's own message would suggest weights_only=False
+        raise UnsafeFileError(f"a weights file of {model}") from None
 
 
 def encode(

@@ -10,13 +10,14 @@ each, around the fold procedures they share (``eval/transfer_folds.py``):
   (``eval/transfer_fast.py``). Minutes faster on CPU; not the papers' protocol, so use it for quick
   comparisons between your own models.
 
-This module runs them on a model: it encodes every sentence of the requested tasks once, scores each
-task, reports each as it finishes, and can keep finished tasks for a rerun (``partial``). The tasks,
-settings and results are ``eval/transfer_tasks.py``'s.
+This module runs them on a model task by task: each task encodes its own sentences and is scored as
+soon as they are, with a line per task (accuracy, minutes); finished tasks can be kept on disk for a
+rerun (``partial``, keyed by the model's weights, the encoding and the settings), so an interrupted
+evaluation loses at most the task it was in. The tasks, settings and results are
+``eval/transfer_tasks.py``'s.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from kdmcse_base.files import atomic_write, json_bytes
+from kdmcse_base.torch_files import payload_digest
 
 from . import transfer_fast, transfer_senteval
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
@@ -53,34 +55,36 @@ def evaluate_transfer(
     show_progress: bool = True,
     partial: Path | None = None,
 ) -> TransferResults:
-    """Run the transfer tasks on a model; all their sentences are encoded in one pass, then each task's
-    classifiers run and a line reports its accuracy and time.
+    """Run the transfer tasks on a model, one at a time: a task's sentences are encoded, its classifiers
+    run, and a line reports its accuracy and minutes before the next task starts.
 
     ``partial``: a JSON file that keeps every finished task's result as it comes, keyed by a hash of the
-    embeddings and the settings; a rerun with the same file (same model, pooler, precision, settings)
-    scores only the tasks it lacks. The caller deletes it once the full results are saved."""
+    model's weights, the pooler, the precision and the settings; a rerun with the same file scores only
+    the tasks it lacks (another model or setting starts over). The caller deletes it once the full
+    results are saved."""
     model = load_model(model)
-    data = load_transfer_data(tasks, data_dir)
-    table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
+    load_transfer_data(tasks, data_dir)  # every task's files checked before the first is encoded
     settings_key = {k: v for k, v in asdict(settings).items() if k != "n_jobs"}  # results do not depend on it
-    key = {"embeddings": hashlib.sha256(table.vectors.tobytes()).hexdigest(), "settings": settings_key}
+    key = {"model": payload_digest(model.state_dict()), "pooler": pooler, "bf16": bf16, "settings": settings_key}
     results = _finished_tasks(partial, key)
     say = tqdm.write if show_progress else (lambda line: None)
-    for task in tqdm(tasks, desc=f"transfer classifiers ({settings.protocol})", unit="task",
-                     disable=not show_progress):
+    for task in tasks:
         if task in results:
             say(f"{task}: {results[task].accuracy:.2f} (kept from {partial})")
             continue
         started = time.perf_counter()
+        data = load_transfer_data([task], data_dir)
+        table = EmbeddingTable.build(model, data.sentences(), pooler, batch_size, bf16, show_progress)
         results[task] = score_task(task, data, table, settings)
-        say(f"{task}: {results[task].accuracy:.2f} in {time.perf_counter() - started:.0f} s")
+        say(f"{task}: {results[task].accuracy:.2f} ({settings.protocol}) in "
+            f"{(time.perf_counter() - started) / 60:.1f} min")
         if partial is not None:
             atomic_write(partial, json_bytes({"key": key, "tasks": {t: r.to_dict() for t, r in results.items()}}))
     return TransferResults({task: results[task] for task in tasks}, pooler, settings.protocol)
 
 
 def _finished_tasks(partial: Path | None, key: dict) -> dict[str, TransferTaskResult]:
-    """The task results ``partial`` kept for these embeddings and settings (none for another key)."""
+    """The task results ``partial`` kept for this model, encoding and settings (none for another key)."""
     if partial is None or not partial.is_file():
         return {}
     try:

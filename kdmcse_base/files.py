@@ -6,6 +6,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,18 +17,25 @@ from typing import Any, BinaryIO
 _READ_CHUNK = 1 << 20
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, tag: str = "") -> None:
     """Write ``data`` to ``path`` all at once or not at all (``atomic_save``)."""
-    atomic_save(path, lambda handle: handle.write(data))
+    atomic_save(path, lambda handle: handle.write(data), tag)
 
 
-def atomic_save(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def temp_name(name: str, tag: str = "") -> str:
+    """``<name>.tmp-<pid>[-<tag>]``: the pid keeps concurrent writers apart; the tag (a run's token)
+    lets its owner tell its own leftovers from a user's file of a similar name."""
+    return f"{name}.tmp-{os.getpid()}" + (f"-{tag}" if tag else "")
+
+
+def atomic_save(path: Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
     """``write`` into a temp file beside ``path`` -> fsync -> rename -> fsync the folder.
 
     Readers (and a rerun after SIGKILL) see either the old state or the whole new file, never a
-    prefix. The temp name (``<name>.tmp-<pid>``) carries the pid so concurrent writers never share one.
+    prefix. Whatever stops the write (a full disk reported by any library, an interrupt), the temp file
+    (``temp_name``) is removed; a failed write is a ``WriteFailedError``.
     """
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    temporary = path.with_name(temp_name(path.name, tag))
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -34,9 +43,12 @@ def atomic_save(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
         fsync_directory(path.parent)
-    except OSError as err:
+    except BaseException as err:
         temporary.unlink(missing_ok=True)  # never leave a half-written temp file behind
-        raise WriteFailedError(path, err) from None
+        failure = write_failure(err, path)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 class WriteFailedError(RuntimeError):
@@ -45,10 +57,50 @@ class WriteFailedError(RuntimeError):
     def __init__(self, path: Path, err: OSError):
         self.path, self.errno = path, err.errno
         hint = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
-                errno.EACCES: "make the folder writable", errno.EROFS: "choose a writable folder"}.get(
+                errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",
+                errno.EROFS: "choose a writable folder"}.get(
             err.errno, "fix the cause")
         super().__init__(f"cannot write {path}: {err.strerror or err}; {hint} and rerun (what was saved before "
                          "is complete and is kept)")
+
+
+_OS_ERROR_CODE = re.compile(r"os error (\d+)|errno[ =:]+(\d+)", re.IGNORECASE)
+_WRITER_FAILED = ("write failed", "PytorchStreamWriter failed", "inline_container.cc", "No space left")
+
+
+def write_failure(err: BaseException, path: Path) -> WriteFailedError | None:
+    """``err`` as the project's one-line ``WriteFailedError`` when it is a failed write, else None.
+
+    Libraries report a full disk in their own types: ``OSError`` from Python (also as the context of
+    another error), ``SafetensorError`` with "os error 28" in its text, torch's zip writer a
+    ``RuntimeError`` from ``inline_container.cc`` without a code (then a disk with under 16 MiB free is
+    taken as full)."""
+    if isinstance(err, WriteFailedError):
+        return err
+    if not isinstance(err, Exception):
+        return None
+    cause = err
+    while cause is not None:  # torch's zip writer raises its own error while an OSError is being handled
+        if isinstance(cause, OSError):
+            return WriteFailedError(path, cause)
+        cause = cause.__cause__ or cause.__context__
+    text = str(err)
+    code_match = _OS_ERROR_CODE.search(text)
+    if code_match:
+        code = int(code_match.group(1) or code_match.group(2))
+    elif any(marker in text for marker in _WRITER_FAILED):
+        code = errno.ENOSPC if free_bytes(path) < 16 << 20 else errno.EIO
+    else:
+        return None
+    return WriteFailedError(path, OSError(code, os.strerror(code)))
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the disk holding ``path`` (or its nearest existing parent)."""
+    for folder in [Path(path), *Path(path).parents]:
+        if folder.exists():
+            return shutil.disk_usage(folder).free
+    return 0
 
 
 def write_if_changed(path: Path, data: bytes) -> None:
@@ -118,7 +170,6 @@ def folder_lock(folder: Path, purpose: str, wait: bool = False, name: str = LOCK
     releases it when the process dies and a kill never leaves it stuck. Another holder: with ``wait``,
     say so and block until it is done; else ``FolderBusyError`` naming the holder's pid. Re-entrant
     within one process (the demo holds its run folder and the trainer inside it takes it again)."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = (folder / name).resolve()
     if path in _HELD:
         _HELD[path][1] += 1
@@ -127,7 +178,11 @@ def folder_lock(folder: Path, purpose: str, wait: bool = False, name: str = LOCK
         finally:
             _HELD[path][1] -= 1
         return
-    handle = _locked_handle(path, purpose, wait)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = _locked_handle(path, purpose, wait)
+    except OSError as err:  # a read-only or foreign folder: one line, not a traceback from open()
+        raise WriteFailedError(path, err) from None
     try:
         handle.seek(0)
         handle.truncate()

@@ -53,3 +53,26 @@ def _cpuinfo_field(name: str) -> str:
     except OSError:
         return ""
     return line.split(":", 1)[-1].strip()
+
+
+def device_problem(name: str | None) -> str | None:
+    """Why the device ``name`` (a config value: ``auto``/None, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)
+    cannot compute on this machine, or None when it can: checked before any model or data is loaded."""
+    if name in (None, "auto", "cpu"):
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return "not a torch device (e.g. cpu, cuda, cuda:1, mps)"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "this machine has no CUDA GPU that torch can use; use cpu (or leave it unset)"
+        if device.index is not None and device.index >= count:
+            return f"this machine has {count} CUDA GPU{'s' if count > 1 else ''} (cuda:0 to cuda:{count - 1})"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return "this machine has no Apple GPU (mps) that torch can use; use cpu (or leave it unset)"
+    elif device.type != "cpu":
+        return f"torch cannot compute on {device.type!r} here; use cpu, cuda or mps"
+    return None

@@ -4,7 +4,9 @@ Cache builders and the trainer both run under ``torchrun`` unchanged: gloo on CP
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -54,3 +56,15 @@ def leave_distributed() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def loader_worker_init(_worker_id: int) -> None:
+    """A DataLoader worker leaves SIGINT and SIGTERM to its parent, which finishes the step, checkpoints
+    and stops (a terminal's Ctrl-C and schedulers such as Slurm signal the whole process group), and it
+    dies with its parent (Linux ``PR_SET_PDEATHSIG``), so a parent killed by -9 leaves no worker behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    prctl = getattr(ctypes.CDLL(None), "prctl", None)
+    if prctl is not None:
+        pr_set_pdeathsig = 1
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL))

@@ -3,10 +3,12 @@
 Examples:
     python scripts/evaluate.py --model offline:all-MiniLM-L6-v2 --tasks sts --out results/minilm.json
     python scripts/evaluate.py --untrained offline_default     # the student that config starts from
+    python scripts/evaluate.py --model runs/NAME/model --tasks sts,transfer:MR+CR   # STS and two transfer tasks
 
-Writes results/NAME.json and results/NAME.md and prints the markdown tables. The transfer tasks print
-a line each as they finish and keep their results in NAME.transfer-partial.json until the whole run is
-written, so an interrupted evaluation reruns only the tasks it had not finished.
+Writes results/NAME.json and results/NAME.md and prints the markdown tables. The transfer tasks run one
+at a time (each encodes its own sentences), print a line each as they finish and keep their results in
+NAME.transfer-partial.json until the whole run is written, so an interrupted evaluation (Ctrl-C) reruns
+only the tasks it had not finished.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--tasks", default="sts",
         help=f"comma-separated groups among {','.join(TASK_GROUPS)} "
         "(sts: STS12-16, STS-B, SICK-R; transfer: MR CR SUBJ MPQA SST2 TREC MRPC; "
-        "mteb: the same STS tasks scored by mteb as a cross-check). Default: sts",
+        "mteb: the same STS tasks scored by mteb as a cross-check); GROUP:A+B runs some tasks of a group "
+        "(e.g. transfer:TREC, sts:STSBenchmark+SICKRelatedness). Default: sts",
     )
     parser.add_argument(
         "--pooler", default="model", choices=POOLERS,
@@ -88,16 +91,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the encoding progress bar")
     args = parser.parse_args(argv)
-    args.task_groups = _task_groups(parser, args.tasks)
+    args.task_subsets = _task_subsets(parser, args.tasks)
+    args.task_groups = list(args.task_subsets)
     return args
 
 
-def _task_groups(parser: argparse.ArgumentParser, text: str) -> list[str]:
-    groups = [group.strip() for group in text.split(",") if group.strip()]
-    unknown = [group for group in groups if group not in TASK_GROUPS]
-    if unknown or not groups:
-        parser.error(f"--tasks: unknown group(s) {unknown or text!r}; choose from {','.join(TASK_GROUPS)}")
-    return groups
+def _task_subsets(parser: argparse.ArgumentParser, text: str) -> dict[str, tuple[str, ...] | None]:
+    """``sts,transfer:MR+CR`` -> {"sts": None (the whole group), "transfer": ("MR", "CR")}."""
+    from eval.sts import STS_TASKS
+    from eval.transfer_tasks import TRANSFER_TASKS
+
+    known = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS}
+    subsets: dict[str, tuple[str, ...] | None] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        group, _, names = item.partition(":")
+        if group not in TASK_GROUPS:
+            parser.error(f"--tasks: unknown group {group!r}; choose from {','.join(TASK_GROUPS)}")
+        tasks = tuple(name.strip() for name in names.split("+") if name.strip()) if names else None
+        if tasks is not None:
+            unknown = [t for t in tasks if t not in known.get(group, ())]
+            if unknown:
+                parser.error(f"--tasks: {group} has no task {', '.join(unknown)}; its tasks are "
+                             f"{'+'.join(known[group]) if group in known else 'not selectable one by one'}")
+        subsets[group] = tasks
+    if not subsets:
+        parser.error(f"--tasks: empty; choose from {','.join(TASK_GROUPS)}")
+    return subsets
 
 
 def default_out_path(model: str) -> Path:
@@ -193,6 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:  # evaluation data missing or malformed: named file, one line
         print(f"error: {err} (--data-dir names the folder that holds senteval/)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: finished transfer tasks are on disk
+        kept = out.with_name(f"{out.stem}.transfer-partial.json")
+        print(f"interrupted; {'finished transfer tasks are kept in ' + str(kept) if kept.is_file() else 'nothing was kept'}"
+              "; rerun the same command to go on", file=sys.stderr)
+        return 130
     print(render_markdown([payload]))
     print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
     return 0
@@ -209,11 +233,13 @@ def evaluate_into(out: Path, model, args: argparse.Namespace) -> dict:
     common = dict(data_dir=args.data_dir, pooler=args.pooler, batch_size=args.batch_size, bf16=args.bf16)
     progress = not args.no_progress
     partial = out.with_name(f"{out.stem}.transfer-partial.json")
+    chosen = {group: {"tasks": tasks} if tasks else {} for group, tasks in args.task_subsets.items()}
     runners = {
-        "sts": lambda: evaluate_sts(model, aggregation=args.aggregation, show_progress=progress, **common),
+        "sts": lambda: evaluate_sts(model, aggregation=args.aggregation, show_progress=progress, **chosen["sts"],
+                                    **common),
         "transfer": lambda: evaluate_transfer(
             model, settings=TransferSettings(args.transfer_protocol, n_jobs=args.jobs), show_progress=progress,
-            partial=partial, **common
+            partial=partial, **chosen["transfer"], **common
         ),
         "mteb": lambda: evaluate_mteb_sts(model, **common),
     }
@@ -224,7 +250,7 @@ def evaluate_into(out: Path, model, args: argparse.Namespace) -> dict:
         results[group] = runners[group]()
         timings[group] = round(time.perf_counter() - group_start, 1)
     config = {
-        "model": args.model, "tasks": args.task_groups, "pooler": args.pooler, "aggregation": args.aggregation,
+        "model": args.model, "tasks": args.tasks, "pooler": args.pooler, "aggregation": args.aggregation,
         "transfer_protocol": args.transfer_protocol, "bf16": args.bf16, "batch_size": args.batch_size,
         "data_dir": str(args.data_dir) if args.data_dir else None, "device": str(model.device),
     }

@@ -168,12 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from eval.report import build_payload
     from eval.retrieval import RetrievalRunError
+    from kdmcse_base.torch_files import UnsafeFileError
 
     extra: dict[str, Any] = {}
     try:
         if args.run is not None:
             extra["retrieval"] = run_retrieval(args)
-    except RetrievalRunError as err:
+    except (RetrievalRunError, UnsafeFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.geometry is not None:

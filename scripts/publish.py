@@ -6,21 +6,25 @@ Examples:
   python scripts/publish.py runs/my_run/model --repo-id you/my-encoder             # upload (HF_TOKEN or --token)
 
 The folder must be a saved model of this project (a run's model/): it loads as a SentenceTransformer,
-its card is this project's with a licence, and it names no local path of this machine (the card of a
-run trained in ~/x names ``runs/...`` relative paths, never ``/home/you``). Training-only files (the
-trainer's listing, a lock) stay behind. A card whose usage example does not load the repo id yet gets
-it (``card.repo_id`` does that at training time). Exit 2 with one line on what to fix otherwise.
+it holds exactly the files a SentenceTransformer of its configuration consists of (what saving it
+anew writes) plus its card and exported ONNX graphs, so a ``checkpoint.pt`` or any stray file copied in
+is refused by name, ``--dry-run`` included; its card is this project's with a licence, and it names no
+local path of this machine (the card of a run trained in ~/x names ``runs/...`` relative paths, never
+``/home/you``). Training-only files (the trainer's listing, a lock, temp files) stay behind. A card
+whose usage example does not load the repo id yet gets it, and its model-index is named after it
+(``card.repo_id`` does both at training time). Exit 2 with one line on what to fix otherwise.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
-LEFT_BEHIND = [".trainer_files.json", ".trainer_swap", ".lock", "*.tmp-*"]
+LEFT_BEHIND = [".trainer_files.json", ".lock", "*.tmp-*"]
 
 
 class PublishError(ValueError):
@@ -65,6 +69,30 @@ def check_folder(model: Path) -> None:
         if local in text:
             raise PublishError(f"{readme} names the local path {local}: the card would show this machine's "
                                "folders; retrain with paths relative to the working directory")
+    stray = sorted(set(files_to_upload(model)) - expected_files(model))
+    if stray:
+        shown = ", ".join(p.as_posix() for p in stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        raise PublishError(f"{model} holds files that are not part of the model ({shown}); move them out of the "
+                           "folder before publishing")
+
+
+def expected_files(model: Path) -> set[Path]:
+    """What a SentenceTransformer of this folder's configuration consists of: the files saving it anew
+    writes, its card, and the ONNX graphs ``scripts/export.py`` adds."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    from distill.export import EXPORT_FILES
+
+    try:
+        encoder = SentenceTransformer(str(model), device="cpu")
+    except (OSError, ValueError) as err:
+        raise PublishError(f"{model} does not load as a SentenceTransformer ({str(err).splitlines()[0]})") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        encoder.save(scratch)
+        saved = {p.relative_to(scratch) for p in Path(scratch).rglob("*") if p.is_file()}
+    return saved | {Path("README.md")} | {Path(name) for name in EXPORT_FILES.values()}
 
 
 def set_repo_id(model: Path, repo_id: str) -> None:
@@ -72,6 +100,7 @@ def set_repo_id(model: Path, repo_id: str) -> None:
     readme = model / "README.md"
     text = readme.read_text()
     updated = text.replace('SentenceTransformer("path/to/this/folder")', f'SentenceTransformer("{repo_id}")')
+    updated = re.sub(r"(?m)^(model-index:\n- name: ).*$", lambda m: m.group(1) + repo_id, updated, count=1)
     if updated != text:
         from kdmcse_base.files import atomic_write
 

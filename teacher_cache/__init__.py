@@ -18,8 +18,9 @@ from .data import (
 )
 from .integrity import CacheIntegrityError, verify_cache
 from kdmcse_base.files import FolderBusyError, WriteFailedError
+from kdmcse_base.torch_files import UnsafeFileError
 from .reader import CacheFormatError, TeacherCache
-from .towers import AUTO_PRECISION, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
+from .towers import AUTO_PRECISION, DeviceUnavailableError, MissingCheckpointError, Teacher, TeacherConfig, build_teacher
 from .writer import (
     DEFAULT_CACHE_ROOT,
     DEFAULT_SHARD_ROWS,
@@ -37,9 +38,9 @@ from .writer import (
 )
 
 # A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
-USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError,
+USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError, DeviceUnavailableError,
                                             CacheIntegrityError, CacheFormatError, CacheMismatchError, FolderBusyError,
-                                            WriteFailedError)
+                                            WriteFailedError, UnsafeFileError)
 
 __all__ = [
     "AUTO_PRECISION",

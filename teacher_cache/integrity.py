@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kdmcse_base.files import atomic_write, file_sha256, inside, json_bytes, stat_identity
+from kdmcse_base.files import WriteFailedError, atomic_write, file_sha256, inside, json_bytes, stat_identity
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def record_verified(path: Path, manifest: dict[str, Any]) -> None:
     try:
         stamp.parent.mkdir(exist_ok=True)
         atomic_write(stamp, json_bytes({"cache": path.name, "files": _current_state(path, manifest)}))
-    except OSError as err:
+    except (OSError, WriteFailedError) as err:
         log.warning("cannot record the verification of %s (%s); it will be verified again on the next open", path, err)
 
 

@@ -42,6 +42,34 @@ class CacheFormatError(ValueError):
     """The directory is not a complete cache of this format (no manifest, or files disagree with it)."""
 
 
+_MODALITY_KEYS = ("count", "dim", "rows_file", "rows_sha256", "rows_bytes", "index_file", "index_sha256",
+                  "index_bytes", "shards")
+_SHARD_KEYS = ("file", "sha256", "bytes")
+
+
+def check_manifest_shape(path: Path, manifest: Any) -> None:
+    """A manifest of the wrong shape (valid JSON, e.g. ``[]`` or no ``image`` section) is a one-line
+    ``CacheFormatError`` naming the first missing key, not a ``KeyError`` deep in the reader."""
+    def need(value: Any, kind: type, where: str) -> None:
+        if not isinstance(value, kind):
+            raise CacheFormatError(f"{path}: {where} is missing or not a {kind.__name__}; not a manifest this "
+                                   "writer produced: rebuild the cache with scripts/cache_teacher.py")
+
+    need(manifest, dict, "the top level")
+    need(manifest.get("teacher"), dict, "'teacher'")
+    need(manifest.get("modalities"), dict, "'modalities'")
+    for modality in ("text", "image"):
+        section = manifest["modalities"].get(modality)
+        need(section, dict, f"'modalities.{modality}'")
+        for key in _MODALITY_KEYS:
+            need(section.get(key), list if key == "shards" else (str if key.endswith(("_file", "_sha256")) else int),
+                 f"'modalities.{modality}.{key}'")
+        for n, shard in enumerate(section["shards"]):
+            need(shard, dict, f"'modalities.{modality}.shards[{n}]'")
+            for key in _SHARD_KEYS:
+                need(shard.get(key), int if key == "bytes" else str, f"'modalities.{modality}.shards[{n}].{key}'")
+
+
 class _Modality:
     """One modality's shards behind a single row index."""
 
@@ -121,10 +149,11 @@ class TeacherCache:
         if not manifest_file.is_file():
             raise CacheFormatError(f"{path} has no manifest.json: not a cache, or its build has not finished")
         manifest = read_json_file(manifest_file)
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        found = manifest.get("format") if isinstance(manifest, dict) else FORMAT  # not a dict: the shape says so
         if found != FORMAT:
             raise CacheFormatError(f"{manifest_file}: format {found!r}, this reader knows {FORMAT!r}; "
                                    "rebuild the cache with scripts/cache_teacher.py")
+        check_manifest_shape(manifest_file, manifest)
         check_layout(path, manifest)
         return cls(path, manifest, hashed=ensure_verified(path, manifest))
 

@@ -85,11 +85,11 @@ from .data import (
     find_bad_images,
     image_sha256s,
 )
-from kdmcse_base.process_group import DistEnv
+from kdmcse_base.process_group import DistEnv, loader_worker_init
 from kdmcse_base.files import atomic_write, file_sha256, folder_lock, json_bytes, write_if_changed
 from .index import find_indexed, index_key, library_versions, record_in_index
 from .integrity import CacheIntegrityError, record_verified
-from .reader import FORMAT, CacheFormatError, TeacherCache, read_json_file
+from .reader import FORMAT, CacheFormatError, TeacherCache, check_manifest_shape, read_json_file
 from .rows import ID_INDEX_FILES, NO_IMAGE, ROWS_FILES, id_index_bytes, rows_file_bytes
 from .towers import Teacher, TeacherConfig, build_teacher, resolve_device
 from .towers.base import StagedTeacher, load_rgb
@@ -460,8 +460,12 @@ def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_finger
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
     path = directory / "manifest.json"
-
-    return read_json_file(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    manifest = read_json_file(path)
+    if not isinstance(manifest, dict) or manifest.get("format") == FORMAT:  # another format: callers compare it
+        check_manifest_shape(path, manifest)
+    return manifest
 
 
 def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool) -> None:
@@ -650,7 +654,7 @@ def _prepared_batches(sources: _RowSources, plan: CachePlan, modality: str, batc
     if not batches:
         return iter(())
     return iter(DataLoader(inputs, batch_sampler=batches, collate_fn=prepare, pin_memory=sources.pin_memory,
-                           num_workers=min(sources.workers, len(batches))))
+                           num_workers=min(sources.workers, len(batches)), worker_init_fn=loader_worker_init))
 
 
 @dataclass

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -161,3 +163,29 @@ def tiny_static_dir(tiny_bert_dir, tmp_path_factory) -> Path:
                         init_cache=str(tmp_path_factory.mktemp("student_init")))
     build_static_encoder(cfg)
     return static_init_folder(cfg)
+
+
+# --- real filesystems: a full disk, a read-only mount ---------------------------------------------
+
+
+@pytest.fixture()
+def mounted(tmp_path):
+    """Mount a real filesystem on a tmp folder or ``point`` (``kind`` ``tmpfs:SIZE``, or ``ro``: the folder
+    itself, read-only); skipped where this machine does not allow mounts (no privilege)."""
+    points = []
+
+    def mount(kind: str, point: Path | None = None) -> Path:
+        point = point or tmp_path / f"mount{len(points)}"
+        point.mkdir(exist_ok=True)
+        if kind.startswith("tmpfs:"):
+            command = ["mount", "-t", "tmpfs", "-o", f"size={kind.split(':')[1]}", "tmpfs", str(point)]
+        else:
+            command = ["mount", "--bind", "-o", "ro", str(point), str(point)]
+        if shutil.which("mount") is None or subprocess.run(command, capture_output=True).returncode != 0:
+            pytest.skip("mounting a filesystem needs privileges this machine does not give")
+        points.append(point)
+        return point
+
+    yield mount
+    for point in reversed(points):
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True)  # lazy: a test may still map its files

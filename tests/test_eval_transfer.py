@@ -246,12 +246,17 @@ def test_an_interrupted_transfer_run_keeps_its_finished_tasks_and_scores_only_th
         evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=settings, partial=partial)
     assert scored == ["MR", "CR", "SUBJ", "MPQA"]
     lines = capsys.readouterr().out.splitlines()  # one line per finished task, as it finishes
-    assert [line.split(":")[0] for line in lines if line.endswith(" s")] == ["MR", "CR", "SUBJ", "MPQA"]
+    assert [line.split(":")[0] for line in lines if line.endswith(" min")] == ["MR", "CR", "SUBJ", "MPQA"]
 
     monkeypatch.setattr(transfer, "score_task", lambda task, *args: scored.append(task) or original(task, *args))
+    encoded = []  # each task encodes its own sentences: kept tasks encode nothing
+    build = transfer.EmbeddingTable.build
+    monkeypatch.setattr(transfer.EmbeddingTable, "build",
+                        lambda model, sentences, *a: encoded.append(len(sentences)) or build(model, sentences, *a))
     scored.clear()
     resumed = evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=settings, partial=partial)
     assert scored == ["SST2", "TREC", "MRPC"] and resumed == straight
+    assert encoded == [len(transfer.load_transfer_data([t], tiny_senteval_dir).sentences()) for t in scored]
     other = TransferSettings("fast", n_folds=3, inner_folds=2, n_jobs=1)  # other settings: nothing is kept
     scored.clear()
     evaluate_transfer(tiny_st, tiny_senteval_dir, pooler="mean", settings=other, partial=partial, show_progress=False)

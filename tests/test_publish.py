@@ -52,6 +52,22 @@ def test_publish_refuses_a_card_without_a_licence_then_lists_what_goes_up(traine
     assert "-> https://huggingface.co/you/tiny" in out and out.rstrip().endswith("dry run: nothing uploaded")
 
 
+@pytest.mark.parametrize("stray", ["checkpoint.pt", "notes/plan.txt", "1_Pooling/old_config.json"])
+def test_publish_refuses_a_file_that_is_not_part_of_the_model_even_in_a_dry_run(trained, capsys, stray):
+    readme = trained / "README.md"
+    if "license:" not in readme.read_text():
+        readme.write_text(readme.read_text().replace("---\n", "---\nlicense: mit\n", 1))
+    (trained / stray).parent.mkdir(parents=True, exist_ok=True)
+    (trained / stray).write_bytes(b"x" * 1000)
+    try:
+        assert publish.main([str(trained), "--repo-id", "you/tiny", "--dry-run"]) == 2
+    finally:
+        (trained / stray).unlink()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {trained} holds files that are not part of the model ({stray}); move them out of the folder "
+        "before publishing")
+
+
 def test_publish_uploads_through_the_hub_client_and_points_the_card_at_the_repo(trained, monkeypatch, capsys):
     import huggingface_hub
 
@@ -76,6 +92,8 @@ def test_publish_uploads_through_the_hub_client_and_points_the_card_at_the_repo(
     assert calls[0] == ("token", "t") and calls[1] == ("create", "you/tiny", True, True)
     assert calls[2][:3] == ("upload", str(trained), "you/tiny") and ".trainer_files.json" in calls[2][3]
     assert 'SentenceTransformer("you/tiny")' in readme.read_text()
+    if "model-index" in readme.read_text():  # scored before: the hub shows the results under the repo's name
+        assert card_header_of(readme.read_text())["model-index"][0]["name"] == "you/tiny"
 
 
 def test_evaluation_scores_go_into_the_card_text_and_model_index(trained):
@@ -89,6 +107,8 @@ def test_evaluation_scores_go_into_the_card_text_and_model_index(trained):
     assert card.count("## Test scores") == 1 and tables.strip() in card and "65.00" not in card
     assert card.index("## Test scores") < card.index("## Training")
     (entry,) = card_header_of(card)["model-index"]
+    published = 'SentenceTransformer("you/tiny")' in card  # the upload test ran first: named after the repo
+    assert entry["name"] == ("you/tiny" if published else trained.parent.name)  # else the run's, never "model"
     assert [(r["dataset"]["type"], r["metrics"][0]["value"]) for r in entry["results"]] == [
         ("mteb/sts12-sts", 66.0), ("mteb/stsbenchmark-sts", 75.0)]
     assert not record_scores(trained.parent, payload, tables)  # no card of this project there: untouched

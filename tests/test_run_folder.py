@@ -2,13 +2,18 @@
 
 - a folder holding files the trainer did not write is refused (exit 2, files named, nothing touched);
 - a planted ``checkpoint.pt`` whose unpickling would create a file is refused without running;
-- ``replace_folder`` / ``recover_swap``: a kill at each instant of the swap leaves a complete folder.
+- ``RunFolder.replace`` / ``recover``: a kill at each instant of the swap leaves a complete folder;
+  only what the run's state file proves the trainer's is ever removed or moved (copies, moves and user
+  files of every swap and temp name are refused, untouched);
+- a finished run is never overwritten; a damaged checkpoint is refused;
+- every write failure (any library's, a real full tmpfs, a read-only mount) is one line, nothing half-written.
 """
 from __future__ import annotations
 
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +23,7 @@ import torch
 
 import distill.run_folder as run_folder
 from distill.checkpoint import load_checkpoint
-from distill.run_folder import LISTING, RunFolderError, foreign_entries, recover_swap, replace_folder
+from distill.run_folder import LISTING, STATE_FILE, RunFolder, RunFolderError, foreign_entries
 from kdmcse_base.process_group import DistEnv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,19 +53,51 @@ def test_a_folder_with_foreign_files_is_refused_and_left_alone(tmp_path):
 def test_foreign_entries_accepts_exactly_what_the_trainer_writes(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    replace_folder(out / "best", lambda folder: (folder / "model.safetensors").write_text("w"))
+    folder = RunFolder(out)
+    folder.replace("best", lambda f: (f / "model.safetensors").write_text("w"))
+    token = folder.own_state().token
     (out / "tensorboard").mkdir()
     (out / "tensorboard" / "events.out.tfevents.1.host").write_text("")
     (out / "checkpoint.pt").write_text("")
     (out / "config.yaml").write_text("")
-    (out / "checkpoint.pt.tmp-4321").write_text("")  # a kill during a checkpoint write leaves this
-    (out / "train_summary.json.tmp").write_text("")  # ... and older versions this
+    (out / f"checkpoint.pt.tmp-4321-{token}").write_text("")  # a kill during a checkpoint write leaves this
     assert foreign_entries(out) == []
     (out / "best" / "extra.txt").write_text("")
     (out / "tensorboard" / "plot.png").write_text("")
     (out / "data").mkdir()
-    (out / "notes.tmp-12").write_text("")
-    assert foreign_entries(out) == ["best/extra.txt", "data/", "notes.tmp-12", "tensorboard/plot.png"]
+    for users in ("notes.tmp-12", "checkpoint.pt.tmp", "config.yaml.tmp-1", "train_summary.json.tmp-12-abcdef"):
+        (out / users).write_text("mine")  # temp-like names without the run's token are a user's
+    assert foreign_entries(out) == ["best/extra.txt", "checkpoint.pt.tmp", "config.yaml.tmp-1", "data/",
+                                    "notes.tmp-12", "tensorboard/plot.png", "train_summary.json.tmp-12-abcdef"]
+    folder.recover()
+    assert (out / "checkpoint.pt.tmp").read_text() == "mine" and not (out / f"checkpoint.pt.tmp-4321-{token}").exists()
+
+
+def finished_folder(tmp_path: Path) -> RunFolder:
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    for name in ("best", "model"):
+        folder.replace(name, _write(name))
+    return folder
+
+
+@pytest.mark.parametrize("how", ["cp -a", "cp -a + own file", "mv"])
+@pytest.mark.parametrize("name", ["model.old", "best.old", "model.new", "best.new"])
+def test_a_copy_or_move_named_like_a_swap_is_the_users(tmp_path, how, name):
+    """The folder a copy or a move makes carries the trainer's listing, never its journaled inode."""
+    folder = finished_folder(tmp_path)
+    source, copy = folder.path / name.split(".")[0], folder.path / name
+    if how == "mv":
+        os.rename(source, copy)
+    else:
+        shutil.copytree(source, copy, symlinks=True)
+    if how.endswith("own file"):
+        (copy / "notes.txt").write_text("mine")
+    kept = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*"))
+    assert foreign_entries(folder.path) == [f"{name}/"]
+    folder.recover()  # what a start does after the refusal was overridden: still nothing of the user's moves
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == kept
+    assert (source.exists()) == (how != "mv")
 
 
 class _CreatesAFile:
@@ -85,8 +122,9 @@ def test_a_planted_checkpoint_is_refused_without_running(tmp_path):
     assert not marker.exists()
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"{tmp_path / 'checkpoint.pt'} is not a checkpoint this trainer wrote")
-    assert message.endswith("delete it to start the run over")
+    assert message == (f"{tmp_path / 'checkpoint.pt'} is not a safe checkpoint (unpickling it would run code it "
+                       "carries); it was not loaded; delete it to start the run over")
+    assert "weights_only" not in message
 
 
 def _write(text: str):
@@ -95,38 +133,64 @@ def _write(text: str):
     return write
 
 
-@pytest.mark.parametrize("atomic_exchange, kill_at", [(True, n) for n in range(4)] + [(False, n) for n in range(5)])
-def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypatch, atomic_exchange, kill_at):
-    """Kill (raise) at the n-th filesystem change of the swap; recovery leaves the old or the new folder.
-    With the atomic exchange, ``best`` is complete at every instant, before any recovery."""
-    target = tmp_path / "best"
-    replace_folder(target, _write("old"))
-    calls = {"n": 0}
-
-    def dying(real):
-        def wrapped(*args, **kwargs):
+def dying_after(calls: dict, kill_at: int, real):
+    """``real``, raising KeyboardInterrupt (a kill) at its ``kill_at``-th call on a ``best*`` path."""
+    def wrapped(*args, **kwargs):
+        if any(Path(a).name.startswith("best") for a in args if isinstance(a, (str, Path))):
             if calls["n"] == kill_at:
                 raise KeyboardInterrupt("killed")
             calls["n"] += 1
-            return real(*args, **kwargs)
-        return wrapped
+        return real(*args, **kwargs)
+    return wrapped
 
-    # exchange: clear .new, seal it, exchange, remove .new (now the old content)
-    # fallback: clear .new, seal it, old -> .old, .new -> target, remove .old
-    monkeypatch.setattr(run_folder.os, "replace", dying(os.replace))
-    monkeypatch.setattr(run_folder.shutil, "rmtree", dying(run_folder.shutil.rmtree))
-    monkeypatch.setattr(run_folder, "exchange", dying(run_folder.exchange) if atomic_exchange else lambda a, b: False)
+
+@pytest.mark.parametrize("atomic_exchange, kill_at", [(True, n) for n in range(3)] + [(False, n) for n in range(4)])
+def test_a_kill_anywhere_in_the_swap_leaves_a_complete_folder(tmp_path, monkeypatch, atomic_exchange, kill_at):
+    """Kill (raise) at the n-th filesystem change of the swap; recovery leaves the old or the new folder.
+    With the atomic exchange, ``best`` is complete at every instant, before any recovery."""
+    folder = RunFolder(tmp_path)
+    folder.replace("best", _write("old"))
+    calls = {"n": 0}
+    # exchange: exchange, remove .new (now the old content), remove .old (none)
+    # fallback: old -> .old, .new -> target, remove .new (none), remove .old
+    monkeypatch.setattr(run_folder.os, "replace", dying_after(calls, kill_at, os.replace))
+    monkeypatch.setattr(run_folder.shutil, "rmtree", dying_after(calls, kill_at, shutil.rmtree))
+    monkeypatch.setattr(run_folder, "exchange",
+                        dying_after(calls, kill_at, run_folder.exchange) if atomic_exchange else lambda a, b: False)
     with pytest.raises(KeyboardInterrupt):
-        replace_folder(target, _write("new"))
+        folder.replace("best", _write("new"))
     monkeypatch.undo()
     if atomic_exchange:
-        assert run_folder.is_complete(target)
-    recover_swap(target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
-    assert sorted(p.name for p in target.iterdir()) == [LISTING, "weights.txt"]
+        assert run_folder.is_complete(tmp_path / "best")
+    assert foreign_entries(tmp_path) == []  # the leftovers are provably the trainer's
+    folder.recover()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE, "best"]
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [LISTING, "weights.txt"]
     # until the old folder is moved aside (or exchanged) it stays; from then on the (sealed) new one wins
-    assert (target / "weights.txt").read_text() == ("old" if kill_at <= 2 else "new")
-    assert json.loads((target / LISTING).read_text()) == ["weights.txt"]
+    assert (tmp_path / "best" / "weights.txt").read_text() == ("old" if kill_at == 0 else "new")
+    assert folder.state().swaps == {}
+
+
+def test_a_kill_while_the_old_copy_is_removed_is_finished_at_the_next_start(tmp_path, monkeypatch):
+    """The old copy half removed (its listing gone first) is still provably the trainer's."""
+    folder = RunFolder(tmp_path)
+    folder.replace("best", _write("old"))
+    real_rmtree = shutil.rmtree
+
+    def half_rmtree(path, *args, **kwargs):
+        if Path(path).name == "best.new" and Path(path).exists():
+            (Path(path) / LISTING).unlink()
+            raise KeyboardInterrupt("killed")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_folder.shutil, "rmtree", half_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        folder.replace("best", _write("new"))
+    monkeypatch.undo()
+    assert (tmp_path / "best.new").is_dir() and foreign_entries(tmp_path) == []
+    folder.recover()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE, "best"]
+    assert (tmp_path / "best" / "weights.txt").read_text() == "new"
 
 
 def test_a_user_folder_named_like_a_swap_is_refused_not_taken(tmp_path):
@@ -135,18 +199,45 @@ def test_a_user_folder_named_like_a_swap_is_refused_not_taken(tmp_path):
     (out / "best.new" / "my_notes.txt").write_text("mine")
     (out / "model.old").mkdir()  # empty: could be the trainer's, a kill right after its mkdir
     assert foreign_entries(out) == ["best.new/"]
-    replace_folder(out / "scratch", _write("x"))  # what the trainer makes is recognised as its own
-    assert not (out / "scratch" / run_folder.SWAP_MARK).exists()
 
 
-def test_a_run_folder_from_before_a_key_rename_is_refused_naming_its_config(tmp_path):
-    from distill.config import load_config
-    from distill.run_folder import check_resumable
+def test_a_finished_run_is_never_started_over(tmp_path):
+    from distill.config import load_config, config_yaml
+    from distill.run_folder import TrainerState, check_resumable
 
-    (tmp_path / "checkpoint.pt").write_bytes(b"")
-    (tmp_path / "config.yaml").write_text("loss:\n  aahr_queue_size: 0\n")
-    with pytest.raises(RunFolderError, match=r"config.yaml cannot be resumed .*unknown key\(s\) loss.aahr_queue_size"):
-        check_resumable(load_config(None), tmp_path)
+    folder = finished_folder(tmp_path)
+    cfg = load_config(None)
+    folder.write(folder.config, config_yaml(cfg).encode())
+    folder.note_checkpoint()
+    with pytest.raises(RunFolderError, match="holds a run whose checkpoint.pt was removed before it finished"):
+        check_resumable(cfg, folder.path)  # no summary: a stopped run whose checkpoint is gone
+    (folder.summary).write_text("{}")
+    assert check_resumable(cfg, folder.path) is True  # this very run, finished
+    other = load_config(None, ["train.lr=0.5"])
+    with pytest.raises(RunFolderError, match=r"holds a finished or stopped run with a different config \(train.lr\)"):
+        check_resumable(other, folder.path)
+    (folder.checkpoint).write_text("")
+    with pytest.raises(RunFolderError, match=r"holds a run with a different config \(train.lr\)"):
+        check_resumable(other, folder.path)
+    assert check_resumable(cfg, folder.path) is False  # resumable from its checkpoint
+    assert isinstance(folder.state(), TrainerState)
+
+
+def test_a_flipped_bit_in_the_checkpoint_is_refused(tmp_path):
+    from distill.checkpoint import save_checkpoint
+
+    env = DistEnv.current()
+    layer = torch.nn.Linear(4, 4)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"trainable": layer}, {"step": 3}, env)
+    assert load_checkpoint(path, {"trainable": torch.nn.Linear(4, 4)}, env) == {"step": 3}
+    payload = torch.load(path, weights_only=True)
+    weight = payload["trainable"]["weight"]
+    bits = weight.view(torch.int32)
+    bits[0, 0] ^= 1 << 23  # one exponent bit: the weight doubles or halves
+    torch.save(payload, path)
+    with pytest.raises(RunFolderError, match=r"checkpoint.pt is damaged: its contents no longer match the checksum"):
+        load_checkpoint(path, {"trainable": torch.nn.Linear(4, 4)}, env)
 
 
 def hold_lock(folder: Path, purpose: str, seconds: float, name: str = ".lock") -> subprocess.Popen:
@@ -216,7 +307,8 @@ def test_a_full_disk_during_training_stops_in_one_line_and_a_killed_write_is_cle
 
     out = tmp_path / "run"
     out.mkdir()
-    (out / "checkpoint.pt.tmp-99999").write_bytes(b"half of a checkpoint a kill left behind")
+    token = RunFolder(out).own_state().token
+    (out / f"checkpoint.pt.tmp-99999-{token}").write_bytes(b"half of a checkpoint a kill left behind")
     args = ["--config", "offline_default", f"student.model={tiny_bert_dir}", "student.layers=1",
             f"teacher.text_model={tiny_bert_dir}", "data.limits={wiki1m: 48, coco2017_mini: 8}",
             "train.retrieval_holdout_images=2", "train.max_steps=2", "train.batch_size=8",
@@ -228,3 +320,62 @@ def test_a_full_disk_during_training_stops_in_one_line_and_a_killed_write_is_cle
                       "disk and rerun (what was saved before is complete and is kept)"]
     assert not (out / "best.new").exists()  # no half-written folder
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # the killed write's temp file is gone
+
+
+class SafetensorError(Exception):
+    """Stands in for ``safetensors_rust.SafetensorError``, which reports a full disk in its text only."""
+
+
+@pytest.mark.parametrize("error", [
+    SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left "
+                    "on device\" }) os error 28"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                 "file write failed"),
+    OSError(errno.EROFS, "Read-only file system"),
+])
+def test_any_librarys_write_failure_is_one_line_and_leaves_no_half_written_folder(tmp_path, monkeypatch, error):
+    from kdmcse_base import files
+    from kdmcse_base.files import WriteFailedError
+
+    monkeypatch.setattr(files, "free_bytes", lambda path: 1024)  # torch's message has no code: a nearly full disk
+    folder = RunFolder(tmp_path)
+
+    def failing(new: Path) -> None:
+        (new / "model.safetensors").write_bytes(b"half")
+        raise error
+
+    with pytest.raises(WriteFailedError) as caught:
+        folder.replace("best", failing)
+    reason = "Read-only file system" if isinstance(error, OSError) else "No space left on device"
+    assert str(caught.value).startswith(f"cannot write {tmp_path / 'best.new'}: {reason}; ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+    assert folder.state().swaps == {}
+    with pytest.raises(WriteFailedError):
+        files.atomic_save(tmp_path / "x.pt", lambda handle: (handle.write(b"half"), (_ for _ in ()).throw(error)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+
+
+def test_a_real_full_disk_is_one_line_for_torch_and_safetensors(mounted):
+    from safetensors.torch import save_file
+
+    from kdmcse_base.files import WriteFailedError, atomic_save
+
+    disk = mounted("tmpfs:256k")
+    folder = RunFolder(disk / "run")
+    folder.path.mkdir()
+    big = {"w": torch.zeros(200_000)}  # 800 kB: more than the disk holds
+    with pytest.raises(WriteFailedError, match=r"No space left on device; free space on that disk"):
+        atomic_save(folder.checkpoint, lambda handle: torch.save(big, handle), tag=folder.own_state().token)
+    with pytest.raises(WriteFailedError, match=r"best.new: No space left on device; free space on that disk"):
+        folder.replace("best", lambda new: save_file(big, str(new / "model.safetensors")))
+    assert sorted(p.name for p in folder.path.iterdir()) == [STATE_FILE]
+
+
+def test_a_read_only_folder_is_one_line_and_a_complete_cache_still_opens(mounted, tmp_path):
+    from kdmcse_base.files import WriteFailedError, folder_lock
+
+    read_only = mounted("ro")
+    with pytest.raises(WriteFailedError, match=rf"^cannot write {read_only / '.lock'}: Read-only file system; "
+                                               "choose a writable folder"):
+        with folder_lock(read_only, "training"):
+            pass

@@ -99,3 +99,96 @@ def test_evaluate_scores_the_untrained_student_of_a_config(tiny_bert_dir, tiny_s
     assert evaluate.main(["--untrained", str(tmp_path / "nope.yaml"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: --untrained {tmp_path / 'nope.yaml'}: cannot load it (config file {tmp_path / 'nope.yaml'} does not exist)")
+
+
+def test_evaluate_runs_some_tasks_of_a_group_and_ctrl_c_is_one_line(tiny_st, tiny_senteval_dir, tmp_path, capsys,
+                                                                   monkeypatch):
+    import json
+
+    import eval.transfer as transfer
+    from kdmcse_cli import evaluate
+
+    from eval.transfer import TransferSettings
+
+    model = tmp_path / "model"
+    tiny_st.save(str(model))
+    out = tmp_path / "r.json"
+    small = TransferSettings("fast", n_folds=2, inner_folds=2, n_jobs=1)  # the tiny files hold 10 rows a class
+    real_score = transfer.score_task
+    monkeypatch.setattr(transfer, "score_task", lambda task, data, table, settings: real_score(task, data, table, small))
+    common = ["--model", str(model), "--data-dir", str(tiny_senteval_dir), "--no-progress", "--out", str(out),
+              "--transfer-protocol", "fast"]
+    assert evaluate.main(common + ["--tasks", "sts:STSBenchmark+SICKRelatedness,transfer:TREC"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["sts"]["tasks"]) == {"STSBenchmark", "SICKRelatedness"}
+    assert set(result["transfer"]["tasks"]) == {"TREC"}
+
+    original = transfer.score_task  # the small-fold one
+
+    def interrupted(task, *args):
+        if task == "CR":
+            raise KeyboardInterrupt
+        return original(task, *args)
+
+    monkeypatch.setattr(transfer, "score_task", interrupted)
+    assert evaluate.main(common + ["--tasks", "transfer:MR+CR"]) == 130
+    partial = tmp_path / "r.transfer-partial.json"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted; finished transfer tasks are kept in {partial}; rerun the same command to go on")
+    assert set(json.loads(partial.read_text())["tasks"]) == {"MR"}
+
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--model", "x", "--tasks", "transfer:TRECC"])
+    assert "--tasks: transfer has no task TRECC; its tasks are MR+CR+SUBJ+MPQA+SST2+TREC+MRPC" in capsys.readouterr().err
+
+
+class _RunsCode:
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_planted_pickle_is_never_loaded_and_never_suggests_weights_only_false(tiny_bert_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from kdmcse_cli import evaluate, evaluate_retrieval
+
+    marker = tmp_path / "payload_ran"
+    model = Path(shutil.copytree(tiny_bert_dir, tmp_path / "model"))
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"weight": _RunsCode(marker)}, model / "pytorch_model.bin")
+    assert evaluate.main(["--model", str(model), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --model {model}: cannot load it (a weights file of {model} is not a safe checkpoint "
+                   "(unpickling it would run code it carries); it was not loaded)")
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    torch.save({"shapes": _RunsCode(marker)}, run / "grounding_heads.pt")
+    (run / "config.yaml").write_text("{}\n")
+    (run / "train_summary.json").write_text('{"heldout_image_ids": ["a"]}')
+    assert evaluate_retrieval.main(["--run", str(run), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {run / 'grounding_heads.pt'} is not a safe checkpoint (unpickling it would run code it "
+                   "carries); it was not loaded")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("key, value", [("train.device", "cuda"), ("train.device", "cuda:7"), ("train.device", "mps"),
+                                        ("train.device", "meta"), ("teacher.device", "cuda")])
+def test_a_device_this_machine_lacks_is_one_line_before_anything_loads(tmp_path, key, value):
+    import torch
+
+    if torch.cuda.is_available() and value.startswith("cuda") and value != "cuda:7":
+        pytest.skip("this machine has a GPU")
+    result = run_script("train_student.py", [f"{key}={value}", f"train.output_dir={tmp_path / 'run'}",
+                                             f"train.cache_root={tmp_path / 'cache'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}={value}: "), result.stderr[-2000:]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,28 @@ def test_open_refuses_an_unfinished_or_inconsistent_cache(composite_cache, tmp_p
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CacheFormatError, match="format 'teacher-cache/1', this reader knows 'teacher-cache/3'; rebuild"):
         TeacherCache.open(broken)
+
+
+@pytest.mark.parametrize("damage, where", [
+    (lambda m: [], "the top level is missing or not a dict"),
+    (lambda m: {**m, "modalities": {"text": m["modalities"]["text"]}}, "'modalities.image' is missing or not a dict"),
+    (lambda m: {**m, "teacher": None}, "'teacher' is missing or not a dict"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line(composite_cache, tmp_path, damage, where):
+    broken = Path(shutil.copytree(composite_cache.path, tmp_path / "broken"))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps(damage(manifest)))
+    with pytest.raises(CacheFormatError, match=re.escape(f"{broken / 'manifest.json'}: {where}")):
+        TeacherCache.open(broken)
+
+
+def test_a_complete_cache_opens_from_a_read_only_root(composite_cache, mounted, tmp_path):
+    copy = Path(shutil.copytree(composite_cache.path, tmp_path / "root" / composite_cache.path.name))
+    mounted("ro", tmp_path / "root")
+    assert subprocess.run(["touch", str(copy / "x")], capture_output=True).returncode != 0
+    cache = TeacherCache.open(copy)  # verifies every checksum, cannot stamp it: fine, it verifies again next time
+    assert np.array_equal(cache.text(np.arange(3), torch.device("cpu")).numpy(),
+                          composite_cache.text(np.arange(3), torch.device("cpu")).numpy())
 
 
 def _flip_one_bit_keeping_size_and_mtime(path: Path, offset: int) -> None:

@@ -206,25 +206,81 @@ def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_r
     assert_same_weights(straight / "model", out / "model")
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
-def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(straight_run, tmp_path, name):
-    """Schedulers send SIGTERM before killing; Ctrl-C sends SIGINT: step 3 (no evaluation there) is kept."""
+@pytest.mark.parametrize("name, at, extra", [
+    ("SIGTERM", "3", []), ("SIGINT", "3", []),
+    ("SIGTERM", "3:group", ["train.loader_workers=2"]),  # Slurm's way: the loader workers get it too
+    ("SIGINT", "0", []),  # Ctrl-C during the step-0 evaluation
+])
+def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(straight_run, tmp_path, name, at, extra):
+    """Schedulers send SIGTERM before killing; Ctrl-C sends SIGINT: the step it arrives in is kept."""
     common, straight = straight_run
     out = tmp_path / "signalled"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGNAL_AT_STEP": f"{name}:3"}
+    step = int(at.split(":")[0])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGNAL_AT_STEP": f"{name}:{at}"}
     stopped = subprocess.run([sys.executable, str(ROOT / "tests" / "signal_at_step.py"),
-                              str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, f"train.output_dir={out}"],
-                             env=env, capture_output=True, text=True, timeout=600)
+                              str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, *extra,
+                              f"train.output_dir={out}"],
+                             env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
     assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
-        f"stopped by {name} after step 3 of 6; checkpoint written ({out / 'checkpoint.pt'}); "
+        f"stopped by {name} after step {step} of 6; checkpoint written ({out / 'checkpoint.pt'}); "
         "rerun the same command to resume")
     assert "Traceback" not in stopped.stderr
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 3
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == step
 
-    rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
+    rerun = run_cli(ARGS + common + extra + [f"train.output_dir={out}"], timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert_same_weights(straight / "model", out / "model")
+
+
+def finished_copy(straight: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "finished"
+    shutil.copytree(straight, out, symlinks=True)
+    return out
+
+
+def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run, tmp_path):
+    """``rm checkpoint.pt`` to save space, then another lr into the same folder: refused; the same
+    config: "already finished", nothing rewritten."""
+    common, straight = straight_run
+    out = finished_copy(straight, tmp_path)
+    (out / "checkpoint.pt").unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    other = run_cli(ARGS + common + ["train.lr=0.002", f"train.output_dir={out}"], timeout=600)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        f"error: {out} holds a finished or stopped run with a different config (train.lr); choose another "
+        "train.output_dir or delete that folder to start over"]
+    same = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "already finished" in same.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == \
+        {p: t for p, t in before.items() if p.name != ".lock"}
+
+
+@pytest.mark.parametrize("how", ["cp -a + own file", "mv"])  # every name and kind: tests/test_run_folder.py
+@pytest.mark.parametrize("name", ["model.old", "best.new"])
+def test_a_users_copy_in_the_run_folder_is_never_deleted(straight_run, tmp_path, how, name):
+    import shutil
+
+    common, straight = straight_run
+    out = finished_copy(straight, tmp_path)
+    source = out / name.split(".")[0]
+    if how == "mv":
+        os.rename(source, out / name)
+    else:
+        shutil.copytree(source, out / name, symlinks=True)
+    if how.endswith("own file"):
+        (out / name / "notes.txt").write_text("mine")
+    kept = sorted(p.relative_to(out).as_posix() for p in (out / name).rglob("*"))
+    rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
+    assert rerun.returncode == 2
+    assert rerun.stderr.strip().splitlines() == [
+        f"error: train.output_dir={out} holds files this trainer did not write ({name}/); choose a new or empty "
+        "folder, or move them away"]
+    assert sorted(p.relative_to(out).as_posix() for p in (out / name).rglob("*")) == kept
 
 
 @pytest.mark.slow  # two training runs in subprocesses

@@ -1,7 +1,7 @@
 """Teacher towers: a protocol, three backends, and ``build_teacher(TeacherConfig)``."""
 from __future__ import annotations
 
-from .base import ImageInput, MissingCheckpointError, Teacher, resolve_device
+from .base import DeviceUnavailableError, ImageInput, MissingCheckpointError, Teacher, resolve_device
 from .config import AUTO_PRECISION, TeacherConfig
 
 
@@ -26,6 +26,7 @@ __all__ = [
     "AUTO_PRECISION",
     "ImageInput",
     "MissingCheckpointError",
+    "DeviceUnavailableError",
     "Teacher",
     "TeacherConfig",
     "build_teacher",

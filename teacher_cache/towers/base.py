@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from kdmcse_base.machine import device_problem
+
 ImageInput = Union[Image.Image, str, Path]
 Precision = str  # "fp32" | "bf16" | "fp16"
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -86,8 +88,15 @@ class StagedEncoding:
                                  lambda batch: self.forward_image(self.prepare_image(batch)))
 
 
+class DeviceUnavailableError(ValueError):
+    """``teacher.device`` names a device this machine does not have."""
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` = CUDA if present; a bare ``cuda`` means this process's GPU (``$LOCAL_RANK`` under torchrun)."""
+    problem = device_problem(device)
+    if problem:
+        raise DeviceUnavailableError(f"teacher.device={device}: {problem}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
