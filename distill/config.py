@@ -250,7 +250,10 @@ class TrainConfig:
     ``onnx/model.onnx``) and/or ``onnx-int8`` (dynamic int8, ``onnx/model_qint8.onnx``), the transformer
     alone as sentence-transformers lays it out; ``onnx-sentence`` (+ ``-int8``): the whole model, pooling
     and normalisation inside, in one graph (the only ONNX form of a static student); needs the
-    ``export`` extra, checked before training starts.
+    ``export`` extra, checked before training starts. ``report_to``: where the loss terms, lr and STS-B
+    dev go (distill/metrics_log.py): ``tensorboard`` (default, the run folder's ``tensorboard/``),
+    ``wandb``, ``mlflow``, any of them, or ``[]``; a sink whose package is missing is refused before the
+    run starts.
     """
 
     output_dir: str = "runs/offline_default"
@@ -275,6 +278,7 @@ class TrainConfig:
     compile: bool = False
     loader_workers: int = field(default=0, metadata=at_least(0))
     export: list[Literal["onnx", "onnx-int8", "onnx-sentence", "onnx-sentence-int8"]] = field(default_factory=list)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
         if self.device is not None:

@@ -63,7 +63,8 @@ TENSORBOARD = "tensorboard"
 SWAP_SUFFIXES = (".new", ".old")
 LISTING = ".trainer_files.json"
 # Keys a resumed run may change: they leave every number of the run as it was (a moved folder resumes too).
-RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export", "train.output_dir", "card.license", "card.repo_id"}
+RESULT_NEUTRAL_KEYS = {"train.loader_workers", "train.export", "train.output_dir", "train.report_to", "card.license",
+                       "card.repo_id"}
 
 
 class RunFolderError(ValueError):

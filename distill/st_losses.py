@@ -51,6 +51,23 @@ def with_teacher_label(dataset: Dataset, columns: Sequence[str] = ("teacher_text
     return dataset.map(concat, remove_columns=list(columns))
 
 
+def check_columns(dataset: Dataset, loss: nn.Module) -> None:
+    """Refuse, before training starts, a dataset whose columns ``loss`` cannot read: the trainer passes every
+    column but ``label`` as an input, so a stray column (a source name, an id) would become a second view
+    or fail at the first step. One line naming the columns and what to keep."""
+    inputs = [name for name in dataset.column_names if name != "label"]
+    wanted = getattr(loss, "input_columns", None)
+    name = type(loss).__name__
+    if wanted is not None and len(inputs) not in wanted:
+        counts = " or ".join(map(str, wanted))
+        raise ValueError(f"{name} reads {counts} sentence column(s) besides 'label'; the dataset has {len(inputs)} "
+                         f"({', '.join(inputs)}): keep only those it reads, e.g. "
+                         f"dataset.select_columns({[*inputs[:wanted[0]], *(['label'] if loss.needs_label else [])]})")
+    if getattr(loss, "needs_label", False) and "label" not in dataset.column_names:
+        raise ValueError(f"{name} needs the teacher's vectors in a 'label' column; the dataset has "
+                         f"{', '.join(dataset.column_names)} (see distill.st_losses.with_teacher_label, cache_dataset)")
+
+
 def cache_dataset(cache: TeacherCache | str | Path, rows: Sequence[int] | None = None) -> Dataset:
     """The ``sentence`` and ``label`` (the teacher's text vector, float32) of a teacher cache's text rows,
     all of them or ``rows`` (cache text indices), ready for :class:`RegressionModelLoss` or
@@ -71,6 +88,7 @@ def two_views(model: SentenceTransformer, sentence_features: Features) -> tuple[
 
 
 class TextContrastModelLoss(nn.Module):
+    input_columns, needs_label = (1, 2), False
     """A text contrastive loss of :mod:`distill.losses` applied to the model's two views of a batch."""
 
     def __init__(self, model: SentenceTransformer, loss: nn.Module):
@@ -104,6 +122,7 @@ class AngularMarginModelLoss(TextContrastModelLoss):
 
 
 class GroundedModelLoss(nn.Module):
+    input_columns, needs_label = (1, 2), True
     """Shared part of the multimodal wrappers: views, grounding heads owned by the loss, an optional
     text loss on the same views. Returns ``{"text": ..., name: weight * multimodal}`` (the trainer
     sums the terms and logs them apart), or the weighted multimodal term alone."""
@@ -185,6 +204,7 @@ class MCSEModelLoss(GroundedModelLoss):
 
 
 class RegressionModelLoss(nn.Module):
+    input_columns, needs_label = (1,), True
     """Regression onto the teacher's text vector in ``label`` (:class:`distill.losses.EmbeddingRegressionLoss`,
     MSE): sentence-transformers' distillation recipe and this project's best. Where the student's width
     differs from the teacher's, a linear map owned by the loss (``loss.regression``) projects the student

@@ -45,15 +45,15 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.tensorboard import SummaryWriter
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.config import ConfigError, RunConfig, config_yaml
+from distill.config import ConfigError, RunConfig, config_yaml, to_dict
 from distill.dev_curve import dev_curve_png
 from distill.export import export_model, require_export_extra
+from distill.metrics_log import MetricsLog, check_report_to, open_metrics_log
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
@@ -119,7 +119,7 @@ class TrainingRun:
     scaler: torch.amp.GradScaler
     n_steps: int
     state: RunState = field(default_factory=RunState)
-    writer: SummaryWriter | None = None
+    metrics: MetricsLog | None = None  # train.report_to's sinks (main rank)
     evaluate_dev: DevEvaluator | None = None
 
     @property
@@ -131,6 +131,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     """Train a student as ``cfg`` says, keeping the encoder ``evaluate_dev`` scores best (it runs on the
     main rank only); returns the folder of the saved SentenceTransformer."""
     refuse_unusable_devices(cfg)
+    check_report_to(cfg.train.report_to)
     if cfg.train.export:
         require_export_extra()  # now, not after the last step
     check_terms(cfg.loss)  # own terms' modules and sections, before the cache is built
@@ -169,8 +170,8 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
         _loop(run, schedule, progress, stop)
         progress.close()
         final = finish(run)  # a signal now waits for the model to be saved
-    if run.writer is not None:
-        run.writer.close()
+    if run.metrics is not None:
+        run.metrics.close()
     leave_distributed()
     return final
 
@@ -320,7 +321,8 @@ def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Train
     model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
     run = TrainingRun(cfg, env, cache, pools, trainable, model, optimizer, scheduler, scaler, n_steps,
                       evaluate_dev=evaluate_dev if env.is_main else None,
-                      writer=SummaryWriter(str(folder.tensorboard)) if env.is_main else None)
+                      metrics=open_metrics_log(cfg.train.report_to, cfg.name, folder.own_state().token, folder.path,
+                                               folder.tensorboard, to_dict(cfg)) if env.is_main else None)
     run.state = resume_state(run)
     return run
 
@@ -443,7 +445,7 @@ def score_baseline(run: TrainingRun) -> None:
     if run.env.is_main:
         state, student = run.state, run.trainable.student
         state.baseline_dev = dev_score(run)
-        run.writer.add_scalar("eval/stsb_dev_spearman", state.baseline_dev, 0)
+        run.metrics.log({"eval/stsb_dev_spearman": state.baseline_dev}, 0)
         if math.isfinite(state.baseline_dev):
             state.best_dev, state.best_step = state.baseline_dev, 0
             run.folder.replace("best", lambda folder: save_encoder(student, folder))
@@ -466,7 +468,7 @@ def evaluate_and_checkpoint(run: TrainingRun) -> None:
     if run.env.is_main:
         score = dev_score(run)
         state.dev_history.append((state.step, score))
-        run.writer.add_scalar("eval/stsb_dev_spearman", score, state.step)
+        run.metrics.log({"eval/stsb_dev_spearman": score}, state.step)
         if math.isfinite(score) and score > state.best_dev:  # a NaN dev is never "best"
             state.best_dev, state.best_step = score, state.step
             run.folder.replace("best", lambda folder: save_encoder(student, folder))
@@ -596,11 +598,10 @@ def autocast(precision: str, device: torch.device):
 
 
 def log_terms(run: TrainingRun, values: dict[str, float]) -> None:
-    if run.writer is None:
+    if run.metrics is None:
         return
-    for name, value in values.items():
-        run.writer.add_scalar(f"train/{name}", value, run.state.step)
-    run.writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.state.step)
+    run.metrics.log({**{f"train/{name}": value for name, value in values.items()},
+                     "train/lr": run.scheduler.get_last_lr()[0]}, run.state.step)
 
 
 def _fmt(score: float) -> str:

@@ -191,3 +191,23 @@ def test_the_documented_regression_example_trains(tiny_bert_dir, tiny_cache, tmp
     saved = SentenceTransformer(str(tmp_path / "runs" / "st_regression" / "model"), device="cpu")
     assert isinstance(namespace["loss"].regression, torch.nn.Identity)  # tiny teacher and student: both 32 wide
     assert mse(saved) < mse(build_encoder(StudentConfig(model=str(tiny_bert_dir), layers=1, layer_choice="spread")))
+
+
+def test_check_columns_refuses_what_the_loss_cannot_read_before_training(model):
+    from datasets import Dataset
+
+    from distill.st_losses import AngularMarginModelLoss, RegressionModelLoss, check_columns
+
+    rows = {"sentence": ["a", "b"], "source": ["wiki", "coco"], "label": [[0.0] * 32, [1.0] * 32]}
+    regression = RegressionModelLoss(model, teacher_text_dim=32)
+    with pytest.raises(ValueError) as err:
+        check_columns(Dataset.from_dict(rows), regression)
+    assert str(err.value) == ("RegressionModelLoss reads 1 sentence column(s) besides 'label'; the dataset has 2 "
+                              "(sentence, source): keep only those it reads, e.g. "
+                              "dataset.select_columns(['sentence', 'label'])")
+    check_columns(Dataset.from_dict(rows).select_columns(["sentence", "label"]), regression)
+    with pytest.raises(ValueError, match="needs the teacher's vectors in a 'label' column; the dataset has sentence"):
+        check_columns(Dataset.from_dict({"sentence": ["a"]}), regression)
+    three = Dataset.from_dict({"a": ["x"], "b": ["y"], "c": ["z"]})
+    with pytest.raises(ValueError, match=r"AngularMarginModelLoss reads 1 or 2 sentence column\(s\)"):
+        check_columns(three, AngularMarginModelLoss(model))
