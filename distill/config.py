@@ -15,7 +15,7 @@ import yaml
 
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config
 from kdmcse_base.typed_config import COSINE, POSITIVE, UNIT_INTERVAL, ConfigError, at_least, from_dict
-from teacher_cache.data import CacheDataConfig
+from teacher_cache.data import DEFAULT_SHARD_ROWS, CacheDataConfig
 from kdmcse_base.offline_models import MINILM_ALIAS, check_offline_name
 from teacher_cache.towers.config import TeacherConfig
 
@@ -222,7 +222,9 @@ class TrainConfig:
     """Optimisation, schedule, evaluation and output settings.
 
     ``output_dir``: the run folder (config, checkpoints, ``model/``); rerunning resumes it.
-    ``cache_root``: where teacher caches are built and found. ``teacher_cache``: a finished cache folder
+    ``cache_root``: where teacher caches are built and found; ``cache_shard_rows``: rows per shard file of a
+    cache built for the run (part of the cache's identity: ``scripts/cache_teacher.py`` reads the same key,
+    so the cache it builds is the one the trainer finds). ``teacher_cache``: a finished cache folder
     (the path ``scripts/cache_teacher.py`` printed) to train from without reading the corpora, for corpora
     of millions of rows whose reading and fingerprinting would cost minutes per start; its manifest must
     record this config's ``teacher`` and ``data`` sections (a data file edited since is not noticed).
@@ -258,6 +260,7 @@ class TrainConfig:
 
     output_dir: str = "runs/offline_default"
     cache_root: str = "cache/teacher"
+    cache_shard_rows: int = field(default=DEFAULT_SHARD_ROWS, metadata=at_least(1))
     teacher_cache: str | None = None
     batch_size: int = field(default=64, metadata=at_least(1))
     lr: float = field(default=3e-5, metadata={"range": (0, 1.0, True)})  # AdamW peak learning rate, at most 1 (above, AdamW only diverges)
@@ -336,9 +339,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
 
     A file may name ``base:``, a shipped config (``offline_default``) or a YAML path relative to the
     file, and then holds only what differs from it (``merge_base`` says how the two combine)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_config_yaml(path)
+    return config_from_mapping(read_config_yaml(path) if path is not None else {}, overrides)
+
+
+def config_from_mapping(raw: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    """The RunConfig of a config mapping (``read_config_yaml``'s) with ``a.b=value`` overrides applied;
+    an unknown key or a bad value is a ``ConfigError`` naming it (with a "did you mean")."""
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(RunConfig, raw, prefix="")

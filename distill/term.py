@@ -112,6 +112,13 @@ def check_terms(cfg: LossConfig) -> None:
     if unknown:
         raise ConfigError(f"loss.terms.{unknown[0]}: no term is registered under that name; registered: "
                           f"{ordered_names()} (loss.term_modules imports the module that registers it)")
+    for name in cfg.terms:  # each section's values, parsed by its own builder, before any data is read
+        try:
+            TERMS[name](cfg, Dims())
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001 - what failed needs the real widths; the values parsed
+            pass
 
 
 def build_terms(cfg: LossConfig, dims: Dims) -> dict[str, Term]:

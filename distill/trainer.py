@@ -58,8 +58,8 @@ from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
 from distill.pools import TrainingPools, build_pools
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
-from distill.run_folder import (HEADS_FILE, LISTING, RunFolder, RunFolderError, TrainSummary, check_resumable,
-                                is_complete)
+from distill.run_folder import (HEADS_FILE, LISTING, STATE_FILE, RunFolder, RunFolderError, TrainSummary,
+                                check_resumable, is_complete)
 from distill.student import Student, build_encoder
 from distill.term import check_terms
 from teacher_cache import TeacherCache, data_dir_for, open_cache
@@ -145,7 +145,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
             return _train(cfg, evaluate_dev, env)
         except BaseException:
             if new_folder and env.is_main:
-                remove_if_unused(out)  # a run that failed before writing anything leaves no folder
+                remove_if_unused(out, frozenset({STATE_FILE}))  # a run that failed before writing anything leaves no folder
             raise
 
 
@@ -572,7 +572,7 @@ def open_teacher_cache(cfg: RunConfig, data_dir: Path | None, env: DistEnv) -> T
     built if it is missing (a collective: ranks share the shards); opened read-only, checked (sizes;
     checksums once per build or copy). A complete cache opens without the teacher."""
     return open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir, named=cfg.train.teacher_cache,
-                      progress=env.is_main)
+                      progress=env.is_main, shard_rows=cfg.train.cache_shard_rows)
 
 
 def device_name(device: torch.device) -> str:

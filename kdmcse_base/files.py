@@ -211,11 +211,13 @@ def _locked_handle(path: Path, purpose: str, wait: bool):
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def remove_if_unused(folder: Path) -> None:
-    """Delete ``folder`` when it holds nothing but its lock file (a run that stopped before writing
-    anything), so a failed start leaves no empty folder behind. Call it while holding the lock."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOCK_FILE}:
-        (folder / LOCK_FILE).unlink(missing_ok=True)
+def remove_if_unused(folder: Path, bookkeeping: frozenset[str] = frozenset()) -> None:
+    """Delete ``folder`` when it holds nothing but its lock file and the ``bookkeeping`` files its owner
+    writes at start (a run that stopped before writing anything), so a failed start leaves no empty
+    folder behind. Call it while holding the lock."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {LOCK_FILE, *bookkeeping}:
+        for name in (*bookkeeping, LOCK_FILE):
+            (folder / name).unlink(missing_ok=True)
         folder.rmdir()
 
 

@@ -2,37 +2,35 @@
 """Encode the training corpora with a frozen teacher into <cache root>/<teacher>-<fingerprint>/.
 
     python scripts/cache_teacher.py                         # what configs/offline_default.yaml trains on
-    python scripts/cache_teacher.py --limit coco2017_mini=8 --text-sources coco2017_mini
-    python scripts/cache_teacher.py --backend open_clip --clip-model ViT-L-14 --clip-pretrained openai
+    python scripts/cache_teacher.py --config my_run.yaml    # the very cache train_student.py will read
+    python scripts/cache_teacher.py teacher.backend=open_clip teacher.clip_model=ViT-L-14 teacher.clip_pretrained=openai
+    python scripts/cache_teacher.py "data.limits={coco2017_mini: 8}" "data.text_sources=[coco2017_mini]"
     torchrun --nproc_per_node 2 scripts/cache_teacher.py    # shards split across ranks
     python scripts/cache_teacher.py --verify [CACHE_DIR]    # recompute checksums; exit 1 if any is off
 
-A YAML file given with --config may hold ``teacher:`` (TeacherConfig fields), ``data:``
-(CacheDataConfig fields, including your own files and datasets: docs/data.md; ``skip_bad`` among
-them), ``cache_root`` and ``shard_rows``; flags override it (--text-sources / --image-sources take
-built-in names). Rerunning finishes an interrupted build, or does nothing if the cache is complete.
-After an edit of the data, a new cache copies the vectors of unchanged rows from a finished cache
-of the same teacher and encodes only the new or changed rows; --no-reuse encodes every row. A
-cache built with --skip-bad is trained on with ``data.skip_bad=true``. The teacher: and data: sections are
-checked as a training config's are (kdmcse_base.typed_config: names, types, ranges). --print-config lists every
-teacher.* and data.* key with its type, default and doc.
+It reads a run config exactly as scripts/train_student.py does: ``--config`` (a YAML file or a shipped
+config's name, with its ``base:`` chain) and ``section.key=value`` overrides, checked key by key (an
+unknown key is one line with a "did you mean"). The ``teacher`` and ``data`` sections say what is
+encoded (your own files and datasets: docs/data.md), ``train.cache_root`` and ``train.cache_shard_rows``
+where and how it is stored: the trainer reads the same keys, so it finds this cache. A cache-only YAML
+with top-level ``cache_root`` / ``shard_rows`` still works. The older flags remain as aliases
+(``--backend X`` is ``teacher.backend=X``, ``--limit coco2017_mini=8`` is ``data.limits``, ``--shard-rows``
+is ``train.cache_shard_rows``, ``--skip-bad`` is ``data.skip_bad=true``, ``--no-reuse`` is
+``data.reuse_rows=false``). Rerunning finishes an interrupted build, or does nothing if the cache is
+complete; after an edit of the data, a new cache copies the vectors of unchanged rows from a finished
+cache of the same teacher and encodes only the new or changed rows. ``--print-config`` lists every
+teacher.*, data.* and cache key with its type, value, default and doc, and the resolved cache folder.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
 from teacher_cache import (  # noqa: E402
-    DEFAULT_CACHE_ROOT,
-    DEFAULT_SHARD_ROWS,
     IMAGE_SOURCES,
     TEXT_SOURCES,
     USER_ERRORS,
@@ -47,99 +45,110 @@ from teacher_cache import (  # noqa: E402
 )
 from kdmcse_base.process_group import init_distributed, leave_distributed  # noqa: E402
 from teacher_cache.towers.config import BACKENDS, PRECISIONS  # noqa: E402
-from distill.config import RunConfig, configs_dir, read_config_yaml, resolve_config_path  # noqa: E402
-from kdmcse_base.typed_config import refuse_unknown_keys  # noqa: E402
+from distill.config import (  # noqa: E402
+    ConfigError, RunConfig, config_from_mapping, configs_dir, read_config_yaml, resolve_config_path)
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config  # noqa: E402
 
 DEFAULT_RUN_CONFIG = configs_dir() / "offline_default.yaml"
 TEACHER_FLAGS = ("backend", "text_model", "image_model", "image_weights", "clip_model", "clip_pretrained",
                  "batch_size", "precision", "device", "max_seq_length", "num_workers")
+CACHE_ONLY_KEYS = {"cache_root": "cache_root", "shard_rows": "cache_shard_rows"}  # top level of a cache-only YAML
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=resolve_config_path, default=DEFAULT_RUN_CONFIG,
-                        help="YAML with teacher:/data: sections, e.g. a training run config, so the cache is "
-                             "the one train_student.py will read (default: %(default)s)")
-    teacher = parser.add_argument_group("teacher (TeacherConfig)")
-    teacher.add_argument("--backend", choices=BACKENDS)
-    teacher.add_argument("--text-model", help="composite: sentence-transformers name or path")
-    teacher.add_argument("--image-model", help="composite: offline:efficientnet-lite0 or a timm model name")
-    teacher.add_argument("--image-weights", help="composite: local weights file for the timm image model")
-    teacher.add_argument("--clip-model", help="open_clip: name / local-dir:PATH / hf-hub:ID; hf_clip: hub id or folder")
-    teacher.add_argument("--clip-pretrained", help="open_clip: pretrained tag or checkpoint file")
-    teacher.add_argument("--batch-size", type=int)
-    teacher.add_argument("--precision", choices=PRECISIONS)
-    teacher.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    teacher.add_argument("--max-seq-length", type=int)
-    teacher.add_argument("--num-workers", type=int,
-                         help="processes tokenising and decoding images beside the model (0: none; "
-                              "default: cores - 1, at most 8); never changes the cache")
-    data = parser.add_argument_group("data (CacheDataConfig)")
-    data.add_argument("--text-sources", nargs="*", choices=TEXT_SOURCES)
-    data.add_argument("--image-sources", nargs="*", choices=IMAGE_SOURCES)
-    data.add_argument("--limit", action="append", default=[], metavar="SOURCE=N", help="keep the first N items")
-    data.add_argument("--data-dir", help="default: $DISTILL_DATA_DIR or ../shared/data")
-    parser.add_argument("--cache-root", type=Path)
-    parser.add_argument("--shard-rows", type=int)
-    parser.add_argument("--skip-bad", action="store_true", default=None,
-                        help="leave bad rows out and record them (train on it with data.skip_bad=true)")
-    parser.add_argument("--no-reuse", action="store_true",
-                        help="encode every row, copying none from an earlier cache of the same teacher "
-                             "(data.reuse_rows=false)")
+                        help="a run config (YAML path or shipped name), so the cache is the one train_student.py "
+                             "will read (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="config overrides, e.g. teacher.batch_size=64 (--print-config lists the keys)")
+    parser.add_argument("--data-dir", help="default: $DISTILL_DATA_DIR or ../shared/data")
+    aliases = parser.add_argument_group("older flags, aliases of the keys they name")
+    aliases.add_argument("--backend", choices=BACKENDS, help="teacher.backend")
+    for flag in TEACHER_FLAGS[1:]:
+        if flag == "precision":
+            aliases.add_argument("--precision", choices=PRECISIONS, help="teacher.precision")
+        else:
+            aliases.add_argument(f"--{flag.replace('_', '-')}", type=int if flag in ("batch_size", "max_seq_length",
+                                                                                     "num_workers") else str,
+                                 help=f"teacher.{flag}")
+    aliases.add_argument("--text-sources", nargs="*", choices=TEXT_SOURCES, help="data.text_sources")
+    aliases.add_argument("--image-sources", nargs="*", choices=IMAGE_SOURCES, help="data.image_sources")
+    aliases.add_argument("--limit", action="append", default=[], metavar="SOURCE=N", help="data.limits: keep the first N")
+    aliases.add_argument("--cache-root", help="train.cache_root")
+    aliases.add_argument("--shard-rows", type=int, help="train.cache_shard_rows")
+    aliases.add_argument("--skip-bad", action="store_true", default=None, help="data.skip_bad=true")
+    aliases.add_argument("--no-reuse", action="store_true", help="data.reuse_rows=false")
     parser.add_argument("--verify", nargs="?", const="", metavar="CACHE_DIR",
                         help="recompute checksums of CACHE_DIR (default: the cache of this configuration)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--print-config", action="store_true",
-                        help="list every teacher.* and data.* key with its type, value, default and doc, then exit")
+                        help="list every teacher.*, data.* and cache key with its type, value, default and doc, "
+                             "and the resolved cache folder, then exit")
     return parser.parse_args(argv)
 
 
-def resolve_configs(args: argparse.Namespace) -> tuple[TeacherConfig, CacheDataConfig, dict[str, Any]]:
-    """YAML values first, then every flag that was given."""
-    loaded = read_config_yaml(args.config) if args.config else {}  # with its base: chain
-    # a run config's sections, or a cache-only file's own keys; anything else is a typo, not ignored
-    refuse_unknown_keys(loaded, {f.name for f in dataclasses.fields(RunConfig)} | {"cache_root", "shard_rows"}, "")
-    teacher_values = dict(loaded.get("teacher", {}))
-    teacher_values.update({k: getattr(args, k) for k in TEACHER_FLAGS if getattr(args, k) is not None})
-    data_values = dict(loaded.get("data", {}))
+def alias_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``section.key=value`` overrides the older flags stand for (given after the YAML, before the
+    explicit overrides, so an explicit ``teacher.backend=...`` wins)."""
+    overrides = [f"teacher.{flag}={getattr(args, flag)}" for flag in TEACHER_FLAGS if getattr(args, flag) is not None]
     if args.text_sources is not None:
-        data_values["text_sources"] = args.text_sources
+        overrides.append(f"data.text_sources=[{', '.join(args.text_sources)}]")
     if args.image_sources is not None:
-        data_values["image_sources"] = args.image_sources
-    if args.limit:
-        data_values["limits"] = {**data_values.get("limits", {}), **_parse_limits(args.limit)}
-    if args.skip_bad is not None:
-        data_values["skip_bad"] = args.skip_bad
-    if args.no_reuse:
-        data_values["reuse_rows"] = False
-    run = {
-        "cache_root": Path(args.cache_root or loaded.get("cache_root")
-                           or loaded.get("train", {}).get("cache_root", DEFAULT_CACHE_ROOT)),
-        "shard_rows": int(args.shard_rows or loaded.get("shard_rows", DEFAULT_SHARD_ROWS)),
-    }
-    return TeacherConfig.from_dict(teacher_values), CacheDataConfig.from_dict(data_values), run
-
-
-def _parse_limits(items: list[str]) -> dict[str, int]:
-    limits = {}
-    for item in items:
+        overrides.append(f"data.image_sources=[{', '.join(args.image_sources)}]")
+    for item in args.limit:
         name, _, number = item.partition("=")
         if not number.isdigit():
-            raise SystemExit(f"--limit expects SOURCE=N, got {item!r}")
-        limits[name] = int(number)
-    return limits
+            raise ConfigError(f"--limit expects SOURCE=N, got {item!r}")
+        overrides.append(f"data.limits.{name}={number}")
+    if args.cache_root:
+        overrides.append(f"train.cache_root={args.cache_root}")
+    if args.shard_rows:
+        overrides.append(f"train.cache_shard_rows={args.shard_rows}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
+    if args.no_reuse:
+        overrides.append("data.reuse_rows=false")
+    return overrides
 
 
-def verify(args: argparse.Namespace, teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, run: dict) -> int:
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """The run config the cache is built for: the YAML (a cache-only file's top-level keys moved into
+    ``train``), the aliases, then the explicit overrides; raises ConfigError naming a bad key."""
+    raw = read_config_yaml(args.config)
+    for key, train_key in CACHE_ONLY_KEYS.items():
+        if key in raw:
+            raw.setdefault("train", {})[train_key] = raw.pop(key)
+    return config_from_mapping(raw, [*alias_overrides(args), *args.overrides])
+
+
+def data_dir_of(args: argparse.Namespace, cfg: RunConfig) -> str | None:
+    return args.data_dir or cfg.data_dir
+
+
+def cache_folder_line(cfg: RunConfig, data_dir: str | None) -> str:
+    """Where this configuration's cache is: the finished folder the index knows, or where it will be built."""
+    try:
+        found = find_complete_cache(cfg.teacher, cfg.data, Path(cfg.train.cache_root),
+                                    collect_data(cfg.data, data_dir), cfg.train.cache_shard_rows)
+    except USER_ERRORS as err:
+        return f"cache folder: unknown until the data reads ({err})"
+    if found is not None:
+        return f"cache folder: {found} (complete)"
+    return f"cache folder: not built yet; it will be built under {cfg.train.cache_root} (named <teacher>-<fingerprint>)"
+
+
+def verify(args: argparse.Namespace, cfg: RunConfig) -> int:
+    teacher_cfg, data_cfg, cache_root = cfg.teacher, cfg.data, Path(cfg.train.cache_root)
     if args.verify:
         directory = Path(args.verify)
     else:
-        data = collect_data(data_cfg, args.data_dir)
-        directory = find_complete_cache(teacher_cfg, data_cfg, run["cache_root"], data, run["shard_rows"])
+        data = collect_data(data_cfg, data_dir_of(args, cfg))
+        directory = find_complete_cache(teacher_cfg, data_cfg, cache_root, data, cfg.train.cache_shard_rows)
         if directory is None:  # not in the index: fingerprint the loaded teacher
             teacher = build_teacher(teacher_cfg)
-            directory = locate_cache(teacher, teacher_cfg, data_cfg, run["cache_root"], args.data_dir, run["shard_rows"])
+            directory = locate_cache(teacher, teacher_cfg, data_cfg, cache_root, data_dir_of(args, cfg),
+                                     cfg.train.cache_shard_rows)
     problems = verify_cache(directory)
     for problem in problems:
         print(f"CORRUPT {problem}", file=sys.stderr)
@@ -147,27 +156,34 @@ def verify(args: argparse.Namespace, teacher_cfg: TeacherConfig, data_cfg: Cache
     return 1 if problems else 0
 
 
+def print_config(cfg: RunConfig, data_dir: str | None) -> None:
+    cache_keys = describe_config(cfg.train, "train.").splitlines()
+    print(PRINT_CONFIG_HEADER, describe_config(cfg.teacher, "teacher."), describe_config(cfg.data, "data."),
+          *[line for line in cache_keys if line.startswith(("train.cache_root", "train.cache_shard_rows"))],
+          cache_folder_line(cfg, data_dir), sep="\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        teacher_cfg, data_cfg, run = resolve_configs(args)
-    except (OSError, ValueError, yaml.YAMLError) as err:  # the config file or a key in it
+        cfg = resolve_config(args)
+    except ConfigError as err:  # the config file or a key in it: one line, with "did you mean"
         print(f"config error ({args.config}): {err}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(PRINT_CONFIG_HEADER, describe_config(teacher_cfg, "teacher."), describe_config(data_cfg, "data."), sep="\n")
+        print_config(cfg, data_dir_of(args, cfg))
         return 0
     if args.verify is not None:
         try:
-            return verify(args, teacher_cfg, data_cfg, run)
+            return verify(args, cfg)
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     init_distributed()
     try:
-        report = build_cache(teacher_cfg, data_cfg, run["cache_root"], args.data_dir,
-                             shard_rows=run["shard_rows"], progress=not args.no_progress)
+        report = build_cache(cfg.teacher, cfg.data, Path(cfg.train.cache_root), data_dir_of(args, cfg),
+                             shard_rows=cfg.train.cache_shard_rows, progress=not args.no_progress)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -53,6 +53,9 @@ OFFLINE_IMAGE_SOURCES: tuple[str, ...] = ("coco2017_mini",)
 IMAGE_SOURCES: tuple[str, ...] = ("flickr30k_train", "coco_train2014", "coco2017_mini")
 DEFAULT_IMAGE_STORE = "cache/images"
 
+DEFAULT_CACHE_ROOT = Path("cache/teacher")
+DEFAULT_SHARD_ROWS = 4096  # rows per shard file; part of a cache's identity (train.cache_shard_rows)
+
 
 @dataclass(frozen=True)
 class CacheDataConfig:

@@ -77,6 +77,8 @@ from tqdm.auto import tqdm
 
 from .corpora import BadRow, ImageRow, TextRow
 from .data import (
+    DEFAULT_CACHE_ROOT,
+    DEFAULT_SHARD_ROWS,
     CacheDataConfig,
     CacheRows,
     collect_rows,
@@ -96,8 +98,6 @@ from .towers.base import StagedTeacher, load_rgb
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_ROOT = Path("cache/teacher")
-DEFAULT_SHARD_ROWS = 4096
 MODALITIES = ("text", "image")
 STORAGE_DTYPE = np.float16
 NORMALISATION = "L2-normalised in float32, then cast to float16 (re-normalise after loading for exact cosines)"
@@ -295,12 +295,13 @@ def ensure_cache(
 
 def open_cache(teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path | str = DEFAULT_CACHE_ROOT,
                data_dir: Path | str | None = None, *, named: Path | str | None = None,
-               progress: bool = True) -> TeacherCache:
+               progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS) -> TeacherCache:
     """The cache of this teacher and data, opened: the ``named`` finished cache folder, checked against
     the configs without reading the corpora (what a corpus of millions of rows needs: reading and
     fingerprinting it costs minutes per start), else the one :func:`ensure_cache` finds or builds."""
     if named is None:
-        return TeacherCache.open(ensure_cache(teacher_cfg, data_cfg, cache_root, data_dir, progress=progress))
+        return TeacherCache.open(ensure_cache(teacher_cfg, data_cfg, cache_root, data_dir, shard_rows=shard_rows,
+                                              progress=progress))
     cache = TeacherCache.open(named)
     check_built_from(cache, teacher_cfg, data_cfg)
     return cache

@@ -1,6 +1,6 @@
-"""The README's "Your own data, teacher and student" example, run as written with tiny models.
+"""docs/own_data.md's example (the README's "Your own data" points there), run as written with tiny models.
 
-The data script and the run config are read out of README.md, so the README cannot drift from
+The data script and the run config are read out of docs/own_data.md, so the page cannot drift from
 what works. Only the model names (tiny random BERT for the student and the teacher's text tower,
 the shipped EfficientNet-Lite0 for its image tower) and the run length are overridden.
 """
@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_block(name: str) -> str:
-    """The fenced block that follows ``<!-- own-data-example: name -->`` in README.md."""
-    match = re.search(rf"<!-- own-data-example: {re.escape(name)} -->\n```\w*\n(.*?)```", (ROOT / "README.md").read_text(),
-                      re.DOTALL)
-    assert match, f"README.md has no own-data-example block {name}"
+    """The fenced block that follows ``<!-- own-data-example: name -->`` in docs/own_data.md."""
+    match = re.search(rf"<!-- own-data-example: {re.escape(name)} -->\n```\w*\n(.*?)```",
+                      (ROOT / "docs" / "own_data.md").read_text(), re.DOTALL)
+    assert match, f"docs/own_data.md has no own-data-example block {name}"
     return match.group(1)
 
 

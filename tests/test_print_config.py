@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from distill.config import LossConfig, RunConfig, StudentConfig, TrainConfig, run_config_from_argv, to_dict
+from distill.config import ConfigError, LossConfig, RunConfig, StudentConfig, TrainConfig, run_config_from_argv, to_dict
 from distill.config_help import config_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,3 +95,31 @@ def test_cache_teacher_reads_the_base_chain(tmp_path):
     backend = next(line for line in result.stdout.splitlines() if line.startswith("teacher.backend:"))
     assert backend.split(" = ")[1].startswith("open_clip")  # kdmcse_bert_flickr's CLIP teacher
     assert "data.image_sources: tuple[ImageCaptionSource | str, ...] = []" in result.stdout
+
+
+def test_cache_teacher_takes_overrides_and_aliases_as_train_student_does(tmp_path):
+    """One config system: ``section.key=value`` overrides, the older flags as aliases, a cache-only YAML,
+    a misspelled key refused with "did you mean", and the shard size under the key the trainer reads."""
+    from kdmcse_cli import cache_teacher
+
+    cfg = cache_teacher.resolve_config(cache_teacher.parse_args(
+        ["--shard-rows", "8", "--limit", "coco2017_mini=4", "teacher.batch_size=16", "--backend", "composite"]))
+    assert (cfg.train.cache_shard_rows, cfg.teacher.batch_size, cfg.teacher.backend) == (8, 16, "composite")
+    assert cfg.data.limits == {"coco2017_mini": 4}
+    cache_only = tmp_path / "cache.yaml"
+    cache_only.write_text("cache_root: somewhere\nshard_rows: 16\nteacher: {batch_size: 8}\n")
+    cfg = cache_teacher.resolve_config(cache_teacher.parse_args(["--config", str(cache_only)]))
+    assert (cfg.train.cache_root, cfg.train.cache_shard_rows, cfg.teacher.batch_size) == ("somewhere", 16, 8)
+    with pytest.raises(ConfigError, match=r"teacher.bach_size \(did you mean teacher.batch_size\?\)"):
+        cache_teacher.resolve_config(cache_teacher.parse_args(["teacher.bach_size=3"]))
+
+
+def test_the_trainer_finds_the_cache_of_its_shard_size(monkeypatch, tmp_path):
+    import distill.trainer as trainer
+    from distill.config import load_config
+    from kdmcse_base.process_group import DistEnv
+
+    seen = {}
+    monkeypatch.setattr(trainer, "open_cache", lambda *a, **kw: seen.update(kw))
+    trainer.open_teacher_cache(load_config(None, ["train.cache_shard_rows=8"]), tmp_path, DistEnv.current())
+    assert seen["shard_rows"] == 8

@@ -63,6 +63,15 @@ def test_a_term_section_is_typed_and_an_unregistered_one_is_refused():
         objective(["loss.term_modules=[no_such_terms]"])
 
 
+def test_a_bad_value_in_a_terms_section_is_refused_before_any_data_is_read():
+    from distill.config import load_config
+    from distill.term import check_terms
+
+    cfg = load_config(None, ["loss.term_modules=[toy_term]", "loss.terms={toy: {weight: -1}}"])
+    with pytest.raises(ConfigError, match=r"^loss.terms.toy.weight must be > 0, got -1.0$"):
+        check_terms(cfg.loss)  # what train() calls first, before the teacher cache
+
+
 def test_term_modules_import_the_module_that_registers_a_term(monkeypatch):
     monkeypatch.delitem(TERMS, "toy")
     import sys
