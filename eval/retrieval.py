@@ -37,7 +37,7 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from distill.config import RunConfig, load_config
-from teacher_cache.corpora import resolve_data_dir
+from kdmcse_base.data_files import resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
 from distill.run_folder import HEADS_FILE, RunFolder
 from distill.student import GroundingHeads

@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from distill.config import RunConfig
-from teacher_cache.corpora import DataFormatError, resolve_data_dir
+from kdmcse_base.data_files import DataFormatError, resolve_data_dir
 from eval.data import STS_YEAR_SUBSETS, STSPair, load_sick, load_sts_year, load_stsb
 
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model

@@ -8,6 +8,7 @@ across packages (no circle, however long). Imports inside functions count too.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,14 @@ def test_the_check_sees_a_circle_through_a_package_and_a_relative_import(tmp_pat
     (tmp_path / "distill" / "modules" / "aahr.py").write_text("def f():\n    from ..objective import Step\n")
     (tmp_path / "distill" / "step.py").write_text("import distill.objective\n")
     assert circles(import_graph(tmp_path)) == [["distill.modules", "distill.modules.aahr", "distill.objective"]]
+
+
+def test_eval_takes_from_teacher_cache_only_what_is_about_the_teacher_cache():
+    """Shared file utilities (the data directory, data lines, their error) live on the ground floor; eval
+    imports teacher_cache only to read a cache (retrieval's held-out images)."""
+    importers = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "eval").rglob("*.py")
+                       if re.search(r"^\s*(from|import) teacher_cache", path.read_text(), re.MULTILINE))
+    assert importers == ["eval/retrieval.py"]
+    imported = re.findall(r"^from teacher_cache(?:\.\w+)* import (.+)$", (ROOT / "eval" / "retrieval.py").read_text(),
+                          re.MULTILINE)
+    assert {name.strip() for line in imported for name in line.split(",")} <= {"TeacherCache", "open_cache"}

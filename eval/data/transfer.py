@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from teacher_cache.corpora import DataFormatError, read_data_lines, resolve_data_dir
+from kdmcse_base.data_files import DataFormatError, read_data_lines, resolve_data_dir
 
 from .records import LabeledPair, LabeledSentence
 from .sts import normalize_whitespace

@@ -9,15 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class DataFormatError(ValueError):
-    """A data file is missing or malformed; the message names the file and the 1-based line."""
-
-    def __init__(self, path: Path | str, line: int | None, problem: str):
-        self.path = Path(path)
-        self.line = line
-        where = f"{self.path}:{line}" if line is not None else str(self.path)
-        super().__init__(f"{where}: {problem}")
+from kdmcse_base.data_files import DataFormatError, read_data_lines  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -66,26 +58,3 @@ class BadRow:
     def describe(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
         return f"{self.row_id} ({where}): {self.problem}"
-
-
-def read_data_lines(path: Path | str, encoding: str = "utf-8") -> list[str]:
-    """Every line of a text data file, without its line ending (``\\n``, and a ``\\r`` before it).
-
-    Splits on ``\\n`` only (not ``str.splitlines``, which also breaks on U+0085/U+2028 that can sit
-    inside latin-1 or UTF-8 sentences), so line *i* of the result is line *i + 1* of the file.
-    A missing file, or bytes the encoding cannot decode, raise ``DataFormatError`` naming the file
-    (and the 1-based line of the bad bytes).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, None, "file not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataFormatError(path, line, f"cannot decode as {encoding}: {err.reason}") from err
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start a new one
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
