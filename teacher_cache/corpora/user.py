@@ -1,4 +1,5 @@
-"""Your own training data: sentence files, image folders with captions, Hugging Face datasets.
+"""Your own training data: sentence files, Parquet tables, image folders with captions, WebDataset tar
+shards, Hugging Face datasets (loaded whole or streamed).
 
 A source is named (``name``, by default the file stem, the image folder's name or the dataset's
 last path component) and its rows get ids built from that name, so they are stable across runs:
@@ -7,11 +8,21 @@ last path component) and its rows get ids built from that name, so they are stab
 source                             text row id                           image id
 =================================  ====================================  =================================
 text file (``.txt``)               ``<name>:<line, 0-based>``            -
-CSV / TSV / JSONL                  ``<name>:<record, 0-based>``          -
+CSV / TSV / JSONL / Parquet file   ``<name>:<record, 0-based>``          -
+Parquet files (a glob)             ``<name>:<file name>:<record>``       -
 ``datasets`` text column           ``<name>:<dataset index>``            -
+WebDataset shards, captions only   ``<name>:<shard file name>:<key>``    -
 image folder + captions file       ``<name>:<image path>:<k>``           ``<name>:<image path>``
 ``datasets`` image column          ``<name>:<dataset index>:<k>``        ``<name>:<dataset index>``
+WebDataset shards                  ``<name>:<shard>:<key>:<k>``          ``<name>:<shard file name>:<key>``
 =================================  ====================================  =================================
+
+WebDataset shards (img2dataset's layout: ``key.jpg`` beside ``key.txt`` or ``key.json`` in each tar) are
+read streaming by ``datasets``' WebDataset loader, already a dependency, which reads local paths and any
+fsspec URL; ``shards`` is a list or a brace pattern (``data/{00000..00099}.tar``). A Parquet file is read a
+record batch at a time with pyarrow, so a text corpus larger than memory streams; ``streaming: true`` does
+the same for a ``datasets`` source (a hub dataset, or a builder such as ``json`` / ``parquet`` with
+``data_files``).
 
 ``k`` counts an image's captions in file order. Rows of a captions file that name the same image
 are one image with several captions. Mistakes in a file (a missing column, a line that is not
@@ -40,24 +51,37 @@ from .records import BadRow, DataFormatError, ImageRow, TextRow, read_data_lines
 __all__ = ["ImageCaptionSource", "TextSource", "load_user_image_captions", "load_user_texts"]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
-TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES)
+TEXT_SUFFIXES = (".txt", *TABLE_SUFFIXES, ".parquet")
+_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True)
 class TextSource:
     """Your own sentences: ``path`` (a ``.txt`` file, one sentence per line, or a ``.csv`` / ``.tsv`` /
-    ``.jsonl`` file with a ``column``), or ``dataset`` (a ``save_to_disk`` folder or a hub name, with
-    ``split`` and ``column``). ``name`` prefixes the row ids (default: the file stem)."""
+    ``.jsonl`` / ``.parquet`` file with a ``column``; a glob such as ``corpus/*.parquet`` reads many Parquet
+    files in name order), ``dataset`` (a ``save_to_disk`` folder, a hub name, or a builder such as ``json``
+    with ``data_files``; with ``split`` and ``column``; ``streaming: true`` reads it row by row), or
+    ``shards`` (WebDataset tar shards, a list or a brace pattern, whose ``column`` names the caption
+    file's extension, e.g. ``txt``: the captions without their images). ``name`` prefixes the row ids
+    (default: the file stem)."""
 
     path: str | None = None
     dataset: str | None = None
+    shards: str | list[str] | None = None
     split: str | None = None
     column: str | None = None
+    data_files: str | list[str] | None = None
+    streaming: bool = False
     name: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self, "path", "dataset")
+        _one_of(self, "path", "dataset", "shards")
+        if self.shards is not None:
+            if self.column is None:
+                raise ValueError("text source with shards: set 'column' to the caption's extension in the tar (e.g. txt)")
+            _set_name(self, _shards_stem(self.shards))
+            return
         if self.path is not None:
             suffix = Path(self.path).suffix.lower()
             if suffix not in TEXT_SUFFIXES:
@@ -71,7 +95,7 @@ class TextSource:
 
     @property
     def origin(self) -> str:
-        return self.path or _dataset_label(self.dataset, self.split)
+        return self.path or (_dataset_label(self.dataset, self.split) if self.dataset else _shards_label(self.shards))
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,10 @@ class ImageCaptionSource:
     ``image_column`` holds an image path relative to ``images`` (default: the captions file's folder)
     and whose ``caption_column`` holds a caption, or in JSONL a list of captions), or ``dataset`` (a
     ``save_to_disk`` folder or hub name with ``split``) whose ``image_column`` holds images or paths.
+    Or ``shards``: WebDataset tar shards (a list or a brace pattern, local or any fsspec URL) whose
+    ``image_column`` is the image's extension (default ``jpg``) and ``caption_column`` the caption's
+    (``txt``, or ``json.caption`` for a field of the ``.json`` file); an image without a caption, or
+    one that does not decode, is a bad row naming its shard and key.
     ``name`` prefixes the ids (default: the image folder's name, else the captions file stem).
     Image paths stay inside the image folder (no ``..`` out of it, no absolute paths) unless
     ``allow_outside_paths`` is true."""
@@ -87,6 +115,7 @@ class ImageCaptionSource:
     images: str | None = None
     captions: str | None = None
     dataset: str | None = None
+    shards: str | list[str] | None = None
     split: str | None = None
     image_column: str = "image"
     caption_column: str = "caption"
@@ -94,7 +123,14 @@ class ImageCaptionSource:
     allow_outside_paths: bool = False
 
     def __post_init__(self) -> None:
-        _one_of(self, "captions", "dataset")
+        _one_of(self, "captions", "dataset", "shards")
+        if self.shards is not None:
+            if self.image_column == "image":
+                object.__setattr__(self, "image_column", "jpg")
+            if self.caption_column == "caption":
+                object.__setattr__(self, "caption_column", "txt")
+            _set_name(self, _shards_stem(self.shards))
+            return
         if self.captions is not None and Path(self.captions).suffix.lower() not in TABLE_SUFFIXES:
             raise ValueError(f"image source {self.captions}: captions must be a {'/'.join(TABLE_SUFFIXES)} file")
         default = Path(self.images).name if self.images else (
@@ -103,7 +139,7 @@ class ImageCaptionSource:
 
     @property
     def origin(self) -> str:
-        return self.captions or _dataset_label(self.dataset, self.split)
+        return self.captions or (_dataset_label(self.dataset, self.split) if self.dataset else _shards_label(self.shards))
 
     def image_folder(self) -> Path | None:
         if self.images is not None:
@@ -130,10 +166,12 @@ def source_dict(source: TextSource | ImageCaptionSource) -> dict[str, Any]:
             if getattr(source, f.name) != f.default or f.name == "name"}
 
 
-def _one_of(source: Any, first: str, second: str) -> None:
-    if (getattr(source, first) is None) == (getattr(source, second) is None):
-        given = {f.name: getattr(source, f.name) for f in fields(source) if getattr(source, f.name) is not None}
-        raise ValueError(f"{type(source).__name__} needs exactly one of '{first}' and '{second}', got {given}")
+def _one_of(source: Any, *names: str) -> None:
+    if sum(getattr(source, name) is not None for name in names) != 1:
+        given = {f.name: getattr(source, f.name) for f in fields(source)
+                 if getattr(source, f.name) not in (None, f.default)}
+        choices = ", ".join(f"'{name}'" for name in names)
+        raise ValueError(f"{type(source).__name__} needs exactly one of {choices}, got {given}")
 
 
 def _set_name(source: Any, default: str) -> None:
@@ -151,16 +189,43 @@ def _dataset_label(dataset: str | None, split: str | None) -> str:
     return f"{dataset}[{split}]" if split else str(dataset)
 
 
+def shard_list(shards: str | list[str]) -> list[str]:
+    """The shard paths or URLs: a list as given, or a pattern with ``{first..last}`` ranges expanded
+    (zero padding kept: ``{00000..00002}`` -> 00000, 00001, 00002)."""
+    if isinstance(shards, list):
+        return [str(shard) for shard in shards]
+    match = _BRACES.search(shards)
+    if match is None:
+        return [shards]
+    first, last = match.group(1), match.group(2)
+    width = len(first) if first.startswith("0") else 0
+    return [expanded for number in range(int(first), int(last) + 1)
+            for expanded in shard_list(shards[:match.start()] + str(number).zfill(width) + shards[match.end():])]
+
+
+def _shards_stem(shards: str | list[str]) -> str:
+    first = shard_list(shards)[0]
+    return Path(first.rstrip("/")).parent.name or Path(first).stem
+
+
+def _shards_label(shards: str | list[str] | None) -> str:
+    listed = shard_list(shards) if shards is not None else []
+    return listed[0] if len(listed) == 1 else f"{listed[0]} (+{len(listed) - 1} shards)"
+
+
 # --- text sources ----------------------------------------------------------------------------------
 
 
 def load_user_texts(source: TextSource, limit: int | None, problems: list[BadRow]) -> list[TextRow]:
-    """The sentences of one source, in file (or dataset) order; ``limit`` keeps the first ones."""
+    """The sentences of one source, in file (or dataset, or shard) order; ``limit`` keeps the first ones."""
     rows: list[TextRow] = []
-    for index, line, value in _text_values(source):
-        if limit is not None and index >= limit:
+    for count, (index, line, value) in enumerate(_text_values(source)):
+        if limit is not None and count >= limit:
             break
         row_id = f"{source.name}:{index}"
+        if value is _MISSING:
+            problems.append(BadRow(row_id, Path(source.origin), line, f"no {source.column!r} in this record"))
+            continue
         text = _as_text(value, source, line, index, source.column)
         if not text:
             problems.append(BadRow(row_id, Path(source.origin), line, "empty text"))
@@ -169,14 +234,27 @@ def load_user_texts(source: TextSource, limit: int | None, problems: list[BadRow
     return rows
 
 
-def _text_values(source: TextSource) -> Iterator[tuple[int, int | None, Any]]:
-    """(index, 1-based line or None for datasets, raw value) of every sentence."""
+def _text_values(source: TextSource) -> Iterator[tuple[int | str, int | None, Any]]:
+    """(index or id key, 1-based line or None, raw value) of every sentence."""
+    if source.shards is not None:
+        for key, row in _shard_rows(source.shards, source.origin):
+            yield key, None, _field(row, source.column)
+        return
     if source.dataset is not None:
-        dataset = _open_dataset(source.dataset, source.split)
+        dataset = _open_dataset(source.dataset, source.split, source.data_files, source.streaming)
+        if source.streaming:
+            yield from ((index, None, _field(row, source.column)) for index, row in enumerate(dataset))
+            return
         _require_columns(dataset, source.origin, {"column": source.column})
         yield from ((index, None, value) for index, value in enumerate(dataset[source.column]))
         return
+    if any(char in source.path for char in "*?["):
+        yield from _parquet_glob_values(source)
+        return
     path = _existing_file(Path(source.path), "path")
+    if path.suffix.lower() == ".parquet":
+        yield from ((index, None, value) for index, value in enumerate(_parquet_values(path, source.column)))
+        return
     if path.suffix.lower() == ".txt":
         yield from ((index, index + 1, line) for index, line in enumerate(read_data_lines(path)))
         return
@@ -184,10 +262,12 @@ def _text_values(source: TextSource) -> Iterator[tuple[int, int | None, Any]]:
         yield index, line, record[source.column]
 
 
-def _as_text(value: Any, source: Any, line: int | None, index: int, column: str | None) -> str:
-    """The stripped text; a non-text value names the line (files) or the index (datasets)."""
+def _as_text(value: Any, source: Any, line: int | None, index: int | str, column: str | None) -> str:
+    """The stripped text; a non-text value names the line (files) or the index / key (datasets, shards)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
     if not isinstance(value, str):
-        at = "" if line is not None else f"index {index}: "
+        at = "" if line is not None else f"{'index ' if isinstance(index, int) else 'key '}{index}: "
         raise DataFormatError(source.origin, line, f"{at}column {column!r} holds {type(value).__name__}, not text")
     return value.strip()
 
@@ -209,8 +289,9 @@ def load_user_image_captions(
             break
         key, line, path, texts = entry
         image_id = f"{source.name}:{key}"
-        if not path.is_file():
-            problems.append(BadRow(image_id, Path(source.origin), line, f"image file {path} not found"))
+        if path is None or not path.is_file():
+            problem = f"no {source.image_column!r} image in this sample" if path is None else f"image file {path} not found"
+            problems.append(BadRow(image_id, Path(source.origin), line, problem))
             continue
         images.append(ImageRow(image_id=image_id, path=path, source=source.name))
         for k, (text_line, text) in enumerate(texts):
@@ -222,13 +303,15 @@ def load_user_image_captions(
     return images, captions
 
 
-Entry = tuple[str, int | None, Path, list[tuple[int | None, str]]]
+Entry = tuple[str, int | None, Path | None, list[tuple[int | None, str]]]  # path None: the sample has no image
 
 
 def _image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]:
     """(id key, line, image file, [(line, caption)]) per image, in order of first appearance."""
     if source.dataset is not None:
         return _dataset_image_entries(source, image_store)
+    if source.shards is not None:
+        return _shard_image_entries(source, image_store)
     path = _existing_file(Path(source.captions), "captions")
     folder = source.image_folder()
     if source.images is not None and not folder.is_dir():
@@ -245,7 +328,7 @@ def _image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]
     return list(grouped.values())
 
 
-def _caption_list(value: Any, source: ImageCaptionSource, line: int | None, index: int) -> list[str]:
+def _caption_list(value: Any, source: ImageCaptionSource, line: int | None, index: int | str) -> list[str]:
     if isinstance(value, list) and value:
         return [_as_text(item, source, line, index, source.caption_column) for item in value]
     return [_as_text(value, source, line, index, source.caption_column)]
@@ -266,6 +349,81 @@ def _dataset_image_entries(source: ImageCaptionSource, image_store: Path) -> lis
         texts = [(None, text) for text in _caption_list(caption, source, None, index)]
         entries.append((str(index), None, _image_file(image, folder, image_store, source, index), texts))
     return entries
+
+
+def _shard_image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]:
+    """One image per tar key: its bytes stored in ``image_store`` by content, its caption(s) beside it. A
+    key without a caption gets none (a bad row, named by shard and key); one without an image too."""
+    entries = []
+    for key, row in _shard_rows(source.shards, source.origin):
+        image, caption = row.get(source.image_column), _field(row, source.caption_column)
+        texts = [] if caption is _MISSING or caption is None else \
+            [(None, text) for text in _caption_list(caption, source, None, key)]
+        if not texts:
+            texts = [(None, "")]  # an empty caption: reported as a bad row with the image's id
+        if not isinstance(image, dict) or not image.get("bytes"):
+            entries.append((key, None, None, texts))  # no image in this sample: a bad row
+            continue
+        entries.append((key, None, _materialise(image["bytes"], f".{source.image_column.split('.')[0]}",
+                                                image_store), texts))
+    return entries
+
+
+_MISSING = object()  # a record without the field a source reads
+
+
+def _field(row: dict[str, Any], path: str) -> Any:
+    """``row[path]``, where ``json.caption`` reads a field of the ``.json`` file; _MISSING when absent."""
+    value: Any = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or value.get(part) is None:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _shard_rows(shards: str | list[str], origin: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``<shard file name>:<key>``, record) of every sample of the shards, streamed by ``datasets``'
+    WebDataset loader; images stay undecoded bytes (a corrupt one is a bad row at the cache build)."""
+    import datasets
+
+    files = shard_list(shards)
+    local = [f for f in files if "://" not in f]
+    missing = [f for f in local if not Path(f).is_file()]
+    if missing:
+        raise DataFormatError(missing[0], None, f"WebDataset shard not found ({len(missing)} of {len(files)} missing)")
+    try:
+        stream = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=True)
+        stream = stream.decode(False)  # bytes as stored: the cache build checks each image, naming a bad one
+        for row in stream:
+            yield f"{Path(str(row['__url__'])).name}:{row['__key__']}", row
+    except (OSError, ValueError) as err:
+        raise DataFormatError(origin, None, f"cannot read the WebDataset shards ({type(err).__name__}: {err})") from err
+
+
+def _parquet_values(path: Path, column: str) -> Iterator[Any]:
+    """One column of a Parquet file, a record batch at a time (a file larger than memory streams)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise DataFormatError(path, None, f"not a readable Parquet file ({err})") from err
+    if column not in table.schema_arrow.names:
+        raise DataFormatError(path, None, f"no column {column!r} (columns: {table.schema_arrow.names}); set 'column'")
+    for batch in table.iter_batches(columns=[column], batch_size=8192):
+        yield from batch.column(0).to_pylist()
+
+
+def _parquet_glob_values(source: TextSource) -> Iterator[tuple[str, None, Any]]:
+    pattern = Path(source.path)
+    files = sorted(pattern.parent.glob(pattern.name))
+    if not files:
+        raise DataFormatError(source.path, None, "no file matches this pattern (key 'path')")
+    for path in files:
+        if path.suffix.lower() != ".parquet":
+            raise DataFormatError(path, None, "a glob reads Parquet files only")
+        yield from ((f"{path.name}:{index}", None, value) for index, value in enumerate(_parquet_values(path, source.column)))
 
 
 def _image_file(image: Any, folder: Path, image_store: Path, source: ImageCaptionSource, index: int) -> Path:
@@ -359,20 +517,21 @@ def _jsonl_records(path: Path, text: str, columns: list[str]) -> Iterator[tuple[
         yield line, record
 
 
-def _open_dataset(name: str, split: str | None):
-    """A ``save_to_disk`` folder, else a hub dataset; a DatasetDict needs ``split``."""
+def _open_dataset(name: str, split: str | None, data_files: str | list[str] | None = None, streaming: bool = False):
+    """A ``save_to_disk`` folder, else a hub dataset or builder (``json`` with ``data_files``), streamed
+    row by row with ``streaming``; a DatasetDict needs ``split``."""
     import datasets
 
     label = _dataset_label(name, split)
     try:
-        if Path(name).is_dir():
+        if Path(name).is_dir() and not streaming:
             loaded = datasets.load_from_disk(name)
         else:
-            loaded = datasets.load_dataset(name, split=split)
+            loaded = datasets.load_dataset(name, split=split, data_files=data_files, streaming=streaming)
     except Exception as err:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
         raise DataFormatError(label, None, f"cannot load the dataset ({type(err).__name__}: {err}); "
                                            "give a save_to_disk folder or a hub name with 'split'") from err
-    if isinstance(loaded, datasets.DatasetDict):
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in loaded:
             raise DataFormatError(label, None, f"set 'split' to one of {list(loaded)}")
         loaded = loaded[split]
