@@ -194,8 +194,8 @@ def test_an_edited_file_changes_the_fingerprint(tmp_path):
     ({"text_sources": [{"path": "wiki1m.txt"}]}, r"source name\(s\) \['wiki1m'\] used twice \(or a built-in"),
     ({"text_sources": [{"path": "x.csv"}]}, r"x\.csv: set 'column'"),
     ({"text_sources": [{"path": "x.docx"}]}, r"unsupported file type '\.docx'"),
-    ({"text_sources": [{"path": "x.txt", "dataset": "y"}]}, r"exactly one of 'path' and 'dataset'"),
-    ({"image_sources": [{"images": "photos"}]}, r"exactly one of 'captions' and 'dataset'"),
+    ({"text_sources": [{"path": "x.txt", "dataset": "y"}]}, r"exactly one of 'path', 'dataset', 'shards'"),
+    ({"image_sources": [{"images": "photos"}]}, r"exactly one of 'captions', 'dataset', 'shards'"),
     ({"text_sources": [{"path": "x.txt"}], "limits": {"y": 2}}, r"limits name unknown sources \['y'\]"),
 ])
 def test_config_mistakes_say_what_to_do(values, message):
