@@ -333,12 +333,14 @@ def render(saved: dict, command: str) -> str:
 
 
 def pool_section(saved: dict) -> list[str]:
-    sizes = saved.get("pool_sizes") or []
+    # a cut larger than the corpus is the full pool: one row per distinct pool (the frontier's own run last)
+    sizes = list({r["rows"]: r for r in saved.get("pool_sizes") or []}.values())
     if not sizes:
         return []
     lines = ["", "## The static student and the number of cached rows", "",
              "The static student trained the same number of steps on pools of cached teacher rows of each size "
-             "(Flickr30k captions cut; Wiki1M prefix, COCO val2017 and coco2017_mini captions whole), so a smaller "
+             "(Flickr30k cut to its first N images, 5 captions each; Wiki1M prefix, COCO val2017 and coco2017_mini "
+             "captions whole), so a smaller "
              f"pool is seen more often. Cache cost: {saved.get('cache_cost', 'see the notes')}.", "",
              "| cached text rows | steps x batch | best STS-B dev | STS Avg |", "|---|---|---|---|"]
     lines += [f"| {r['rows']:,} | {r['steps']} x {r['batch']} | {r['best_stsb_dev']:.2f} | {r['sts_average']:.2f} |"

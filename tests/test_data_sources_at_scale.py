@@ -136,3 +136,21 @@ def test_each_source_builds_a_cache(tiny_bert_dir, shards, tmp_path):
     assert len(cache.image_ids) == 4  # 5 samples with an image, one of which does not decode
     skipped = {row["row_id"]: row["problem"] for row in cache.skipped_rows}
     assert {"wds:00001.tar:000010003", "wds:00001.tar:000010002", "wds:00001.tar:000010001:0"} <= set(skipped)
+
+
+@pytest.mark.slow  # torchrun launches of the cache build, one of them killed
+def test_the_rehearsal_benchmark_resumes_a_killed_build_to_an_identical_cache(tmp_path):
+    """benchmarks/wds_rehearsal.py at a tiny size, run as a user runs it (no import of benchmarks/)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    report = tmp_path / "rehearsal.md"
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "wds_rehearsal.py"), "--shards", "1,2",
+                             "--per-shard", "300", "--work-dir", str(tmp_path / "work"), "--report", str(report)],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = json.loads(report.with_suffix(".json").read_text())
+    assert [row["rc"] for row in saved["rows"]] == [0, 0] and saved["killed"]["kill_code"] == -9
+    assert saved["killed"]["identical"] and "byte-identical" in report.read_text()
