@@ -254,8 +254,8 @@ class TrainConfig:
     and normalisation inside, in one graph (the only ONNX form of a static student); needs the
     ``export`` extra, checked before training starts. ``report_to``: where the loss terms, lr and STS-B
     dev go (distill/metrics_log.py): ``tensorboard`` (default, the run folder's ``tensorboard/``),
-    ``wandb``, ``mlflow``, any of them, or ``[]``; a sink whose package is missing is refused before the
-    run starts.
+    ``wandb``, ``mlflow`` (the ``tracking`` extra), any of them, or ``[]``; a sink whose package is missing
+    is refused before the run starts.
     """
 
     output_dir: str = "runs/offline_default"
