@@ -9,6 +9,7 @@ module builds its state in fp32), so the bound is 1e-5.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -88,6 +89,7 @@ def _worker(rank: int, world: int, init_file: str, tiny_bert_dir: str, out_dir: 
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn)
 def test_ddp_gradient_equals_the_concatenated_batch(tiny_bert_dir, tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tiny_bert_dir), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -1,5 +1,6 @@
 """gather_with_grad on 2 CPU processes (gloo): values, positive_offset, and the gradient every rank's
 loss sends to a rank's rows (summed over ranks); tensors without requires_grad are gathered as constants."""
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,6 +28,7 @@ def _worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes (mp.spawn)
 def test_gather_with_grad_two_processes(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     expected = torch.cat([_local(0), _local(1)])

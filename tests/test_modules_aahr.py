@@ -113,6 +113,7 @@ def test_state_is_checkpointed_and_loads_into_a_fresh_objective(student):
     assert torch.equal(a["loss"], b["loss"])
 
 
+@pytest.mark.slow  # two processes (mp.spawn)
 def test_two_ranks_keep_identical_state(tmp_path):
     mp.spawn(aahr_rank_worker.run, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))

@@ -11,6 +11,7 @@ import collections
 import traceback
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -109,6 +110,7 @@ def _two_rank_worker(rank, tiny_bert_dir, init_file, out_dir):
 LIBRARY_SYNC = "transformers/masking_utils.py"
 
 
+@pytest.mark.slow  # two processes
 def test_a_two_process_step_syncs_nowhere_but_the_log_read(tiny_bert_dir, tmp_path):
     """Under torchrun the batch sizes of every rank come from the schedule, not from a collective."""
     mp.spawn(_two_rank_worker, args=(str(tiny_bert_dir), str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)

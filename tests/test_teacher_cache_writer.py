@@ -235,6 +235,7 @@ def test_paths_in_a_manifest_stay_inside_the_cache(reference, tmp_path):
     assert verify_cache(copy) == [f"{copy / 'manifest.json'}: names '../elsewhere.npy', outside the cache folder"]
 
 
+@pytest.mark.slow  # a torchrun launch / a killed build in a subprocess
 def test_resume_after_sigkill_is_bit_identical(reference, teacher, tmp_path):
     killed = run_cache_script([*CLI_ARGS, "--cache-root", str(tmp_path)], env=ONE_THREAD,
                               launcher=[sys.executable, "-c", KILLED_IN_THIRD_SHARD])
@@ -247,6 +248,7 @@ def test_resume_after_sigkill_is_bit_identical(reference, teacher, tmp_path):
     assert directory_bytes(partial) == directory_bytes(reference)
 
 
+@pytest.mark.slow  # a torchrun launch / a killed build in a subprocess
 def test_two_processes_equal_one(reference, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = run_cache_script([*CLI_ARGS, "--cache-root", str(tmp_path)], env=ONE_THREAD, launcher=launcher)

@@ -166,6 +166,7 @@ def straight_run(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
     return common, tmp_path / "straight"
 
 
+@pytest.mark.slow  # training runs in subprocesses
 def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path):
     common, straight = straight_run
     resumed = tmp_path / "resumed"
@@ -187,6 +188,7 @@ def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path):
     assert_same_weights(straight / "model", resumed / "model")
 
 
+@pytest.mark.slow  # training runs in subprocesses
 def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_run, tmp_path):
     """SIGKILL at the first rename of a complete best.new/ into best/: the rerun puts it in place."""
     common, straight = straight_run
@@ -206,6 +208,7 @@ def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_r
     assert_same_weights(straight / "model", out / "model")
 
 
+@pytest.mark.slow  # training runs in subprocesses
 @pytest.mark.parametrize("name, at, extra", [
     ("SIGTERM", "3", []), ("SIGINT", "3", []),
     ("SIGTERM", "3:group", ["train.loader_workers=2"]),  # Slurm's way: the loader workers get it too
@@ -241,6 +244,7 @@ def finished_copy(straight: Path, tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # training runs in subprocesses
 def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run, tmp_path):
     """``rm checkpoint.pt`` to save space, then another lr into the same folder: refused; the same
     config: "already finished", nothing rewritten."""
@@ -260,6 +264,7 @@ def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run
         {p: t for p, t in before.items() if p.name != ".lock"}
 
 
+@pytest.mark.slow  # training runs in subprocesses
 @pytest.mark.parametrize("how", ["cp -a + own file", "mv"])  # every name and kind: tests/test_run_folder.py
 @pytest.mark.parametrize("name", ["model.old", "best.new"])
 def test_a_users_copy_in_the_run_folder_is_never_deleted(straight_run, tmp_path, how, name):
