@@ -165,10 +165,9 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
         if state.step == 0:
             score_baseline(run)
             stop_if_requested(run, stop, checkpointed=False)
-        progress = tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
-                        dynamic_ncols=True)
-        _loop(run, schedule, progress, stop)
-        progress.close()
+        with tqdm(total=n_steps, initial=state.step, desc="train", unit="step", disable=not env.is_main,
+                  dynamic_ncols=True) as progress:  # closed before any error's one line is printed
+            _loop(run, schedule, progress, stop)
         final = finish(run)  # a signal now waits for the model to be saved
     if run.metrics is not None:
         run.metrics.close()
