@@ -161,7 +161,9 @@ def markdown(result: dict, command: str) -> str:
               f"{'byte-identical (sha256 of every file)' if killed['identical'] else '**not** identical'} to the "
               "uninterrupted build.", "",
               f"**Projection.** {projection(result['rows'][-1]['pairs_per_s_per_process'])} on this CPU; a GPU's "
-              "rate for the paper teacher is open (no GPU was lent for it: `benchmarks/device_run.sh`).", "",
+              "rate for the paper teacher is open (no GPU was lent for it: `benchmarks/device_run.sh`). Build seconds "
+              "include each process's start (imports, both towers loaded): at these sizes that start is a large part "
+              "of the time, so the rate grows with the number of pairs and the projection is an upper bound.", "",
               "**What this build does and does not do at scale.** Every rank reads the shard list, rank 0 collects the "
               "rows (each image stored once in `data.image_store` by the sha256 of its bytes), and the ranks split "
               "the cache's own shards; a killed build redoes only the cache shards it had not finished. Splitting "
