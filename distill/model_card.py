@@ -17,6 +17,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerModelC
 
 from distill.config import TRANSFORMER_EXPORTS, LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
+from distill.run_folder import run_of
 from kdmcse_base.files import atomic_write
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
 from teacher_cache.towers.config import TeacherConfig
@@ -400,10 +401,7 @@ def model_index_name(model_dir: Path, text: str) -> str:
     loaded = re.search(r'SentenceTransformer\("([^"]+)"', text)
     if loaded and loaded.group(1) != "path/to/this/folder":
         return loaded.group(1)
-    folder = model_dir.resolve()
-    if folder.name in ("model", "best") and (folder.parent / "config.yaml").is_file():
-        return folder.parent.name
-    return folder.name
+    return (run_of(model_dir) or model_dir.resolve()).name
 
 
 def model_index_results(payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -266,10 +266,15 @@ class RunFolder:
             state.swaps = {}
             self.save_state(state)
 
+    def _swap_paths(self, name: str) -> tuple[Path, Path, Path]:
+        """The encoder folder ``name`` and the ``.new`` / ``.old`` folders of its swap."""
+        target = self.path / name
+        return target, *(target.with_name(name + suffix) for suffix in SWAP_SUFFIXES)
+
     def _recover_swap(self, name: str, state: TrainerState) -> None:
         """Finish a swap a kill interrupted: a sealed ``.new`` replaces a missing target, an unsealed one
         is discarded, and the old copy goes (even half-removed) once the target is there."""
-        target, new, old = (self.path / f"{name}{suffix}" for suffix in ("", ".new", ".old"))
+        target, new, old = self._swap_paths(name)
         if new.is_dir() and state.swap_folder(new):
             if not target.exists() and is_complete(new):
                 os.replace(new, target)
@@ -290,7 +295,7 @@ class RunFolder:
         (both folders' inodes) first, so the next start can finish it and never mistakes a user's copy
         for it. A failed write (a full disk, whatever library reports it) removes ``.new`` and is a
         ``WriteFailedError``."""
-        target, new, old = (self.path / f"{name}{suffix}" for suffix in ("", ".new", ".old"))
+        target, new, old = self._swap_paths(name)
         for stray in (new, old):
             if stray.exists():
                 raise RunFolderError(f"{stray} appeared in the run folder during training; move it away and rerun")
@@ -322,6 +327,14 @@ class RunFolder:
             self.save_state(state)
         except WriteFailedError:  # a full disk: the entry names no folder any more, the next start drops it
             pass
+
+
+def run_of(encoder_folder: Path) -> Path | None:
+    """The run folder an encoder folder belongs to (``runs/NAME/model`` or ``.../best`` beside its
+    ``config.yaml``), or None for any other folder: what evaluation results and a card's model-index are
+    named after."""
+    folder = Path(encoder_folder).resolve()
+    return folder.parent if folder.name in ENCODER_FOLDERS and (folder.parent / CONFIG).is_file() else None
 
 
 def foreign_entries(out: Path) -> list[str]:

@@ -123,10 +123,12 @@ def default_out_path(model: str) -> Path:
     """results/<last path component of the model, or the alias>.json; a run's ``model/`` is named after its
     run folder (``runs/NAME/model`` -> NAME.json, ``runs/NAME/best`` -> NAME-best.json), so two runs'
     evaluations never share a file."""
+    from distill.run_folder import run_of
+
     name = model.replace("untrained:", "untrained_").split(":", 1)[-1].rstrip("/").split("/")[-1] or "model"
-    folder = Path(model)
-    if name in ("model", "best") and (folder.parent / "config.yaml").is_file():
-        name = folder.resolve().parent.name + ("" if name == "model" else "-best")
+    run = run_of(Path(model))
+    if run is not None:
+        name = run.name + ("" if Path(model).resolve().name == "model" else "-best")
     return Path("results") / f"{name}.json"
 
 
