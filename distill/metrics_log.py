@@ -12,8 +12,6 @@ from typing import Any, Protocol
 
 from distill.config import ConfigError
 
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-
 
 class MetricSink(Protocol):
     def log(self, values: dict[str, float], step: int) -> None: ...
@@ -22,11 +20,11 @@ class MetricSink(Protocol):
 
 
 def check_report_to(report_to: list[str]) -> None:
-    """Every sink's package is importable; else a ``ConfigError`` naming the one to install."""
+    """Every sink's package (named as the sink is) is importable; else a ``ConfigError`` naming it."""
     for sink in report_to:
-        if importlib.util.find_spec(PACKAGES[sink]) is None:
-            raise ConfigError(f"train.report_to={sink} needs the {PACKAGES[sink]} package, which is not installed: "
-                              f"pip install {PACKAGES[sink]} (or leave {sink} out of train.report_to)")
+        if importlib.util.find_spec(sink) is None:
+            raise ConfigError(f"train.report_to={sink} needs the {sink} package, which is not installed: "
+                              f"pip install {sink} (or leave {sink} out of train.report_to)")
 
 
 class TensorBoardSink:
