@@ -139,10 +139,10 @@ def build_cache_once(args: argparse.Namespace) -> None:
     """Build the shared teacher cache before any run starts, so parallel runs only read it."""
     from distill.config import load_config
     from teacher_cache.corpora import resolve_data_dir
-    from teacher_cache import ensure_cache
+    from distill.pools import open_run_cache
 
     cfg = load_config(CONFIG, common_overrides(args))
-    print(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
+    print(open_run_cache(cfg, resolve_data_dir(cfg.data_dir)).path)
 
 
 def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> None:

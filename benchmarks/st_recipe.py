@@ -80,19 +80,18 @@ def train_st_recipe(cfg, out: Path) -> Path:
 
     from distill.config import save_config
     from kdmcse_base.machine import resolve_precision
-    from distill.pools import build_pools
+    from distill.pools import build_pools, open_run_cache
     from distill.run_folder import RunFolder, TrainSummary
     from distill.st_losses import cache_dataset
     from distill.student import build_encoder
     from eval.data.sts import load_stsb
-    from teacher_cache import TeacherCache, ensure_cache
     from teacher_cache.corpora import resolve_data_dir
 
     torch.manual_seed(cfg.train.seed)
     cfg = replace(cfg, student=replace(cfg.student, layer_choice="spread"))
     student = build_encoder(cfg.student)
     full_length, student.max_seq_length = student.max_seq_length, cfg.student.max_seq_length
-    cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, resolve_data_dir(cfg.data_dir)))
+    cache = open_run_cache(cfg, resolve_data_dir(cfg.data_dir))
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     rows = sorted([*pools.text_rows.tolist(), *pools.paired_text_rows.tolist()])
     train_set = cache_dataset(cache, rows)

@@ -104,10 +104,10 @@ def _rows_entry(results: dict, run: Path) -> dict:
     import yaml
 
     from distill.config import load_config
-    from teacher_cache import open_cache
+    from distill.pools import open_run_cache
 
     cfg = load_config(run / "config.yaml")
-    cache = open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, None, progress=False)
+    cache = open_run_cache(cfg, progress=False)
     return {"rows": int(cache.manifest["counts"]["text"]), "steps": results["train"]["steps"],
             "batch": results["train"]["effective_batch_size"], "best_stsb_dev": results["train"]["best_stsb_dev"],
             "sts_average": results["sts"]["average"], "limits": yaml.safe_dump(cfg.data.limits).strip()}

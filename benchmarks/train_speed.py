@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distill.config import load_config  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from distill.objective import DistillationObjective  # noqa: E402
-from distill.pools import build_pools  # noqa: E402
+from distill.pools import build_pools, open_run_cache  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import Student, build_encoder  # noqa: E402
 from kdmcse_base.process_group import DistEnv  # noqa: E402
 from distill.trainer import StudentWithObjective, TrainingRun, adamw, lookup_inputs, training_step  # noqa: E402
-from teacher_cache import TeacherCache, ensure_cache  # noqa: E402
+from teacher_cache import TeacherCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOKUP = "teacher lookup alone (text + image rows)"
@@ -101,7 +101,7 @@ def main() -> int:
             *args.overrides]
     cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", base)
     data_dir = resolve_data_dir(cfg.data_dir)
-    cache = TeacherCache.open(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir))
+    cache = open_run_cache(cfg, data_dir)
     pools = build_pools(cache)
     rows = []
     for precision in args.precisions.split(","):

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from distill.config import ConfigError
+from distill.config import ConfigError, RunConfig
+from teacher_cache import open_cache
 from teacher_cache.reader import TeacherCache
 from teacher_cache.rows import StringColumn
+
+def open_run_cache(cfg: RunConfig, data_dir: Path | str | None = None, progress: bool = True) -> TeacherCache:
+    """The teacher cache a run config trains on, the one place every script and benchmark opens it:
+    ``train.teacher_cache`` (checked against the config, the corpora unread), else the cache of the
+    config's teacher, data and ``train.cache_shard_rows`` under ``train.cache_root``, built if missing (a
+    collective: ranks share the shards); opened read-only and checked (sizes; checksums once per build or
+    copy). A complete cache opens without the teacher."""
+    return open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir, named=cfg.train.teacher_cache,
+                      progress=progress, shard_rows=cfg.train.cache_shard_rows)
+
 
 HOLDOUT_SEED = 20240317  # fixed, not the run seed: every run and every method share one split
 

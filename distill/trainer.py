@@ -56,13 +56,13 @@ from distill.export import export_model, require_export_extra
 from distill.metrics_log import MetricsLog, check_report_to, open_metrics_log
 from distill.model_card import write_model_card
 from distill.objective import DistillationObjective, StepInputs
-from distill.pools import TrainingPools, build_pools
+from distill.pools import TrainingPools, build_pools, open_run_cache
 from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.run_folder import (HEADS_FILE, LISTING, STATE_FILE, RunFolder, RunFolderError, TrainSummary,
                                 check_resumable, is_complete)
 from distill.student import Student, build_encoder
 from distill.term import check_terms
-from teacher_cache import TeacherCache, data_dir_for, open_cache
+from teacher_cache import TeacherCache, data_dir_for
 from kdmcse_base.files import folder_lock, remove_if_unused
 from kdmcse_base.machine import device_problem, precision_reason, resolve_precision
 from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed, loader_worker_init
@@ -299,7 +299,7 @@ def stop_if_diverged(run: TrainingRun, values: dict[str, float]) -> None:
 def start_run(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> TrainingRun:
     """Open the cache and pools, build the student, optimiser and schedule, and resume if a checkpoint exists."""
     folder = RunFolder(Path(cfg.train.output_dir))
-    cache = open_teacher_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), env)
+    cache = open_run_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), progress=env.is_main)
     cache.check_every_shard()  # here, once: loader workers inherit it and no step waits on a hash
     pools = build_pools(cache, cfg.train.retrieval_holdout_images)
     refuse_batch_larger_than_pools(batch_plan(cfg, pools, env), env)
@@ -565,14 +565,6 @@ def resume_state(run: TrainingRun) -> RunState:
 
 
 # --- small helpers -------------------------------------------------------------------------------------
-
-def open_teacher_cache(cfg: RunConfig, data_dir: Path | None, env: DistEnv) -> TeacherCache:
-    """``train.teacher_cache``, checked against the config, or the cache of the config's teacher and data,
-    built if it is missing (a collective: ranks share the shards); opened read-only, checked (sizes;
-    checksums once per build or copy). A complete cache opens without the teacher."""
-    return open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_dir, named=cfg.train.teacher_cache,
-                      progress=env.is_main, shard_rows=cfg.train.cache_shard_rows)
-
 
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU thread count (what a CPU timing depends on)."""

@@ -40,8 +40,9 @@ from distill.config import RunConfig, load_config
 from kdmcse_base.data_files import resolve_data_dir
 from distill.losses.mmref import build_references, rerank_with_references
 from distill.run_folder import HEADS_FILE, RunFolder
+from distill.pools import open_run_cache
 from distill.student import GroundingHeads
-from teacher_cache import TeacherCache, open_cache
+from teacher_cache import TeacherCache
 
 from .encode import encode, load_model
 
@@ -276,8 +277,8 @@ def evaluate_run_retrieval(
     """Retrieval on the held-out images of a training run (``<run>/model``, its grounding heads, the
     teacher cache of ``<run>/config.yaml``, ``heldout_image_ids`` of ``<run>/train_summary.json``).
 
-    The cache is opened as in training (``teacher_cache.open_cache``: ``train.teacher_cache``, or the cache of
-    the run's teacher and data under ``cache_root``, read from the current directory when relative; a
+    The cache is opened as in training (``distill.pools.open_run_cache``: ``train.teacher_cache``, or the cache
+    of the run's teacher, data and shard size under ``cache_root``, read from the current directory when relative; a
     missing cache is built).
     Captions and their images come from the cache, so any image source the run held images out of works.
     """
@@ -299,7 +300,7 @@ def load_retrieval_run(
                                 "batches; train with an image source (e.g. coco2017_mini) in both data.image_sources "
                                 "and data.text_sources")
     data_root = resolve_data_dir(data_dir or cfg.data_dir)
-    cache = open_cache(cfg.teacher, cfg.data, cfg.train.cache_root, data_root, named=cfg.train.teacher_cache)
+    cache = open_run_cache(cfg, data_root)
     heldout_rows, rows = _heldout_rows(cache, heldout)
     teacher_captions = None
     if with_teacher_captions:  # gallery-side text: read only for re-ranking

@@ -68,7 +68,8 @@ def run_demo(cfg: RunConfig) -> int:
 
 
 def _run_demo(cfg: RunConfig) -> int:
-    from teacher_cache import data_dir_for, ensure_cache
+    from distill.pools import open_run_cache
+    from teacher_cache import data_dir_for
     from kdmcse_base.offline_models import resolve_model_name
     from distill.student import build_encoder
     from distill.trainer import train
@@ -81,7 +82,7 @@ def _run_demo(cfg: RunConfig) -> int:
     evaluate_dev = stsb_dev_evaluator(cfg)
     out = Path(cfg.train.output_dir)
     print("== 1/3 teacher cache")
-    print(ensure_cache(cfg.teacher, cfg.data, cfg.train.cache_root, cfg.data_dir))
+    print(open_run_cache(cfg, cfg.data_dir).path)
     print("== 2/3 training the student")
     model_dir = train(cfg, evaluate_dev)
     print("== 3/3 evaluation")

@@ -232,7 +232,7 @@ def run_dir(tmp_path, tiny_st, monkeypatch):
     heldout = ["flickr30k:104", "flickr30k:101", "flickr30k:103"]
     (run / "train_summary.json").write_text(json.dumps({"heldout_image_ids": heldout}))
     cache = _FakeCache()
-    monkeypatch.setattr(retrieval, "open_cache", lambda *args, **kwargs: cache)
+    monkeypatch.setattr(retrieval, "open_run_cache", lambda *args, **kwargs: cache)
     return run, heldout, cache
 
 

@@ -115,11 +115,10 @@ def test_cache_teacher_takes_overrides_and_aliases_as_train_student_does(tmp_pat
 
 
 def test_the_trainer_finds_the_cache_of_its_shard_size(monkeypatch, tmp_path):
-    import distill.trainer as trainer
+    import distill.pools as pools
     from distill.config import load_config
-    from kdmcse_base.process_group import DistEnv
 
     seen = {}
-    monkeypatch.setattr(trainer, "open_cache", lambda *a, **kw: seen.update(kw))
-    trainer.open_teacher_cache(load_config(None, ["train.cache_shard_rows=8"]), tmp_path, DistEnv.current())
+    monkeypatch.setattr(pools, "open_cache", lambda *a, **kw: seen.update(kw))
+    pools.open_run_cache(load_config(None, ["train.cache_shard_rows=8"]), tmp_path)  # trainer, demo, retrieval
     assert seen["shard_rows"] == 8

@@ -169,19 +169,17 @@ def test_open_refuses_a_flipped_byte_naming_the_shard_and_the_fix(reference, tmp
 def test_training_start_refuses_a_flipped_byte(tmp_path):
     """What train() calls before step 1, on the cache of a run config: a flipped byte stops it there."""
     from distill.config import load_config
-    from distill.trainer import open_teacher_cache
-    from kdmcse_base.process_group import DistEnv
+    from distill.pools import open_run_cache
 
     overrides = ["teacher.device=cpu", "teacher.batch_size=4", "data.text_sources=[wiki1m, coco2017_mini]",
                  "data.image_sources=[coco2017_mini]", "data.limits={wiki1m: 24, coco2017_mini: 4}",
                  f"train.cache_root={tmp_path}"]
     cfg = load_config(Path(CACHE_SCRIPT).parents[1] / "configs" / "offline_default.yaml", overrides)
-    env = DistEnv.current()
-    cache = open_teacher_cache(cfg, resolve_data_dir(), env)
+    cache = open_run_cache(cfg, resolve_data_dir())
     shard = cache.path / "text" / "shard-00000.npy"
     _flip_byte(shard, position=200)
     with pytest.raises(CacheIntegrityError, match=r"shard-00000.npy: checksum mismatch .*--verify"):
-        open_teacher_cache(cfg, resolve_data_dir(), env)
+        open_run_cache(cfg, resolve_data_dir())
 
 
 def test_open_names_a_truncated_shard(reference, tmp_path):
