@@ -6,7 +6,6 @@ stops the run with a clear message before any model is loaded or any data is rea
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +13,8 @@ from typing import Any, Literal
 import yaml
 
 from distill.config_help import PRINT_CONFIG_HEADER, describe_config
-from kdmcse_base.typed_config import COSINE, POSITIVE, UNIT_INTERVAL, ConfigError, at_least, from_dict
+from kdmcse_base.typed_config import (COSINE, POSITIVE, SECTIONS, UNIT_INTERVAL, ConfigError, as_mapping, at_least,
+                                     from_dict)
 from teacher_cache.data import DEFAULT_SHARD_ROWS, CacheDataConfig
 from kdmcse_base.offline_models import MINILM_ALIAS, check_offline_name
 from teacher_cache.towers.config import TeacherConfig
@@ -66,92 +66,6 @@ class StudentConfig:
 
 
 @dataclass
-class AAHRConfig:
-    """AAHR (arXiv 2507.09256; docs/modules.md): a queue of earlier student text embeddings as extra
-    negatives of the text loss (``queue_size``), and ``prototypes`` = K online prototypes of the teacher
-    text embeddings, which feed the prototype soft-target term (``weight``; student temperature
-    ``temperature``, teacher ``loss.teacher_temperature``) and down-weight same-cluster negatives of the
-    text loss (``cluster_negative_weight`` < 1). ``momentum`` is the centroids' EMA keep rate. The
-    defaults are the offline benchmark's settings."""
-
-    queue_size: int = field(default=512, metadata=at_least(0))
-    prototypes: int = field(default=32, metadata=at_least(0))
-    weight: float = field(default=0.1, metadata=at_least(0))
-    cluster_negative_weight: float = field(default=0.5, metadata=UNIT_INTERVAL)
-    temperature: float = field(default=0.1, metadata=POSITIVE)
-    momentum: float = field(default=0.99, metadata=UNIT_INTERVAL)
-
-    def __post_init__(self) -> None:
-        if self.prototypes == 1:
-            raise ValueError("prototypes must be 0 (off) or >= 2")
-        if self.uses_prototypes and self.prototypes == 0:
-            raise ValueError("weight > 0 or cluster_negative_weight < 1 needs prototypes >= 2")
-        if self.prototypes and not self.uses_prototypes:
-            raise ValueError("prototypes is set but nothing uses them: set weight > 0 and/or "
-                             "cluster_negative_weight < 1")
-        if not self.queue_size and not self.prototypes:
-            raise ValueError("switches nothing on: set queue_size > 0 and/or prototypes >= 2 (or remove loss.aahr)")
-        if self.momentum == 1:
-            raise ValueError("momentum must be < 1 (1 would freeze the centroids at their first batch)")
-
-    @property
-    def uses_prototypes(self) -> bool:
-        return self.weight > 0 or self.cluster_negative_weight < 1
-
-    @property
-    def reshapes_text(self) -> bool:
-        """Queue negatives or cluster weights change the text loss."""
-        return self.queue_size > 0 or self.cluster_negative_weight < 1
-
-
-@dataclass
-class SoftMaskConfig:
-    """Text-driven soft masks (arXiv 2304.00719; docs/modules.md): term ``soft_mask_view`` (weight
-    ``weight``) is the text contrast with a third, saliency-masked view as the positive; its most
-    salient tokens' word embeddings are scaled by ``1 - strength * M``."""
-
-    weight: float = field(default=1.0, metadata=at_least(0))
-    strength: float = field(default=1.0, metadata={"range": (0, 1, True)})  # in (0, 1]
-
-    def __post_init__(self) -> None:
-        if self.weight == 0:
-            raise ValueError("weight 0 switches the term off: remove loss.soft_mask instead")
-
-
-@dataclass
-class MMRefConfig:
-    """MMRef (arXiv 2504.07718; docs/modules.md): term ``mmref`` (weight ``weight``, paired steps)
-    aligns grounded captions with per-image references fusing the adapted teacher image (weight
-    ``alpha``) and its captions."""
-
-    weight: float = field(default=0.01, metadata=at_least(0))
-    alpha: float = field(default=0.5, metadata=UNIT_INTERVAL)
-
-    def __post_init__(self) -> None:
-        if self.weight == 0:
-            raise ValueError("weight 0 switches the term off: remove loss.mmref instead")
-
-
-@dataclass
-class DIASConfig:
-    """DIAS (arXiv 2410.16853; docs/modules.md): term ``dias_dimension`` (weight ``dimension_weight``,
-    paired steps) pushes the cross-correlation of grounding vs adapted teacher image dimensions to
-    identity (off-diagonal weight ``off_diagonal_weight``); term ``dias_relation`` (weight
-    ``relation_weight``, every step) matches student to teacher text cosines on each row's ``top_k``
-    strongest teacher neighbours. A weight of 0 leaves its term out."""
-
-    dimension_weight: float = field(default=1e-4, metadata=at_least(0))
-    off_diagonal_weight: float = field(default=5e-3, metadata=at_least(0))
-    relation_weight: float = field(default=1.0, metadata=at_least(0))
-    top_k: int = field(default=5, metadata=at_least(1))
-
-    def __post_init__(self) -> None:
-        if not self.dimension_weight and not self.relation_weight:
-            raise ValueError("switches nothing on: set dimension_weight and/or relation_weight > 0 "
-                             "(or remove loss.dias)")
-
-
-@dataclass
 class LossConfig:
     """Which objective terms are on, and their weights (docs/objective.md: every term's formula;
     docs/reference.md: the papers' values).
@@ -171,11 +85,12 @@ class LossConfig:
       reads one embedding per sentence) and twice otherwise (every contrast pairs two dropout views);
       ``two`` always encodes twice, regression then averaging over both (every config before the
       one-view step).
-    - Related-method modules (docs/modules.md), nested sections that are off when absent: ``aahr``,
-      ``soft_mask``, ``mmref``, ``dias``; each adds and owns its own terms.
-    - ``terms``: sections of terms registered from outside this package (``distill.term.register_term``,
-      docs/extending.md), by name; each term reads and checks its own section. ``term_modules``: Python
-      modules imported before the objective is built, so their terms are registered (e.g. ``my_terms``).
+    - Every other term has a section of its own, ``loss.<name>``, off when absent: the related-method
+      modules ``aahr``, ``soft_mask``, ``mmref``, ``dias`` (docs/modules.md) and any term registered from
+      outside the package (docs/extending.md). Their typed configs live beside the terms
+      (``distill/terms/<name>.py``), which check them (``distill.term.resolve_terms``); ``terms`` holds
+      the sections as given. ``term_modules``: Python modules imported before the objective is built, so
+      their terms are registered (e.g. ``my_terms``).
     """
 
     text: Literal["simcse", "angular", "none"] = "angular"
@@ -196,25 +111,12 @@ class LossConfig:
     teacher_temperature: float = field(default=0.05, metadata=POSITIVE)
     regression_weight: float = field(default=0.0, metadata=at_least(0))
     dropout_views: Literal["auto", "two"] = "auto"
-    aahr: AAHRConfig | None = None
-    soft_mask: SoftMaskConfig | None = None
-    mmref: MMRefConfig | None = None
-    dias: DIASConfig | None = None
-    terms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    terms: dict[str, dict[str, Any]] = field(default_factory=dict, metadata=SECTIONS)
     term_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # every key that reshapes the text loss or reads its general contrast
-        uses_text_loss = {"focal_gamma": self.focal_gamma > 0, "soft_mask": self.soft_mask is not None,
-                          "aahr": self.aahr is not None and self.aahr.reshapes_text}
-        if self.text == "none" and any(uses_text_loss.values()):
-            keys = ", ".join(k for k, on in uses_text_loss.items() if on)
-            raise ValueError(f"{keys} reshape the text loss, which loss.text=none switches off")
-
-    @property
-    def reshapes_text(self) -> bool:
-        """The text term needs its general (weighted, focal) form rather than the plain loss."""
-        return self.focal_gamma > 0 or (self.aahr is not None and self.aahr.reshapes_text)
+        if self.text == "none" and self.focal_gamma > 0:
+            raise ValueError("focal_gamma reshapes the text loss, which loss.text=none switches off")
 
 
 @dataclass
@@ -455,7 +357,8 @@ def config_from_cli(args) -> RunConfig:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """A config as the mapping a YAML file holds (a term's section under ``loss.<name>``)."""
+    return as_mapping(cfg)
 
 
 def config_yaml(cfg: Any) -> str:

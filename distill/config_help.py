@@ -35,6 +35,10 @@ def config_keys(cfg: Any, prefix: str = "") -> list[ConfigKey]:
         value = getattr(cfg, item.name)
         if dataclasses.is_dataclass(value):
             keys += config_keys(value, f"{prefix}{item.name}.")
+        elif item.metadata.get("sections"):  # a term's own section: its keys as set (distill/terms/)
+            keys += [ConfigKey(f"{prefix}{name}.{key}", type(setting).__name__, setting, None,
+                               f"set in the section of the term {name!r} (docs/extending.md)")
+                     for name, section in value.items() for key, setting in (section or {}).items()]
         else:
             keys.append(ConfigKey(prefix + item.name, type_name(hints[item.name]), value, _field_default(item),
                                   field_doc(type(cfg), item)))

@@ -15,9 +15,11 @@ from typing import Any
 import yaml
 from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 
+import distill.terms  # noqa: F401  (the project's terms, registered: the loss table asks each of itself)
 from distill.config import TRANSFORMER_EXPORTS, LossConfig, RunConfig, StudentConfig, to_dict
 from distill.export import EXPORT_FILES
 from distill.run_folder import run_of
+from distill.term import card_rows
 from kdmcse_base.files import atomic_write
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, resolve_model_name
 from teacher_cache.towers.config import TeacherConfig
@@ -303,40 +305,15 @@ def training_data(cfg: RunConfig, manifest: dict[str, Any]) -> str:
 
 
 def loss_rows(loss: LossConfig) -> str:
-    """One table row per objective term that is switched on."""
-    rows = []
-    if loss.text == "simcse":
-        rows.append(("SimCSE InfoNCE (text)", 1.0, f"temperature {loss.temperature}"))
-    elif loss.text == "angular":
-        rows.append(("angular margin contrastive (text)", 1.0,
-                     f"temperature {loss.temperature}, margin {loss.text_margin}"))
-    if loss.multimodal == "adapacse":
-        rows.append(("AdapACSE (grounded text vs adapted teacher)", loss.multimodal_weight,
-                     f"margin {loss.multimodal_margin}, same-image mask {loss.same_image_mask}"))
-    elif loss.multimodal == "mcse":
-        rows.append(("MCSE grounding InfoNCE", loss.multimodal_weight, f"temperature {loss.temperature}"))
+    """One table row per objective term that is switched on (what each term says of itself, in summing
+    order), then the shared settings that mask or weight them."""
+    rows = card_rows(loss)
     if loss.false_negative_filter != "none":
         rows.append((f"teacher false-negative filter ({loss.false_negative_filter})", "-",
                      f"threshold {loss.filter_threshold}" if loss.false_negative_filter == "threshold"
                      else f"margin {loss.gist_margin}, {loss.gist_mode}"))
-    optional = [("soft-target KL to teacher similarities", loss.soft_target_weight,
-                 f"teacher temperature {loss.teacher_temperature}"),
-                ("embedding regression (MSE)", loss.regression_weight, "")]
-    if loss.aahr:
-        optional.append(("AAHR prototype KL", loss.aahr.weight, f"{loss.aahr.prototypes} prototypes"))
-    if loss.soft_mask:
-        optional.append(("soft-masked third view", loss.soft_mask.weight, f"strength {loss.soft_mask.strength}"))
-    if loss.mmref:
-        optional.append(("MMRef reference alignment", loss.mmref.weight, f"alpha {loss.mmref.alpha}"))
-    if loss.dias:
-        optional += [("DIAS cross-correlation", loss.dias.dimension_weight,
-                      f"off-diagonal {loss.dias.off_diagonal_weight}"),
-                     ("DIAS relation matching", loss.dias.relation_weight, f"top-k {loss.dias.top_k}")]
-    rows += [row for row in optional if row[1] > 0]
     if loss.focal_gamma > 0:
         rows.append(("focal weighting of the text terms", "-", f"gamma {loss.focal_gamma}"))
-    if loss.aahr and loss.aahr.queue_size > 0:
-        rows.append(("AAHR negative queue", "-", f"{loss.aahr.queue_size} embeddings"))
     return "\n".join(f"| {name} | {weight} | {settings} |" for name, weight, settings in rows) or "| none | - | - |"
 
 

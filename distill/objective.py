@@ -7,11 +7,10 @@
          + regression_weight   x regression      MSE of regression(h) to the teacher's text embedding
          + multimodal_weight   x multimodal      paired steps: AdapACSE (image + caption terms) or MCSE
          + the terms of each optional module     loss.aahr, loss.soft_mask, loss.mmref, loss.dias
-         + terms registered from outside         loss.terms.<name> (docs/extending.md)
+         + terms registered from outside         loss.<name> (docs/extending.md)
 
-Every term is a ``distill.term.Term`` found through the registry (``distill/core_terms.py``, the
-modules in ``distill/modules/``, and any ``loss.term_modules``); this file composes them and names
-none. Each step builds what the union of its terms' ``needs`` asks for: one dropout view when
+Every term is a ``distill.term.Term`` found through the registry (``distill/terms/``, one file a term,
+and any ``loss.term_modules``); this file composes them and names none. Each step builds what the union of its terms' ``needs`` asks for: one dropout view when
 regression is the only term (``loss.dropout_views: two`` restores the second), two otherwise; gathers,
 teacher similarity matrices, grounded views and the text contrast's logits only when a term reads them.
 
@@ -40,8 +39,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-import distill.core_terms  # noqa: F401  (KDMCSE's terms register themselves on import)
-import distill.modules  # noqa: F401  (so do the modules')
+import distill.terms  # noqa: F401  (the project's terms register themselves on import)
 from distill import losses
 from distill.config import LossConfig
 from distill.gather import gather_with_grad
@@ -67,9 +65,11 @@ class DistillationObjective(nn.Module):
         # regression reads one embedding per sentence; every contrast pairs the two dropout views
         self.views = 2 if self.needs.two_views or cfg.dropout_views == "two" else 1
         self.reads_s_cc = self.needs.teacher_similarities or cfg.false_negative_filter in ("threshold", "gist")
+        # the text term reads the general contrast when a term reshapes it or focal weighting is on
+        self.reshapes_text = "text" in built and (self.needs.reshapes_text or cfg.focal_gamma > 0)
         margin = cfg.text_margin if cfg.text == "angular" else None
         self.text_contrast = losses.WeightedInfoNCELoss(cfg.temperature, margin, cfg.focal_gamma) \
-            if self.needs.text_logits else None
+            if self.needs.text_logits or self.reshapes_text else None
 
     @property
     def terms(self) -> list[Term]:
@@ -83,7 +83,7 @@ class DistillationObjective(nn.Module):
             terms.update(term.terms(step))
         if not terms:
             raise ValueError("every loss term is switched off: set loss.text, loss.multimodal, "
-                             "loss.soft_target_weight or loss.regression_weight")
+                             "loss.soft_target_weight or loss.regression_weight, or add a term's section")
         terms["loss"] = torch.stack(list(terms.values())).sum()
         for term in self.terms:  # after every term that read their state (AAHR's queue)
             term.after_step(step)
@@ -116,7 +116,7 @@ class DistillationObjective(nn.Module):
         for term in self.terms:
             term.observe(step)
         if self.text_contrast is not None:
-            step.text_contrast = self.text_contrast
+            step.text_contrast, step.text_reshaped = self.text_contrast, self.reshapes_text
             step.text_logits, step.text_exclude = self._text_logits(step)
         return step
 
@@ -138,7 +138,7 @@ class DistillationObjective(nn.Module):
         """The general text contrast's logits and exclude mask, as the terms that reshape it extend its
         candidates (AAHR: queue negatives, same-cluster weights)."""
         candidates, exclude, weights = step.candidates, step.exclude, None
-        for term in self.terms:
+        for term in (term for term in self.terms if term.needs.reshapes_text):
             candidates, exclude, extra = term.extend_text(candidates, exclude, step)
             weights = extra if weights is None else weights if extra is None else weights * extra
         return self.text_contrast.logits(step.z1, candidates, step.offset, weights), exclude

@@ -78,10 +78,11 @@ class StepTensors:
     ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``); ``teacher_text_all``:
     the teacher text rows of every rank and ``s_cc`` the local x gathered cosines (when a term reads
     them); ``exclude``: candidates removed from every text-side softmax; ``grounded``: grounding-head
-    outputs of both views (when a term reads them); ``clusters``: AAHR's cluster ids of the gathered
-    rows; ``text_contrast`` (:class:`distill.losses.WeightedInfoNCELoss`), ``text_logits`` /
+    outputs of both views (when a term reads them); ``text_contrast`` (:class:`distill.losses.WeightedInfoNCELoss`), ``text_logits`` /
     ``text_exclude``: the general text contrast, its logits (queue negatives and cluster weights
-    included) and mask, when a term reads them (``distill.term.Needs.text_logits``)."""
+    included) and mask, when a term reads them (``distill.term.Needs.text_logits``); ``text_reshaped``:
+    a term reshaped that contrast (``Needs.reshapes_text``) or ``loss.focal_gamma`` weights it, so the
+    text term is computed from those logits."""
 
     student: Student
     inputs: StepInputs
@@ -96,7 +97,7 @@ class StepTensors:
     exclude: Tensor | None = None
     paired: PairedTensors | None = None
     grounded: list[Tensor] | None = None
-    clusters: Tensor | None = None  # AAHR cluster id of every gathered row
     text_contrast: nn.Module | None = None
     text_logits: Tensor | None = None
     text_exclude: Tensor | None = None
+    text_reshaped: bool = False

@@ -1,33 +1,38 @@
-"""One interface for every loss term, core or module, and the registry the objective builds them from.
+"""One interface for every loss term, the project's and any written outside the package, and the
+registry the objective builds them from.
 
-A term is an ``nn.Module`` subclass of ``Term``:
+A term is an ``nn.Module`` subclass of ``Term``, registered with ``@register_term(name, order=...,
+section=...)`` in a file of its own (the project's: ``distill/terms/<name>.py``, found there without a
+list; outside ones: any module named in ``loss.term_modules``, docs/extending.md):
 
-* ``needs``: what the step must build for it (``Needs``: the second dropout view, teacher similarities,
-  gathered teacher rows, grounded views, adapted images or captions, the text contrast's logits); the
-  objective builds the union of its terms' needs and nothing more;
-* ``observe(step)``: optional; updates the term's own state from the step before any term is computed
-  (AAHR assigns the gathered teacher rows to its prototypes here);
-* ``terms(step)``: its terms of this step by name, already weighted (``{}`` where it has none, e.g. a
-  paired-only term on a text step);
-* ``after_step(step)``: optional; after every term of the step was computed (AAHR enqueues here).
-
-``register_term(name)`` registers a builder under the name of the config section it reads
-(``loss.<name>`` for the project's terms; ``loss.terms.<name>`` for terms registered from outside the
-package, docs/extending.md). A builder takes the ``LossConfig`` and the widths ``Dims`` and returns the
-term, or None when its section is off. ``DistillationObjective`` builds every registered term in
-``ordered_names()`` order, which is also the order its terms are summed in.
+* ``section``: the typed config dataclass of ``loss.<name>``; the term is on when that section is
+  present. A term without one reads the objective's shared keys of ``LossConfig`` (KDMCSE's text,
+  multimodal, soft-target and regression terms) and says itself whether it is on (``build``).
+* ``order``: where its terms are computed and summed; the project's terms take 10 to 80, a term
+  registered from outside defaults to after them all (ties: in registration order).
+* ``needs``: what the step must build for it (``Needs``); the objective builds the union and nothing more.
+  ``Needs.reshapes_text``: the term changes the text contrast through ``extend_text`` (more candidates,
+  their mask, per-candidate weights), so the text term is computed from that general contrast.
+* ``observe(step)`` / ``after_step(step)``: optional hooks before any term of the step is computed and
+  after all were (state such as a queue of earlier steps).
+* ``terms(step)``: its terms of this step by name, already weighted (``{}`` where it has none).
+* ``card_rows(loss, section)``: what the model card's loss table says of it (name, weight, settings);
+  ``citation``: the paper it comes from, printed with it.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from torch import Tensor, nn
 
 from distill.config import LossConfig
 from distill.step import StepTensors
-from kdmcse_base.typed_config import ConfigError
+from kdmcse_base.typed_config import ConfigError, from_dict
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,46 @@ class Needs:
     images: bool = False  # paired steps: adapted teacher images (and grounded views)
     captions: bool = False  # paired steps: adapted teacher captions
     text_logits: bool = False  # the general text contrast's logits and mask (``step.text_logits``)
+    reshapes_text: bool = False  # ``extend_text`` changes the text contrast (implies ``text_logits``)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
 
 
+@dataclass(frozen=True)
+class Dims:
+    """Widths some terms size their state with: ``student`` (the MLP output ``z``), ``teacher`` (the
+    teacher's text embeddings); None where the caller did not give them."""
+
+    student: int | None = None
+    teacher: int | None = None
+
+
+CardRow = tuple[str, Any, str]
+"""One row of the model card's loss table: (term, weight, settings)."""
+
+
 class Term(nn.Module):
-    """A loss term (or a module's terms) as the objective composes it; see the module docstring."""
+    """A loss term as the objective composes it; see the module docstring."""
 
     needs: Needs = Needs()
+    citation: str = ""
+
+    @classmethod
+    def build(cls, loss: LossConfig, section: Any, dims: Dims) -> Term | None:
+        """The term of this run, or None when it is off; a sectioned term is built from its section."""
+        return cls(section)
+
+    @classmethod
+    def check(cls, loss: LossConfig, section: Any) -> None:
+        """Refuse (``ConfigError``) a section that contradicts the shared keys; the default accepts it."""
+
+    @classmethod
+    def card_rows(cls, loss: LossConfig, section: Any) -> list[CardRow]:
+        """The model card's rows of this term; the default names it with its section's values."""
+        values = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
+        weight = values.pop("weight", "-")
+        return [(cls.__name__, weight, ", ".join(f"{key} {value}" for key, value in values.items()))]
 
     def observe(self, step: StepTensors) -> None:
         """Before any term of the step is computed; the default does nothing."""
@@ -62,70 +98,102 @@ class Term(nn.Module):
 
     def extend_text(self, candidates: Tensor, exclude: Tensor | None,
                     step: StepTensors) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """A term that reshapes the text contrast returns ``(candidates, exclude, weights)`` for its
-        logits (more candidates, their mask, per-candidate weights); the default leaves them as they are."""
+        """A term with ``needs.reshapes_text`` returns ``(candidates, exclude, weights)`` for the text
+        contrast's logits (more candidates, their mask, per-candidate weights); the default leaves them."""
         return candidates, exclude, None
 
 
 @dataclass(frozen=True)
-class Dims:
-    """Widths some terms size their state with: ``student`` (the MLP output ``z``), ``teacher`` (the
-    teacher's text embeddings); None where the caller did not give them."""
+class TermSpec:
+    """A registered term: its class, its summing ``order`` and the typed config of its ``loss.<name>``
+    section (None: it reads the shared keys of ``LossConfig``)."""
 
-    student: int | None = None
-    teacher: int | None = None
-
-
-Builder = Callable[[LossConfig, Dims], Term | None]
-
-# The project's terms in the order they are computed and summed (the recorded objective depends on it);
-# terms registered from outside the package follow, in the order they were registered.
-BUILT_IN_ORDER = ("text", "soft_mask", "soft_target", "regression", "multimodal", "aahr", "mmref", "dias")
-TERMS: dict[str, Builder] = {}
+    name: str
+    cls: type[Term]
+    order: int
+    section: type | None
 
 
-def register_term(name: str) -> Callable[[Builder], Builder]:
-    """Register ``builder`` under the config section ``name`` it reads; a name is registered once."""
-    def register(builder: Builder) -> Builder:
-        if name in TERMS and TERMS[name] is not builder:
+OUTSIDE_ORDER = 1000  # after the project's terms
+TERMS: dict[str, TermSpec] = {}
+_SHARED_KEYS = frozenset(f.name for f in fields(LossConfig))
+
+
+def register_term(name: str, *, order: int = OUTSIDE_ORDER, section: type | None = None):
+    """Register a ``Term`` subclass under ``name`` (a class decorator); a name is registered once."""
+    if section is not None and name in _SHARED_KEYS:
+        raise ValueError(f"loss.{name} is a key of LossConfig; give the term another name")
+
+    def register(cls: type[Term]) -> type[Term]:
+        if name in TERMS and TERMS[name].cls is not cls:
             raise ValueError(f"a loss term named {name!r} is registered already")
-        TERMS[name] = builder
-        return builder
+        TERMS[name] = TermSpec(name, cls, order, section)
+        return cls
     return register
 
 
 def ordered_names() -> list[str]:
-    """Registered names, the project's in ``BUILT_IN_ORDER``, then the others in registration order."""
-    built_in = [name for name in BUILT_IN_ORDER if name in TERMS]
-    return built_in + [name for name in TERMS if name not in BUILT_IN_ORDER]
+    """Registered names in summing order: by ``order``, then in registration order."""
+    registration = {name: index for index, name in enumerate(TERMS)}
+    return sorted(TERMS, key=lambda name: (TERMS[name].order, registration[name]))
 
 
-def check_terms(cfg: LossConfig) -> None:
-    """Import ``loss.term_modules`` and refuse a ``loss.terms`` section no term is registered under
-    (a ConfigError naming the key), before anything is loaded."""
+def resolve_terms(cfg: LossConfig) -> LossConfig:
+    """``cfg`` with every term section typed, checked and written out in full (its defaults filled in),
+    after importing ``loss.term_modules``; a section no term is registered under, or a bad value in one,
+    is a ``ConfigError`` naming the key. What train() calls first, before the teacher cache."""
     for module in cfg.term_modules:
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(f"loss.term_modules: cannot import {module!r} ({err})") from None
-    unknown = sorted(set(cfg.terms) - set(TERMS))
-    if unknown:
-        raise ConfigError(f"loss.terms.{unknown[0]}: no term is registered under that name; registered: "
-                          f"{ordered_names()} (loss.term_modules imports the module that registers it)")
-    for name in cfg.terms:  # each section's values, parsed by its own builder, before any data is read
-        try:
-            TERMS[name](cfg, Dims())
-        except ConfigError:
-            raise
-        except Exception:  # noqa: BLE001 - what failed needs the real widths; the values parsed
-            pass
+    sections = _typed_sections(cfg)
+    for name, section in sections.items():
+        TERMS[name].cls.check(cfg, section)
+    return dataclasses.replace(cfg, terms={name: dataclasses.asdict(section) for name, section in sections.items()})
+
+
+
+def _typed_sections(cfg: LossConfig) -> dict[str, Any]:
+    """Each ``loss.<name>`` section as its term's config dataclass, in summing order."""
+    for name in cfg.terms:
+        spec = TERMS.get(name)
+        if spec is None or spec.section is None:
+            guess = difflib.get_close_matches(name, [n for n in TERMS if TERMS[n].section], n=1)
+            hint = f" (did you mean loss.{guess[0]}?)" if guess else ""
+            registered = [n for n in ordered_names() if TERMS[n].section]
+            raise ConfigError(f"loss.{name}: no term is registered under that name{hint}; registered: {registered} "
+                              "(loss.term_modules imports the module that registers one)")
+    return {name: from_dict(TERMS[name].section, cfg.terms[name] or {}, f"loss.{name}.")
+            for name in ordered_names() if name in cfg.terms}
 
 
 def build_terms(cfg: LossConfig, dims: Dims) -> dict[str, Term]:
-    """Every term whose section is on, by name, in summing order (``check_terms`` first)."""
-    check_terms(cfg)
-    built = ((name, TERMS[name](cfg, dims)) for name in ordered_names())
-    return {name: term for name, term in built if term is not None}
+    """Every term that is on, by name, in summing order."""
+    resolve_terms(cfg)
+    sections = _typed_sections(cfg)
+    built = {}
+    for name in ordered_names():
+        spec = TERMS[name]
+        if spec.section is not None and name not in sections:
+            continue
+        term = spec.cls.build(cfg, sections.get(name), dims)
+        if term is not None:
+            built[name] = term
+    return built
+
+
+def card_rows(cfg: LossConfig) -> list[CardRow]:
+    """The model card's loss rows of every term that is on, in summing order, each with its citation."""
+    sections = _typed_sections(cfg)
+    rows = []
+    for name in ordered_names():
+        spec = TERMS[name]
+        if spec.section is not None and name not in sections:
+            continue
+        rows += [(label, weight, "; ".join(part for part in (settings, spec.cls.citation) if part))
+                 for label, weight, settings in spec.cls.card_rows(cfg, sections.get(name))]
+    return rows
 
 
 def union(needs: Iterable[Needs]) -> Needs:

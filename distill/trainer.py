@@ -61,7 +61,7 @@ from distill.schedule import BatchPlan, Step, iterate_steps, total_steps
 from distill.run_folder import (HEADS_FILE, LISTING, STATE_FILE, RunFolder, RunFolderError, TrainSummary,
                                 check_resumable, is_complete)
 from distill.student import Student, build_encoder
-from distill.term import check_terms
+from distill.term import resolve_terms
 from teacher_cache import TeacherCache, data_dir_for
 from kdmcse_base.files import folder_lock, remove_if_unused
 from kdmcse_base.machine import device_problem, precision_reason, resolve_precision
@@ -134,7 +134,7 @@ def train(cfg: RunConfig, evaluate_dev: DevEvaluator) -> Path:
     check_report_to(cfg.train.report_to)
     if cfg.train.export:
         require_export_extra()  # now, not after the last step
-    check_terms(cfg.loss)  # own terms' modules and sections, before the cache is built
+    cfg = dataclasses.replace(cfg, loss=resolve_terms(cfg.loss))  # every term's section checked and in full, now
     env = init_distributed(cfg.train.device)
     cfg = with_resolved_precision(cfg, env)
     out = Path(cfg.train.output_dir)

@@ -7,6 +7,7 @@ numeric range, given as field metadata (``at_least``, ``POSITIVE``, ...), and ev
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -27,6 +28,10 @@ def at_least(low: float) -> dict[str, Any]:
 POSITIVE = {"range": (0, None, True)}  # > 0
 UNIT_INTERVAL = {"range": (0, 1, False)}  # in [0, 1]
 COSINE = {"range": (-1, 1, False)}  # in [-1, 1]: a threshold on unit-vector similarities
+SECTIONS = {"sections": True}
+"""Metadata of a ``dict`` field that holds a dataclass's open sections: keys the class does not name whose
+values are mappings (sections of something registered elsewhere, typed and checked by their owner), kept
+raw. A key set to null is an absent section. ``as_mapping`` writes them back beside the named keys."""
 
 
 def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
@@ -35,6 +40,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    raw = _with_open_sections(cls, raw, known)
     refuse_unknown_keys(raw, known, prefix)
     values = {name: _coerce(hints[name], value, prefix + name) for name, value in raw.items()}
     for f in dataclasses.fields(cls):
@@ -44,6 +50,37 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as err:  # the dataclass's own checks (__post_init__)
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
+
+
+def _with_open_sections(cls: type, raw: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """``raw`` with the keys ``cls`` does not name that hold mappings moved into its ``SECTIONS`` field."""
+    target = next((f.name for f in dataclasses.fields(cls) if f.metadata.get("sections")), None)
+    if target is None:
+        return raw
+    named = {key: value for key, value in raw.items() if key in known or not isinstance(value, (dict, type(None)))}
+    opened = {key: value for key, value in raw.items() if key not in named and value is not None}
+    if opened or target in raw:
+        named[target] = {**(raw.get(target) or {}), **opened}
+    return named
+
+
+def as_mapping(value: Any) -> Any:
+    """A config dataclass as plain YAML types (``dataclasses.asdict``), its ``SECTIONS`` field's sections
+    written as keys of their own, as a config file names them."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for item in dataclasses.fields(value):
+            inner = as_mapping(getattr(value, item.name))
+            if item.metadata.get("sections"):
+                out.update(inner)
+            else:
+                out[item.name] = inner
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(as_mapping(v) for v in value)
+    if isinstance(value, dict):
+        return {key: as_mapping(v) for key, v in value.items()}
+    return copy.deepcopy(value)
 
 
 def refuse_unknown_keys(raw: dict[str, Any], known: set[str], prefix: str) -> None:

@@ -3,9 +3,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from distill.config import AAHRConfig
 from distill.gather import gather_with_grad
-from distill.modules.aahr import AAHR
+from distill.terms.aahr import AAHR, AAHRConfig
 
 
 def run(rank, world, init_file, out_dir):

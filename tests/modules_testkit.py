@@ -6,6 +6,7 @@ random unit vectors of other widths (so the regression head is a real Linear).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
@@ -58,8 +59,11 @@ def captured_views(student: Student):
 
 
 def objective(**overrides) -> DistillationObjective:
-    """The objective of ``LossConfig(**overrides)`` (nested sections as dataclasses)."""
-    return objective_for(LossConfig(**overrides))
+    """The objective of ``LossConfig(**overrides)``, a term's section given as its config dataclass
+    (``dias=DIASConfig(...)``)."""
+    sections = {name: asdict(value) for name, value in overrides.items() if is_dataclass(value)}
+    shared = {name: value for name, value in overrides.items() if name not in sections}
+    return objective_for(LossConfig(**shared, terms=sections))
 
 
 def objective_for(cfg: LossConfig) -> DistillationObjective:

@@ -23,7 +23,7 @@ from distill.trainer import StudentWithObjective
 
 # The related-method modules' settings. DIAS's dimension term (loss.dias.dimension_weight) is left out
 # on purpose: it standardises over the *local* batch by design (a per-rank batch statistic,
-# distill/modules/dias.py), so no gather can make it equal the concatenated batch's value.
+# distill/terms/dias.py), so no gather can make it equal the concatenated batch's value.
 MODULES = {
     "loss.aahr.queue_size": 16, "loss.aahr.prototypes": 2, "loss.aahr.weight": 0.5,
     "loss.aahr.cluster_negative_weight": 0.5, "loss.focal_gamma": 1.0, "loss.soft_mask.weight": 0.5,

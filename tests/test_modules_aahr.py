@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 import aahr_rank_worker
 from distill import losses
-from distill.config import AAHRConfig
-from distill.modules import AAHR
+from distill.terms.aahr import AAHR, AAHRConfig
 from modules_testkit import TEACHER_TEXT_DIM, captured_views, make_inputs, make_student, objective, run
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from distill import losses
-from distill.config import DIASConfig
-from distill.modules import DIAS
+from distill.terms.dias import DIAS, DIASConfig
 from modules_testkit import captured_views, make_inputs, make_student, objective, run
 
 

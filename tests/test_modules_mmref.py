@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill import losses
-from distill.config import MMRefConfig
-from distill.modules import MMRef
+from distill.terms.mmref import MMRef, MMRefConfig
 from modules_testkit import captured_views, make_inputs, make_student, objective, run
 
 

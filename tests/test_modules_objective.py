@@ -2,12 +2,18 @@
 every term, finite, differentiable; the nested module sections load, validate and name bad keys."""
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+
 import pytest
 import torch
 
 from distill import losses
-from distill.config import AAHRConfig, ConfigError, DIASConfig, LossConfig, MMRefConfig, SoftMaskConfig, load_config
-from distill.modules import swap_positive
+from distill.config import ConfigError, LossConfig, config_from_mapping, load_config
+from distill.term import resolve_terms
+from distill.terms.aahr import AAHRConfig
+from distill.terms.dias import DIASConfig
+from distill.terms.mmref import MMRefConfig
+from distill.terms.soft_mask import SoftMaskConfig, swap_positive
 from modules_testkit import captured_views, make_inputs, make_student, objective, run
 
 BASELINE = dict(soft_target_weight=1.0, regression_weight=1.0, false_negative_filter="gist")
@@ -102,42 +108,53 @@ def test_all_modules_on_give_every_term_finite_and_differentiable(student, paire
     (["loss.dias.top_k=0"], "loss.dias.top_k must be >= 1, got 0"),
     (["loss.dias.dimension_weight=-1"], "dimension_weight must be >= 0"),
     (["loss.dias.dimension_weight=0", "loss.dias.relation_weight=0"], "switches nothing on"),
-    (["loss.text=none", "loss.focal_gamma=2"], "focal_gamma reshape the text loss"),
-    (["loss.text=none", "loss.aahr.queue_size=8"], "aahr reshape the text loss"),
-    (["loss.text=none", "loss.soft_mask={}"], "soft_mask reshape the text loss"),
+    (["loss.text=none", "loss.focal_gamma=2"], "focal_gamma reshapes the text loss"),
+    (["loss.text=none", "loss.aahr.queue_size=8"], "loss.aahr's queue and cluster weights reshape the text loss"),
+    (["loss.text=none", "loss.soft_mask={}"], "loss.soft_mask contrasts a third view in the text loss"),
     (["loss.focal_gamma=-1"], "focal_gamma must be >= 0"),
 ])
 def test_bad_module_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
+        resolve_terms(load_config(None, overrides).loss)  # what train() does before anything is loaded
 
 
 def test_module_sections_load_from_overrides_with_their_defaults():
     cfg = load_config(None, ["loss.aahr.queue_size=16", "loss.focal_gamma=2", "loss.soft_mask={}",
                              "loss.mmref.weight=0.05", "loss.dias.top_k=8"])
-    loss = cfg.loss
-    assert loss.aahr == AAHRConfig(queue_size=16, prototypes=32, weight=0.1, cluster_negative_weight=0.5,
-                                   temperature=0.1, momentum=0.99)
+    loss = resolve_terms(cfg.loss)
+    assert list(loss.terms) == ["soft_mask", "aahr", "mmref", "dias"]  # summing order
+    assert loss.terms["aahr"] == asdict(AAHRConfig(queue_size=16, prototypes=32, weight=0.1,
+                                                   cluster_negative_weight=0.5, temperature=0.1, momentum=0.99))
     assert loss.focal_gamma == 2.0 and isinstance(loss.focal_gamma, float)
-    assert loss.soft_mask == SoftMaskConfig(weight=1.0, strength=1.0)
-    assert loss.mmref == MMRefConfig(weight=0.05, alpha=0.5)
-    assert loss.dias == DIASConfig(dimension_weight=1e-4, off_diagonal_weight=5e-3, relation_weight=1.0, top_k=8)
-    assert load_config(None, []).loss.aahr is None
-    assert load_config(None, ["loss.aahr.queue_size=16", "loss.aahr=null"]).loss.aahr is None
+    assert loss.terms["soft_mask"] == asdict(SoftMaskConfig(weight=1.0, strength=1.0))
+    assert loss.terms["mmref"] == asdict(MMRefConfig(weight=0.05, alpha=0.5))
+    assert loss.terms["dias"] == asdict(DIASConfig(dimension_weight=1e-4, off_diagonal_weight=5e-3,
+                                                   relation_weight=1.0, top_k=8))
+    assert load_config(None, []).loss.terms == {}
+    assert load_config(None, ["loss.aahr.queue_size=16", "loss.aahr=null"]).loss.terms == {}
 
 
 def test_a_saved_config_with_sections_loads_back(tmp_path):
     from distill.config import save_config
 
     cfg = load_config(None, ["loss.aahr.queue_size=16", "loss.dias.relation_weight=0.5"])
+    cfg = replace(cfg, loss=resolve_terms(cfg.loss))
     save_config(cfg, tmp_path / "config.yaml")
+    assert "\n  aahr:\n    queue_size: 16\n" in (tmp_path / "config.yaml").read_text()  # loss.aahr, as written
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_a_config_yaml_written_before_the_term_registry_loads_as_it_meant(tmp_path):
+    """Run folders of earlier versions hold ``aahr: null`` ... for absent modules and ``terms: {}``."""
+    old = {"loss": {"aahr": None, "soft_mask": None, "mmref": None, "dias": {"top_k": 3}, "terms": {},
+                    "term_modules": []}}
+    assert config_from_mapping(old).loss.terms == {"dias": {"top_k": 3}}
 
 
 def test_aahr_needs_the_widths():
     with pytest.raises(ValueError, match="student_dim=..., teacher_dim=..."):
         from distill.objective import DistillationObjective
-        DistillationObjective(LossConfig(aahr=AAHRConfig()))
+        DistillationObjective(LossConfig(terms={"aahr": {}}))
 
 
 def _unit(*shape, seed=0):

@@ -7,10 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from distill import losses
-from distill.config import SoftMaskConfig
 from distill.losses import focal_weights
-from distill.modules import SoftMaskView, normalise_saliency
-from distill.modules.soft_mask import word_embeddings
+from distill.terms.soft_mask import SoftMaskConfig, SoftMaskView, normalise_saliency, word_embeddings
 from modules_testkit import SENTENCES, captured_views, make_inputs, make_student, objective, run
 
 

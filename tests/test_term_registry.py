@@ -8,7 +8,7 @@ import torch
 import toy_term
 from distill.config import ConfigError, load_config
 from distill.objective import DistillationObjective
-from distill.term import BUILT_IN_ORDER, TERMS, ordered_names
+from distill.term import OUTSIDE_ORDER, TERMS, card_rows, ordered_names, resolve_terms
 from modules_testkit import STUDENT_DIM, TEACHER_TEXT_DIM, make_inputs, make_student, run
 
 BASE = ["loss.soft_target_weight=0.5"]  # text + multimodal + soft targets
@@ -23,16 +23,43 @@ def objective(overrides: list[str]) -> DistillationObjective:
     return DistillationObjective(load_config(None, [*BASE, *overrides]).loss, STUDENT_DIM, TEACHER_TEXT_DIM)
 
 
+PROJECT_ORDER = ["text", "soft_mask", "soft_target", "regression", "multimodal", "aahr", "mmref", "dias"]
+
+
 def test_the_project_registers_its_terms_in_summing_order():
-    assert ordered_names()[:len(BUILT_IN_ORDER)] == list(BUILT_IN_ORDER)
-    assert "toy" in TERMS and ordered_names().index("toy") >= len(BUILT_IN_ORDER)
+    """The order the recorded objective was summed in, declared by each term; an outside term comes after."""
+    project = [name for name in ordered_names() if TERMS[name].order < OUTSIDE_ORDER]
+    assert project == PROJECT_ORDER
+    assert "toy" in TERMS and ordered_names().index("toy") >= len(PROJECT_ORDER)
+
+
+def test_each_project_term_is_one_file_found_without_a_list():
+    """distill/terms/<name>.py registers <name>; distill/terms/__init__.py names none of them."""
+    import pathlib
+
+    import distill.terms
+    folder = pathlib.Path(distill.terms.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(PROJECT_ORDER)
+    assert all(TERMS[name].cls.__module__ == f"distill.terms.{name}" for name in PROJECT_ORDER)
+    init = (folder / "__init__.py").read_text()
+    assert not any(f"import {name}" in init or f".{name}" in init for name in PROJECT_ORDER)
+
+
+def test_the_card_says_what_each_term_says_of_itself():
+    loss = load_config(None, [*BASE, "loss.toy={weight: 0.25}", "loss.dias.relation_weight=0.5"]).loss
+    rows = card_rows(loss)
+    assert [row[0] for row in rows] == ["angular margin contrastive (text)", "soft-target KL to teacher similarities",
+                                        "AdapACSE (grounded text vs adapted teacher)", "DIAS cross-correlation",
+                                        "DIAS relation matching", "ToyAlignment"]
+    assert rows[-1] == ("ToyAlignment", 0.25, "tests/toy_term.py")
+    assert rows[4] == ("DIAS relation matching", 0.5, "top-k 5; Ma et al., ACM MM 2024, arXiv 2410.16853")
 
 
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "text"])
 def test_a_toy_term_joins_the_sum_and_leaves_every_other_term_as_it_was(student, paired):
     inputs = make_inputs(paired)
     without = run(objective([]), student, inputs)
-    toy = objective(["loss.terms={toy: {weight: 0.5}}"])
+    toy = objective(["loss.toy={weight: 0.5}"])
     seen = {}
     original = toy_term.ToyAlignment.terms
 
@@ -55,26 +82,26 @@ def test_a_toy_term_joins_the_sum_and_leaves_every_other_term_as_it_was(student,
 
 
 def test_a_term_section_is_typed_and_an_unregistered_one_is_refused():
-    with pytest.raises(ConfigError, match=r"^loss.terms.toy.weight must be > 0, got -1.0$"):
-        objective(["loss.terms={toy: {weight: -1}}"])
-    with pytest.raises(ConfigError, match=r"^loss.terms.toi: no term is registered under that name; registered: "):
-        objective(["loss.terms={toi: {weight: 1}}"])
+    with pytest.raises(ConfigError, match=r"^loss.toy.weight must be > 0, got -1.0$"):
+        objective(["loss.toy={weight: -1}"])
+    with pytest.raises(ConfigError, match=r"^loss.toi: no term is registered under that name \(did you mean "
+                                          r"loss.toy\?\); registered: "):
+        objective(["loss.toi={weight: 1}"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) loss.temperatur \(did you mean loss.temperature\?\)"):
+        objective(["loss.temperatur=0.1"])
     with pytest.raises(ConfigError, match=r"^loss.term_modules: cannot import 'no_such_terms'"):
         objective(["loss.term_modules=[no_such_terms]"])
 
 
 def test_a_bad_value_in_a_terms_section_is_refused_before_any_data_is_read():
-    from distill.config import load_config
-    from distill.term import check_terms
-
-    cfg = load_config(None, ["loss.term_modules=[toy_term]", "loss.terms={toy: {weight: -1}}"])
-    with pytest.raises(ConfigError, match=r"^loss.terms.toy.weight must be > 0, got -1.0$"):
-        check_terms(cfg.loss)  # what train() calls first, before the teacher cache
+    cfg = load_config(None, ["loss.term_modules=[toy_term]", "loss.toy={weight: -1}"])
+    with pytest.raises(ConfigError, match=r"^loss.toy.weight must be > 0, got -1.0$"):
+        resolve_terms(cfg.loss)  # what train() calls first, before the teacher cache
 
 
 def test_term_modules_import_the_module_that_registers_a_term(monkeypatch):
     monkeypatch.delitem(TERMS, "toy")
     import sys
     monkeypatch.delitem(sys.modules, "toy_term")
-    toy = objective(["loss.term_modules=[toy_term]", "loss.terms={toy: {weight: 2.0}}"])
+    toy = objective(["loss.term_modules=[toy_term]", "loss.toy={weight: 2.0}"])
     assert toy.names[-1] == "toy" and toy.toy.weight == 2.0

@@ -1,16 +1,15 @@
 """A loss term written outside the package, as a user would (docs/extending.md): an alignment term
 ``weight * mean ||z1 - z2||^2`` over the two dropout views, with its own typed config section
-``loss.terms.toy``. Importing this module registers it; nothing in distill/ names it."""
+``loss.toy``. Importing this module registers it; nothing in distill/ names it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from distill.config import LossConfig
 from distill.step import StepTensors
-from distill.term import Dims, Needs, Term, register_term
-from kdmcse_base.typed_config import POSITIVE, from_dict
+from distill.term import Needs, Term, register_term
+from kdmcse_base.typed_config import POSITIVE
 
 
 @dataclass(frozen=True)
@@ -18,8 +17,10 @@ class ToyConfig:
     weight: float = field(default=1.0, metadata=POSITIVE)
 
 
+@register_term("toy", section=ToyConfig)
 class ToyAlignment(Term):
     needs = Needs(two_views=True)
+    citation = "tests/toy_term.py"
 
     def __init__(self, cfg: ToyConfig):
         super().__init__()
@@ -31,9 +32,3 @@ class ToyAlignment(Term):
 
     def terms(self, step: StepTensors) -> dict[str, Tensor]:
         return {"toy": self.weight * (step.z1 - step.z2).pow(2).sum(-1).mean()}
-
-
-@register_term("toy")
-def build(cfg: LossConfig, dims: Dims) -> ToyAlignment | None:
-    section = cfg.terms.get("toy")
-    return None if section is None else ToyAlignment(from_dict(ToyConfig, section, "loss.terms.toy."))

@@ -1,6 +1,6 @@
 """Student-side state of AAHR's ambiguity handling (arXiv 2507.09256): a momentum queue of extra
 negatives, online teacher prototypes, and same-cluster down-weighting of negatives (the weights feed
-:class:`WeightedInfoNCELoss`). :class:`distill.modules.AAHR` wires them into the objective; under DDP
+:class:`WeightedInfoNCELoss`). :class:`distill.terms.aahr.AAHR` wires them into the objective; under DDP
 it passes *gathered* tensors to ``enqueue`` and ``update``, so every rank keeps identical state.
 
 Reference: "Ambiguity-Aware and High-Order Relation Learning for Multi-Grained Image-Text Matching",
