@@ -5,7 +5,8 @@
     python scripts/cache_teacher.py --config my_run.yaml    # the very cache train_student.py will read
     python scripts/cache_teacher.py teacher.backend=open_clip teacher.clip_model=ViT-L-14 teacher.clip_pretrained=openai
     python scripts/cache_teacher.py "data.limits={coco2017_mini: 8}" "data.text_sources=[coco2017_mini]"
-    torchrun --nproc_per_node 2 scripts/cache_teacher.py    # shards split across ranks
+    torchrun --nproc_per_node 2 scripts/cache_teacher.py    # input tars and cache shards split across ranks
+    python scripts/cache_teacher.py --index-part 3/16       # read WebDataset tars 3::16 into indexes only
     python scripts/cache_teacher.py --verify [CACHE_DIR]    # recompute checksums; exit 1 if any is off
 
 It reads a run config exactly as scripts/train_student.py does: ``--config`` (a YAML file or a shipped
@@ -18,7 +19,10 @@ with top-level ``cache_root`` / ``shard_rows`` still works. The older flags rema
 is ``train.cache_shard_rows``, ``--skip-bad`` is ``data.skip_bad=true``, ``--no-reuse`` is
 ``data.reuse_rows=false``). Rerunning finishes an interrupted build, or does nothing if the cache is
 complete; after an edit of the data, a new cache copies the vectors of unchanged rows from a finished
-cache of the same teacher and encodes only the new or changed rows. ``--print-config`` lists every
+cache of the same teacher and encodes only the new or changed rows. ``--index-part K/N`` only reads the
+WebDataset input tars ``K::N`` (K from 0) into their indexes beside ``data.image_store``, loading no
+teacher: N Slurm array tasks read the tars in parallel, then one build (torchrun) finds every index
+(docs/data.md, "On a cluster"). ``--print-config`` lists every
 teacher.*, data.* and cache key with its type, value, default and doc, and the resolved cache folder.
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ from teacher_cache import (  # noqa: E402
     build_teacher,
     collect_data,
     find_complete_cache,
+    index_input_shards,
     locate_cache,
     verify_cache,
 )
@@ -81,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     aliases.add_argument("--no-reuse", action="store_true", help="data.reuse_rows=false")
     parser.add_argument("--verify", nargs="?", const="", metavar="CACHE_DIR",
                         help="recompute checksums of CACHE_DIR (default: the cache of this configuration)")
+    parser.add_argument("--index-part", metavar="K/N",
+                        help="only read the WebDataset input tars K::N (K from 0) into their indexes, no teacher "
+                             "(one Slurm array task: --index-part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--print-config", action="store_true",
                         help="list every teacher.*, data.* and cache key with its type, value, default and doc, "
@@ -156,6 +164,16 @@ def verify(args: argparse.Namespace, cfg: RunConfig) -> int:
     return 1 if problems else 0
 
 
+def index_part(spec: str, cfg: RunConfig) -> int:
+    """``--index-part K/N``: index this part's input tars and say what it did (a bad K/N is one line)."""
+    part, slash, parts = spec.partition("/")
+    if not (slash and part.isdigit() and parts.isdigit() and int(part) < int(parts)):
+        print(f"error: --index-part expects K/N with 0 <= K < N, got {spec!r}", file=sys.stderr)
+        return 2
+    print(index_input_shards(cfg.data, int(part), int(parts)).summary())
+    return 0
+
+
 def print_config(cfg: RunConfig, data_dir: str | None) -> None:
     cache_keys = describe_config(cfg.train, "train.").splitlines()
     print(PRINT_CONFIG_HEADER, describe_config(cfg.teacher, "teacher."), describe_config(cfg.data, "data."),
@@ -174,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print_config(cfg, data_dir_of(args, cfg))
         return 0
-    if args.verify is not None:
+    if args.verify is not None or args.index_part is not None:
         try:
-            return verify(args, cfg)
+            return verify(args, cfg) if args.verify is not None else index_part(args.index_part, cfg)
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

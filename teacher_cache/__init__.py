@@ -15,6 +15,7 @@ from .data import (
     collect_rows,
     data_dir_for,
     dataset_fingerprint,
+    index_input_shards,
 )
 from .integrity import CacheIntegrityError, verify_cache
 from kdmcse_base.files import FolderBusyError, WriteFailedError
@@ -28,6 +29,7 @@ from .writer import (
     BuildReport,
     CacheMismatchError,
     CollectedData,
+    InputShardError,
     build_cache,
     cache_name,
     collect_data,
@@ -40,7 +42,7 @@ from .writer import (
 # A user's mistake in data, config or model paths: scripts print the one-line message and exit 2.
 USER_ERRORS: tuple[type[Exception], ...] = (DataFormatError, BadInputError, MissingCheckpointError, DeviceUnavailableError,
                                             CacheIntegrityError, CacheFormatError, CacheMismatchError, FolderBusyError,
-                                            WriteFailedError, UnsafeFileError)
+                                            WriteFailedError, UnsafeFileError, InputShardError)
 
 __all__ = [
     "AUTO_PRECISION",
@@ -59,6 +61,7 @@ __all__ = [
     "DEFAULT_SHARD_ROWS",
     "IMAGE_SOURCES",
     "ImageCaptionSource",
+    "InputShardError",
     "MissingCheckpointError",
     "TEXT_SOURCES",
     "TextSource",
@@ -75,6 +78,7 @@ __all__ = [
     "dataset_fingerprint",
     "ensure_cache",
     "find_complete_cache",
+    "index_input_shards",
     "locate_cache",
     "open_cache",
     "verify_cache",

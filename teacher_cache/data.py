@@ -11,16 +11,14 @@ and image bytes, so editing one sentence, caption or image gives a new cache rat
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from .corpora import (
     BadRow,
@@ -35,14 +33,18 @@ from .corpora import (
     load_wiki1m,
     resolve_data_dir,
 )
+from .corpora.images import image_problem
 from .corpora.user import (
     ImageCaptionSource,
     TextSource,
     load_user_image_captions,
     load_user_texts,
+    shard_fields,
     source_dict,
     source_from,
+    source_shards,
 )
+from .corpora.webdataset import ensure_index
 from kdmcse_base.files import file_sha256
 from kdmcse_base.typed_config import from_dict
 
@@ -183,7 +185,7 @@ def collect_rows(cfg: CacheDataConfig, data_dir: Path | None) -> CacheRows:
             # A caption is paired with its image only when its source's images are encoded as well.
             texts.extend(rows if source in cfg.image_sources else [replace(row, image_id=None) for row in rows])
         else:
-            texts.extend(load_user_texts(source, cfg.limits.get(source.name), problems))
+            texts.extend(load_user_texts(source, cfg.limits.get(source.name), problems, Path(cfg.image_store)))
     own_captions: list[TextRow] = []
     for source in cfg.image_sources:
         if isinstance(source, str):
@@ -197,6 +199,41 @@ def collect_rows(cfg: CacheDataConfig, data_dir: Path | None) -> CacheRows:
     _require_unique([row.row_id for row in texts], "text row")
     _require_unique([row.image_id for row in images], "image")
     return CacheRows(texts=texts, images=images, problems=_unique_problems(problems))
+
+
+@dataclass(frozen=True)
+class IndexedShards:
+    """What :func:`index_input_shards` did: the input shards of its part, how many of them it read
+    (the others had an index already), and how long it took."""
+
+    part: int
+    parts: int
+    shards: int
+    read: int
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"part {self.part}/{self.parts}: {self.shards} input shard(s), {self.read} read into an index, "
+                f"{self.shards - self.read} indexed already ({self.seconds:.1f} s)")
+
+
+def index_input_shards(cfg: CacheDataConfig, part: int = 0, parts: int = 1) -> IndexedShards:
+    """Read this part's share of the WebDataset input shards, ``shards[part::parts]`` of every source,
+    into their indexes (:mod:`teacher_cache.corpora.webdataset`): images stored and checked, sha256s
+    known. Each torchrun rank (or Slurm array task) runs one part, so the tars are read in parallel
+    and collecting the rows afterwards reads only the small indexes. A shard with an index is skipped,
+    so a rerun after a kill reads only the shards it had not finished. A source with a ``limits``
+    entry is left to the collection, which reads only the shards its first rows need."""
+    if not 0 <= part < parts:
+        raise ValueError(f"index part {part}/{parts}: the part must be 0 to {parts - 1}")
+    started, count, read = time.perf_counter(), 0, 0
+    for source in cfg.own_sources:
+        if source.shards is None or source.name in cfg.limits:
+            continue
+        mine = source_shards(source)[part::parts]
+        count += len(mine)
+        read += sum(ensure_index(shard, shard_fields(source), Path(cfg.image_store)) for shard in mine)
+    return IndexedShards(part, parts, count, read, time.perf_counter() - started)
 
 
 def _needed(data_dir: Path | None) -> Path:
@@ -238,33 +275,25 @@ def _unique_problems(problems: list[BadRow]) -> list[BadRow]:
 # --- images --------------------------------------------------------------------------------------
 
 
-def image_problem(path: Path) -> str | None:
-    """Why an image cannot be encoded, or None.
-
-    ``Image.verify`` misses a truncated JPEG, so the image is decoded; ``draft`` lets the JPEG
-    decoder work at 1/8 scale, which still reads every byte of the entropy-coded data.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        return f"cannot read image file ({err.strerror or err})"
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        return f"cannot decode image ({type(err).__name__}: {err})"
-    return None
-
-
 def find_bad_images(images: Sequence[ImageRow]) -> list[BadRow]:
-    """Every image that cannot be encoded, in row order (decoding in threads: PIL releases the GIL)."""
-    problems = _in_threads(lambda image: image_problem(image.path), images)
+    """Every image that cannot be encoded, in row order. An image a loader checked already (a WebDataset
+    shard's index) is not decoded again; the others are, in threads (PIL releases the GIL)."""
+    problems = _known_or_in_threads(lambda image: image_problem(image.path),
+                                    lambda check: check.problem, images)
     return [
         BadRow(row_id=image.image_id, path=image.path, line=None, problem=problem)
         for image, problem in zip(images, problems)
         if problem is not None
     ]
+
+
+def _known_or_in_threads(compute: Callable, known: Callable, images: Sequence[ImageRow]) -> list:
+    """Per image, ``known(image.check)`` where the loader checked it, else ``compute(image)`` (in threads)."""
+    unknown = [i for i, image in enumerate(images) if image.check is None]
+    results = [None if image.check is None else known(image.check) for image in images]
+    for i, result in zip(unknown, _in_threads(compute, [images[i] for i in unknown])):
+        results[i] = result
+    return results
 
 
 def _in_threads(function: Callable, items: Sequence) -> list:
@@ -277,8 +306,9 @@ def _in_threads(function: Callable, items: Sequence) -> list:
 
 
 def image_sha256s(images: Sequence[ImageRow]) -> list[str | None]:
-    """The sha256 of every image file, in row order (None: unreadable)."""
-    return _in_threads(lambda image: file_sha256(image.path), images)
+    """The sha256 of every image file, in row order (None: unreadable); one a loader knows (a WebDataset
+    image, whose store file is named by it) is not hashed again."""
+    return _known_or_in_threads(lambda image: file_sha256(image.path), lambda check: check.sha256, images)
 
 
 def dataset_fingerprint(rows: CacheRows, image_sha256: Sequence[str | None] | None = None) -> str:

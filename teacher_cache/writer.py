@@ -46,9 +46,12 @@ Why it is built this way:
   (``forward_*``). They walk the planned batches in order, so the same tensors reach the same
   forwards as with 0 workers: the bytes written do not depend on the number of workers, which is
   why neither the fingerprint, the index key nor the manifest records it.
-- *Distributed.* Under ``torchrun`` (any initialised ``torch.distributed`` group) rank 0 plans and
-  broadcasts the plan, ranks take unfinished shards round-robin, and rank 0 verifies every shard
-  and writes the manifest.
+- *Distributed.* Under ``torchrun`` (any initialised ``torch.distributed`` group) every rank first
+  reads its own share of the WebDataset input tars into per-shard indexes (``index_input_shards``:
+  images stored, checked and hashed there, once); then rank 0 collects the rows from those indexes,
+  plans and broadcasts the plan, ranks take unfinished cache shards round-robin, and rank 0 verifies
+  every shard and writes the manifest. A killed build reads again only the input tars without an
+  index, and encodes only the cache shards without a checksum file.
 - *Bad input.* Unreadable or undecodable images and empty captions are all listed before any
   encoding starts; with ``data.skip_bad`` they are left out and recorded in the manifest. No row
   is ever stored as a zero or garbage vector.
@@ -86,6 +89,7 @@ from .data import (
     dataset_fingerprint,
     find_bad_images,
     image_sha256s,
+    index_input_shards,
 )
 from kdmcse_base.process_group import DistEnv, loader_worker_init
 from kdmcse_base.files import atomic_write, file_sha256, folder_lock, json_bytes, write_if_changed
@@ -284,6 +288,7 @@ def ensure_cache(
     initialised ``torch.distributed`` group every rank must call it (the ranks share the encoding).
     """
     group = DistEnv.current()
+    _index_my_input_shards(group, data_cfg)
     data = collect_data(data_cfg, data_dir) if group.rank == 0 else None
     found = _computed_on_rank0(group, lambda: find_complete_cache(teacher_cfg, data_cfg, Path(cache_root), data,
                                                                   shard_rows))
@@ -359,11 +364,13 @@ def build_cache(
 
     ``teacher``, when given, is an already-loaded teacher built from ``teacher_cfg`` (saves loading
     it twice); its ``identity`` is what fingerprints the cache. ``data``: the corpora already read
-    by the caller (rank 0), so they are not read twice.
+    by the caller (rank 0), so they are not read twice. Every rank first indexes its share of the
+    WebDataset input shards (a stat per shard when a caller did so already).
     """
     started = time.perf_counter()
     group = DistEnv.current()
     cache_root = Path(cache_root)
+    _index_my_input_shards(group, data_cfg)
     with _random_state_kept():
         teacher = teacher or build_teacher(teacher_cfg)
     with _lock_on_rank0(group, cache_root):
@@ -772,6 +779,36 @@ def _file_record(name: str, directory: Path, file: str) -> dict[str, Any]:
 
 
 # --- process group -------------------------------------------------------------------------------
+
+
+class InputShardError(ValueError):
+    """Another rank could not index its input shards (that rank printed the cause; this one names it)."""
+
+
+def _index_my_input_shards(group: DistEnv, data_cfg: CacheDataConfig) -> None:
+    """This rank's share of the WebDataset input shards read into indexes; returns once every rank's
+    share is done (a barrier), so rank 0's collection finds every index. An error on any rank is raised
+    on every rank: none waits forever."""
+    def index() -> None:
+        done = index_input_shards(data_cfg, group.rank, group.world_size)
+        if any(getattr(source, "shards", None) for source in data_cfg.own_sources):
+            log.info("rank %d of %d: %s", group.rank, group.world_size, done.summary())
+
+    if group.world_size == 1:
+        index()
+        return
+    error = None
+    try:
+        index()
+    except Exception as err:  # raised below, after every rank said how it went
+        error = err
+    said: list[str | None] = [None] * group.world_size
+    dist.all_gather_object(said, None if error is None else str(error))
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, message in enumerate(said) if message is not None]
+    if failed:
+        raise InputShardError(f"rank {failed[0][0]} could not index its input shards: {failed[0][1]}")
 
 
 def _computed_on_rank0(group: DistEnv, compute: Callable[[], Any]) -> Any:

@@ -153,4 +153,7 @@ def test_the_rehearsal_benchmark_resumes_a_killed_build_to_an_identical_cache(tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = json.loads(report.with_suffix(".json").read_text())
     assert [row["rc"] for row in saved["rows"]] == [0, 0] and saved["killed"]["kill_code"] == -9
-    assert saved["killed"]["identical"] and "byte-identical" in report.read_text()
+    assert [row["tars_read_per_rank"] for row in saved["rows"]] == [{"0": 1, "1": 0}, {"0": 1, "1": 1}]
+    assert saved["killed"]["identical"] and saved["killed_reading"]["identical"]
+    assert sum(saved["killed"]["rerun_tars_read"].values()) == 0  # killed after every tar was indexed
+    assert "input tars read per rank" in report.read_text()

@@ -6,7 +6,7 @@ a hash of Python objects. Teacher caches and training batches refer to rows by t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdmcse_base.data_files import DataFormatError, read_data_lines  # noqa: F401  (re-exported)
@@ -34,12 +34,25 @@ class CaptionRow:
 
 
 @dataclass(frozen=True)
+class ImageCheck:
+    """What a loader already knows of an image file: its sha256 and whether it decodes (``problem``
+    None), so the cache build neither hashes nor decodes it again (a WebDataset shard's index)."""
+
+    sha256: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class ImageRow:
-    """One image file on disk, identified by ``image_id`` (shared with its CaptionRows)."""
+    """One image file on disk, identified by ``image_id`` (shared with its CaptionRows).
+
+    ``check``: the file's hash and decode result when the loader has them (None: the build finds them).
+    """
 
     image_id: str
     path: Path
     source: str
+    check: ImageCheck | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

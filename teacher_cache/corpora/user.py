@@ -18,8 +18,8 @@ WebDataset shards                  ``<name>:<shard>:<key>:<k>``          ``<name
 =================================  ====================================  =================================
 
 WebDataset shards (img2dataset's layout: ``key.jpg`` beside ``key.txt`` or ``key.json`` in each tar) are
-read streaming by ``datasets``' WebDataset loader, already a dependency, which reads local paths and any
-fsspec URL; ``shards`` is a list or a brace pattern (``data/{00000..00099}.tar``). A Parquet file is read a
+read one whole tar at a time into a small index beside the image store (:mod:`.webdataset`), local paths
+and any fsspec URL; ``shards`` is a list or a brace pattern (``data/{00000..00099}.tar``). A Parquet file is read a
 record batch at a time with pyarrow, so a text corpus larger than memory streams; ``streaming: true`` does
 the same for a ``datasets`` source (a hub dataset, or a builder such as ``json`` / ``parquet`` with
 ``data_files``).
@@ -40,13 +40,15 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kdmcse_base.files import inside
-from .records import BadRow, DataFormatError, ImageRow, TextRow, read_data_lines
+from .images import stored_image
+from .records import BadRow, DataFormatError, ImageCheck, ImageRow, TextRow, read_data_lines
+from .webdataset import ShardFields, ShardSample, checked_shards, shard_samples
 
 __all__ = ["ImageCaptionSource", "TextSource", "load_user_image_captions", "load_user_texts"]
 
@@ -216,10 +218,13 @@ def _shards_label(shards: str | list[str] | None) -> str:
 # --- text sources ----------------------------------------------------------------------------------
 
 
-def load_user_texts(source: TextSource, limit: int | None, problems: list[BadRow]) -> list[TextRow]:
-    """The sentences of one source, in file (or dataset, or shard) order; ``limit`` keeps the first ones."""
+def load_user_texts(source: TextSource, limit: int | None, problems: list[BadRow],
+                    image_store: Path | None = None) -> list[TextRow]:
+    """The sentences of one source, in file (or dataset, or shard) order; ``limit`` keeps the first ones.
+    ``image_store``: where the indexes of WebDataset shards are kept (``<image_store>/.shards/``; None:
+    the tars are read, no index kept)."""
     rows: list[TextRow] = []
-    for count, (index, line, value) in enumerate(_text_values(source)):
+    for count, (index, line, value) in enumerate(_text_values(source, image_store)):
         if limit is not None and count >= limit:
             break
         row_id = f"{source.name}:{index}"
@@ -234,11 +239,11 @@ def load_user_texts(source: TextSource, limit: int | None, problems: list[BadRow
     return rows
 
 
-def _text_values(source: TextSource) -> Iterator[tuple[int | str, int | None, Any]]:
+def _text_values(source: TextSource, image_store: Path | None) -> Iterator[tuple[int | str, int | None, Any]]:
     """(index or id key, 1-based line or None, raw value) of every sentence."""
     if source.shards is not None:
-        for key, row in _shard_rows(source.shards, source.origin):
-            yield key, None, _field(row, source.column)
+        for sample in _shard_samples(source, image_store):
+            yield sample.key, None, _MISSING if sample.caption is None else sample.caption
         return
     if source.dataset is not None:
         dataset = _open_dataset(source.dataset, source.split, source.data_files, source.streaming)
@@ -287,14 +292,13 @@ def load_user_image_captions(
     for entry in _image_entries(source, image_store):
         if limit is not None and len(images) >= limit:
             break
-        key, line, path, texts = entry
-        image_id = f"{source.name}:{key}"
+        image_id, path = f"{source.name}:{entry.key}", entry.path
         if path is None or not path.is_file():
             problem = f"no {source.image_column!r} image in this sample" if path is None else f"image file {path} not found"
-            problems.append(BadRow(image_id, Path(source.origin), line, problem))
+            problems.append(BadRow(image_id, Path(source.origin), entry.line, problem))
             continue
-        images.append(ImageRow(image_id=image_id, path=path, source=source.name))
-        for k, (text_line, text) in enumerate(texts):
+        images.append(ImageRow(image_id=image_id, path=path, source=source.name, check=entry.check))
+        for k, (text_line, text) in enumerate(entry.texts):
             row_id = f"{image_id}:{k}"
             if not text:
                 problems.append(BadRow(row_id, Path(source.origin), text_line, "empty caption"))
@@ -303,11 +307,19 @@ def load_user_image_captions(
     return images, captions
 
 
-Entry = tuple[str, int | None, Path | None, list[tuple[int | None, str]]]  # path None: the sample has no image
+class Entry(NamedTuple):
+    """One image of a source: its id key, line, file (None: the sample has no image), [(line, caption)],
+    and what is known of the file already (a WebDataset shard's index: its sha256 and decode result)."""
+
+    key: str
+    line: int | None
+    path: Path | None
+    texts: list[tuple[int | None, str]]
+    check: ImageCheck | None = None
 
 
-def _image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]:
-    """(id key, line, image file, [(line, caption)]) per image, in order of first appearance."""
+def _image_entries(source: ImageCaptionSource, image_store: Path) -> Iterable[Entry]:
+    """One entry per image, in order of first appearance."""
     if source.dataset is not None:
         return _dataset_image_entries(source, image_store)
     if source.shards is not None:
@@ -323,8 +335,8 @@ def _image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]
         if not name:
             raise DataFormatError(path, line, f"empty image path in column {source.image_column!r}")
         texts = _caption_list(record[source.caption_column], source, line, 0)
-        entry = grouped.setdefault(name, (name, line, _contained(folder, name, source, path, line), []))
-        entry[3].extend((line, text) for text in texts)
+        entry = grouped.setdefault(name, Entry(name, line, _contained(folder, name, source, path, line), []))
+        entry.texts.extend((line, text) for text in texts)
     return list(grouped.values())
 
 
@@ -347,58 +359,51 @@ def _dataset_image_entries(source: ImageCaptionSource, image_store: Path) -> lis
     entries = []
     for index, (image, caption) in enumerate(zip(dataset[source.image_column], dataset[source.caption_column])):
         texts = [(None, text) for text in _caption_list(caption, source, None, index)]
-        entries.append((str(index), None, _image_file(image, folder, image_store, source, index), texts))
+        entries.append(Entry(str(index), None, _image_file(image, folder, image_store, source, index), texts))
     return entries
 
 
-def _shard_image_entries(source: ImageCaptionSource, image_store: Path) -> list[Entry]:
-    """One image per tar key: its bytes stored in ``image_store`` by content, its caption(s) beside it. A
-    key without a caption gets none (a bad row, named by shard and key); one without an image too."""
-    entries = []
-    for key, row in _shard_rows(source.shards, source.origin):
-        image, caption = row.get(source.image_column), _field(row, source.caption_column)
-        texts = [] if caption is _MISSING or caption is None else \
-            [(None, text) for text in _caption_list(caption, source, None, key)]
-        if not texts:
-            texts = [(None, "")]  # an empty caption: reported as a bad row with the image's id
-        if not isinstance(image, dict) or not image.get("bytes"):
-            entries.append((key, None, None, texts))  # no image in this sample: a bad row
-            continue
-        entries.append((key, None, _materialise(image["bytes"], f".{source.image_column.split('.')[0]}",
-                                                image_store), texts))
-    return entries
+def _shard_image_entries(source: ImageCaptionSource, image_store: Path) -> Iterator[Entry]:
+    """One image per tar key, from the shards' indexes (each tar read once, :mod:`.webdataset`): its file in
+    ``image_store`` (named by content), its caption(s) beside it. A key without a caption gets an empty one
+    (a bad row, named by shard and key); one without an image too."""
+    for sample in _shard_samples(source, image_store):
+        texts = [] if sample.caption is None else [(None, text) for text in
+                                                    _caption_list(sample.caption, source, None, sample.key)]
+        path = None if sample.image is None else image_store / sample.image
+        yield Entry(sample.key, None, path, texts or [(None, "")], sample.image_check())
+
+
+def shard_fields(source: TextSource | ImageCaptionSource) -> ShardFields:
+    """What a shard source reads of each sample (its index is kept per shard and fields)."""
+    if isinstance(source, TextSource):
+        return ShardFields(None, str(source.column))
+    return ShardFields(source.image_column, source.caption_column)
+
+
+def source_shards(source: TextSource | ImageCaptionSource) -> list[str]:
+    """A shard source's shards, every local one checked to exist (one line naming the first missing)."""
+    return checked_shards(shard_list(source.shards))
+
+
+def _shard_samples(source: TextSource | ImageCaptionSource, image_store: Path | None) -> Iterator[ShardSample]:
+    """Every sample of the source's shards in order, a shard's index read (or written) when reached."""
+    fields_read = shard_fields(source)
+    for shard in source_shards(source):
+        yield from shard_samples(shard, fields_read, image_store)
 
 
 _MISSING = object()  # a record without the field a source reads
 
 
 def _field(row: dict[str, Any], path: str) -> Any:
-    """``row[path]``, where ``json.caption`` reads a field of the ``.json`` file; _MISSING when absent."""
+    """``row[path]``, where ``a.b`` reads field ``b`` of ``row['a']``; _MISSING when absent."""
     value: Any = row
     for part in path.split("."):
         if not isinstance(value, dict) or value.get(part) is None:
             return _MISSING
         value = value[part]
     return value
-
-
-def _shard_rows(shards: str | list[str], origin: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(``<shard file name>:<key>``, record) of every sample of the shards, streamed by ``datasets``'
-    WebDataset loader; images stay undecoded bytes (a corrupt one is a bad row at the cache build)."""
-    import datasets
-
-    files = shard_list(shards)
-    local = [f for f in files if "://" not in f]
-    missing = [f for f in local if not Path(f).is_file()]
-    if missing:
-        raise DataFormatError(missing[0], None, f"WebDataset shard not found ({len(missing)} of {len(files)} missing)")
-    try:
-        stream = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=True)
-        stream = stream.decode(False)  # bytes as stored: the cache build checks each image, naming a bad one
-        for row in stream:
-            yield f"{Path(str(row['__url__'])).name}:{row['__key__']}", row
-    except (OSError, ValueError) as err:
-        raise DataFormatError(origin, None, f"cannot read the WebDataset shards ({type(err).__name__}: {err})") from err
 
 
 def _parquet_values(path: Path, column: str) -> Iterator[Any]:
@@ -430,7 +435,7 @@ def _image_file(image: Any, folder: Path, image_store: Path, source: ImageCaptio
     if isinstance(image, str):
         return _contained(folder, image, source, source.origin, f"index {index}")
     if isinstance(image, dict) and image.get("bytes"):
-        return _materialise(image["bytes"], Path(image.get("path") or "").suffix, image_store)
+        return stored_image(image["bytes"], Path(image.get("path") or "").suffix, image_store)
     if isinstance(image, dict) and image.get("path"):
         return Path(image["path"])
     raise DataFormatError(source.origin, None, f"index {index}: column {source.image_column!r} holds "
@@ -446,18 +451,6 @@ def _contained(folder: Path, name: str, source: ImageCaptionSource, origin, wher
         raise DataFormatError(origin, line, f"{detail}image path {name!r} points outside the image folder {folder}; "
                                             "use a path relative to it, or set allow_outside_paths: true on this source")
     return located or folder / name
-
-
-def _materialise(data: bytes, suffix: str, image_store: Path) -> Path:
-    import hashlib
-
-    from kdmcse_base.files import atomic_write
-
-    target = image_store / f"{hashlib.sha256(data).hexdigest()}{suffix.lower()}"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, data)
-    return target
 
 
 # --- readers ------------------------------------------------------------------------------------------
