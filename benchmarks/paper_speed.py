@@ -52,12 +52,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.paper_scale import BERT_SHAPES, Layout, lay_out_data, save_random_bert  # noqa: E402
-from distill.config import RunConfig, load_config  # noqa: E402
-from distill.objective import DistillationObjective  # noqa: E402
+from distill.config import load_config  # noqa: E402
 from distill.pools import TrainingPools, build_pools  # noqa: E402
 from distill.recipes import METHODS  # noqa: E402
+from distill.run import TrainingRun  # noqa: E402
 from distill.schedule import Step  # noqa: E402
-from distill.student import Student, build_encoder  # noqa: E402
+from distill.student import build_encoder  # noqa: E402
 from teacher_cache import CacheDataConfig, TeacherCache, TeacherConfig, build_cache  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
 from kdmcse_base.process_group import DistEnv  # noqa: E402
@@ -125,50 +125,33 @@ def random_teacher_cache(work: Path, source_data: Path) -> tuple[TeacherCache, T
 # --- the coupling to distill/trainer.py (the one place to adapt when its API changes) --------------
 
 
-def project_step_fn(variant: "ProjectVariant", step: Step, env: DistEnv) -> Callable[[], None]:
+def project_step_fn(run: TrainingRun, step: Step) -> Callable[[], None]:
     """One optimisation step through the trainer's own code, as its loop runs it: the step's inputs
     (rows, tokens, teacher rows) are prepared ahead, off the clock, as the trainer's step loader does
     while the previous step runs; the timed step copies them to the device, forwards, backwards, updates."""
-    from distill.trainer import TrainingRun, prepare_inputs, training_step
+    from distill.step_loader import prepare_inputs
+    from distill.trainer import training_step
 
-    run = TrainingRun(variant.cfg, env, variant.cache, variant.pools, variant.trainable, variant.trainable,
-                      variant.optimizer, variant.scheduler, variant.scaler, n_steps=0)
     prepared = prepare_inputs(run, step)
-    prepared = prepared.pin_memory() if env.device.type == "cuda" else prepared
-    return lambda: training_step(run, step, prepared.to(env.device))
+    prepared = prepared.pin_memory() if run.env.device.type == "cuda" else prepared
+    return lambda: training_step(run, step, prepared.to(run.env.device))
 
 
 # --- the configurations timed -----------------------------------------------------------------------
 
 
-@dataclass
-class ProjectVariant:
-    cfg: RunConfig
-    trainable: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    cache: TeacherCache
-    pools: TrainingPools
-
-
 def build_project_variant(overrides: list[str], student_dir: Path, cache: TeacherCache, pools: TrainingPools,
-                          device: torch.device) -> ProjectVariant:
-    from distill.trainer import StudentWithObjective, adamw
+                          device: torch.device) -> TrainingRun:
+    """The trainer's own run (``distill.run.build_run``) of the paper config with ``overrides``."""
+    from distill.run import build_run
 
     cfg = load_config(PAPER_CONFIG, [f"student.model={student_dir}", f"student.max_seq_length={MAX_TOKENS}",
                                      "train.batch_size=64", *overrides])
     torch.manual_seed(0)
-    student = Student(build_encoder(cfg.student, device), cfg.student, cache.text_dim, cache.image_dim)
-    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
-    trainable = StudentWithObjective(student, objective).to(device)
-    optimizer = adamw(trainable.parameters(), cfg.train.lr, cfg.train.weight_decay, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    return ProjectVariant(cfg, trainable, optimizer, scheduler, scaler, cache, pools)
+    return build_run(cfg, DistEnv(0, 1, device), cache, pools)
 
 
-def compile_encoder(variant: ProjectVariant, backend: str, mode: str | None) -> None:
+def compile_encoder(variant: TrainingRun, backend: str, mode: str | None) -> None:
     """``torch.compile`` the transformer in place (parameter names and the trainer's code unchanged)."""
     variant.trainable.student.encoder[0].auto_model.compile(backend=backend, mode=mode)
 
@@ -196,7 +179,7 @@ def tight_step_fn(student_dir: Path, sentences: list[str], precision: str, devic
     """A closure doing one tight step; the batch is tokenised once, here, onto the device."""
     from transformers import AutoModel, AutoTokenizer
 
-    from distill.trainer import adamw
+    from distill.run import adamw
 
     tokens = AutoTokenizer.from_pretrained(str(student_dir))(
         sentences + sentences, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
@@ -497,7 +480,6 @@ def build_steps(precisions: list[str], compile_with: tuple[str | None, str | Non
     cache, pools, fixed, text_rows = batch
     sentences = [pools.sentences[i] for i in text_rows]
     backend, mode = compile_with
-    env = DistEnv(0, 1, device)
     steps: dict[Config, Callable[[], None]] = {}
     for precision in precisions:
         for compiled in ([False, True] if backend else [False]):
@@ -506,7 +488,7 @@ def build_steps(precisions: list[str], compile_with: tuple[str | None, str | Non
                                                 pools, device)
                 if compiled:
                     compile_encoder(variant, backend, mode)
-                steps[Config(name, precision, compiled)] = project_step_fn(variant, fixed, env)
+                steps[Config(name, precision, compiled)] = project_step_fn(variant, fixed)
             steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
                                                                      (backend, mode) if compiled else None)
         steps[Config(ST_TRAINER, precision, False)] = st_trainer_step_fn(student_dir, (cache, text_rows), precision,

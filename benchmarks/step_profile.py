@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from distill.config import load_config  # noqa: E402
 from distill.schedule import Step  # noqa: E402
-from distill.trainer import autocast, prepare_inputs, start_run, with_resolved_precision  # noqa: E402
+from distill.run import autocast  # noqa: E402
+from distill.step_loader import prepare_inputs  # noqa: E402
+from distill.trainer import start_run, with_resolved_precision  # noqa: E402
 from kdmcse_base.machine import cpu_name  # noqa: E402
 from kdmcse_base.process_group import DistEnv  # noqa: E402
 

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import load_config  # noqa: E402
 from teacher_cache.corpora import resolve_data_dir  # noqa: E402
-from distill.objective import DistillationObjective  # noqa: E402
 from distill.pools import build_pools, open_run_cache  # noqa: E402
 from distill.schedule import Step  # noqa: E402
-from distill.student import Student, build_encoder  # noqa: E402
 from kdmcse_base.process_group import DistEnv  # noqa: E402
-from distill.trainer import StudentWithObjective, TrainingRun, adamw, lookup_inputs, training_step  # noqa: E402
+from distill.run import TrainingRun, build_run  # noqa: E402
+from distill.step_loader import lookup_inputs  # noqa: E402
+from distill.trainer import training_step  # noqa: E402
 from teacher_cache import TeacherCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,14 +62,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_variant(overrides: list[str], precision: str, env: DistEnv, cache: TeacherCache, pools) -> TrainingRun:
-    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", overrides + [f"train.precision={precision}"])
+    """The trainer's own run (``distill.run.build_run``) of the offline KDMCSE config with ``overrides``."""
+    cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml",
+                      overrides + [f"train.precision={precision}", "train.lr=1e-5", "train.weight_decay=0"])
     torch.manual_seed(0)
-    student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim, cache.image_dim)
-    trainable = StudentWithObjective(student, DistillationObjective(cfg.loss)).to(env.device)
-    optimizer = adamw(trainable.parameters(), 1e-5, 0.0, env.device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    scaler = torch.amp.GradScaler(env.device.type, enabled=False)
-    return TrainingRun(cfg, env, cache, pools, trainable, trainable, optimizer, scheduler, scaler, n_steps=0)
+    return build_run(cfg, env, cache, pools)
 
 
 def time_variants(args, precision: str, cache: TeacherCache, pools, base: list[str]) -> dict[str, list[float]]:

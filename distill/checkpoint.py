@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill.run import RunState, TrainingRun, format_score
 from distill.run_folder import RunFolderError
 from kdmcse_base.files import atomic_save
 from kdmcse_base.process_group import DistEnv
@@ -91,3 +92,32 @@ def restore_rng_state(states: list[dict[str, Any]], env: DistEnv) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     python_version, python_state, gauss = own["python"]
     random.setstate((python_version, tuple(python_state), gauss))
+
+
+# --- the checkpoint of a training run -----------------------------------------------------------------
+
+def stateful_parts(run: TrainingRun) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds the state dicts of, by name."""
+    return {"trainable": run.trainable, "optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.scaler}
+
+
+def checkpoint(run: TrainingRun) -> None:
+    """Write ``checkpoint.pt`` for this step (a collective: every rank's RNG states go in)."""
+    state = {**run.state.__dict__, "dev_history": [list(x) for x in run.state.dev_history]}
+    save_checkpoint(run.folder.checkpoint, stateful_parts(run), state, run.env,
+                    tag=run.folder.own_state().token if run.env.is_main else "")
+    if run.env.is_main:
+        run.folder.note_checkpoint()
+
+
+def resume_state(run: TrainingRun) -> RunState:
+    """Resume from ``checkpoint.pt`` when it exists (each rank restores its own RNG states), else a fresh state."""
+    saved = load_checkpoint(run.folder.checkpoint, stateful_parts(run), run.env)
+    if saved is None:
+        return RunState()
+    state = RunState(**saved)
+    state.dev_history = [(int(s), float(v)) for s, v in state.dev_history]
+    if run.env.is_main:
+        print(f"resuming {run.folder.path} from step {state.step} "
+              f"(best STS-B dev {format_score(state.best_dev)} at step {state.best_step})")
+    return state

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run_config_from_argv(argv, __doc__, DEFAULT_CONFIG)
     from distill.export import ExportError
     from distill.run_folder import RunFolderError
-    from distill.trainer import TrainingDiverged, TrainingInterrupted
+    from distill.stopping import TrainingDiverged, TrainingInterrupted
     from teacher_cache import USER_ERRORS
 
     try:

@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch import nn  # noqa: E402
 
-import distill.trainer  # noqa: E402
+import distill.run  # noqa: E402
 
-build_encoder = distill.trainer.build_encoder
+build_encoder = distill.run.build_encoder
 
 
 def build_encoder_without_dropout(*args, **kwargs):
@@ -24,6 +24,6 @@ def build_encoder_without_dropout(*args, **kwargs):
     return encoder
 
 
-distill.trainer.build_encoder = build_encoder_without_dropout
+distill.run.build_encoder = build_encoder_without_dropout  # where build_run finds it
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from distill.config import StudentConfig, load_config
 from distill.objective import DistillationObjective, StepInputs
 from distill.student import Student, build_encoder
-from distill.trainer import StudentWithObjective
+from distill.run import StudentWithObjective
 
 # The related-method modules' settings. DIAS's dimension term (loss.dias.dimension_weight) is left out
 # on purpose: it standardises over the *local* batch by design (a per-rank batch statistic,

@@ -12,7 +12,8 @@ from distill.config import load_config, save_config
 from distill.schedule import BatchPlan, Step, iterate_steps
 from distill.student import Student
 from distill.run_folder import check_resumable
-from distill.trainer import prepare_inputs, step_loader, train, training_step
+from distill.step_loader import prepare_inputs, step_loader
+from distill.trainer import train, training_step
 from eval.sts import stsb_dev_evaluator
 
 from train_testkit import ROOT, assert_same_weights, tiny_overrides, tiny_run

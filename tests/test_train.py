@@ -24,6 +24,7 @@ from distill.config import ConfigError, load_config
 from distill.student import GroundingHeads, build_encoder
 from distill.export import EXPORT_FILES, load_onnx_student
 from distill.run_folder import LISTING
+from distill.stopping import TrainingDiverged
 from distill.trainer import train
 from eval.sts import stsb_dev_evaluator
 
@@ -121,7 +122,7 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tiny_bert_dir,
         return {**values, "loss": math.nan} if next(steps) >= 3 else values
 
     monkeypatch.setattr(trainer, "read_terms", diverging_at_step_3)
-    with pytest.raises(trainer.TrainingDiverged, match=r"^the loss diverged: loss=nan at step 3 .*the last good "
+    with pytest.raises(TrainingDiverged, match=r"^the loss diverged: loss=nan at step 3 .*the last good "
                                                         r"checkpoint is .*checkpoint.pt \(step 2\)"):
         train(cfg, stsb_dev_evaluator(cfg))
     run = tmp_path / "run"
@@ -129,7 +130,6 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tiny_bert_dir,
 
 
 def test_no_finite_dev_score_saves_no_model(tiny_bert_dir, tmp_path):
-    from distill.trainer import TrainingDiverged
 
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
     with pytest.raises(TrainingDiverged, match="no evaluation scored a finite STS-B dev"):

@@ -8,13 +8,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from torch.nn.parallel import DistributedDataParallel
 
 from distill.config import load_config
-from distill.objective import DistillationObjective
 from distill.pools import TrainingPools
-from distill.student import Student, build_encoder
-from distill.trainer import StudentWithObjective, TrainingRun, adamw
+from distill.run import TrainingRun, build_run
 from kdmcse_base.process_group import DistEnv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +45,8 @@ TEXT_DIM, IMAGE_DIM, ROWS = 12, 10, 16
 class VectorTable:
     """Stands in for the teacher cache: fixed unit vectors by row."""
 
+    text_dim, image_dim = TEXT_DIM, IMAGE_DIM
+
     def __init__(self, generator: torch.Generator):
         self.texts = F.normalize(torch.randn(ROWS, TEXT_DIM, generator=generator), dim=-1)
         self.images = F.normalize(torch.randn(ROWS, IMAGE_DIM, generator=generator), dim=-1)
@@ -60,16 +59,13 @@ class VectorTable:
 
 
 def tiny_run(tiny_bert_dir, env: DistEnv = DistEnv(0, 1, torch.device("cpu"))) -> TrainingRun:
+    """The trainer's own run (``build_run``) of the offline KDMCSE config on the tiny student, over
+    ``VectorTable`` instead of a teacher cache: a 3-step schedule at lr 1e-4."""
     cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", [
-        f"student.model={tiny_bert_dir}", "student.layers=1", "student.grounding_dim=16"])
+        f"student.model={tiny_bert_dir}", "student.layers=1", "student.grounding_dim=16", "train.lr=1e-4",
+        "train.weight_decay=0", "train.max_steps=3"])
     torch.manual_seed(0)
-    student = Student(build_encoder(cfg.student), cfg.student, TEXT_DIM, IMAGE_DIM)
-    trainable = StudentWithObjective(student, DistillationObjective(cfg.loss, 32, TEXT_DIM))
-    optimizer = adamw(trainable.parameters(), 1e-4, 0.0, env.device)  # the trainer's optimiser, fused
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     rows = np.arange(ROWS)
     pools = TrainingPools(sentences=[f"a dog runs in the park {i}" for i in rows], text_rows=rows,
                           paired_text_rows=rows, paired_image_rows=rows, heldout_image_ids=[])
-    model = trainable if env.world_size == 1 else DistributedDataParallel(trainable, find_unused_parameters=True)
-    return TrainingRun(cfg, env, VectorTable(torch.Generator().manual_seed(1)), pools, trainable, model,
-                       optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), n_steps=3)
+    return build_run(cfg, env, VectorTable(torch.Generator().manual_seed(1)), pools)
