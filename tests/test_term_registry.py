@@ -105,3 +105,31 @@ def test_term_modules_import_the_module_that_registers_a_term(monkeypatch):
     monkeypatch.delitem(sys.modules, "toy_term")
     toy = objective(["loss.term_modules=[toy_term]", "loss.toy={weight: 2.0}"])
     assert toy.names[-1] == "toy" and toy.toy.weight == 2.0
+
+
+def test_a_project_term_is_two_files_and_nothing_else(student, tmp_path, monkeypatch):
+    """DIAS's loss file and term file, copied out of the package under another name as a user would
+    write them, register and compute exactly what the project's DIAS computes: the two files are all a
+    term of the project takes (nothing in config.py, objective.py, the card or an import list names it)."""
+    import importlib
+    import pathlib
+
+    import distill
+
+    root = pathlib.Path(distill.__file__).parent
+    loss = (root / "losses" / "dias.py").read_text().replace("from ._common import", "from distill.losses._common import")
+    term = (root / "terms" / "dias.py").read_text()
+    term = term.replace("from distill.losses.dias import", "from dias_copy_loss import")
+    term = term.replace('@register_term("dias", order=80,', '@register_term("dias_copy", order=80,')
+    (tmp_path / "dias_copy_loss.py").write_text(loss)
+    (tmp_path / "dias_copy_term.py").write_text(term)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(TERMS, "dias_copy", raising=False)
+    importlib.invalidate_caches()
+    section = "{dimension_weight: 0.01, relation_weight: 2.0, top_k: 2}"
+    inputs = make_inputs(paired=True)
+    own = run(objective([f"loss.dias={section}"]), student, inputs)
+    copied = run(objective(["loss.term_modules=[dias_copy_term]", f"loss.dias_copy={section}"]), student, inputs)
+    assert {"dias_dimension", "dias_relation"} <= set(own)
+    for name in own:
+        assert torch.equal(copied[name], own[name]), name

@@ -50,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill import losses
+from distill.losses._common import compute_dtype, cosine_logits
+from distill.losses.aahr import MomentumQueue, OnlinePrototypes, same_cluster_weights
+from distill.losses.soft_target import soft_target_kl
 from distill.config import LossConfig
-from distill.losses._common import compute_dtype
 from distill.step import StepTensors
 from distill.term import CardRow, Dims, Needs, Term, register_term
 from kdmcse_base.typed_config import POSITIVE, UNIT_INTERVAL, ConfigError, at_least
@@ -114,8 +115,8 @@ class AAHR(Term):
         super().__init__()
         self.cfg, self.teacher_temperature = cfg, teacher_temperature
         self.needs = Needs(teacher_rows=True, grounding=cfg.weight > 0, reshapes_text=cfg.reshapes_text)
-        self.queue = losses.MomentumQueue(cfg.queue_size, student_dim) if cfg.queue_size else None
-        self.prototypes = losses.OnlinePrototypes(cfg.prototypes, teacher_dim, cfg.momentum) \
+        self.queue = MomentumQueue(cfg.queue_size, student_dim) if cfg.queue_size else None
+        self.prototypes = OnlinePrototypes(cfg.prototypes, teacher_dim, cfg.momentum) \
             if cfg.prototypes else None
         self._clusters: Tensor | None = None  # this step's cluster ids of the gathered rows
 
@@ -187,7 +188,7 @@ class AAHR(Term):
         weights = None
         if clusters is not None and self.cfg.cluster_negative_weight < 1:
             anchors = clusters[positive_offset:positive_offset + batch]
-            weights = losses.same_cluster_weights(anchors, candidate_clusters, self.cfg.cluster_negative_weight,
+            weights = same_cluster_weights(anchors, candidate_clusters, self.cfg.cluster_negative_weight,
                                                   positive_offset)
         return candidates, exclude, weights
 
@@ -206,8 +207,8 @@ class AAHR(Term):
         centroids into the student views' space (the caption adapter)."""
         centroids = self.prototypes.centroids.detach()
         student_prototypes = adapt(centroids)
-        teacher_logits = losses.cosine_logits(teacher_text.detach(), centroids, self.teacher_temperature)
-        terms = [losses.soft_target_kl(losses.cosine_logits(v, student_prototypes, self.cfg.temperature),
+        teacher_logits = cosine_logits(teacher_text.detach(), centroids, self.teacher_temperature)
+        terms = [soft_target_kl(cosine_logits(v, student_prototypes, self.cfg.temperature),
                                        teacher_logits)
                  for v in student_views]
         return torch.stack(terms).mean()

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from distill import losses
+from distill.losses.dias import DimensionAlignmentLoss, SparseRelationLoss
 from distill.config import LossConfig
 from distill.step import StepTensors
 from distill.term import CardRow, Needs, Term, register_term
@@ -84,8 +84,8 @@ class DIAS(Term):
         super().__init__()
         self.cfg = cfg
         self.needs = Needs(teacher_similarities=True, images=cfg.dimension_weight > 0)
-        self.dimension_loss = losses.DimensionAlignmentLoss(cfg.off_diagonal_weight) if cfg.dimension_weight else None
-        self.relation_loss = losses.SparseRelationLoss(cfg.top_k) if cfg.relation_weight else None
+        self.dimension_loss = DimensionAlignmentLoss(cfg.off_diagonal_weight) if cfg.dimension_weight else None
+        self.relation_loss = SparseRelationLoss(cfg.top_k) if cfg.relation_weight else None
 
     @classmethod
     def card_rows(cls, loss: LossConfig, section: DIASConfig) -> list[CardRow]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from distill import losses
+from distill.losses.mmref import ReferenceAlignmentLoss, build_references
 from distill.config import LossConfig
 from distill.step import StepTensors
 from distill.term import CardRow, Dims, Needs, Term, register_term
@@ -78,7 +78,7 @@ class MMRef(Term):
     def __init__(self, cfg: MMRefConfig, temperature: float):
         super().__init__()
         self.weight, self.alpha = cfg.weight, cfg.alpha
-        self.alignment = losses.ReferenceAlignmentLoss(temperature)
+        self.alignment = ReferenceAlignmentLoss(temperature)
 
     @classmethod
     def build(cls, loss: LossConfig, section: MMRefConfig, dims: Dims) -> MMRef:
@@ -103,7 +103,7 @@ class MMRef(Term):
         rows = torch.arange(len(image_ids), device=image_ids.device)
         first = torch.full((len(unique),), len(image_ids), device=image_ids.device, dtype=torch.long)
         first = first.scatter_reduce(0, index, rows, reduce="amin")  # one row per image for its vector
-        refs = losses.build_references(images[first], captions, self.alpha, caption_image_index=index)
+        refs = build_references(images[first], captions, self.alpha, caption_image_index=index)
         return refs, index
 
     def forward(self, grounded_views: list[Tensor], images: Tensor, captions: Tensor, image_ids: Tensor,

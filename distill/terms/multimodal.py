@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from distill import losses
+from distill.losses.adapacse import AdapACSELoss
+from distill.losses.mcse import MCSEGroundingLoss
 from distill.config import LossConfig
 from distill.step import StepTensors
 from distill.term import CardRow, Dims, Needs, Term, register_term
@@ -21,8 +22,8 @@ class MultimodalTerm(Term):
         self.kind, self.weight = cfg.multimodal, cfg.multimodal_weight
         adapacse = cfg.multimodal == "adapacse"
         self.needs = Needs(images=True, captions=adapacse, teacher_similarities=adapacse)
-        self.loss = losses.AdapACSELoss(margin=cfg.multimodal_margin, temperature=cfg.temperature) if adapacse \
-            else losses.MCSEGroundingLoss(temperature=cfg.temperature)
+        self.loss = AdapACSELoss(margin=cfg.multimodal_margin, temperature=cfg.temperature) if adapacse \
+            else MCSEGroundingLoss(temperature=cfg.temperature)
 
     @classmethod
     def build(cls, loss: LossConfig, section: None, dims: Dims) -> MultimodalTerm | None:

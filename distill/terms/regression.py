@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distill import losses
+from distill.losses.regression import EmbeddingRegressionLoss
 from distill.config import LossConfig
 from distill.step import StepTensors
 from distill.term import CardRow, Dims, Needs, Term, register_term
@@ -21,7 +21,7 @@ class RegressionTerm(Term):
     def __init__(self, cfg: LossConfig):
         super().__init__()
         self.weight = cfg.regression_weight
-        self.loss = losses.EmbeddingRegressionLoss()
+        self.loss = EmbeddingRegressionLoss()
 
     @classmethod
     def build(cls, loss: LossConfig, section: None, dims: Dims) -> RegressionTerm | None:

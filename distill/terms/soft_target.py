@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from distill import losses
+from distill.losses.soft_target import SoftTargetKLLoss
 from distill.config import LossConfig
 from distill.step import StepTensors
 from distill.term import CardRow, Dims, Needs, Term, register_term
@@ -20,7 +20,7 @@ class SoftTargetTerm(Term):
     def __init__(self, cfg: LossConfig):
         super().__init__()
         self.weight = cfg.soft_target_weight
-        self.loss = losses.SoftTargetKLLoss(cfg.temperature, cfg.teacher_temperature)
+        self.loss = SoftTargetKLLoss(cfg.temperature, cfg.teacher_temperature)
 
     @classmethod
     def build(cls, loss: LossConfig, section: None, dims: Dims) -> SoftTargetTerm | None:

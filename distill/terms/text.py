@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from distill import losses
+from distill.losses.angular_margin import AngularMarginLoss
+from distill.losses.simcse import SimCSELoss
 from distill.config import LossConfig
 from distill.step import StepTensors
 from distill.term import CardRow, Dims, Term, register_term
@@ -21,8 +22,8 @@ class TextTerm(Term):
 
     def __init__(self, cfg: LossConfig):
         super().__init__()
-        self.text_loss = losses.SimCSELoss(temperature=cfg.temperature) if cfg.text == "simcse" else \
-            losses.AngularMarginLoss(margin=cfg.text_margin, temperature=cfg.temperature)
+        self.text_loss = SimCSELoss(temperature=cfg.temperature) if cfg.text == "simcse" else \
+            AngularMarginLoss(margin=cfg.text_margin, temperature=cfg.temperature)
 
     @classmethod
     def build(cls, loss: LossConfig, section: None, dims: Dims) -> TextTerm | None:
