@@ -96,8 +96,6 @@ class Student(nn.Module):
       identity when ``mlp_head`` is off.
     - ``heads``: the grounding head Linear(d, g) + Tanh and the trainable adapters Linear(teacher_dim, g)
       + Tanh of the frozen teacher's cached image and caption embeddings (all L2-normalised).
-    - ``regression``: Linear(d, teacher_text_dim) when the student's width differs from the teacher's,
-      for embedding regression; identity when they match.
     """
 
     def __init__(self, encoder: SentenceTransformer, cfg: StudentConfig, teacher_text_dim: int,
@@ -108,7 +106,6 @@ class Student(nn.Module):
         dim = encoder.get_embedding_dimension()
         self.mlp = _projection(dim, dim) if cfg.mlp_head else nn.Identity()
         self.heads = GroundingHeads.create(dim, cfg.grounding_dim, teacher_text_dim, teacher_image_dim)
-        self.regression = nn.Identity() if dim == teacher_text_dim else nn.Linear(dim, teacher_text_dim)
 
     def tokenise(self, sentences: list[str]) -> dict[str, Any]:
         """The encoder's own preprocessing of ``sentences`` (CPU tensors), truncated at the training length,

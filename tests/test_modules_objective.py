@@ -28,9 +28,9 @@ def student(tiny_bert_dir):
     return make_student(tiny_bert_dir)
 
 
-def baseline_terms(student, inputs, cfg: LossConfig) -> dict[str, torch.Tensor]:
+def baseline_terms(student, inputs, cfg: LossConfig, head) -> dict[str, torch.Tensor]:
     """The KDMCSE objective as it was before the modules existed (angular text loss, AdapACSE, gist
-    filter, soft targets, regression), written out with the losses directly."""
+    filter, soft targets, regression through ``head``), written out with the losses directly."""
     views = student.embed(inputs.sentences + inputs.sentences)
     h1, h2 = views.chunk(2)
     z1, z2 = student.mlp(h1), student.mlp(h2)
@@ -42,7 +42,7 @@ def baseline_terms(student, inputs, cfg: LossConfig) -> dict[str, torch.Tensor]:
              "soft_target": cfg.soft_target_weight * losses.SoftTargetKLLoss(cfg.temperature, cfg.teacher_temperature)(
                  z1, z2, s_cc, exclude=exclude),
              "regression": cfg.regression_weight * losses.EmbeddingRegressionLoss()(
-                 student.regression(torch.cat([h1, h2])), torch.cat([inputs.teacher_text, inputs.teacher_text]))}
+                 head(torch.cat([h1, h2])), torch.cat([inputs.teacher_text, inputs.teacher_text]))}
     if inputs.teacher_image is not None:
         grounded = [student.heads.ground(h) for h in (h1, h2)]
         images = student.heads.adapt_images(inputs.teacher_image)
@@ -58,11 +58,11 @@ def baseline_terms(student, inputs, cfg: LossConfig) -> dict[str, torch.Tensor]:
 def test_modules_absent_equal_the_baseline_bit_for_bit(student, paired):
     inputs = make_inputs(paired)
     cfg = LossConfig(**BASELINE)
-    torch.manual_seed(0)
-    expected = baseline_terms(student, inputs, cfg)
     obj = objective(**BASELINE)
+    torch.manual_seed(0)
+    expected = baseline_terms(student, inputs, cfg, obj.regression.head)
     assert not {"aahr", "soft_mask", "mmref", "dias"} & set(obj.names) and obj.text_contrast is None
-    assert list(obj.state_dict()) == []
+    assert list(obj.state_dict()) == ["regression.head.weight", "regression.head.bias"]  # the term's own head
     terms = run(obj, student, inputs)
     assert list(terms) == list(expected)
     for key in expected:
@@ -184,12 +184,13 @@ def test_regression_alone_encodes_one_view_and_builds_nothing_else(student, pair
     """One forward of the batch, regression on it; no MLP, gather or teacher similarity. The second
     view is back, by name, under ``dropout_views: two``."""
     inputs = make_inputs(paired)
+    one = objective(text="none", multimodal="none", regression_weight=2.0)
     torch.manual_seed(0)
     h = student.embed(inputs.sentences)
-    expected = losses.EmbeddingRegressionLoss()(student.regression(h), inputs.teacher_text)
+    expected = losses.EmbeddingRegressionLoss()(one.regression.head(h), inputs.teacher_text)
     monkeypatch.setattr("distill.objective.gather_with_grad", lambda *a: pytest.fail("gathered"))
     with captured_views(student) as mlp_outputs:
-        terms = run(objective(text="none", multimodal="none", regression_weight=2.0), student, inputs)
+        terms = run(one, student, inputs)
     assert mlp_outputs == [] and list(terms) == ["regression", "loss"]
     assert torch.equal(terms["regression"], 2.0 * expected)
 
@@ -197,7 +198,7 @@ def test_regression_alone_encodes_one_view_and_builds_nothing_else(student, pair
     two = objective(text="none", multimodal="none", regression_weight=2.0, dropout_views="two")
     torch.manual_seed(0)
     h1, h2 = student.embed(inputs.sentences + inputs.sentences).chunk(2)
-    both = losses.EmbeddingRegressionLoss()(student.regression(torch.cat([h1, h2])),
+    both = losses.EmbeddingRegressionLoss()(two.regression.head(torch.cat([h1, h2])),
                                             torch.cat([inputs.teacher_text, inputs.teacher_text]))
     assert two.views == 2 and torch.equal(run(two, student, inputs)["regression"], 2.0 * both)
 

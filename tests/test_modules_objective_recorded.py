@@ -12,13 +12,16 @@ recording machine's (``kernel_fingerprint``: the tiny student's embeddings of fi
 Where the fingerprint differs (another CPU family: other SIMD kernels, other rounding), the terms are
 compared to a relative 1e-5 instead, and the test says so; the bit-for-bit check of a refactor is then
 made by recording with the old code and the new on the same machine and comparing the two files.
-The fixture was last recorded on an Intel Xeon (2 cores); every case then equalled, bit for bit, what the
-code before the term registry computed on that machine.
 
 A deliberate change of a term is recorded again with ``DISTILL_RECORD_OBJECTIVE=1 pytest <this file>``;
-say why in the commit. One was: a regression-only objective encodes one dropout view
+say why in the commit. The last one (2026-12-07, recorded on an AMD EPYC, 2 cores): the regression head
+became the regression term's own, drawn when the objective is built, which changed the ``regression``
+values (and ``loss``) of every case with regression, and the soft-mask view's saliency on text steps
+reads the grounding space instead of that head (``soft_mask_view`` of step 2 of ``kdmcse_softmask``);
+every other term stayed bit for bit, and the term registry refactor before it left every case bit for
+bit on that machine. An earlier one: a regression-only objective encodes one dropout view
 (``loss.dropout_views: auto``), so its values changed; each such case is kept under
-``... [dropout_views=two]`` with the values recorded before, which the old behaviour still gives.
+``... [dropout_views=two]``, the second view restored by that key.
 """
 from __future__ import annotations
 
@@ -78,6 +81,7 @@ def kernel_fingerprint(student) -> str:
 
 def case_terms(student, config: Path, overrides: list[str]) -> list[dict[str, float]]:
     cfg = load_config(config, overrides)
+    torch.manual_seed(0)  # the regression term's head is drawn here: the same whatever case ran before
     obj = objective_for(cfg.loss)
     out = []
     for paired, seed in STEPS:

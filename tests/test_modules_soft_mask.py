@@ -53,7 +53,7 @@ def _manual_saliency(student, inputs, use_image: bool):
     if use_image:
         score = F.cosine_similarity(student.heads.ground(h), student.heads.adapt_images(inputs.teacher_image).detach())
     else:
-        score = F.cosine_similarity(student.regression(h), inputs.teacher_text)
+        score = F.cosine_similarity(student.heads.ground(h), student.heads.adapt_captions(inputs.teacher_text).detach())
     (g,) = torch.autograd.grad(score.sum(), store["x"])
     sal = ((g * store["x"]).sum(-1)).clamp_min(0) * (1 - tok["special_tokens_mask"])
     return (sal / sal.amax(1, keepdim=True)).nan_to_num(0.0)  # a row with nothing positive stays 0

@@ -14,8 +14,9 @@ The student form here (text side, the teacher's image is the condition)
        - paired steps: ``s_i = cos(ground(h_i), adapt_images(v_i))``, the student's grounded caption
          against its own image through the image adapter (the teacher's caption-image match, seen by
          the student);
-       - text steps, or a teacher without images: ``s_i = cos(regression(h_i), t_i)``, the student's
-         agreement with the teacher's text embedding through the regression head.
+       - text steps, or a teacher without images: ``s_i = cos(ground(h_i), adapt_captions(t_i))``, the
+         student's grounded sentence against the teacher's text embedding through the caption adapter
+         (the same grounding space as the paired branch).
 
        Gradient x input on the word-embedding output ``e_il`` (captured with a forward hook) gives a
        Grad-CAM-like token saliency ``g_il = <ds_i/de_il, e_il>``; ReLU and division by the row's maximum
@@ -162,13 +163,11 @@ class SoftMaskView(Term):
     @staticmethod
     def agreement(student, h: Tensor, teacher_text: Tensor, teacher_image: Tensor | None) -> Tensor:
         """``[B]`` score whose gradient defines the saliency (see the module docstring)."""
-        if teacher_image is not None and student.heads.image_adapter is not None:
-            with torch.no_grad():
-                target = student.heads.adapt_images(teacher_image)
-            pred = student.heads.ground(h)
-        else:
-            target, pred = teacher_text, student.regression(h)
-        return F.cosine_similarity(pred.float(), target.detach().float(), dim=-1)
+        heads = student.heads
+        with torch.no_grad():
+            paired = teacher_image is not None and heads.image_adapter is not None
+            target = heads.adapt_images(teacher_image) if paired else heads.adapt_captions(teacher_text)
+        return F.cosine_similarity(heads.ground(h).float(), target.float(), dim=-1)
 
     def saliency(self, student, features: dict[str, Any], teacher_text: Tensor,
                  teacher_image: Tensor | None = None) -> tuple[Tensor, Tensor]:
