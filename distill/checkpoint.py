@@ -59,7 +59,13 @@ def load_checkpoint(path: Path, stateful: dict[str, Any], env: DistEnv) -> dict[
         raise RunFolderError(f"{path} is damaged: its contents no longer match the checksum written with them "
                              "(a changed byte on disk); restore it from a copy, or delete it to start the run over")
     for name, part in stateful.items():
-        part.load_state_dict(payload[name])
+        try:
+            part.load_state_dict(payload[name])
+        except (KeyError, RuntimeError, ValueError) as err:  # missing/extra keys, other shapes
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RunFolderError(f"{path} does not fit this run: its {name!r} state was written by another version "
+                                 f"of the trainer ({reason}); finish it with that version, or delete the "
+                                 "checkpoint to start the run over") from None
     restore_rng_state(payload["rng"], env)
     return payload["state"]
 

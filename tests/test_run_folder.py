@@ -240,6 +240,18 @@ def test_a_flipped_bit_in_the_checkpoint_is_refused(tmp_path):
         load_checkpoint(path, {"trainable": torch.nn.Linear(4, 4)}, env)
 
 
+def test_a_checkpoint_of_another_layout_is_one_line(tmp_path):
+    """E.g. a run checkpointed before the regression head moved from the student into its term."""
+    from distill.checkpoint import save_checkpoint
+
+    env = DistEnv.current()
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"trainable": torch.nn.Linear(4, 4)}, {"step": 3}, env)
+    with pytest.raises(RunFolderError, match=r"checkpoint.pt does not fit this run: its 'trainable' state was written "
+                                             r"by another version of the trainer \(Error\(s\) in loading"):
+        load_checkpoint(path, {"trainable": torch.nn.Sequential(torch.nn.Linear(4, 4))}, env)
+
+
 def hold_lock(folder: Path, purpose: str, seconds: float, name: str = ".lock") -> subprocess.Popen:
     """Another process holding ``folder``'s lock for ``seconds`` (returns once it holds it)."""
     holder = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hold_lock.py"), str(folder), purpose, name,
