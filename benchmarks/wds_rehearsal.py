@@ -9,7 +9,7 @@ For each shard count of ``--shards`` the cache of those shards (the offline teac
 text + EfficientNet-Lite0 images) is built by ``torchrun --nproc_per_node 2 scripts/cache_teacher.py``,
 timed, with the peak resident memory of its processes and how many input tars each rank read (each
 reads its own, ``shards[rank::2]``, into a per-tar index; rank 0 then reads the indexes). The largest
-count is then built twice more, each killed (SIGKILL to the whole process group) and rerun to the end:
+count is then built twice more, each killed (SIGKILL to torchrun and every worker) and rerun to the end:
 once while the ranks read the input tars (the index folder emptied first), once when its first cache
 shards are on disk; each resumed cache is compared file by file (sha256) with the uninterrupted build.
 The report states rows/s per process, peak RSS against the number of input shards, the tars each rank
@@ -90,16 +90,21 @@ class Build:
 
 
 def run_build(command: list[str], kill_when=None, poll: float = 0.2) -> Build:
-    """One build; ``kill_when()`` returning True sends SIGKILL to the whole group."""
+    """One build; ``kill_when()`` returning True sends SIGKILL to the launcher and every process below it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, cwd=ROOT)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, group_rss_mib(proc.pid))
+        tree = process_tree(proc.pid)
+        peak = max(peak, largest_rss_mib(tree))
         if kill_when is not None and kill_when():
-            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in process_tree(proc.pid):  # torchrun's workers included: see process_tree
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
             proc.wait()
             break
         time.sleep(poll)
@@ -109,18 +114,35 @@ def run_build(command: list[str], kill_when=None, poll: float = 0.2) -> Build:
     return Build(time.perf_counter() - started, proc.returncode, peak, output)
 
 
-def group_rss_mib(leader: int) -> int:
-    """The largest resident set (MiB) among the processes of ``leader``'s group."""
-    largest = 0
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, by parent pid. torchrun starts each worker in a session of its
+    own, so the launcher's process group does not hold them: a ``killpg`` of the launcher leaves the
+    workers running (the build then finishes unkilled) and the group's RSS is the launcher's alone."""
+    children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == leader:  # field 5 of stat: the process group
-                status = (stat.parent / "status").read_text()
-                rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-                largest = max(largest, rss // 1024)
-        except (OSError, IndexError, StopIteration, ValueError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4 of stat: the parent pid
+        except (OSError, IndexError, ValueError):
             continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def largest_rss_mib(pids: list[int]) -> int:
+    """The largest resident set (MiB) among ``pids``."""
+    largest = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+        largest = max(largest, rss // 1024)
     return largest
 
 
@@ -208,12 +230,16 @@ def markdown(result: dict, command: str, load: str) -> str:
               "(`<image_store>/.shards/<digest>.json`: keys, image file named by its sha256, captions, decode "
               "problems); rank 0 then built the rows from the indexes without reading, hashing or decoding "
               "an image again. Each shard count has its own tars, so each row read all of them once.", "",
-              f"**Killed and resumed** ({result['input_shards']} input shards; SIGKILL to the whole group, then the "
-              "same command; *identical*: sha256 of every cache file equal to the uninterrupted build's):", "",
+              f"**Killed and resumed** ({result['input_shards']} input shards; SIGKILL to torchrun and each of its workers, then "
+              "the same command; *identical*: sha256 of every cache file equal to the uninterrupted build's):", "",
               "| killed while | state at the kill | rerun | input tars the rerun read (rank 0 + rank 1) | identical |",
               "|---|---|---|---|---|",
               killed_row("reading the input tars (index folder emptied first)", result["killed_reading"], processes),
               killed_row("encoding (first cache shards on disk)", result["killed"], processes), "",
+              "*Correction.* The previous version of this report (commit fb7d2f4) sent SIGKILL to torchrun's process "
+              "group, which does not hold the workers (torchrun starts each in a session of its own): they went on, "
+              "so its killed build in fact finished unkilled, and its peak RSS (518 / 532 MiB) was the launcher's. "
+              "Kills and RSS now cover the launcher's whole process tree.", "",
               f"**Projection** (arithmetic on measured rates, not a measurement). CPU: "
               f"{projection(result['rows'][-1]['pairs_per_s_per_process'])}; build seconds include each process's "
               "start (imports, both towers loaded), a large part of the time at these sizes, so the rate grows with "

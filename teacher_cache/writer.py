@@ -18,6 +18,12 @@ Layout of ``<cache_root>/<teacher name>-<12 hex of fingerprint>/``::
 Beside the cache folders, ``<cache root>/index/`` maps configs to caches (:mod:`teacher_cache.index`)
 and ``<cache root>/.verified/`` stamps verified caches (:mod:`teacher_cache.integrity`).
 
+This module holds the entry points and the process-group steps; each job of a build has its module:
+:mod:`.cache_plan` (read the corpora, check rows, name the folder, list the shards to do),
+:mod:`.cache_reuse` (rows copied from a finished cache), :mod:`.cache_encode` (the encode loop),
+:mod:`.cache_shards` (a shard file and its checksum, written atomically) and :mod:`.cache_manifest`
+(verify every shard, write the manifest).
+
 Why it is built this way:
 
 - *Fingerprinted name.* The fingerprint hashes the teacher identity (weights, preprocessing,
@@ -58,215 +64,45 @@ Why it is built this way:
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .corpora import BadRow, ImageRow, TextRow
-from .data import (
-    DEFAULT_CACHE_ROOT,
-    DEFAULT_SHARD_ROWS,
-    CacheDataConfig,
-    CacheRows,
-    collect_rows,
-    data_dir_for,
-    dataset_fingerprint,
-    find_bad_images,
-    image_sha256s,
-    index_input_shards,
+from .cache_encode import BuildReport, RowSources, encode_my_shards, open_donor, shard_batches
+from .cache_manifest import finalise
+from .cache_plan import (
+    BadInputError,
+    CollectedData,
+    cache_fingerprint,
+    cache_name,
+    collect_data,
+    make_plan,
+    read_manifest,
+    refuse_skipped_rows_unless_allowed,
 )
-from kdmcse_base.process_group import DistEnv, loader_worker_init
-from kdmcse_base.files import atomic_write, file_sha256, folder_lock, json_bytes, write_if_changed
-from .index import find_indexed, index_key, library_versions, record_in_index
-from .integrity import CacheIntegrityError, record_verified
-from .reader import FORMAT, CacheFormatError, TeacherCache, check_manifest_shape, read_json_file
-from .rows import ID_INDEX_FILES, NO_IMAGE, ROWS_FILES, id_index_bytes, rows_file_bytes
+from .cache_shards import MODALITIES, STORAGE_DTYPE
+from .data import DEFAULT_CACHE_ROOT, DEFAULT_SHARD_ROWS, CacheDataConfig, index_input_shards
+from kdmcse_base.process_group import DistEnv
+from kdmcse_base.files import folder_lock
+from .index import find_indexed, index_key, record_in_index
+from .reader import FORMAT, TeacherCache
 from .towers import Teacher, TeacherConfig, build_teacher, resolve_device
-from .towers.base import StagedTeacher, load_rgb
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("text", "image")
-STORAGE_DTYPE = np.float16
-NORMALISATION = "L2-normalised in float32, then cast to float16 (re-normalise after loading for exact cosines)"
-IMAGE_SHA256_FILE = "image_sha256.txt"
-_UNIT_NORM_TOLERANCE = 1e-3
-
-
-class BadInputError(ValueError):
-    """Rows that cannot be encoded; lists every one of them, not just the first."""
-
-    def __init__(self, problems: Sequence[BadRow]):
-        self.problems = list(problems)
-        listing = "\n".join(f"  - {problem.describe()}" for problem in self.problems)
-        super().__init__(
-            f"{len(self.problems)} bad input row(s); fix them, or leave them out and record them in the manifest "
-            f"(scripts/cache_teacher.py --skip-bad; training: data.skip_bad=true):\n{listing}"
-        )
-
-
-@dataclass(frozen=True)
-class CollectedData:
-    """The corpora, read once: rows in cache order, their fingerprint, the folder they came from and
-    the sha256 of every image file (by image id)."""
-
-    rows: CacheRows
-    fingerprint: str
-    data_dir: Path
-    image_sha256: dict[str, str | None] = field(default_factory=dict)
-
-
-def collect_data(data_cfg: CacheDataConfig, data_dir: Path | str | None) -> CollectedData:
-    resolved = data_dir_for(data_cfg, data_dir)
-    rows = collect_rows(data_cfg, resolved)
-    hashes = image_sha256s(rows.images)
-    return CollectedData(rows, dataset_fingerprint(rows, hashes), resolved,
-                         {image.image_id: sha256 for image, sha256 in zip(rows.images, hashes)})
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    modality: str
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def file(self) -> str:
-        return f"{self.modality}/shard-{self.index:05d}.npy"
-
-    @property
-    def checksum_file(self) -> str:
-        return f"{self.file}.sha256"
-
-
-@dataclass
-class RowReuse:
-    """Rows a new cache copies from a finished cache (the donor) instead of encoding them."""
-
-    donor: Path
-    rows: dict[str, np.ndarray]
-    """Per modality, the donor row holding each new row's vector; -1 where the row must be encoded."""
-
-    def count(self, modality: str) -> int:
-        return int((self.rows[modality] >= 0).sum())
-
-    def record(self) -> dict[str, Any]:
-        return {"cache": self.donor.name, "rows": {modality: self.count(modality) for modality in MODALITIES}}
-
-
-@dataclass
-class CachePlan:
-    """Everything decided before encoding; the same on every rank and on every rerun."""
-
-    directory: Path
-    fingerprint: str
-    index_key: str
-    dataset_fingerprint: str
-    teacher_name: str
-    teacher_identity: dict[str, Any]
-    shared_space: bool
-    dims: dict[str, int]
-    texts: list[TextRow]
-    images: list[ImageRow]
-    skipped: list[BadRow]
-    shard_rows: int
-    batch_size: int
-    provenance: dict[str, Any]
-    image_sha256: list[str | None] = field(default_factory=list)
-    reuse: RowReuse | None = None
-    complete: bool = False
-    todo: list[ShardSpec] = field(default_factory=list)
-
-    def count(self, modality: str) -> int:
-        return len(self.texts) if modality == "text" else len(self.images)
-
-    def shards(self, modality: str) -> list[ShardSpec]:
-        total = self.count(modality)
-        return [
-            ShardSpec(modality, index, start, min(start + self.shard_rows, total))
-            for index, start in enumerate(range(0, total, self.shard_rows))
-        ]
-
-    def all_shards(self) -> list[ShardSpec]:
-        return [spec for modality in MODALITIES for spec in self.shards(modality)]
-
-    def ids(self, modality: str) -> list[str]:
-        return self.ids_at(modality, range(self.count(modality)))
-
-    def ids_at(self, modality: str, rows: Iterable[int]) -> list[str]:
-        """The ids of some rows (a shard's batch: listing every id there cost a pass over the corpus a batch)."""
-        if modality == "text":
-            return [self.texts[row].row_id for row in rows]
-        return [self.images[row].image_id for row in rows]
-
-    def donor_rows(self, spec: ShardSpec) -> np.ndarray:
-        """The donor row of each row of the shard (-1: encode it)."""
-        if self.reuse is None:
-            return np.full(spec.stop - spec.start, -1, dtype=np.int64)
-        return self.reuse.rows[spec.modality][spec.start : spec.stop]
-
-    def rows_file_bytes(self, modality: str) -> bytes:
-        """The modality's rows file (:mod:`teacher_cache.rows`): ids and, for text rows, the text and the
-        image row of a caption whose image is cached too: the pairing the trainer's pools and retrieval read."""
-        if modality == "image":
-            return rows_file_bytes(self.ids("image"))
-        image_row = {image_id: row for row, image_id in enumerate(self.ids("image"))}
-        return rows_file_bytes(self.ids("text"), [row.text for row in self.texts],
-                               [image_row.get(row.image_id, NO_IMAGE) for row in self.texts])
-
-
-@dataclass
-class BuildReport:
-    """What one call did; ``summary()`` is what the CLI prints."""
-
-    path: Path
-    encoded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
-    """Rows this process ran through the teacher, per modality."""
-    reused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
-    """Rows this process copied from ``reused_from`` instead of encoding them, per modality."""
-    reused_from: Path | None = None
-    shards_written: int = 0
-    shards_reused: int = 0
-    bytes_written: int = 0
-    seconds: float = 0.0
-    already_complete: bool = False
-
-    @property
-    def rows_encoded(self) -> int:
-        return sum(self.encoded.values())
-
-    def summary(self) -> str:
-        if self.already_complete:
-            return f"cache {self.path} is already complete: nothing to do ({self.seconds:.1f} s)"
-        reused = (f"reused {_rows_phrase(self.reused)} from {self.reused_from}, "
-                  if self.reused_from is not None else "")
-        encoded = f"encoded {_rows_phrase(self.encoded)}" if self.rows_encoded else "encoded nothing"
-        rate = f" ({self.rows_encoded / self.seconds:.1f} rows/s)" if self.rows_encoded and self.seconds > 0 else ""
-        return (
-            f"cache {self.path}: {reused}{encoded} in {self.seconds:.1f} s{rate}, {self.shards_written} shards "
-            f"written ({self.bytes_written / 2**20:.1f} MiB), {self.shards_reused} already written by an earlier run"
-        )
-
-
-def _rows_phrase(counts: dict[str, int]) -> str:
-    return f"{counts['text']:,} text rows and {counts['image']:,} images"
+__all__ = ["BadInputError", "BuildReport", "CacheMismatchError", "CollectedData", "DEFAULT_CACHE_ROOT",
+           "DEFAULT_SHARD_ROWS", "InputShardError", "MODALITIES", "STORAGE_DTYPE", "build_cache", "cache_name",
+           "check_built_from", "collect_data", "ensure_cache", "find_complete_cache", "locate_cache", "open_cache",
+           "shard_batches"]
 
 
 # --- public entry points ---------------------------------------------------------------------------
@@ -342,10 +178,10 @@ def find_complete_cache(teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, c
     if entry is None:
         return None
     directory = cache_root / entry["cache"]
-    manifest = _read_manifest(directory)
+    manifest = read_manifest(directory)
     if manifest is None or manifest.get("format") != FORMAT or manifest.get("fingerprint") != entry["fingerprint"]:
         return None
-    _refuse_skipped_rows_unless_allowed(manifest, data_cfg.skip_bad)
+    refuse_skipped_rows_unless_allowed(manifest, data_cfg.skip_bad)
     return directory
 
 
@@ -374,20 +210,20 @@ def build_cache(
     with _random_state_kept():
         teacher = teacher or build_teacher(teacher_cfg)
     with _lock_on_rank0(group, cache_root):
-        plan = _computed_on_rank0(group, lambda: _make_plan(
+        plan = _computed_on_rank0(group, lambda: make_plan(
             teacher, teacher_cfg, data_cfg, cache_root, data or collect_data(data_cfg, data_dir), shard_rows))
         report = BuildReport(path=plan.directory, already_complete=plan.complete,
                              reused_from=None if plan.reuse is None else plan.reuse.donor)
         if not plan.complete:
             report.shards_reused = len(plan.all_shards()) - len(plan.todo)
-            sources = _RowSources(teacher, _open_donor(plan), teacher_cfg.resolved_num_workers(),
+            sources = RowSources(teacher, open_donor(plan), teacher_cfg.resolved_num_workers(),
                                   pin_memory=resolve_device(teacher_cfg.device).type == "cuda")
             with _random_state_kept():
-                _encode_my_shards(sources, plan, plan.todo[group.rank :: group.world_size], report,
+                encode_my_shards(sources, plan, plan.todo[group.rank :: group.world_size], report,
                                   progress and group.rank == 0)
             group.barrier()
             if group.rank == 0:
-                _finalise(plan)
+                finalise(plan)
             group.barrier()
         if group.rank == 0:
             record_in_index(cache_root, plan.index_key, plan.directory.name, plan.fingerprint)
@@ -404,378 +240,8 @@ def locate_cache(
     shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> Path:
     """Where the cache for this teacher and data lives (whether or not it exists yet)."""
-    fingerprint = _cache_fingerprint(teacher, teacher_cfg, collect_data(data_cfg, data_dir).fingerprint, shard_rows)
+    fingerprint = cache_fingerprint(teacher, teacher_cfg, collect_data(data_cfg, data_dir).fingerprint, shard_rows)
     return Path(cache_root) / cache_name(teacher.name, fingerprint)
-
-
-def cache_name(teacher_name: str, fingerprint: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", teacher_name).strip("-") or "teacher"
-    return f"{slug}-{fingerprint[:12]}"
-
-
-# --- planning ------------------------------------------------------------------------------------
-
-
-def _make_plan(teacher: Teacher, teacher_cfg: TeacherConfig, data_cfg: CacheDataConfig, cache_root: Path,
-               data: CollectedData, shard_rows: int) -> CachePlan:
-    """Rank 0 only: check rows, name the directory, and list the shards still to do."""
-    fingerprint = _cache_fingerprint(teacher, teacher_cfg, data.fingerprint, shard_rows)
-    directory = cache_root / cache_name(teacher.name, fingerprint)
-    plan = CachePlan(
-        directory=directory, fingerprint=fingerprint, index_key=index_key(teacher_cfg, data.fingerprint, shard_rows, FORMAT),
-        dataset_fingerprint=data.fingerprint, teacher_name=teacher.name, teacher_identity=teacher.identity,
-        shared_space=teacher.shared_space, dims={"text": teacher.text_dim, "image": teacher.image_dim},
-        texts=data.rows.texts, images=data.rows.images, skipped=[], shard_rows=shard_rows,
-        batch_size=teacher_cfg.batch_size,
-        provenance={"teacher_config": teacher_cfg.recorded_dict(), "data_config": data_cfg.to_dict(),
-                    "data_dir": str(data.data_dir)},
-    )
-    manifest = _read_manifest(directory)
-    if manifest is not None:
-        if manifest.get("fingerprint") != fingerprint:
-            raise CacheIntegrityError(f"{directory / 'manifest.json'} belongs to fingerprint "
-                                      f"{manifest.get('fingerprint')}, expected {fingerprint}")
-        _refuse_skipped_rows_unless_allowed(manifest, data_cfg.skip_bad)
-        plan.complete = True
-        return plan
-    problems = data.rows.problems + find_bad_images(data.rows.images)
-    if problems and not data_cfg.skip_bad:
-        raise BadInputError(problems)
-    bad_images = {problem.row_id for problem in problems}
-    plan.images = [image for image in data.rows.images if image.image_id not in bad_images]
-    plan.image_sha256 = [data.image_sha256.get(image.image_id) for image in plan.images]
-    plan.skipped = problems
-    if data_cfg.reuse_rows:
-        plan.reuse = _find_reusable_rows(plan)
-    _prepare_directory(plan)
-    plan.todo = [spec for spec in plan.all_shards() if not _shard_is_complete(directory, spec)]
-    return plan
-
-
-def _cache_fingerprint(teacher: Teacher, teacher_cfg: TeacherConfig, data_fingerprint: str, shard_rows: int) -> str:
-    """Everything that decides the stored vectors. The device is left out on purpose: a CPU trainer
-    must find the cache a GPU built (the vectors agree to rounding, not bit for bit)."""
-    key = {
-        "format": FORMAT,
-        "teacher": teacher.identity,
-        "dataset": data_fingerprint,
-        "batch_size": teacher_cfg.batch_size,
-        "shard_rows": shard_rows,
-        "dtype": np.dtype(STORAGE_DTYPE).name,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _read_manifest(directory: Path) -> dict[str, Any] | None:
-    path = directory / "manifest.json"
-    if not path.is_file():
-        return None
-    manifest = read_json_file(path)
-    if not isinstance(manifest, dict) or manifest.get("format") == FORMAT:  # another format: callers compare it
-        check_manifest_shape(path, manifest)
-    return manifest
-
-
-def _refuse_skipped_rows_unless_allowed(manifest: dict[str, Any], skip_bad: bool) -> None:
-    skipped = manifest.get("skipped", [])
-    if skipped and not skip_bad:
-        raise BadInputError([BadRow(s["row_id"], Path(s["path"]), s["line"], s["problem"]) for s in skipped])
-
-
-def _find_reusable_rows(plan: CachePlan) -> RowReuse | None:
-    """The finished cache of the same teacher under the cache root that holds most of the plan's rows.
-
-    Each candidate is opened as a trainer would open it (checksums verified unless stamped), so a
-    damaged cache is passed over with a warning, never copied from. None when no cache holds a row.
-    """
-
-    best: RowReuse | None = None
-    for manifest_file in sorted(plan.directory.parent.glob("*/manifest.json")):
-        if manifest_file.parent == plan.directory or not _same_teacher(manifest_file, plan):
-            continue
-        try:
-            donor = TeacherCache.open(manifest_file.parent)
-        except (CacheIntegrityError, CacheFormatError, OSError, ValueError, KeyError) as err:
-            log.warning("not reusing rows of %s: %s", manifest_file.parent, err)
-            continue
-        candidate = RowReuse(donor.path, {"text": _text_rows_in(donor, plan), "image": _image_rows_in(donor, plan)})
-        total = sum(candidate.count(modality) for modality in MODALITIES)
-        if total and (best is None or total > sum(best.count(modality) for modality in MODALITIES)):
-            best = candidate
-    if best is not None:
-        log.info("reusing %s of %s; encoding %s", _rows_phrase({m: best.count(m) for m in MODALITIES}), best.donor,
-                 _rows_phrase({m: plan.count(m) - best.count(m) for m in MODALITIES}))
-    return best
-
-
-def _same_teacher(manifest_file: Path, plan: CachePlan) -> bool:
-    """Whether a cache's stored vectors came from this very teacher (weights, preprocessing, precision)."""
-    try:
-        manifest = json.loads(manifest_file.read_text())
-        return (manifest.get("format") == FORMAT and manifest.get("dtype") == np.dtype(STORAGE_DTYPE).name
-                and manifest.get("dims") == plan.dims
-                and manifest["teacher"]["identity"] == json.loads(json.dumps(plan.teacher_identity)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _text_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
-    """The donor row of each planned text row with the same text, whatever its id (the teacher's vector
-    depends on the text alone, so a renamed source or a deleted line re-encodes nothing); -1 for the others."""
-    stored: dict[str, int] = {}
-    for row, text in enumerate(donor.texts):
-        stored.setdefault(text, row)
-    return np.array([stored.get(row.text, -1) for row in plan.texts], dtype=np.int64)
-
-
-def _image_rows_in(donor: TeacherCache, plan: CachePlan) -> np.ndarray:
-    """The donor row of each planned image with the same file sha256, whatever its id; -1 for the others.
-
-    A cache without ``image_sha256.txt`` (or with one that does not match its rows) offers no images.
-    """
-    try:
-        hashes = (donor.path / IMAGE_SHA256_FILE).read_text().splitlines()
-    except OSError:
-        hashes = []
-    if len(hashes) != len(donor.image_ids):
-        return np.full(len(plan.images), -1, dtype=np.int64)
-    stored: dict[str, int] = {}
-    for row, sha256 in enumerate(hashes):
-        stored.setdefault(sha256, row)
-    return np.array([stored.get(sha256, -1) if sha256 else -1 for sha256 in plan.image_sha256], dtype=np.int64)
-
-
-def _prepare_directory(plan: CachePlan) -> None:
-    """Create the layout, drop temporaries of killed runs, and write the plan and the row files.
-
-    Shards of an interrupted run that copied rows from another donor (or none) are dropped: a shard
-    must not mix two plans.
-    """
-    directory = plan.directory
-    for modality in MODALITIES:
-        (directory / modality).mkdir(parents=True, exist_ok=True)
-    for stale in directory.rglob("*.tmp-*"):
-        stale.unlink()
-    earlier = _read_json(directory / "plan.json")
-    if earlier is not None and earlier.get("reused_from") != _plan_record(plan)["reused_from"]:
-        for spec in plan.all_shards():
-            (directory / spec.checksum_file).unlink(missing_ok=True)
-            (directory / spec.file).unlink(missing_ok=True)
-    for modality in MODALITIES:
-        write_if_changed(directory / ROWS_FILES[modality], plan.rows_file_bytes(modality))
-        write_if_changed(directory / ID_INDEX_FILES[modality], id_index_bytes(plan.ids(modality)))
-    write_if_changed(directory / IMAGE_SHA256_FILE, "".join(f"{sha256}\n" for sha256 in plan.image_sha256).encode())
-    write_if_changed(directory / "plan.json", json_bytes(_plan_record(plan)))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _plan_record(plan: CachePlan) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "fingerprint": plan.fingerprint,
-        "dataset_fingerprint": plan.dataset_fingerprint,
-        "teacher": {"name": plan.teacher_name, "identity": plan.teacher_identity, "shared_space": plan.shared_space},
-        "batch_size": plan.batch_size,
-        "shard_rows": plan.shard_rows,
-        "dtype": np.dtype(STORAGE_DTYPE).name,
-        "normalisation": NORMALISATION,
-        "dims": plan.dims,
-        "counts": {modality: plan.count(modality) for modality in MODALITIES},
-        "skipped": [_bad_row_record(problem) for problem in plan.skipped],
-        "reused_from": None if plan.reuse is None else plan.reuse.record(),
-        **plan.provenance,
-    }
-
-
-def _bad_row_record(problem: BadRow) -> dict[str, Any]:
-    return {"row_id": problem.row_id, "path": str(problem.path), "line": problem.line, "problem": problem.problem}
-
-
-# --- encoding ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _RowSources:
-    """Where a shard's vectors come from: the teacher, and the donor cache of reused rows (if any).
-
-    ``workers`` processes prepare the teacher's inputs (``teacher.num_workers``, 0: this process);
-    ``pin_memory`` hands them over in page-locked memory (a CUDA teacher)."""
-
-    teacher: Teacher
-    donor: TeacherCache | None = None
-    workers: int = 0
-    pin_memory: bool = False
-
-
-def _open_donor(plan: CachePlan) -> TeacherCache | None:
-
-    return None if plan.reuse is None else TeacherCache.open(plan.reuse.donor)
-
-
-def _encode_my_shards(sources: _RowSources, plan: CachePlan, shards: list[ShardSpec], report: BuildReport,
-                      progress: bool) -> None:
-    for modality in MODALITIES:
-        mine = [spec for spec in shards if spec.modality == modality]
-        batches = {spec: _row_batches(plan, spec) for spec in mine}
-        prepared = _prepared_batches(sources, plan, modality, [batch for spec in mine for batch in batches[spec]])
-        total = sum(len(batch) for spec in mine for batch in batches[spec])
-        with tqdm(total=total, desc=f"teacher {modality}", unit="rows", disable=not progress or total == 0) as bar:
-            for spec in mine:
-                embeddings = _encode_shard(sources, plan, spec, batches[spec], _Progress(prepared, bar))
-                encoded = sum(len(batch) for batch in batches[spec])
-                report.bytes_written += _write_shard(plan.directory, spec, embeddings)
-                report.shards_written += 1
-                report.encoded[modality] += encoded
-                report.reused[modality] += spec.stop - spec.start - encoded
-
-
-def _row_batches(plan: CachePlan, spec: ShardSpec) -> list[list[int]]:
-    """The plan rows of each batch of the shard's rows to encode. The batches depend on the shard's
-    rows and the plan's donor alone (the resume guarantee); reused rows are in none of them."""
-    missing = np.flatnonzero(plan.donor_rows(spec) < 0) + spec.start
-    by_length = spec.modality == "text"
-    inputs: Sequence = [plan.texts[row].text for row in missing] if by_length else missing
-    return [[int(missing[i]) for i in batch] for batch in shard_batches(inputs, plan.batch_size, by_length)]
-
-
-def _prepared_batches(sources: _RowSources, plan: CachePlan, modality: str, batches: list[list[int]]) -> Iterator:
-    """The teacher's inputs of each batch, in order, prepared by ``sources.workers`` processes.
-
-    A :class:`StagedTeacher` tokenises / decodes and transforms there (its ``prepare_*``); any other
-    teacher receives the texts, or the images decoded to RGB. The DataLoader walks the very batches
-    given, so what reaches the model is what an in-process build feeds it.
-    """
-    teacher = sources.teacher
-    staged = isinstance(teacher, StagedTeacher)
-    if modality == "text":
-        inputs: list = [row.text for row in plan.texts]
-        prepare = teacher.prepare_text if staged else list
-    else:
-        inputs = [row.path for row in plan.images]
-        prepare = teacher.prepare_image if staged else _decode_images
-    if not batches:
-        return iter(())
-    return iter(DataLoader(inputs, batch_sampler=batches, collate_fn=prepare, pin_memory=sources.pin_memory,
-                           num_workers=min(sources.workers, len(batches)), worker_init_fn=loader_worker_init))
-
-
-@dataclass
-class _Progress:
-    """The prepared batches still to come, and the bar that counts the rows encoded."""
-
-    prepared: Iterator
-    bar: tqdm
-
-
-def _encode_shard(sources: _RowSources, plan: CachePlan, spec: ShardSpec, batches: list[list[int]],
-                  progress: _Progress) -> np.ndarray:
-    """One shard's vectors: reused rows are the donor's stored float16 rows, the rows of ``batches``
-    go through the teacher, one forward per batch (their inputs come from ``progress.prepared``)."""
-    donor_rows = plan.donor_rows(spec)
-    out = np.empty((spec.stop - spec.start, plan.dims[spec.modality]), dtype=STORAGE_DTYPE)
-    reused = donor_rows >= 0
-    if reused.any():
-        stored = sources.donor.text if spec.modality == "text" else sources.donor.image
-        # float16 -> float32 -> float16 is exact: these are the donor's bytes.
-        out[reused] = stored(donor_rows[reused]).numpy().astype(STORAGE_DTYPE)
-    forward = _forward(sources.teacher, spec.modality)
-    for batch in batches:
-        embeddings = forward(next(progress.prepared))
-        _check_embeddings(embeddings, plan.ids_at(spec.modality, batch), plan.dims[spec.modality])
-        out[np.array(batch) - spec.start] = embeddings.numpy().astype(STORAGE_DTYPE)
-        progress.bar.update(len(batch))
-    return out
-
-
-def _forward(teacher: Teacher, modality: str) -> Callable[[Any], torch.Tensor]:
-    """The device stage of a :class:`StagedTeacher`; the whole encoding of any other teacher."""
-    if isinstance(teacher, StagedTeacher):
-        return teacher.forward_text if modality == "text" else teacher.forward_image
-    return teacher.encode_text if modality == "text" else teacher.encode_image
-
-
-def _decode_images(paths: Iterable[Path]) -> list[Image.Image]:
-    return [load_rgb(path) for path in paths]
-
-
-def shard_batches(inputs: Sequence, batch_size: int, by_length: bool) -> list[list[int]]:
-    """Row positions of each batch. Texts are grouped by character length (longest first) so a batch
-    pads to similar lengths; the order depends only on the texts, so reruns cut the same batches."""
-    order = list(range(len(inputs)))
-    if by_length:
-        order.sort(key=lambda i: (-len(inputs[i]), i))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def _check_embeddings(embeddings: torch.Tensor, ids: list[str], dim: int) -> None:
-    """A teacher that returns NaNs or non-unit rows is a bug; never store its output silently."""
-    if tuple(embeddings.shape) != (len(ids), dim):
-        raise RuntimeError(f"teacher returned shape {tuple(embeddings.shape)} for {len(ids)} rows of dim {dim}")
-    norms = embeddings.float().norm(dim=-1)
-    broken = ~torch.isfinite(embeddings).all(dim=-1) | ((norms - 1).abs() > _UNIT_NORM_TOLERANCE)
-    if broken.any():
-        rows = [ids[i] for i in torch.nonzero(broken).flatten().tolist()]
-        raise RuntimeError(f"teacher produced non-finite or non-unit embeddings for rows {rows[:10]}")
-
-
-def _write_shard(directory: Path, spec: ShardSpec, embeddings: np.ndarray) -> int:
-    """Write the shard, then its checksum file; each goes temp file -> fsync -> rename."""
-    buffer = io.BytesIO()
-    np.save(buffer, embeddings, allow_pickle=False)
-    data = buffer.getvalue()
-    atomic_write(directory / spec.file, data)
-    digest = hashlib.sha256(data).hexdigest()
-    atomic_write(directory / spec.checksum_file, f"{digest}  {Path(spec.file).name}\n".encode())
-    return len(data)
-
-
-def _shard_is_complete(directory: Path, spec: ShardSpec) -> bool:
-    return (directory / spec.file).is_file() and (directory / spec.checksum_file).is_file()
-
-
-def _recorded_checksum(directory: Path, spec: ShardSpec) -> str:
-    return (directory / spec.checksum_file).read_text().split()[0]
-
-
-# --- finishing -----------------------------------------------------------------------------------
-
-
-def _finalise(plan: CachePlan) -> None:
-    """Rank 0: check every shard against the checksum its writer recorded, then write the manifest.
-
-    Every file is hashed here, so the cache is stamped as verified (:mod:`teacher_cache.integrity`).
-    """
-    modalities = {}
-    for modality in MODALITIES:
-        shards = []
-        for spec in plan.shards(modality):
-            recorded = _recorded_checksum(plan.directory, spec)
-            if file_sha256(plan.directory / spec.file) != recorded:
-                raise CacheIntegrityError(f"{plan.directory / spec.file} does not match its checksum; delete it and rerun")
-            shards.append({"file": spec.file, "rows": [spec.start, spec.stop], "sha256": recorded,
-                           "bytes": (plan.directory / spec.file).stat().st_size})
-        modalities[modality] = {
-            "count": plan.count(modality),
-            "dim": plan.dims[modality],
-            **_file_record("rows", plan.directory, ROWS_FILES[modality]),
-            **_file_record("index", plan.directory, ID_INDEX_FILES[modality]),
-            "shards": shards,
-        }
-    manifest = {**_plan_record(plan), "modalities": modalities, "versions": library_versions()}
-    atomic_write(plan.directory / "manifest.json", json_bytes(manifest))
-    record_verified(plan.directory, manifest)
-
-
-def _file_record(name: str, directory: Path, file: str) -> dict[str, Any]:
-    """The manifest's ``<name>_file``, ``<name>_sha256`` and ``<name>_bytes`` of a cache file."""
-    return {f"{name}_file": file, f"{name}_sha256": file_sha256(directory / file),
-            f"{name}_bytes": (directory / file).stat().st_size}
 
 
 # --- process group -------------------------------------------------------------------------------

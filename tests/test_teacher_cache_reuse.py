@@ -16,6 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
+import teacher_cache.cache_encode
 import teacher_cache.writer
 from teacher_cache import CacheDataConfig, TeacherCache, TeacherConfig, build_cache, build_teacher, verify_cache
 from teacher_testkit import CACHE_SCRIPT, directory_bytes, make_tiny_open_clip
@@ -195,7 +196,7 @@ def test_an_interrupted_reuse_build_resumes_to_the_same_bytes(teacher_cfg, loade
     (folder / "sentences.txt").write_text("".join(f"{s}\n" for s in [*SENTENCES[:3], "changed", *SENTENCES[4:]]))
     reference = build(CountingTeacher(loaded_teacher), teacher_cfg, data_cfg, tmp_path / "uninterrupted").path
 
-    original, written = teacher_cache.writer._write_shard, []
+    original, written = teacher_cache.cache_encode.write_shard, []
 
     def write_twice_then_fail(directory, spec, embeddings):
         if len(written) == 2:
@@ -203,10 +204,10 @@ def test_an_interrupted_reuse_build_resumes_to_the_same_bytes(teacher_cfg, loade
         written.append(spec)
         return original(directory, spec, embeddings)
 
-    monkeypatch.setattr(teacher_cache.writer, "_write_shard", write_twice_then_fail)
+    monkeypatch.setattr(teacher_cache.cache_encode, "write_shard", write_twice_then_fail)
     with pytest.raises(KeyboardInterrupt):
         build(CountingTeacher(loaded_teacher), teacher_cfg, data_cfg, tmp_path / "interrupted")
-    monkeypatch.setattr(teacher_cache.writer, "_write_shard", original)
+    monkeypatch.setattr(teacher_cache.cache_encode, "write_shard", original)
     report = build(CountingTeacher(loaded_teacher), teacher_cfg, data_cfg, tmp_path / "interrupted")
 
     assert report.shards_reused == 2

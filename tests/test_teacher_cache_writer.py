@@ -52,15 +52,15 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # Runs scripts/cache_teacher.py with a fault injected: the third shard is half-written, then SIGKILL.
 KILLED_IN_THIRD_SHARD = """
 import os, runpy, signal, sys
-import teacher_cache.writer as writer
-original, written = writer._write_shard, []
+import teacher_cache.cache_encode as encode
+original, written = encode.write_shard, []
 def write_or_die(directory, spec, embeddings):
     if len(written) == 2:
         (directory / f"{spec.file}.tmp-{os.getpid()}").write_bytes(b"half a shard")
         os.kill(os.getpid(), signal.SIGKILL)
     written.append(spec)
     return original(directory, spec, embeddings)
-writer._write_shard = write_or_die
+encode.write_shard = write_or_die
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
