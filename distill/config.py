@@ -139,7 +139,9 @@ class TrainConfig:
     and slower; the run folder's ``config.yaml``, the log and the card record what it resolved to. ``paired_every``: a paired image-caption batch every k
     steps (None: KDMCSE's floor(#text / #paired batches)). ``schedule``: the paired-batch schedule
     (distill/schedule.py): one_pass = one pass over each pool per epoch, official = the released KDMCSE
-    loop's cycling loaders (the paper configs). ``eval_every``: steps between STS-B dev
+    loop's cycling loaders (the paper configs). ``length_grouped``: text batches of sentences of similar
+    token length (``one_pass`` only; distill/schedule.py), so less of each batch is padding; the batches
+    stay in random order. ``eval_every``: steps between STS-B dev
     evaluations and checkpoints. ``retrieval_holdout_images``: images kept out of training for the
     retrieval evaluation (``auto``: a quarter of the image set, at most 1000). ``eval_batch_size``: sentences per forward in the dev evaluation.
     ``log_every``: steps between TensorBoard scalars, and how often the loss terms are read
@@ -175,6 +177,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     paired_every: int | None = field(default=None, metadata=at_least(1))
     schedule: Literal["official", "one_pass"] = "one_pass"
+    length_grouped: bool = False
     eval_every: int = field(default=125, metadata=at_least(1))
     retrieval_holdout_images: int | Literal["auto"] = field(default=0, metadata=at_least(0))
     eval_batch_size: int = field(default=256, metadata=at_least(1))
@@ -186,6 +189,9 @@ class TrainConfig:
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
+        if self.length_grouped and self.schedule == "official":
+            raise ValueError("length_grouped reorders the one_pass schedule's text batches; the official schedule "
+                             "replays the released loop's order (set schedule: one_pass)")
         if self.device is not None:
             import torch
 
@@ -234,6 +240,9 @@ class RunConfig:
         if self.student.kind == "static" and transformer_only:
             raise ConfigError(f"train.export: {', '.join(transformer_only)} export a transformer, and a static "
                               "student has none; use onnx-sentence (the whole model in one graph)")
+        if self.student.kind == "static" and self.train.length_grouped:
+            raise ConfigError("train.length_grouped groups sentences by padded length, and a static student pads "
+                              "nothing (it averages token vectors); leave it off")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:

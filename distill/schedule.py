@@ -13,6 +13,13 @@ Wiki1M with Flickr30k gives k = 6, with COCO k = 2). Two schedules (``TrainConfi
 
 Orders are a pure function of (seed, epoch) under both, so a resumed run replays exactly the batches
 an uninterrupted run would have seen.
+
+Length-grouped text batches (``train.length_grouped``, ``one_pass``): the epoch's shuffled text rows are
+taken ``GROUP_BATCHES`` batches at a time, sorted by token length within that chunk and cut into batches,
+and then the batches' order is shuffled: each batch holds sentences of similar length (little padding),
+while which batches come when stays random (Hugging Face's ``group_by_length`` idea, its 50-batch
+"megabatches"). The rows of the epoch, the paired batches and the number of steps are the same as
+without grouping.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import numpy as np
 
 Schedule = Literal["official", "one_pass"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
+GROUP_BATCHES = 50  # batches sorted by length together (length-grouped text batches)
 
 
 @dataclass(frozen=True)
@@ -62,13 +70,18 @@ class BatchPlan:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def epoch_steps(plan: BatchPlan, seed: int, epoch: int) -> list[Step]:
-    """All steps of one epoch under ``plan.schedule`` (see the module docstring)."""
+def epoch_steps(plan: BatchPlan, seed: int, epoch: int, text_lengths: np.ndarray | None = None) -> list[Step]:
+    """All steps of one epoch under ``plan.schedule`` (see the module docstring); ``text_lengths`` (the
+    token count of every text row) groups the text batches by length."""
     if plan.schedule == "official":
+        if text_lengths is not None:
+            raise ValueError("length-grouped batches need the one_pass schedule")
         return _official_epoch(plan, seed, epoch)
     rng = np.random.default_rng([seed, epoch])
-    text_batches = _batches(rng.permutation(plan.n_text), plan.batch_size)
+    text_order = rng.permutation(plan.n_text)
     paired_batches = _batches(rng.permutation(plan.n_paired), plan.batch_size)
+    text_batches = _batches(text_order, plan.batch_size) if text_lengths is None else \
+        length_grouped(text_order, text_lengths, plan.batch_size, np.random.default_rng([seed, epoch, 2]))
     k = paired_interval(len(text_batches), len(paired_batches), plan.paired_every)
     pools = {"text": iter(text_batches), "paired": iter(paired_batches)}
     steps: list[Step] = []
@@ -83,12 +96,26 @@ def epoch_steps(plan: BatchPlan, seed: int, epoch: int) -> list[Step]:
     return steps
 
 
+def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """The complete batches of ``order``, grouped by ``lengths`` (module docstring): the same rows as
+    ``_batches(order, batch_size)``, each batch of similar lengths, the batches in ``rng``'s order."""
+    rows = order[:len(order) // batch_size * batch_size]
+    chunk = GROUP_BATCHES * batch_size
+    batches: list[np.ndarray] = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        batches += _batches(part[np.argsort(lengths[part], kind="stable")], batch_size)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def iterate_steps(plan: BatchPlan, seed: int, epochs: int, max_steps: int | None,
-                  start_step: int = 0) -> Iterator[tuple[int, Step]]:
-    """Yield ``(global_step, step)`` from ``start_step`` on, across epochs, up to ``max_steps``."""
+                  start_step: int = 0, text_lengths: np.ndarray | None = None) -> Iterator[tuple[int, Step]]:
+    """Yield ``(global_step, step)`` from ``start_step`` on, across epochs, up to ``max_steps``
+    (``text_lengths``: length-grouped text batches)."""
     global_step = 0
     for epoch in range(epochs if max_steps is None else 10**9):
-        for step in epoch_steps(plan, seed, epoch):
+        for step in epoch_steps(plan, seed, epoch, text_lengths):
             if max_steps is not None and global_step >= max_steps:
                 return
             if global_step >= start_step:

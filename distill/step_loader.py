@@ -47,6 +47,17 @@ class ScheduledSteps(Dataset):
         return PreparedStep(index, step, prepare_inputs(self.run, step))
 
 
+def text_token_lengths(run: TrainingRun, chunk: int = 8192) -> np.ndarray:
+    """The token count of every text-pool row under the student's own preprocessing, truncated at the
+    training length (``Student.tokenise``): what length-grouped batches sort by. The same on every rank."""
+    student, pools = run.trainable.student, run.pools
+    lengths = []
+    for start in range(0, pools.n_text, chunk):
+        rows = pools.text_rows[start:start + chunk]
+        lengths.append(student.tokenise([pools.sentences[i] for i in rows])["attention_mask"].sum(1).numpy())
+    return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+
+
 def step_loader(run: TrainingRun, steps: list[tuple[int, Step]]) -> DataLoader:
     """Prepared steps, ``train.loader_workers`` ahead of the step that runs (0: prepared in this process
     just before they run). Pinned on a GPU, so ``StepInputs.to`` copies without blocking. Workers are

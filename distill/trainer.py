@@ -51,7 +51,7 @@ from distill.run import (DevEvaluator, TrainingRun, autocast, batch_plan, build_
                          refuse_batch_larger_than_pools, seed_everything)
 from distill.run_folder import STATE_FILE, RunFolder, check_resumable
 from distill.schedule import Step, iterate_steps
-from distill.step_loader import prepare_inputs, step_loader
+from distill.step_loader import prepare_inputs, step_loader, text_token_lengths
 from distill.stopping import StopRequest, stop_if_diverged, stop_if_requested
 from distill.term import resolve_terms
 from teacher_cache import data_dir_for
@@ -91,8 +91,9 @@ def _train(cfg: RunConfig, evaluate_dev: DevEvaluator, env: DistEnv) -> Path:
     seed_everything(cfg.train.seed + env.rank)
     run = start_run(cfg, evaluate_dev, env)
     n_steps = run.n_steps
+    lengths = text_token_lengths(run) if cfg.train.length_grouped else None
     schedule = iterate_steps(batch_plan(cfg, run.pools, env), cfg.train.seed, cfg.train.epochs, cfg.train.max_steps,
-                             start_step=run.state.step)
+                             start_step=run.state.step, text_lengths=lengths)
     state = run.state
     with StopRequest() as stop:  # from the step-0 evaluation on: a signal checkpoints, never a traceback
         if state.step == 0:
