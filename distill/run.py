@@ -31,6 +31,7 @@ from teacher_cache import TeacherCache
 
 
 DevEvaluator = Callable[[SentenceTransformer], float]
+"""Scores an encoder on held-out dev data (higher is better); the script that calls ``train`` owns it."""
 
 
 class StudentWithObjective(nn.Module):
