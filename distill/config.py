@@ -44,6 +44,9 @@ class StudentConfig:
     ``max_seq_length``: tokens a training batch is truncated at (the saved model keeps the base's own
     maximum). ``mlp_head``: the Linear + Tanh head of SimCSE on the text loss, training only.
     ``grounding_dim``: width of the grounding head and teacher adapters of the multimodal loss.
+    ``freeze_word_embeddings``: keep the transformer's word embedding matrix as the base model has it
+    (most of a small student's parameters: 11.7M of the offline student's 17.4M), so no gradient or
+    optimiser state is computed for it.
     """
 
     kind: Literal["transformer", "static"] = "transformer"
@@ -53,6 +56,7 @@ class StudentConfig:
     pooling: Literal["model", "cls", "mean"] = "model"
     max_seq_length: int = field(default=32, metadata=at_least(1))
     mlp_head: bool = False
+    freeze_word_embeddings: bool = False
     grounding_dim: int = field(default=256, metadata=at_least(1))
     static_dim: int | None = field(default=256, metadata=at_least(1))
     static_vocabulary: str | None = None
@@ -63,6 +67,9 @@ class StudentConfig:
         if self.kind == "static" and self.layers is not None:
             raise ValueError("layers cuts a transformer student; a static student has none (set "
                              "student.layers=null)")
+        if self.kind == "static" and self.freeze_word_embeddings:
+            raise ValueError("freeze_word_embeddings would freeze all of a static student (its token vectors are "
+                             "what it trains)")
 
 
 @dataclass

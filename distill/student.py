@@ -42,6 +42,8 @@ def build_transformer_encoder(cfg: StudentConfig, device: str | torch.device = "
         set_pooling(encoder, cfg.pooling)
     if cfg.layers is not None:
         keep_layers(encoder, cfg.layers, cfg.layer_choice)
+    if cfg.freeze_word_embeddings:
+        encoder[0].auto_model.get_input_embeddings().requires_grad_(False)
     return encoder
 
 

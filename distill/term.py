@@ -153,7 +153,6 @@ def resolve_terms(cfg: LossConfig) -> LossConfig:
     return dataclasses.replace(cfg, terms={name: dataclasses.asdict(section) for name, section in sections.items()})
 
 
-
 def _typed_sections(cfg: LossConfig) -> dict[str, Any]:
     """Each ``loss.<name>`` section as its term's config dataclass, in summing order."""
     for name in cfg.terms:
@@ -168,32 +167,25 @@ def _typed_sections(cfg: LossConfig) -> dict[str, Any]:
             for name in ordered_names() if name in cfg.terms}
 
 
+def _candidates(cfg: LossConfig) -> list[tuple[TermSpec, Any]]:
+    """(term, its typed section or None) of every term that may be on, in summing order: each sectioned
+    term whose section is present, and every term without a section (it decides itself)."""
+    sections = _typed_sections(cfg)
+    return [(TERMS[name], sections.get(name)) for name in ordered_names()
+            if TERMS[name].section is None or name in sections]
+
+
 def build_terms(cfg: LossConfig, dims: Dims) -> dict[str, Term]:
     """Every term that is on, by name, in summing order."""
     resolve_terms(cfg)
-    sections = _typed_sections(cfg)
-    built = {}
-    for name in ordered_names():
-        spec = TERMS[name]
-        if spec.section is not None and name not in sections:
-            continue
-        term = spec.cls.build(cfg, sections.get(name), dims)
-        if term is not None:
-            built[name] = term
-    return built
+    built = {spec.name: spec.cls.build(cfg, section, dims) for spec, section in _candidates(cfg)}
+    return {name: term for name, term in built.items() if term is not None}
 
 
 def card_rows(cfg: LossConfig) -> list[CardRow]:
     """The model card's loss rows of every term that is on, in summing order, each with its citation."""
-    sections = _typed_sections(cfg)
-    rows = []
-    for name in ordered_names():
-        spec = TERMS[name]
-        if spec.section is not None and name not in sections:
-            continue
-        rows += [(label, weight, "; ".join(part for part in (settings, spec.cls.citation) if part))
-                 for label, weight, settings in spec.cls.card_rows(cfg, sections.get(name))]
-    return rows
+    return [(label, weight, "; ".join(part for part in (settings, spec.cls.citation) if part))
+            for spec, section in _candidates(cfg) for label, weight, settings in spec.cls.card_rows(cfg, section)]
 
 
 def union(needs: Iterable[Needs]) -> Needs:

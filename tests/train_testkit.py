@@ -58,12 +58,12 @@ class VectorTable:
         return self.images[torch.as_tensor(idx)].to(device)
 
 
-def tiny_run(tiny_bert_dir, env: DistEnv = DistEnv(0, 1, torch.device("cpu"))) -> TrainingRun:
+def tiny_run(tiny_bert_dir, env: DistEnv = DistEnv(0, 1, torch.device("cpu")), overrides: tuple[str, ...] = ()) -> TrainingRun:
     """The trainer's own run (``build_run``) of the offline KDMCSE config on the tiny student, over
     ``VectorTable`` instead of a teacher cache: a 3-step schedule at lr 1e-4."""
     cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", [
         f"student.model={tiny_bert_dir}", "student.layers=1", "student.grounding_dim=16", "train.lr=1e-4",
-        "train.weight_decay=0", "train.max_steps=3"])
+        "train.weight_decay=0", "train.max_steps=3", *overrides])
     torch.manual_seed(0)
     rows = np.arange(ROWS)
     pools = TrainingPools(sentences=[f"a dog runs in the park {i}" for i in rows], text_rows=rows,

@@ -1,13 +1,18 @@
-"""Length-grouped text batches (``train.length_grouped``): the same rows, steps and paired batches as the
-random order, each text batch of similar token lengths, the batches still in random order."""
+"""Levers on a training step's cost. Length-grouped text batches (``train.length_grouped``): the same
+rows, steps and paired batches as the random order, each text batch of similar token lengths, the
+batches still in random order. Frozen word embeddings (``student.freeze_word_embeddings``): that matrix
+gets no gradient and no optimiser state, everything else trains."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from distill.config import ConfigError, load_config
 from distill.schedule import GROUP_BATCHES, BatchPlan, epoch_steps, iterate_steps
 from distill.step_loader import text_token_lengths
+from distill.schedule import Step
+from distill.trainer import training_step
 from train_testkit import tiny_run
 
 PLAN = BatchPlan(n_text=8 * GROUP_BATCHES * 3 + 5, n_paired=40, batch_size=8)
@@ -54,3 +59,19 @@ def test_lengths_are_the_students_own_token_counts(tiny_bert_dir):
     student, pools = run.trainable.student, run.pools
     expected = [int(student.tokenise([pools.sentences[i]])["attention_mask"].sum()) for i in pools.text_rows]
     assert lengths.tolist() == expected
+
+
+def test_frozen_word_embeddings_stay_and_the_rest_trains(tiny_bert_dir):
+    run = tiny_run(tiny_bert_dir, overrides=("student.freeze_word_embeddings=true",))
+    encoder = run.trainable.student.encoder
+    words = encoder[0].auto_model.get_input_embeddings().weight
+    layer = next(p for name, p in encoder.named_parameters() if "layer.0" in name and name.endswith("weight"))
+    before_words, before_layer = words.detach().clone(), layer.detach().clone()
+    training_step(run, Step("text", np.arange(8)))
+    assert torch.equal(words, before_words) and words.grad is None and words not in run.optimizer.state
+    assert not torch.equal(layer, before_layer)
+
+
+def test_a_static_student_cannot_freeze_its_only_weights():
+    with pytest.raises(ConfigError, match="would freeze all of a static student"):
+        load_config(None, ["student.kind=static", "student.layers=null", "student.freeze_word_embeddings=true"])
