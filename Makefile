@@ -24,7 +24,8 @@ PYTEST := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist l
 test: $(STAMP)
 	$(PYTEST) tests
 
-# Without the end-to-end tests marked slow (torchrun launches, full training runs): for quick iteration.
+# Without the tests marked slow (training runs end to end, torchrun / mp.spawn / loader-worker processes,
+# benchmarks run as a user runs them, the real MiniLM): for quick iteration.
 test-quick: $(STAMP)
 	$(PYTEST) -m "not slow" tests
 

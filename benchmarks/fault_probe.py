@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the faults it plants are the test suite's (tests/fault_kit.py)
+from fault_kit import CreatesFile, error_message, flip_byte, last_line, plant_pickle_checkpoint  # noqa: E402
+
 TRAIN = ROOT / "scripts" / "train_student.py"
 CACHE = ROOT / "scripts" / "cache_teacher.py"
 CONFIG = ROOT / "configs" / "offline_default.yaml"
@@ -136,18 +139,6 @@ def show_command(script: Path, args: list[str]) -> str:
     return " ".join([f"{script.parent.name}/{script.name}", *(f"'{a}'" if " " in a else a for a in args)])
 
 
-def last_line(text: str) -> str:
-    lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-def error_message(stderr: str) -> str:
-    """The error a script ended with: from its last ``error:`` / ``config error:`` line to the end."""
-    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
-    starts = [i for i, line in enumerate(lines) if line.startswith(("error:", "config error:"))]
-    return "\n".join(lines[starts[-1]:]) if starts else last_line(stderr)
-
-
 def half_written(folder: Path) -> list[str]:
     """Files or folders under ``folder`` whose name says a write was cut short."""
     if not folder.exists():
@@ -219,18 +210,6 @@ def damaged_cache_copy(ws: Workspace, name: str) -> tuple[Path, Path]:
     shutil.copytree(ws.cache_root, copy, copy_function=shutil.copy2)
     shard = sorted(copy.glob("*/text/shard-*.npy"))[0]
     return copy, shard
-
-
-def flip_byte(path: Path, keep_mtime: bool) -> None:
-    """Flip the top byte of the 10th float of the first row (an exponent byte: the row's norm blows up)."""
-    stat = path.stat()
-    raw = bytearray(path.read_bytes())
-    header = raw.index(b"\n") + 1  # .npy header ends with a newline, then the little-endian data
-    position = header + 4 * 9 + 3
-    raw[position] ^= 0x40
-    path.write_bytes(bytes(raw))
-    if keep_mtime:
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def case_flipped_byte(ws: Workspace, keep_mtime: bool) -> Row:
@@ -348,23 +327,6 @@ def case_bad_config(ws: Workspace, key: str, value: str) -> Row:
     else:
         row.note = f"no run folder, no cache root created; {seconds:.1f} s"
     return row
-
-
-class _CreatesFile:
-    """Unpickling this calls ``Path.touch(marker)``: a stand-in for any code a pickle can run."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def plant_pickle_checkpoint(run: Path, marker: Path) -> None:
-    """Overwrite ``run/checkpoint.pt`` with a zip checkpoint whose unpickling would create ``marker``."""
-    import torch
-
-    torch.save({"step": 2, "payload": _CreatesFile(marker)}, run / "checkpoint.pt")
 
 
 def copy_run(ws: Workspace, name: str) -> Path:
@@ -621,11 +583,11 @@ def case_planted_pickles(ws: Workspace) -> list[Row]:
     shutil.copytree(ws.model, model)
     for weights in model.glob("*.safetensors"):
         weights.unlink()
-    torch.save({"weight": _CreatesFile(marker)}, model / "pytorch_model.bin")
+    torch.save({"weight": CreatesFile(marker)}, model / "pytorch_model.bin")
     evaluate = case_evaluate(ws, "a weights file carrying a pickle payload", ["--model", str(model)],
                              ["not a safe checkpoint", "it was not loaded"])
     run = copy_run(ws, "pickled_heads")
-    torch.save({"shapes": _CreatesFile(marker)}, run / "grounding_heads.pt")
+    torch.save({"shapes": CreatesFile(marker)}, run / "grounding_heads.pt")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     args = ["--run", str(run), "--out", str(ws.root / "retrieval_out.json")]
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate_retrieval.py"), *args], env=env,

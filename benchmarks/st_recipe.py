@@ -26,44 +26,10 @@ the last, without the dev evaluations and the checkpoints written after them (``
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 WARMUP_RATIO = 0.1
 DEV_METRIC = "eval_sts-dev_spearman_cosine"
-
-
-def training_clock():
-    """A ``TrainerCallback`` that times training as ``distill.trainer`` does: ``seconds`` runs from the start
-    of training to the end of the last step, less every evaluate-and-save pause between one step's end and
-    the next step's start. The trainer saves after it evaluates, so ``on_save`` closes a pause; a pause is
-    subtracted only once the next step begins, because the one after the last step lies outside the span
-    (subtracting it made a short run's time negative and every run's a final evaluation too short)."""
-    from transformers import TrainerCallback
-
-    class TrainingClock(TrainerCallback):
-        def __init__(self):
-            self.started = self.last_step_end = 0.0
-            self.paused = self.pending_pause = 0.0
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started = self.last_step_end = time.perf_counter()
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.paused += self.pending_pause
-            self.pending_pause = 0.0
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.last_step_end = time.perf_counter()
-
-        def on_save(self, args, state, control, **kwargs):
-            self.pending_pause = time.perf_counter() - self.last_step_end
-
-        @property
-        def seconds(self) -> float:
-            return self.last_step_end - self.started - self.paused
-
-    return TrainingClock()
 
 
 def train_st_recipe(cfg, out: Path) -> Path:
@@ -109,6 +75,8 @@ def train_st_recipe(cfg, out: Path) -> Path:
         report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         bf16=precision == "bf16", fp16=precision == "fp16",
     )
+    from eval.training_clock import training_clock
+
     clock = training_clock()
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=train_set,
                                          loss=MSELoss(student), evaluator=evaluator, callbacks=[clock])

@@ -48,6 +48,7 @@ for pid in DataLoader(Slow(), batch_size=None, num_workers=2, worker_init_fn=loa
 """
 
 
+@pytest.mark.slow  # a process with loader worker processes
 def test_loader_workers_ignore_a_group_signal_and_die_with_a_killed_parent():
     parent = subprocess.Popen([sys.executable, "-c", WORKERS_SCRIPT.format(root=str(ROOT))], stdout=subprocess.PIPE,
                               text=True, start_new_session=True)

@@ -1,14 +1,36 @@
-"""The offline benchmark's report, built from hand-made results: every number it prints is checked."""
+"""The offline benchmark's report, built from hand-made results by the benchmark's own ``--report-only`` (run
+as a user rebuilds a report): every number it prints is checked."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks.offline_distill import CONFIG, METHODS, parse_args
-from benchmarks.offline_report import STS_COLUMNS, TRANSFER_COLUMNS, write_report
 from distill.config import load_config
+from distill.recipes import CONFIG, METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+STS_COLUMNS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
+TRANSFER_COLUMNS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
+
+
+def benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<script> ARGS`` from the clone, as its docstring says to run it."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},
+                          capture_output=True, text=True, timeout=300)
+
+
+def rebuild_report(out_root: Path, report: Path, *args: str) -> str:
+    result = benchmark("offline_distill.py", "--report-only", "--out-root", str(out_root), "--report", str(report),
+                       *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"report written to {report}" in result.stdout
+    return report.read_text()
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -59,12 +81,11 @@ def saved_results(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # a benchmark run in a subprocess
 def test_report_states_the_goals_from_the_numbers(saved_results):
     report = saved_results / "report" / "offline_distill.md"
-    args = parse_args(["--report-only", "--transfer-seeds", "1", "--out-root", str(saved_results / "results"),
-                       "--cpu-check", str(saved_results / "cpu"), "--lr-choice", str(saved_results / "lr_choice")])
-    write_report(saved_results / "results", report, METHODS, args)
-    text = report.read_text()
+    text = rebuild_report(saved_results / "results", report, "--transfer-seeds", "1",
+                          "--cpu-check", str(saved_results / "cpu"), "--lr-choice", str(saved_results / "lr_choice"))
 
     assert "Best method on the 7-task STS average: **Regression + soft-target KL** (76.40)." in text
     assert "It recovers 95.5% of the teacher's 80.00" in text
@@ -93,15 +114,18 @@ def test_report_states_the_goals_from_the_numbers(saved_results):
     assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
 
 
-def test_report_without_kdmcse_runs_claims_nothing_about_them(saved_results):
-    report = saved_results / "report" / "offline_distill.md"
-    args = parse_args(["--report-only", "--methods", "simcse,regression",
-                       "--out-root", str(saved_results / "results")])
-    write_report(saved_results / "results", report, {n: METHODS[n] for n in ("simcse", "regression")}, args)
-    text = report.read_text()
+@pytest.mark.slow  # a benchmark run in a subprocess
+def test_report_without_kdmcse_runs_claims_nothing_about_them(tmp_path):
+    root = tmp_path / "results"
+    _save(root / "teacher", _result(80.0, 84.0))
+    for name, sts in (("simcse", 60.0), ("regression", 76.0)):
+        _save(root / name / "seed1234", _result(sts, 82.0, seed=1234))
+    text = rebuild_report(root, tmp_path / "report" / "offline_distill.md", "--methods", "simcse,regression")
+    assert "Best method on the 7-task STS average: **Embedding regression (MSE)** (76.00)." in text
     assert "KDMCSE variant" not in text and "2-CPU-core" not in text
 
 
+@pytest.mark.slow  # a benchmark run in a subprocess
 def test_recipes_are_compared_seed_by_seed(tmp_path):
     root = tmp_path / "results"
     _save(root / "teacher", _result(80.0, None))
@@ -111,10 +135,7 @@ def test_recipes_are_compared_seed_by_seed(tmp_path):
         for seed, sts in zip((1234, 1235, 1236), values):
             _save(root / name / f"seed{seed}", _result(sts, None, seed=seed))
     _save(root / "st_recipe" / "seed1237", _result(70.0, None, seed=1237))  # no partner seed: left out of the pairs
-    report = tmp_path / "recipe.md"
-    args = parse_args(["--report-only", "--no-transfer", "--out-root", str(root)])
-    write_report(root, report, METHODS, args)
-    text = report.read_text()
+    text = rebuild_report(root, tmp_path / "recipe.md", "--no-transfer")
 
     # gaps 0.1, 0.3, 0.1: mean 0.17, std 0.12, t = 2.5 on 2 degrees of freedom
     assert ("Embedding regression, spread layers vs sentence-transformers recipe (spread layers, MSELoss), paired: "
@@ -126,32 +147,8 @@ def test_recipes_are_compared_seed_by_seed(tmp_path):
     assert (tmp_path / "figures" / "recipe_dev_curves.png").stat().st_size > 0  # named after its report
 
 
-def test_cpu_check_without_results_is_refused(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--report-only", "--cpu-check", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert f"--cpu-check {tmp_path}: no <method>/seed*/results.json under it" in capsys.readouterr().err
-
-
-def test_seeds_count_up_from_the_first_and_any_seed_is_accepted():
-    from benchmarks.offline_distill import run_seeds
-
-    args = parse_args(["--seeds", "5", "--transfer-seeds", "2"])
-    assert run_seeds(args) == (1234, 1235, 1236, 1237, 1238)
-    assert [seed in run_seeds(args)[:args.transfer_seeds] for seed in (1234, 1235, 1236, 42)] == [True, True, False, False]
-
-
-def test_a_resumed_race_lists_its_command_once(tmp_path):
-    from benchmarks.race_st import record_command
-
-    path = tmp_path / "commands.txt"
-    for command in ("race --budgets 5", "race --budgets 5,15", "race --budgets 5"):
-        record_command(path, command)
-    assert path.read_text() == "race --budgets 5\nrace --budgets 5,15\n"
-
-
-def test_a_race_may_run_its_speed_rounds_alone_and_a_named_report_keeps_its_own_results():
-    from benchmarks.race_st import parse_args as race_args
-
-    assert race_args(["--budgets", ""]).budgets == [] and race_args(["--budgets", "5,30"]).budgets == [5.0, 30.0]
-    assert race_args(["--report", "r/race_st_precision.md"]).results == "r/race_st_precision_results"
+@pytest.mark.slow  # a benchmark run in a subprocess
+def test_cpu_check_without_results_is_refused(tmp_path):
+    result = benchmark("offline_distill.py", "--report-only", "--cpu-check", str(tmp_path))
+    assert result.returncode == 2
+    assert f"--cpu-check {tmp_path}: no <method>/seed*/results.json under it" in result.stderr

@@ -47,6 +47,7 @@ def tiny_models(tiny_bert_dir: Path) -> list[str]:
             f"teacher.text_model={tiny_bert_dir}", "teacher.image_model=offline:efficientnet-lite0"]
 
 
+@pytest.mark.slow  # the documented example trained end to end
 def test_readme_own_data_example_trains_and_loads(example_dir, tiny_bert_dir, tiny_senteval_dir):
     tiny = [*tiny_models(tiny_bert_dir), "train.max_steps=4", "train.eval_every=2", "train.eval_batch_size=512"]
     code = train_script().main(["--config", "my_run.yaml", "--eval-data-dir", str(tiny_senteval_dir), *tiny])
@@ -112,6 +113,7 @@ def test_the_example_is_the_shipped_recipe_on_its_own_data(example_dir):
     assert mine.train.output_dir == "runs/my_run" and [s.name for s in mine.data.text_sources] == ["sentences"]
 
 
+@pytest.mark.slow  # the documented example trained end to end
 def test_the_python_entry_point_example_trains(example_dir, tiny_bert_dir, tiny_senteval_dir, monkeypatch, capsys):
     """README's from_python.py block as written; only the models, budget and STS-B dev folder are swapped."""
     import kdmcse

@@ -64,37 +64,43 @@ OWN_SOURCES = {
 }
 
 
+def print_config(script: str, config: Path, capsys, monkeypatch) -> str:
+    """``scripts/<script>.py --config CONFIG --print-config`` through the script's main, in this process, from
+    the config's folder: what it prints (a launch of each script is tests/test_readme.py's ``--help``)."""
+    import importlib
+
+    monkeypatch.chdir(config.parent)
+    capsys.readouterr()
+    try:
+        code = importlib.import_module(f"kdmcse_cli.{script}").main(["--config", str(config), "--print-config"])
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    assert code in (0, None), captured.err[-2000:]
+    return captured.out
+
+
 @pytest.mark.parametrize("script", ["train_student", "cache_teacher"])
 @pytest.mark.parametrize("form", sorted(OWN_SOURCES))
-def test_print_config_shows_every_own_source_form(tmp_path, form, script):
+def test_print_config_shows_every_own_source_form(tmp_path, form, script, capsys, monkeypatch):
     """Own sources print as the mappings they were written as (they are dataclasses inside)."""
-    import subprocess
-    import sys
-
     key = "image_sources" if form == "image folder" else "text_sources"
     config = tmp_path / "mine.yaml"
     config.write_text(f"base: offline_default\nname: mine\ndata:\n  {key}: [{OWN_SOURCES[form]}]\n")
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--config", str(config),
-                             "--print-config"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"data.{key}:")]
+    printed = print_config(script, config, capsys, monkeypatch)
+    (line,) = [line for line in printed.splitlines() if line.startswith(f"data.{key}:")]
     written = OWN_SOURCES[form].strip("{}").split(", ")
     assert all(item in line for item in written), line
 
 
-def test_cache_teacher_reads_the_base_chain(tmp_path):
+def test_cache_teacher_reads_the_base_chain(tmp_path, capsys, monkeypatch):
     """A config that names a base caches with the base's teacher: the same resolution as training."""
-    import subprocess
-    import sys
-
     config = tmp_path / "mine.yaml"
     config.write_text("base: kdmcse_bert_flickr\nname: mine\ndata:\n  text_sources: [{path: my/sentences.txt}]\n")
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "cache_teacher.py"), "--config", str(config),
-                             "--print-config"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    backend = next(line for line in result.stdout.splitlines() if line.startswith("teacher.backend:"))
+    printed = print_config("cache_teacher", config, capsys, monkeypatch)
+    backend = next(line for line in printed.splitlines() if line.startswith("teacher.backend:"))
     assert backend.split(" = ")[1].startswith("open_clip")  # kdmcse_bert_flickr's CLIP teacher
-    assert "data.image_sources: tuple[ImageCaptionSource | str, ...] = []" in result.stdout
+    assert "data.image_sources: tuple[ImageCaptionSource | str, ...] = []" in printed
 
 
 def test_cache_teacher_takes_overrides_and_aliases_as_train_student_does(tmp_path):

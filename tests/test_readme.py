@@ -50,10 +50,18 @@ def test_every_link_and_named_file_exists():
 
 
 @pytest.mark.parametrize("script", sorted({command[0] for command in readme_commands()}))
-def test_every_script_and_flag_exists(script):
+def test_every_script_and_flag_exists_and_imports_this_checkout(script, tmp_path):
+    """``--help`` of every script the README names, run from another folder with an installed copy of the
+    packages on PYTHONPATH that fails on import: a script from a clone imports the clone, never that copy."""
+    decoy = tmp_path / "installed"
+    for package in ("kdmcse_base", "teacher_cache", "distill", "eval"):
+        (decoy / package).mkdir(parents=True)
+        (decoy / package / "__init__.py").write_text("raise ImportError('the installed copy was imported')\n")
     helped = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
-                            timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+                            timeout=120, cwd=tmp_path,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(decoy)})
     assert helped.returncode == 0, helped.stderr[-1000:]
+    assert "usage:" in helped.stdout
     for command in (c for c in readme_commands() if c[0] == script):
         for flag in (word.split("=")[0] for word in command if word.startswith("--")):
             assert flag in helped.stdout, f"{script}: {flag}"

@@ -29,18 +29,23 @@ from kdmcse_base.process_group import DistEnv
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_student.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+def run_main(args: list[str], capsys) -> subprocess.CompletedProcess:
+    """scripts/train_student.py's main in this process (its exit code is the process's: ``sys.exit(main())``),
+    for the refusals that stop before training; a launch of the script is tests/test_train.py's."""
+    from kdmcse_cli import train_student
+
+    capsys.readouterr()
+    code = train_student.main(args)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
-def test_a_folder_with_foreign_files_is_refused_and_left_alone(tmp_path):
+def test_a_folder_with_foreign_files_is_refused_and_left_alone(tmp_path, capsys):
     out = tmp_path / "run"
     (out / "model").mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
     (out / "model" / "weights.bin").write_text("mine too")
-    result = run_cli([f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"])
+    result = run_main([f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"], capsys)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: train.output_dir={out} holds files this trainer did not write (model/weights.bin, notes.txt); "
@@ -260,11 +265,11 @@ def hold_lock(folder: Path, purpose: str, seconds: float, name: str = ".lock") -
     return holder
 
 
-def test_a_second_training_into_a_held_run_folder_is_refused_naming_the_holder(tmp_path):
+def test_a_second_training_into_a_held_run_folder_is_refused_naming_the_holder(tmp_path, capsys):
     out = tmp_path / "run"
     holder = hold_lock(out, "training", 60)
     try:
-        result = run_cli([f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"])
+        result = run_main([f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"], capsys)
     finally:
         holder.kill()
         holder.wait()

@@ -1,7 +1,6 @@
 """The command-line scripts from a clone: they import this checkout, and a user's mistake is one line."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,37 +8,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("cache_teacher.py", "train_student.py", "evaluate.py")  # the others start with the same line
 
 
-def run_script(name: str, args: list[str], cwd: Path, pythonpath: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+# A script from a clone imports the clone, never an installed copy: tests/test_readme.py runs every
+# script's --help with such a copy on PYTHONPATH.
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_script_imports_this_checkout_before_an_installed_copy(script, tmp_path):
-    decoy = tmp_path / "installed"
-    for package in ("teacher_cache", "distill", "eval"):
-        (decoy / package).mkdir(parents=True)
-        (decoy / package / "__init__.py").write_text("raise ImportError('the installed copy was imported')\n")
-    result = run_script(script, ["--help"], cwd=tmp_path, pythonpath=str(decoy))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "usage:" in result.stdout
+def test_evaluate_points_from_a_run_folder_to_its_model(tmp_path, capsys):
+    from kdmcse_cli import evaluate
 
-
-def test_evaluate_points_from_a_run_folder_to_its_model(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     (run / "model" / "modules.json").write_text("[]")
-    result = run_script("evaluate.py", ["--model", str(run)], cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"error: --model {run} is a training run folder; its saved model is --model {run / 'model'}"
+    assert evaluate.main(["--model", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: --model {run} is a training run folder; its saved model is --model {run / 'model'}"
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_script("evaluate.py", ["--model", str(empty)], cwd=tmp_path)
-    assert result.returncode == 2 and "holds no model (no modules.json or config.json)" in result.stderr
+    assert evaluate.main(["--model", str(empty)]) == 2
+    assert "holds no model (no modules.json or config.json)" in capsys.readouterr().err
 
 
 def test_evaluate_names_a_model_it_cannot_load_in_one_line(tmp_path, capsys):
@@ -68,19 +55,23 @@ def test_evaluate_names_missing_eval_data_in_one_line(tiny_bert_dir, tmp_path, c
     assert errors[0].endswith("(--data-dir names the folder that holds senteval/)")
 
 
-def test_evaluate_does_not_write_into_a_run_folder_a_trainer_holds(tiny_bert_dir, tmp_path, tiny_senteval_dir):
+def test_evaluate_does_not_write_into_a_run_folder_a_trainer_holds(tiny_bert_dir, tmp_path, tiny_senteval_dir,
+                                                                   capsys):
+    from kdmcse_cli import evaluate
+
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hold_lock.py"), str(run), "training"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = run_script("evaluate.py", ["--model", str(tiny_bert_dir), "--data-dir", str(tiny_senteval_dir),
-                                            "--no-progress", "--out", str(run / "eval" / "r.json")], cwd=tmp_path)
+        code = evaluate.main(["--model", str(tiny_bert_dir), "--data-dir", str(tiny_senteval_dir), "--no-progress",
+                              "--out", str(run / "eval" / "r.json")])
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run} is in use by process {holder.pid} training")
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: {run} is in use by process {holder.pid} training")
     assert not (run / "eval").exists()
 
 
@@ -181,14 +172,19 @@ def test_a_planted_pickle_is_never_loaded_and_never_suggests_weights_only_false(
 
 @pytest.mark.parametrize("key, value", [("train.device", "cuda"), ("train.device", "cuda:7"), ("train.device", "mps"),
                                         ("train.device", "meta"), ("teacher.device", "cuda")])
-def test_a_device_this_machine_lacks_is_one_line_before_anything_loads(tmp_path, key, value):
+def test_a_device_this_machine_lacks_is_one_line_before_anything_loads(tmp_path, key, value, capsys):
+    """In process, through the script's main (the exit code it returns is the process's: ``sys.exit(main())``;
+    a launch from a clone is test_a_script_imports_this_checkout_before_an_installed_copy)."""
     import torch
+
+    from kdmcse_cli import train_student
 
     if torch.cuda.is_available() and value.startswith("cuda") and value != "cuda:7":
         pytest.skip("this machine has a GPU")
-    result = run_script("train_student.py", [f"{key}={value}", f"train.output_dir={tmp_path / 'run'}",
-                                             f"train.cache_root={tmp_path / 'cache'}"], cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {key}={value}: "), result.stderr[-2000:]
+    code = train_student.main([f"{key}={value}", f"train.output_dir={tmp_path / 'run'}",
+                               f"train.cache_root={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}={value}: "), err[-2000:]
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

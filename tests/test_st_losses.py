@@ -100,6 +100,7 @@ def substitute(block: str, replacements: dict[str, str]) -> str:
     return block
 
 
+@pytest.mark.slow  # the documented example trained end to end
 def test_the_documented_example_trains_with_sentence_transformer_trainer(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, setup, training = doc_blocks()
@@ -170,6 +171,7 @@ def test_regression_wrapper_is_sentence_transformers_mse_or_maps_the_width_first
         same(batch * 2, teacher)
 
 
+@pytest.mark.slow  # the documented example trained end to end
 def test_the_documented_regression_example_trains(tiny_bert_dir, tiny_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     regression = doc_blocks()[0]

@@ -38,6 +38,7 @@ def run_steps(tiny_bert_dir, workers: int | None) -> tuple[list[float], dict[str
     return losses, {k: v.clone() for k, v in run.trainable.state_dict().items()}
 
 
+@pytest.mark.slow  # loader worker processes
 def test_zero_and_two_workers_train_identically(tiny_bert_dir):
     reference_losses, reference_weights = run_steps(tiny_bert_dir, None)
     assert len(set(reference_losses)) == 4  # the steps differ: a real comparison
@@ -73,6 +74,7 @@ def test_the_student_receives_the_tokenised_texts_of_the_step(tiny_bert_dir, mon
                if isinstance(v, torch.Tensor))
 
 
+@pytest.mark.slow  # two training runs end to end, one with loader worker processes
 def test_a_run_with_two_loader_workers_equals_one_without(tiny_bert_dir, tmp_path):
     """The whole trainer, real teacher cache read in forked workers: same weights and dev scores."""
     folders = {}

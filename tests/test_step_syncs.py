@@ -113,7 +113,9 @@ LIBRARY_SYNC = "transformers/masking_utils.py"
 @pytest.mark.slow  # two processes
 def test_a_two_process_step_syncs_nowhere_but_the_log_read(tiny_bert_dir, tmp_path):
     """Under torchrun the batch sizes of every rank come from the schedule, not from a collective."""
-    mp.spawn(_two_rank_worker, args=(str(tiny_bert_dir), str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    # forked, not spawned: the ranks start with this process's imports (tests/test_distributed_gradient.py)
+    mp.start_processes(_two_rank_worker, args=(str(tiny_bert_dir), str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       join=True, start_method="fork")
     for rank in range(2):
         out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         for kind, counts in out["counts"].items():

@@ -53,6 +53,7 @@ def test_the_static_initialisation_is_built_once_and_reused(tiny_bert_dir, tiny_
     assert static_student.static_init_folder(other) != tiny_static_dir  # another dimension, another folder
 
 
+@pytest.mark.slow  # training end to end
 def test_static_student_trains_with_the_same_trainer_and_says_its_kind(tiny_bert_dir, tiny_static_dir, tmp_path):
     init_cache = tmp_path / "student_init"
     shutil.copytree(tiny_static_dir, init_cache / tiny_static_dir.name)  # the distillation is the fixture's
@@ -124,6 +125,7 @@ def test_precision_auto_is_bf16_only_where_the_cpu_computes_it(flags, expected, 
     assert teacher.precision_for("cpu", "image") == "fp32"
 
 
+@pytest.mark.slow  # training end to end
 def test_a_run_records_the_precision_auto_resolved_to(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(machine, "_cpuinfo_field", lambda name: "fpu avx2" if name == "flags" else "Test CPU")
     cfg = load_config(ROOT / "configs" / "offline_default.yaml",

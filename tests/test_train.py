@@ -37,6 +37,7 @@ def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, **kwargs)
 
 
+@pytest.mark.slow  # training end to end (cache build, steps, evaluation, save)
 def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, capsys):
     cfg = load_config(ROOT / "configs" / "kdmcse_offline.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
     evaluate_dev = stsb_dev_evaluator(cfg)
@@ -87,6 +88,7 @@ def test_training_writes_a_plain_sentence_transformer(tiny_bert_dir, tmp_path, c
     assert f"| STS-B dev before training (step 0) | {baseline:.2f} |" in card
 
 
+@pytest.mark.slow  # training end to end
 def test_a_run_that_never_beats_its_start_keeps_the_starting_weights(tiny_bert_dir, tmp_path, capsys):
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
     scores = iter([70.0, 60.0, 65.0])  # step 0, then every evaluation worse than the start
@@ -110,6 +112,19 @@ def test_a_run_that_never_beats_its_start_keeps_the_starting_weights(tiny_bert_d
 ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
 
 
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """scripts/train_student.py's main in this process: (exit code, stdout, stderr), the exit code the script
+    exits with (``sys.exit(main())``). For a refusal, and for the rerun that resumes a killed or signalled
+    launch (which the kill needs: run_cli). In this process the rerun starts without importing torch again."""
+    from kdmcse_cli import train_student
+
+    capsys.readouterr()
+    code = train_student.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow  # training end to end
 def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tiny_bert_dir, tmp_path, monkeypatch):
     from distill import trainer
 
@@ -129,6 +144,7 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tiny_bert_dir,
     assert not (run / "model").exists() and not (run / "train_summary.json").exists()
 
 
+@pytest.mark.slow  # training end to end
 def test_no_finite_dev_score_saves_no_model(tiny_bert_dir, tmp_path):
 
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", tiny_overrides(tiny_bert_dir, tmp_path))
@@ -143,6 +159,7 @@ def test_a_learning_rate_that_can_only_diverge_is_refused(value):
         load_config(None, [f"train.lr={value}"])
 
 
+@pytest.mark.slow  # training end to end, then an ONNX export
 def test_export_at_the_end_of_training_belongs_to_model(tiny_bert_dir, tmp_path):
     overrides = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.export": "[onnx, onnx-int8]"})
     cfg = load_config(ROOT / "configs" / "offline_default.yaml", overrides)
@@ -167,7 +184,7 @@ def straight_run(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
 
 
 @pytest.mark.slow  # training runs in subprocesses
-def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path):
+def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path, capsys):
     common, straight = straight_run
     resumed = tmp_path / "resumed"
     args = ARGS
@@ -182,14 +199,14 @@ def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path):
     proc.wait()
     assert not (resumed / "model").exists(), "the run finished before it could be killed"
 
-    rerun = run_cli(args + common + [f"train.output_dir={resumed}"], timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming" in rerun.stdout + rerun.stderr
+    code, out, err = run_main(args + common + [f"train.output_dir={resumed}"], capsys)  # the same command again
+    assert code == 0, err[-2000:]
+    assert "resuming" in out + err
     assert_same_weights(straight / "model", resumed / "model")
 
 
 @pytest.mark.slow  # training runs in subprocesses
-def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_run, tmp_path):
+def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_run, tmp_path, capsys):
     """SIGKILL at the first rename of a complete best.new/ into best/: the rerun puts it in place."""
     common, straight = straight_run
     out = tmp_path / "swapped"
@@ -201,20 +218,21 @@ def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_r
     # the first best/ of the run: nothing to exchange with, so a rename, killed before it happened
     assert not (out / "best").exists() and (out / "best.new" / ".trainer_files.json").is_file()
 
-    rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    code, _, err = run_main(ARGS + common + [f"train.output_dir={out}"], capsys)  # the same command again
+    assert code == 0, err[-2000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in straight.iterdir())
     assert_same_weights(straight / "best", out / "best")
     assert_same_weights(straight / "model", out / "model")
 
 
 @pytest.mark.slow  # training runs in subprocesses
-@pytest.mark.parametrize("name, at, extra", [
-    ("SIGTERM", "3", []), ("SIGINT", "3", []),
+@pytest.mark.parametrize("name, at, extra", [  # one handler takes both signals (distill/stopping.py)
+    ("SIGTERM", "3", []),
     ("SIGTERM", "3:group", ["train.loader_workers=2"]),  # Slurm's way: the loader workers get it too
     ("SIGINT", "0", []),  # Ctrl-C during the step-0 evaluation
 ])
-def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(straight_run, tmp_path, name, at, extra):
+def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(straight_run, tmp_path, name, at, extra,
+                                                                             capsys):
     """Schedulers send SIGTERM before killing; Ctrl-C sends SIGINT: the step it arrives in is kept."""
     common, straight = straight_run
     out = tmp_path / "signalled"
@@ -231,8 +249,8 @@ def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(str
     assert "Traceback" not in stopped.stderr
     assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == step
 
-    rerun = run_cli(ARGS + common + extra + [f"train.output_dir={out}"], timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    code, _, err = run_main(ARGS + common + extra + [f"train.output_dir={out}"], capsys)  # the same command again
+    assert code == 0, err[-2000:]
     assert_same_weights(straight / "model", out / "model")
 
 
@@ -245,21 +263,21 @@ def finished_copy(straight: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow  # training runs in subprocesses
-def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run, tmp_path):
+def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run, tmp_path, capsys):
     """``rm checkpoint.pt`` to save space, then another lr into the same folder: refused; the same
     config: "already finished", nothing rewritten."""
     common, straight = straight_run
     out = finished_copy(straight, tmp_path)
     (out / "checkpoint.pt").unlink()
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    other = run_cli(ARGS + common + ["train.lr=0.002", f"train.output_dir={out}"], timeout=600)
-    assert other.returncode == 2
-    assert other.stderr.strip().splitlines() == [
+    code, _, err = run_main(ARGS + common + ["train.lr=0.002", f"train.output_dir={out}"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
         f"error: {out} holds a finished or stopped run with a different config (train.lr); choose another "
         "train.output_dir or delete that folder to start over"]
-    same = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
-    assert same.returncode == 0, same.stderr[-2000:]
-    assert "already finished" in same.stdout
+    code, same_out, err = run_main(ARGS + common + [f"train.output_dir={out}"], capsys)
+    assert code == 0, err[-2000:]
+    assert "already finished" in same_out
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == \
         {p: t for p, t in before.items() if p.name != ".lock"}
 
@@ -267,7 +285,7 @@ def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run
 @pytest.mark.slow  # training runs in subprocesses
 @pytest.mark.parametrize("how", ["cp -a + own file", "mv"])  # every name and kind: tests/test_run_folder.py
 @pytest.mark.parametrize("name", ["model.old", "best.new"])
-def test_a_users_copy_in_the_run_folder_is_never_deleted(straight_run, tmp_path, how, name):
+def test_a_users_copy_in_the_run_folder_is_never_deleted(straight_run, tmp_path, how, name, capsys):
     import shutil
 
     common, straight = straight_run
@@ -280,19 +298,20 @@ def test_a_users_copy_in_the_run_folder_is_never_deleted(straight_run, tmp_path,
     if how.endswith("own file"):
         (out / name / "notes.txt").write_text("mine")
     kept = sorted(p.relative_to(out).as_posix() for p in (out / name).rglob("*"))
-    rerun = run_cli(ARGS + common + [f"train.output_dir={out}"], timeout=600)
-    assert rerun.returncode == 2
-    assert rerun.stderr.strip().splitlines() == [
+    code, _, err = run_main(ARGS + common + [f"train.output_dir={out}"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
         f"error: train.output_dir={out} holds files this trainer did not write ({name}/); choose a new or empty "
         "folder, or move them away"]
     assert sorted(p.relative_to(out).as_posix() for p in (out / name).rglob("*")) == kept
 
 
-@pytest.mark.slow  # two training runs in subprocesses
+@pytest.mark.slow  # two training runs end to end
 def test_changed_config_refuses_to_resume(tiny_bert_dir, tmp_path):
-    cfg = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2}))
+    config = ROOT / "configs" / "offline_default.yaml"  # the bare defaults also encode all of Flickr30k and COCO val
+    cfg = load_config(config, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2}))
     train(cfg, stsb_dev_evaluator(cfg))
-    changed = load_config(None, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.lr": 0.5}))
+    changed = load_config(config, tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.lr": 0.5}))
     with pytest.raises(ValueError, match="train.lr"):
         train(changed, stsb_dev_evaluator(changed))
 
@@ -381,36 +400,42 @@ def node_launch(args: list[str], endpoint: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.fixture(scope="module")
+def torchrun_straight(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
+    """An uninterrupted 6-step run of one node with two processes (dropout on), which the two-node and the
+    kill tests compare with: (its overrides without output_dir, its folder)."""
+    tmp_path = tmp_path_factory.mktemp("torchrun_straight")
+    common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6, "train.batch_size": 4})
+    straight = torchrun([str(ROOT / "scripts" / "train_student.py"), *common, f"train.output_dir={tmp_path / 'one'}"])
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err[-3000:]
+    return common, tmp_path / "one"
+
+
 @pytest.mark.slow
-def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(tiny_bert_dir, tmp_path):
+def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(torchrun_straight, tmp_path):
     """A rehearsal of a cluster launch on one machine: two node launches (``--nnodes 2``, c10d rendezvous on
     localhost, a shared run folder and cache) train, dropout on, the weights one node with two processes
     trains; the cache is built by both nodes together."""
     script = str(ROOT / "scripts" / "train_student.py")
-    common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 4, "train.batch_size": 4})
-    one = torchrun([script, *common, f"train.output_dir={tmp_path / 'one'}",
-                    f"train.cache_root={tmp_path / 'cache_one'}"])
-    _, err = one.communicate(timeout=600)
-    assert one.returncode == 0, err[-3000:]
+    common, one = torchrun_straight
     endpoint = f"localhost:{free_port()}"
-    nodes = [node_launch([script, *common, f"train.output_dir={tmp_path / 'two'}"], endpoint) for _ in range(2)]
+    nodes = [node_launch([script, *common, f"train.output_dir={tmp_path / 'two'}",
+                          f"train.cache_root={tmp_path / 'cache_two'}"], endpoint) for _ in range(2)]
     for node in nodes:
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-3000:]
+    assert list((tmp_path / "cache_two").glob("*/manifest.json"))  # built here, by the two nodes
     summary = json.loads((tmp_path / "two" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["effective_batch_size"] == 8
-    assert_same_weights(tmp_path / "one" / "model", tmp_path / "two" / "model")
+    assert_same_weights(one / "model", tmp_path / "two" / "model")
 
 
 @pytest.mark.slow
-def test_torchrun_kill_and_resume_is_bit_identical(tiny_bert_dir, tmp_path):
+def test_torchrun_kill_and_resume_is_bit_identical(torchrun_straight, tmp_path):
     """Both ranks' RNG states (dropout on) travel in the checkpoint: a killed 2-process run resumes exactly."""
     script = str(ROOT / "scripts" / "train_student.py")
-    common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6, "train.batch_size": 4})
-    straight = torchrun([script, *common, f"train.output_dir={tmp_path / 'straight'}"])
-    _, err = straight.communicate(timeout=600)
-    assert straight.returncode == 0, err[-3000:]
-
+    common, straight = torchrun_straight
     resumed = tmp_path / "resumed"
     killer = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT_REPLACE": "checkpoint.pt:2"}  # rank 0, at step 4
     proc = torchrun([str(ROOT / "tests" / "kill_at_replace.py"), script, *common, f"train.output_dir={resumed}"],
@@ -421,4 +446,4 @@ def test_torchrun_kill_and_resume_is_bit_identical(tiny_bert_dir, tmp_path):
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-3000:]
     assert "resuming" in out + err
-    assert_same_weights(tmp_path / "straight" / "model", resumed / "model")
+    assert_same_weights(straight / "model", resumed / "model")
