@@ -8,10 +8,9 @@ from pathlib import Path
 
 from distill.export import export_model
 from distill.model_card import write_model_card
-from distill.run import TrainingRun, device_name
+from distill.run import StudentWithObjective, TrainingRun, device_name
 from distill.run_folder import HEADS_FILE, LISTING, RunFolderError, TrainSummary, is_complete
 from distill.stopping import TrainingDiverged
-from distill.student import Student
 
 
 def finish(run: TrainingRun) -> Path:
@@ -35,7 +34,8 @@ def finish(run: TrainingRun) -> Path:
             print(f"no evaluation beat the starting point (STS-B dev {state.best_dev:.2f} before the first step): "
                   f"{folder.model} holds the untrained student; try another train.lr or objective", flush=True)
         folder.replace("model", write_model)
-        folder.write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())  # training-only: not in model/
+        if (best / HEADS_FILE).is_file():  # training-only: not in model/
+            folder.write(folder.path / HEADS_FILE, (best / HEADS_FILE).read_bytes())
         summary = TrainSummary(
             steps=state.step, best_step=state.best_step, best_stsb_dev=state.best_dev,
             train_seconds=state.train_seconds, dev_history=state.dev_history, device=device_name(env.device),
@@ -48,8 +48,10 @@ def finish(run: TrainingRun) -> Path:
     return folder.model
 
 
-def save_encoder(student: Student, folder: Path) -> None:
-    """The encoder is saved as a plain SentenceTransformer, with the grounding heads beside it in
-    ``best/`` (``finish`` moves them out of the published ``model/`` into the run folder)."""
-    student.encoder.save(str(folder))
-    student.heads.save(folder / HEADS_FILE)
+def save_encoder(trainable: StudentWithObjective, folder: Path) -> None:
+    """The encoder is saved as a plain SentenceTransformer, with the objective's grounding heads (when a
+    term trained them) beside it in ``best/`` (``finish`` moves them out of the published ``model/`` into
+    the run folder, where retrieval evaluation reads them)."""
+    trainable.student.encoder.save(str(folder))
+    if trainable.objective.grounding is not None:
+        trainable.objective.grounding.save(folder / HEADS_FILE)

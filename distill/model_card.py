@@ -161,9 +161,10 @@ SentEval protocol. The checkpoint is the step with the best STS-B dev score.
 - **Training data:** {training_data(cfg, manifest)}
 - **Steps:** {state.step} ({state.train_seconds / 60:.1f} min), batch size {cfg.train.batch_size},
   learning rate {cfg.train.lr}, precision {cfg.train.precision}, seed {cfg.train.seed}.
-- **Dropped after training:** the training-only heads (MLP, grounding head, teacher adapters); the
-  grounding head and adapters stay in the training run's folder (`grounding_heads.pt`), for its
-  retrieval evaluation, and are not part of this model.
+- **Dropped after training:** the training-only heads of the loss terms (the MLP, and the grounding head,
+  teacher adapters or regression head where a term trained them); the grounding head and adapters stay
+  in the training run's folder (`grounding_heads.pt`), for its retrieval evaluation, and are not part of
+  this model.
 
 ### Losses
 

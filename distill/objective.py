@@ -44,24 +44,26 @@ from distill import losses
 from distill.config import LossConfig
 from distill.gather import gather_with_grad
 from distill.step import PairedTensors, StepInputs, StepTensors, gather_all, twice
-from distill.student import Student
+from distill.student import GroundingHeads, Student
 from distill.term import Dims, Term, build_terms, union
 
 
 class DistillationObjective(nn.Module):
     """The step's loss terms (module docstring): every registered term whose config section is on
-    (``distill.term``), each a submodule under its section's name. ``student_dim`` (width of ``z``) and
-    ``teacher_dim`` (width of the teacher's text embeddings) size terms with state (AAHR's queue and
-    prototypes); only those need them."""
+    (``distill.term``), each a submodule under its section's name, and the parameters they share: the
+    grounding heads (``grounding``, :class:`distill.student.GroundingHeads`), built when a term reads
+    the grounding space and checkpointed with the objective. ``dims`` (``distill.term.Dims``) sizes the
+    terms with state or heads of their own (AAHR, regression) and the grounding heads; only those need it."""
 
-    def __init__(self, cfg: LossConfig, student_dim: int | None = None, teacher_dim: int | None = None):
+    def __init__(self, cfg: LossConfig, dims: Dims = Dims()):
         super().__init__()
         self.cfg = cfg
-        built = build_terms(cfg, Dims(student_dim, teacher_dim))
+        built = build_terms(cfg, dims)
+        self.needs = union(term.needs for term in built.values())
+        self.grounding = _grounding_heads(dims) if self.needs.grounding_heads else None
         for name, term in built.items():
             self.add_module(name, term)
         self.names = tuple(built)  # in the order the terms are computed and summed
-        self.needs = union(term.needs for term in built.values())
         # regression reads one embedding per sentence; every contrast pairs the two dropout views
         self.views = 2 if self.needs.two_views or cfg.dropout_views == "two" else 1
         self.reads_s_cc = self.needs.teacher_similarities or cfg.false_negative_filter in ("threshold", "gist")
@@ -95,7 +97,7 @@ class DistillationObjective(nn.Module):
         if inputs.features is None:
             inputs = replace(inputs, features=student.tokenise(inputs.sentences))
         if self.views == 1:
-            return StepTensors(student, inputs, h1=student.embed_features(inputs.features))
+            return StepTensors(student, inputs, h1=student.embed_features(inputs.features), heads=self.grounding)
         needs = self.needs
         h1, h2 = student.embed_features(twice(inputs.features)).chunk(2)
         z1, z2 = student.mlp(h1), student.mlp(h2)
@@ -111,8 +113,8 @@ class DistillationObjective(nn.Module):
             paired.caption_exclude = _either(exclude, paired.caption_exclude)
         reads_grounding = needs.grounding or (paired_step and needs.images)
         step = StepTensors(student, inputs, h1, h2, z1, z2, candidates, offset, teacher_text_all=teacher_text_all,
-                           s_cc=s_cc, exclude=exclude, paired=paired,
-                           grounded=[student.heads.ground(h) for h in (h1, h2)] if reads_grounding else None)
+                           s_cc=s_cc, exclude=exclude, paired=paired, heads=self.grounding,
+                           grounded=[self.grounding.ground(h) for h in (h1, h2)] if reads_grounding else None)
         for term in self.terms:
             term.observe(step)
         if self.text_contrast is not None:
@@ -130,8 +132,8 @@ class DistillationObjective(nn.Module):
                                                                      offset)
         return PairedTensors(
             teacher_image_all=teacher_image_all, image_ids=gather_all(inputs.image_ids, inputs.rank_sizes),
-            images=student.heads.adapt_images(teacher_image_all) if self.needs.images else None,
-            captions=student.heads.adapt_captions(teacher_text_all) if self.needs.captions else None,
+            images=self.grounding.adapt_images(teacher_image_all) if self.needs.images else None,
+            captions=self.grounding.adapt_captions(teacher_text_all) if self.needs.captions else None,
             image_exclude=image_exclude, caption_exclude=caption_exclude)
 
     def _text_logits(self, step: StepTensors) -> tuple[Tensor, Tensor | None]:
@@ -164,6 +166,14 @@ class DistillationObjective(nn.Module):
         threshold, similarity = cfg.cross_modal_threshold, cfg.cross_modal_similarity
         return (losses.cross_modal_mask(inputs.teacher_text, teacher_image_all, threshold, similarity, offset),
                 losses.cross_modal_mask(inputs.teacher_image, teacher_text_all, threshold, similarity, offset))
+
+
+def _grounding_heads(dims: Dims) -> GroundingHeads:
+    if dims.student is None or dims.teacher is None or dims.grounding is None:
+        raise ValueError("a term reads the grounding space, whose heads are sized from the student's, teacher's and "
+                         "grounding widths: build DistillationObjective(cfg, Dims(student=..., teacher=..., "
+                         "image=..., grounding=...))")
+    return GroundingHeads.create(dims.student, dims.grounding, dims.teacher, dims.image)
 
 
 def _either(a: Tensor | None, b: Tensor | None) -> Tensor | None:

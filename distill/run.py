@@ -25,6 +25,7 @@ from distill.pools import TrainingPools
 from distill.run_folder import RunFolder
 from distill.schedule import BatchPlan, total_steps
 from distill.student import Student, build_encoder
+from distill.term import Dims
 from kdmcse_base.machine import resolve_precision
 from kdmcse_base.process_group import DistEnv
 from teacher_cache import TeacherCache
@@ -91,11 +92,12 @@ def build_run(cfg: RunConfig, env: DistEnv, cache: TeacherCache, pools: Training
     ``image_dim``, ``text(rows)`` and ``image(rows)``) and ``pools``: the student (compiled when
     ``train.compile``), its objective, fused AdamW with linear warmup and decay over the run's steps, the
     gradient scaler, and DDP around them over several ranks. ``evaluate_dev`` is kept on the main rank only."""
-    student = Student(build_encoder(cfg.student, env.device), cfg.student, cache.text_dim,
-                      cache.image_dim if pools.n_paired else None).to(env.device)
+    student = Student(build_encoder(cfg.student, env.device), cfg.student).to(env.device)
     if cfg.train.compile:
         getattr(student.encoder[0], "auto_model", student.encoder[0]).compile()  # in place: keys and saving stay
-    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), cache.text_dim)
+    dims = Dims(student.encoder.get_embedding_dimension(), cache.text_dim,
+                cache.image_dim if pools.n_paired else None, cfg.student.grounding_dim)
+    objective = DistillationObjective(cfg.loss, dims)
     trainable = StudentWithObjective(student, objective).to(env.device)
     n_steps = total_steps(batch_plan(cfg, pools, env), cfg.train.epochs, cfg.train.max_steps)
     optimizer = adamw(trainable.parameters(), cfg.train.lr, cfg.train.weight_decay, env.device)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.gather import gather_with_grad
-from distill.student import Student
+from distill.student import GroundingHeads, Student
 
 
 @dataclass
@@ -78,7 +78,8 @@ class StepTensors:
     ``candidates``: ``z2`` of every rank (local anchors' positives at ``offset``); ``teacher_text_all``:
     the teacher text rows of every rank and ``s_cc`` the local x gathered cosines (when a term reads
     them); ``exclude``: candidates removed from every text-side softmax; ``grounded``: grounding-head
-    outputs of both views (when a term reads them); ``text_contrast`` (:class:`distill.losses.WeightedInfoNCELoss`), ``text_logits`` /
+    outputs of both views (when a term reads them); ``heads``: the objective's grounding heads (ground,
+    adapt images and captions; None when no term reads the grounding space); ``text_contrast`` (:class:`distill.losses.WeightedInfoNCELoss`), ``text_logits`` /
     ``text_exclude``: the general text contrast, its logits (queue negatives and cluster weights
     included) and mask, when a term reads them (``distill.term.Needs.text_logits``); ``text_reshaped``:
     a term reshaped that contrast (``Needs.reshapes_text``) or ``loss.focal_gamma`` weights it, so the
@@ -97,6 +98,7 @@ class StepTensors:
     exclude: Tensor | None = None
     paired: PairedTensors | None = None
     grounded: list[Tensor] | None = None
+    heads: GroundingHeads | None = None
     text_contrast: nn.Module | None = None
     text_logits: Tensor | None = None
     text_exclude: Tensor | None = None

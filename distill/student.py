@@ -92,22 +92,16 @@ def _projection(d_in: int, d_out: int) -> nn.Sequential:
 
 
 class Student(nn.Module):
-    """Encoder + training-only heads (KDMCSE, docs/reference.md).
+    """Encoder + SimCSE's train-time MLP (KDMCSE, docs/reference.md): ``mlp`` is Linear(d, d) + Tanh on
+    the sentence embedding for the text loss, identity when ``mlp_head`` is off. The heads the loss terms
+    train (the grounding heads, the regression head) belong to the objective (distill/objective.py)."""
 
-    - ``mlp``: Linear(d, d) + Tanh on the sentence embedding for the text loss (SimCSE's train-time MLP),
-      identity when ``mlp_head`` is off.
-    - ``heads``: the grounding head Linear(d, g) + Tanh and the trainable adapters Linear(teacher_dim, g)
-      + Tanh of the frozen teacher's cached image and caption embeddings (all L2-normalised).
-    """
-
-    def __init__(self, encoder: SentenceTransformer, cfg: StudentConfig, teacher_text_dim: int,
-                 teacher_image_dim: int | None):
+    def __init__(self, encoder: SentenceTransformer, cfg: StudentConfig):
         super().__init__()
         self.encoder = encoder
         self.train_max_length = cfg.max_seq_length
         dim = encoder.get_embedding_dimension()
         self.mlp = _projection(dim, dim) if cfg.mlp_head else nn.Identity()
-        self.heads = GroundingHeads.create(dim, cfg.grounding_dim, teacher_text_dim, teacher_image_dim)
 
     def tokenise(self, sentences: list[str]) -> dict[str, Any]:
         """The encoder's own preprocessing of ``sentences`` (CPU tensors), truncated at the training length,
@@ -131,7 +125,10 @@ class Student(nn.Module):
 
 
 class GroundingHeads(nn.Module):
-    """The multimodal heads, kept beside a saved encoder so retrieval can be evaluated later.
+    """The grounding space of the multimodal terms: the grounding head Linear(d, g) + Tanh and the trainable
+    adapters Linear(teacher_dim, g) + Tanh of the frozen teacher's cached image and caption embeddings (all
+    L2-normalised). The objective holds them when a term reads that space; they are kept beside a saved
+    encoder so retrieval can be evaluated later.
 
     ``ground(sentence_embedding)`` and ``adapt_images(teacher_image)`` map both sides into the
     shared grounding space where image-text retrieval is scored.

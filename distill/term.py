@@ -45,20 +45,30 @@ class Needs:
     grounding: bool = False  # the grounded views on every step
     images: bool = False  # paired steps: adapted teacher images (and grounded views)
     captions: bool = False  # paired steps: adapted teacher captions
+    heads: bool = False  # the grounding heads themselves (``step.heads``); implied by the three above
     text_logits: bool = False  # the general text contrast's logits and mask (``step.text_logits``)
     reshapes_text: bool = False  # ``extend_text`` changes the text contrast (implies ``text_logits``)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
 
+    @property
+    def grounding_heads(self) -> bool:
+        """The objective holds the grounding heads (a term reads the grounding space)."""
+        return self.heads or self.grounding or self.images or self.captions
+
 
 @dataclass(frozen=True)
 class Dims:
-    """Widths some terms size their state with: ``student`` (the MLP output ``z``), ``teacher`` (the
-    teacher's text embeddings); None where the caller did not give them."""
+    """Widths the terms and the grounding heads are sized with: ``student`` (the sentence embedding and
+    the MLP output ``z``), ``teacher`` (the teacher's text embeddings), ``image`` (its image embeddings;
+    None: a run without images), ``grounding`` (the grounding space, ``student.grounding_dim``); None
+    where the caller did not give them."""
 
     student: int | None = None
     teacher: int | None = None
+    image: int | None = None
+    grounding: int | None = None
 
 
 CardRow = tuple[str, Any, str]

@@ -209,12 +209,12 @@ def score_baseline(run: TrainingRun) -> None:
     summary and the card, and the first candidate for best, so a run that never beats its starting point
     keeps the starting weights rather than a worse checkpoint."""
     if run.env.is_main:
-        state, student = run.state, run.trainable.student
+        state = run.state
         state.baseline_dev = dev_score(run)
         run.metrics.log({"eval/stsb_dev_spearman": state.baseline_dev}, 0)
         if math.isfinite(state.baseline_dev):
             state.best_dev, state.best_step = state.baseline_dev, 0
-            run.folder.replace("best", lambda folder: save_encoder(student, folder))
+            run.folder.replace("best", lambda folder: save_encoder(run.trainable, folder))
         tqdm.write(f"step 0 (untrained): STS-B dev {state.baseline_dev:.2f}")
 
 
@@ -230,14 +230,14 @@ def dev_score(run: TrainingRun) -> float:
 
 def evaluate_and_checkpoint(run: TrainingRun) -> None:
     """STS-B dev on the main rank; keep the best encoder; write a resumable checkpoint (every rank takes part)."""
-    state, student = run.state, run.trainable.student
+    state = run.state
     if run.env.is_main:
         score = dev_score(run)
         state.dev_history.append((state.step, score))
         run.metrics.log({"eval/stsb_dev_spearman": score}, state.step)
         if math.isfinite(score) and score > state.best_dev:  # a NaN dev is never "best"
             state.best_dev, state.best_step = score, state.step
-            run.folder.replace("best", lambda folder: save_encoder(student, folder))
+            run.folder.replace("best", lambda folder: save_encoder(run.trainable, folder))
         tqdm.write(f"step {state.step}: STS-B dev {score:.2f}, best {state.best_dev:.2f} at step {state.best_step}")
         run.folder.write(run.folder.dev_curve, dev_curve_png(state.dev_history, state.baseline_dev, state.best_step,
                                                              run.cfg.name))

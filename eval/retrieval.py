@@ -323,8 +323,9 @@ def _run_files(run: Path) -> tuple[Path, RunConfig, list[str]]:
         raise RetrievalRunError(f"{run} has no model/ folder: not a finished training run (scripts/train_student.py "
                                 "writes model/ when training ends)")
     if not folder.heads.is_file():
-        raise RetrievalRunError(f"{run / HEADS_FILE} is missing: the grounding heads are saved in the run folder "
-                                "by distill's trainer; retrain with scripts/train_student.py to get them")
+        raise RetrievalRunError(f"{run / HEADS_FILE} is missing: the trainer saves the grounding heads when a loss "
+                                "term trains them (loss.multimodal, or a module reading the grounding space); this "
+                                "run's objective had none, so it has no image-text space to retrieve in")
     for path in (folder.config, folder.summary):
         if not path.is_file():
             raise RetrievalRunError(f"{path} is missing: scripts/train_student.py writes it; was training finished?")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from distill.config import LossConfig, StudentConfig
 from distill.objective import DistillationObjective, StepInputs
 from distill.student import Student, build_encoder
+from distill.term import Dims
 
 STUDENT_DIM, TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM, GROUNDING_DIM = 32, 24, 20, 8  # student: conftest's tiny BERT
 SENTENCES = ["a dog runs on the grass", "two men play guitar", "a red car parked near a house",
@@ -22,11 +23,11 @@ SENTENCES = ["a dog runs on the grass", "two men play guitar", "a red car parked
 IMAGE_IDS = [3, 3, 5, 8, 8, 9]  # two images with two captions each
 
 
-def make_student(tiny_bert_dir: Path, image_dim: int | None = TEACHER_IMAGE_DIM, seed: int = 0) -> Student:
-    """The tiny student; ``image_dim=None``: no image adapter, ``TEACHER_TEXT_DIM``: a CLIP-like teacher."""
+def make_student(tiny_bert_dir: Path, seed: int = 0) -> Student:
+    """The tiny student (its grounding heads are the objective's: ``objective``)."""
     torch.manual_seed(seed)
     cfg = StudentConfig(model=str(tiny_bert_dir), layers=1, grounding_dim=GROUNDING_DIM)
-    return Student(build_encoder(cfg), cfg, TEACHER_TEXT_DIM, image_dim).train()
+    return Student(build_encoder(cfg), cfg).train()
 
 
 def make_inputs(paired: bool = True, seed: int = 0, n: int = len(SENTENCES)) -> StepInputs:
@@ -58,14 +59,15 @@ def captured_views(student: Student):
         handle.remove()
 
 
-def objective(**overrides) -> DistillationObjective:
+def objective(image_dim: int | None = TEACHER_IMAGE_DIM, **overrides) -> DistillationObjective:
     """The objective of ``LossConfig(**overrides)``, a term's section given as its config dataclass
-    (``dias=DIASConfig(...)``)."""
+    (``dias=DIASConfig(...)``); ``image_dim=None``: no image adapter, ``TEACHER_TEXT_DIM``: a CLIP-like
+    teacher (one space for captions and images)."""
     sections = {name: asdict(value) for name, value in overrides.items() if is_dataclass(value)}
     shared = {name: value for name, value in overrides.items() if name not in sections}
-    return objective_for(LossConfig(**shared, terms=sections))
+    return objective_for(LossConfig(**shared, terms=sections), image_dim)
 
 
-def objective_for(cfg: LossConfig) -> DistillationObjective:
+def objective_for(cfg: LossConfig, image_dim: int | None = TEACHER_IMAGE_DIM) -> DistillationObjective:
     """The objective of a loaded ``loss`` section, with the test student's and teacher's widths."""
-    return DistillationObjective(cfg, student_dim=STUDENT_DIM, teacher_dim=TEACHER_TEXT_DIM)
+    return DistillationObjective(cfg, Dims(STUDENT_DIM, TEACHER_TEXT_DIM, image_dim, GROUNDING_DIM))

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from distill.config import StudentConfig, load_config
 from distill.objective import DistillationObjective, StepInputs
 from distill.student import Student, build_encoder
+from distill.term import Dims
 from distill.run import StudentWithObjective
 
 # The related-method modules' settings. DIAS's dimension term (loss.dias.dimension_weight) is left out
@@ -61,8 +62,9 @@ def build(tiny_bert_dir: str, false_negative_filter: str) -> StudentWithObjectiv
     cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
     torch.manual_seed(0)
     student_cfg = StudentConfig(model=tiny_bert_dir, layers=1, grounding_dim=8, mlp_head=True)
-    student = Student(build_encoder(student_cfg), student_cfg, TEXT_DIM, IMAGE_DIM)
-    objective = DistillationObjective(cfg.loss, student.encoder.get_embedding_dimension(), TEXT_DIM)
+    student = Student(build_encoder(student_cfg), student_cfg)
+    dims = Dims(student.encoder.get_embedding_dimension(), TEXT_DIM, IMAGE_DIM, student_cfg.grounding_dim)
+    objective = DistillationObjective(cfg.loss, dims)
     model = StudentWithObjective(student, objective).train()
     student.encoder.eval()  # dropout off: both sides compute the same function
     return model

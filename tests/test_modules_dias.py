@@ -22,7 +22,7 @@ def test_objective_terms_match_the_losses_on_the_right_tensors(tiny_bert_dir):
     with captured_views(student) as views:
         terms = run(obj, student, inputs)
     h1, h2 = views  # mlp is Identity: z = h
-    heads = student.heads
+    heads = obj.grounding
     images = heads.adapt_images(inputs.teacher_image)
     dimension = losses.DimensionAlignmentLoss(0.1)
     expected = (dimension(heads.ground(h1), images) + dimension(heads.ground(h2), images)) / 2

@@ -22,7 +22,7 @@ CAPTION_TERM_MASK = torch.tensor([[F_, T, T], [T, F_, T], [F_, F_, F_]])  # imag
 
 @pytest.fixture(scope="module")
 def student(tiny_bert_dir):
-    return make_student(tiny_bert_dir, image_dim=TEACHER_TEXT_DIM)  # one space for captions and images
+    return make_student(tiny_bert_dir)
 
 
 def _inputs() -> StepInputs:
@@ -32,20 +32,24 @@ def _inputs() -> StepInputs:
                       image_ids=torch.tensor([0, 1, 2]))
 
 
-def _grounded(student, views):
-    return [student.heads.ground(h) for h in views]
+def _objective(**overrides):
+    return objective(image_dim=TEACHER_TEXT_DIM, **overrides)  # one space for captions and images
+
+
+def _grounded(obj, views):
+    return [obj.grounding.ground(h) for h in views]
 
 
 def test_teacher_cross_modal_masks_each_l_inter_term_with_its_own_scores(student):
-    obj = objective(false_negative_filter="teacher_cross_modal", same_image_mask=False)
+    obj = _objective(false_negative_filter="teacher_cross_modal", same_image_mask=False)
     inputs = _inputs()
     with captured_views(student) as views:
         terms = run(obj, student, inputs)
     z1, z2 = views
-    heads, adapacse = student.heads, losses.AdapACSELoss(0.15, 0.05)
+    heads, adapacse = obj.grounding, losses.AdapACSELoss(0.15, 0.05)
     images, captions = heads.adapt_images(inputs.teacher_image), heads.adapt_captions(inputs.teacher_text)
     s_vv, s_cc = inputs.teacher_image @ inputs.teacher_image.T, inputs.teacher_text @ inputs.teacher_text.T
-    grounded = _grounded(student, views)
+    grounded = _grounded(obj, views)
     image_term = adapacse(grounded, image=images, s_vv=s_vv, exclude=IMAGE_TERM_MASK)
     caption_term = adapacse(grounded, caption=captions, s_cc=s_cc, exclude=CAPTION_TERM_MASK)
     torch.testing.assert_close(terms["multimodal"], 0.01 * (image_term + caption_term), rtol=0, atol=0)
@@ -56,20 +60,20 @@ def test_teacher_cross_modal_masks_each_l_inter_term_with_its_own_scores(student
 
 
 def test_teacher_cross_modal_cosine_and_mcse(student):
-    obj = objective(false_negative_filter="teacher_cross_modal", cross_modal_similarity="cosine",
+    obj = _objective(false_negative_filter="teacher_cross_modal", cross_modal_similarity="cosine",
                     cross_modal_threshold=0.9, same_image_mask=False, text="simcse", multimodal="mcse")
     inputs = _inputs()
     with captured_views(student) as views:
         terms = run(obj, student, inputs)
     # cos(caption_i, image_j) = [[0, .894, 1], [1, .447, 0], [.707, .949, .707]]; > 0.9 off the diagonal
     mask = torch.tensor([[F_, F_, T], [T, F_, F_], [F_, T, F_]])
-    images = student.heads.adapt_images(inputs.teacher_image)
-    expected = losses.MCSEGroundingLoss(0.05)(_grounded(student, views), images, exclude=mask)
+    images = obj.grounding.adapt_images(inputs.teacher_image)
+    expected = losses.MCSEGroundingLoss(0.05)(_grounded(obj, views), images, exclude=mask)
     torch.testing.assert_close(terms["multimodal"], 0.01 * expected, rtol=0, atol=0)
 
 
 def test_threshold_filter_masks_text_and_both_l_inter_terms_with_caption_cosines(student):
-    obj = objective(false_negative_filter="threshold", filter_threshold=0.6, same_image_mask=False)
+    obj = _objective(false_negative_filter="threshold", filter_threshold=0.6, same_image_mask=False)
     inputs = _inputs()
     with captured_views(student) as views:
         terms = run(obj, student, inputs)
@@ -78,9 +82,9 @@ def test_threshold_filter_masks_text_and_both_l_inter_terms_with_caption_cosines
     mask = torch.tensor([[F_, F_, T], [F_, F_, T], [T, T, F_]])
     torch.testing.assert_close(terms["text"], losses.AngularMarginLoss(0.15, 0.05)(z1, z2, exclude=mask),
                                rtol=0, atol=0)
-    heads = student.heads
+    heads = obj.grounding
     s_vv, s_cc = inputs.teacher_image @ inputs.teacher_image.T, inputs.teacher_text @ inputs.teacher_text.T
-    expected = losses.AdapACSELoss(0.15, 0.05)(_grounded(student, views), heads.adapt_images(inputs.teacher_image),
+    expected = losses.AdapACSELoss(0.15, 0.05)(_grounded(obj, views), heads.adapt_images(inputs.teacher_image),
                                                heads.adapt_captions(inputs.teacher_text), s_vv, s_cc, exclude=mask)
     torch.testing.assert_close(terms["multimodal"], 0.01 * expected)
 

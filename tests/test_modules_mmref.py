@@ -46,7 +46,7 @@ def test_objective_aligns_grounded_captions_with_adapted_references_on_paired_st
     inputs = make_inputs()
     with captured_views(student) as views:
         terms = run(obj, student, inputs)
-    heads = student.heads
+    heads = obj.grounding
     one_row_per_image = inputs.teacher_image[[0, 2, 3, 5]]  # image ids 3, 3, 5, 8, 8, 9
     refs = losses.build_references(heads.adapt_images(one_row_per_image), heads.adapt_captions(inputs.teacher_text),
                                    0.3, caption_image_index=torch.tensor([0, 0, 1, 2, 2, 3]))

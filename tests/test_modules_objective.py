@@ -28,9 +28,9 @@ def student(tiny_bert_dir):
     return make_student(tiny_bert_dir)
 
 
-def baseline_terms(student, inputs, cfg: LossConfig, head) -> dict[str, torch.Tensor]:
+def baseline_terms(student, inputs, cfg: LossConfig, obj) -> dict[str, torch.Tensor]:
     """The KDMCSE objective as it was before the modules existed (angular text loss, AdapACSE, gist
-    filter, soft targets, regression through ``head``), written out with the losses directly."""
+    filter, soft targets, regression), written out with the losses directly, through ``obj``'s heads."""
     views = student.embed(inputs.sentences + inputs.sentences)
     h1, h2 = views.chunk(2)
     z1, z2 = student.mlp(h1), student.mlp(h2)
@@ -42,11 +42,11 @@ def baseline_terms(student, inputs, cfg: LossConfig, head) -> dict[str, torch.Te
              "soft_target": cfg.soft_target_weight * losses.SoftTargetKLLoss(cfg.temperature, cfg.teacher_temperature)(
                  z1, z2, s_cc, exclude=exclude),
              "regression": cfg.regression_weight * losses.EmbeddingRegressionLoss()(
-                 head(torch.cat([h1, h2])), torch.cat([inputs.teacher_text, inputs.teacher_text]))}
+                 obj.regression.head(torch.cat([h1, h2])), torch.cat([inputs.teacher_text, inputs.teacher_text]))}
     if inputs.teacher_image is not None:
-        grounded = [student.heads.ground(h) for h in (h1, h2)]
-        images = student.heads.adapt_images(inputs.teacher_image)
-        captions = student.heads.adapt_captions(inputs.teacher_text)
+        grounded = [obj.grounding.ground(h) for h in (h1, h2)]
+        images = obj.grounding.adapt_images(inputs.teacher_image)
+        captions = obj.grounding.adapt_captions(inputs.teacher_text)
         s_vv = inputs.teacher_image @ inputs.teacher_image.T
         terms["multimodal"] = cfg.multimodal_weight * losses.AdapACSELoss(cfg.multimodal_margin, cfg.temperature)(
             grounded, images, captions, s_vv, s_cc, exclude=exclude)
@@ -60,9 +60,9 @@ def test_modules_absent_equal_the_baseline_bit_for_bit(student, paired):
     cfg = LossConfig(**BASELINE)
     obj = objective(**BASELINE)
     torch.manual_seed(0)
-    expected = baseline_terms(student, inputs, cfg, obj.regression.head)
+    expected = baseline_terms(student, inputs, cfg, obj)
     assert not {"aahr", "soft_mask", "mmref", "dias"} & set(obj.names) and obj.text_contrast is None
-    assert list(obj.state_dict()) == ["regression.head.weight", "regression.head.bias"]  # the term's own head
+    assert {key.split(".")[0] for key in obj.state_dict()} == {"grounding", "regression"}  # the terms' heads only
     terms = run(obj, student, inputs)
     assert list(terms) == list(expected)
     for key in expected:
@@ -85,7 +85,7 @@ def test_all_modules_on_give_every_term_finite_and_differentiable(student, paire
     terms["loss"].backward()
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    assert student.heads.caption_adapter[0].weight.grad.abs().sum() > 0  # through the AAHR prototypes
+    assert obj.grounding.caption_adapter[0].weight.grad.abs().sum() > 0  # through the AAHR prototypes
     student.zero_grad()
 
 
@@ -152,9 +152,10 @@ def test_a_config_yaml_written_before_the_term_registry_loads_as_it_meant(tmp_pa
 
 
 def test_aahr_needs_the_widths():
-    with pytest.raises(ValueError, match="student_dim=..., teacher_dim=..."):
+    with pytest.raises(ValueError, match=r"Dims\(student=..., teacher=...\)"):
         from distill.objective import DistillationObjective
-        DistillationObjective(LossConfig(terms={"aahr": {}}))
+        DistillationObjective(LossConfig(multimodal="none", terms={"aahr": {"weight": 0.0, "prototypes": 0,
+                                                                             "cluster_negative_weight": 1.0}}))
 
 
 def _unit(*shape, seed=0):

@@ -14,12 +14,12 @@ compared to a relative 1e-5 instead, and the test says so; the bit-for-bit check
 made by recording with the old code and the new on the same machine and comparing the two files.
 
 A deliberate change of a term is recorded again with ``DISTILL_RECORD_OBJECTIVE=1 pytest <this file>``;
-say why in the commit. The last one (2026-12-07, recorded on an AMD EPYC, 2 cores): the regression head
-became the regression term's own, drawn when the objective is built, which changed the ``regression``
-values (and ``loss``) of every case with regression, and the soft-mask view's saliency on text steps
-reads the grounding space instead of that head (``soft_mask_view`` of step 2 of ``kdmcse_softmask``);
-every other term stayed bit for bit, and the term registry refactor before it left every case bit for
-bit on that machine. An earlier one: a regression-only objective encodes one dropout view
+say why in the commit. The last ones (2026-12-07, recorded on an AMD EPYC, 2 cores): the regression head
+became the regression term's own and the grounding heads the objective's, both drawn when the objective
+is built (seeded here before each case), which changed every term computed through a head: first only
+``regression`` (and ``soft_mask_view`` of step 2 of ``kdmcse_softmask``, whose text-step saliency now
+reads the grounding space instead of that head) with every other term bit for bit, then every term in
+the grounding space. The term registry refactor before them left every case bit for bit on that machine. An earlier one: a regression-only objective encodes one dropout view
 (``loss.dropout_views: auto``), so its values changed; each such case is kept under
 ``... [dropout_views=two]``, the second view restored by that key.
 """

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 from distill import losses
 from distill.losses import focal_weights
+from distill.student import GroundingHeads
 from distill.terms.soft_mask import SoftMaskConfig, SoftMaskView, normalise_saliency, word_embeddings
-from modules_testkit import SENTENCES, captured_views, make_inputs, make_student, objective, run
+from modules_testkit import (GROUNDING_DIM, SENTENCES, STUDENT_DIM, TEACHER_IMAGE_DIM, TEACHER_TEXT_DIM, captured_views,
+                             make_inputs, make_student, objective, run)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,13 @@ def test_focal_weights_by_hand():
     assert not w.requires_grad
 
 
-def _manual_saliency(student, inputs, use_image: bool):
+@pytest.fixture(scope="module")
+def heads():
+    torch.manual_seed(5)
+    return GroundingHeads.create(STUDENT_DIM, GROUNDING_DIM, TEACHER_TEXT_DIM, TEACHER_IMAGE_DIM)
+
+
+def _manual_saliency(student, heads, inputs, use_image: bool):
     """Gradient x input of the agreement score, computed independently of the module."""
     tok = student.encoder.tokenizer(inputs.sentences, padding=True, return_special_tokens_mask=True,
                                     return_tensors="pt")
@@ -51,31 +59,32 @@ def _manual_saliency(student, inputs, use_image: bool):
         handle.remove()
         student.encoder.train()
     if use_image:
-        score = F.cosine_similarity(student.heads.ground(h), student.heads.adapt_images(inputs.teacher_image).detach())
+        score = F.cosine_similarity(heads.ground(h), heads.adapt_images(inputs.teacher_image).detach())
     else:
-        score = F.cosine_similarity(student.heads.ground(h), student.heads.adapt_captions(inputs.teacher_text).detach())
+        score = F.cosine_similarity(heads.ground(h), heads.adapt_captions(inputs.teacher_text).detach())
     (g,) = torch.autograd.grad(score.sum(), store["x"])
     sal = ((g * store["x"]).sum(-1)).clamp_min(0) * (1 - tok["special_tokens_mask"])
     return (sal / sal.amax(1, keepdim=True)).nan_to_num(0.0)  # a row with nothing positive stays 0
 
 
 @pytest.mark.parametrize("paired", [True, False], ids=["image_agreement", "text_agreement"])
-def test_saliency_follows_the_teacher_agreement_and_spares_special_tokens(student, paired):
+def test_saliency_follows_the_teacher_agreement_and_spares_special_tokens(student, heads, paired):
     inputs = make_inputs(paired)
-    mask, ids = SoftMaskView(SoftMaskConfig()).saliency(student, student.tokenise(inputs.sentences),
+    mask, ids = SoftMaskView(SoftMaskConfig()).saliency(student, heads, student.tokenise(inputs.sentences),
                                                         inputs.teacher_text, inputs.teacher_image)
     assert student.encoder.training  # eval only during the saliency pass
-    torch.testing.assert_close(mask, _manual_saliency(student, inputs, use_image=paired))
+    torch.testing.assert_close(mask, _manual_saliency(student, heads, inputs, use_image=paired))
     special = torch.isin(ids, torch.tensor(student.encoder.tokenizer.all_special_ids))
     assert (mask[special] == 0).all() and (mask >= 0).all()
     peaks = mask.amax(1)
     assert ((peaks == 1) | (peaks == 0)).all() and (peaks == 1).any()
 
 
-def test_masked_view_scales_word_embeddings_by_one_minus_strength_m(student):
+def test_masked_view_scales_word_embeddings_by_one_minus_strength_m(student, heads):
     inputs = make_inputs()
     view = SoftMaskView(SoftMaskConfig(strength=0.5))
-    mask, ids = view.saliency(student, student.tokenise(inputs.sentences), inputs.teacher_text, inputs.teacher_image)
+    mask, ids = view.saliency(student, heads, student.tokenise(inputs.sentences), inputs.teacher_text,
+                              inputs.teacher_image)
     seen = []
     embeddings = student.encoder[0].auto_model.embeddings
     handle = embeddings.LayerNorm.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))

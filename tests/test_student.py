@@ -16,7 +16,7 @@ def test_training_truncates_but_the_encoder_keeps_its_maximum_length(tiny_bert_d
     cfg = StudentConfig(model=str(tiny_bert_dir), max_seq_length=8)
     encoder = build_encoder(cfg)
     assert encoder.max_seq_length == 64  # the tiny base model's own maximum
-    student = Student(encoder, cfg, teacher_text_dim=32, teacher_image_dim=None).eval()
+    student = Student(encoder, cfg).eval()
     with torch.no_grad():
         training_view = student.embed([WORDS])[0]
     # [CLS] + six one-token words + [SEP] = the 8 tokens a training batch keeps

@@ -9,7 +9,7 @@ import toy_term
 from distill.config import ConfigError, load_config
 from distill.objective import DistillationObjective
 from distill.term import OUTSIDE_ORDER, TERMS, card_rows, ordered_names, resolve_terms
-from modules_testkit import STUDENT_DIM, TEACHER_TEXT_DIM, make_inputs, make_student, run
+from modules_testkit import make_inputs, make_student, objective_for, run
 
 BASE = ["loss.soft_target_weight=0.5"]  # text + multimodal + soft targets
 
@@ -20,7 +20,9 @@ def student(tiny_bert_dir):
 
 
 def objective(overrides: list[str]) -> DistillationObjective:
-    return DistillationObjective(load_config(None, [*BASE, *overrides]).loss, STUDENT_DIM, TEACHER_TEXT_DIM)
+    loss = load_config(None, [*BASE, *overrides]).loss
+    torch.manual_seed(0)  # the grounding heads are the objective's: the same draw for every objective compared
+    return objective_for(loss)
 
 
 PROJECT_ORDER = ["text", "soft_mask", "soft_target", "regression", "multimodal", "aahr", "mmref", "dias"]

@@ -124,7 +124,7 @@ class AAHR(Term):
     def build(cls, loss: LossConfig, section: AAHRConfig, dims: Dims) -> AAHR:
         if dims.student is None or dims.teacher is None:
             raise ValueError("loss.aahr sizes its queue and prototypes from the student's and teacher's widths: "
-                             "build DistillationObjective(cfg, student_dim=..., teacher_dim=...)")
+                             "build DistillationObjective(cfg, Dims(student=..., teacher=...))")
         return cls(section, dims.student, dims.teacher, loss.teacher_temperature)
 
     @classmethod
@@ -198,7 +198,7 @@ class AAHR(Term):
         """``aahr_prototypes``: ``weight`` x the prototype soft-target KL (when ``weight > 0``)."""
         if self.cfg.weight <= 0:
             return {}
-        loss = self.prototype_loss(step.grounded, step.inputs.teacher_text, step.student.heads.adapt_captions)
+        loss = self.prototype_loss(step.grounded, step.inputs.teacher_text, step.heads.adapt_captions)
         return {"aahr_prototypes": self.cfg.weight * loss}
 
     def prototype_loss(self, student_views: list[Tensor], teacher_text: Tensor,

@@ -32,7 +32,7 @@ class RegressionTerm(Term):
             return None
         if dims.student is None or dims.teacher is None:
             raise ValueError("loss.regression_weight sizes its head from the student's and teacher's widths: "
-                             "build DistillationObjective(cfg, student_dim=..., teacher_dim=...)")
+                             "build DistillationObjective(cfg, Dims(student=..., teacher=...))")
         return cls(loss, dims.student, dims.teacher)
 
     @classmethod

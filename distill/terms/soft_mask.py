@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from distill.config import LossConfig
 from distill.losses._common import cosine_matrix, positive_targets
 from distill.step import StepTensors
+from distill.student import GroundingHeads
 from distill.term import CardRow, Needs, Term, register_term
 from kdmcse_base.typed_config import ConfigError, at_least
 
@@ -135,7 +136,7 @@ class SoftMaskView(Term):
     arXiv 2304.00719.
     """
 
-    needs = Needs(text_logits=True)
+    needs = Needs(text_logits=True, heads=True)
     citation = "Park & Han, CVPR 2023, arXiv 2304.00719"
 
     def __init__(self, cfg: SoftMaskConfig):
@@ -156,23 +157,22 @@ class SoftMaskView(Term):
         positive and the text term's negatives (``step.text_logits``)."""
         contrast = step.text_contrast
         inputs = step.inputs
-        z3 = self(step.student, inputs.features, inputs.teacher_text, inputs.teacher_image)
+        z3 = self(step.student, step.heads, inputs.features, inputs.teacher_text, inputs.teacher_image)
         logits = swap_positive(step.text_logits, step.z1, z3, contrast.temperature, step.offset)
         return {"soft_mask_view": self.weight * contrast.from_logits(logits, step.offset, step.text_exclude)}
 
     @staticmethod
-    def agreement(student, h: Tensor, teacher_text: Tensor, teacher_image: Tensor | None) -> Tensor:
+    def agreement(heads: GroundingHeads, h: Tensor, teacher_text: Tensor, teacher_image: Tensor | None) -> Tensor:
         """``[B]`` score whose gradient defines the saliency (see the module docstring)."""
-        heads = student.heads
         with torch.no_grad():
             paired = teacher_image is not None and heads.image_adapter is not None
             target = heads.adapt_images(teacher_image) if paired else heads.adapt_captions(teacher_text)
         return F.cosine_similarity(heads.ground(h).float(), target.float(), dim=-1)
 
-    def saliency(self, student, features: dict[str, Any], teacher_text: Tensor,
+    def saliency(self, student, heads: GroundingHeads, features: dict[str, Any], teacher_text: Tensor,
                  teacher_image: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(M [B, L] float32 in [0, 1], input_ids [B, L])`` of the tokenised sentences
-        (``Student.tokenise``); the encoder runs in eval mode."""
+        (``Student.tokenise``), scored in the grounding space of ``heads``; the encoder runs in eval mode."""
         captured: dict[str, Tensor] = {}
 
         def capture(module, args, output):
@@ -186,7 +186,7 @@ class SoftMaskView(Term):
         try:
             with torch.enable_grad(), word_embedding_hook(student, capture):
                 h = student.embed_features(features)
-                score = self.agreement(student, h, teacher_text, teacher_image)
+                score = self.agreement(heads, h, teacher_text, teacher_image)
                 (grad,) = torch.autograd.grad(score.sum(), captured["x"])
         finally:
             encoder.train(was_training)
@@ -206,10 +206,10 @@ class SoftMaskView(Term):
         with torch.no_grad(), word_embedding_hook(student, rescale):
             return student.mlp(student.embed_features(features))
 
-    def forward(self, student, features: dict[str, Any], teacher_text: Tensor,
+    def forward(self, student, heads: GroundingHeads, features: dict[str, Any], teacher_text: Tensor,
                 teacher_image: Tensor | None = None) -> Tensor:
         """``z3 [B, d]``: the soft-masked view (constant)."""
-        mask, ids = self.saliency(student, features, teacher_text, teacher_image)
+        mask, ids = self.saliency(student, heads, features, teacher_text, teacher_image)
         return self.encode_masked(student, features, mask, ids)
 
     def extra_repr(self) -> str:
