@@ -38,8 +38,6 @@ from teacher_cache import (  # noqa: E402
     IMAGE_SOURCES,
     TEXT_SOURCES,
     USER_ERRORS,
-    CacheDataConfig,
-    TeacherConfig,
     build_cache,
     build_teacher,
     collect_data,
