@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=200, help="training steps per run")
     parser.add_argument("--evals", type=int, default=4, help="STS-B dev evaluations per run (equally spaced)")
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--speed-rounds", type=int, default=5, help="alternating timed rounds after the runs (0: none)")
+    parser.add_argument("--speed-steps", type=int, default=10, help="steps per arm and round")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of: {', '.join(ARMS)}")
     parser.add_argument("--out-root", type=Path, default=Path("/tmp/step_levers"))
     parser.add_argument("--report", type=Path)
@@ -46,7 +48,6 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     """Train (or read back) one run; its dev history, seconds, and the padding share of its text batches."""
     import yaml
 
-    from distill.config import load_config
     from distill.run_folder import RunFolder
     from distill.trainer import train
     from eval.sts import stsb_dev_evaluator
@@ -55,9 +56,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     kept = out / "step_levers.json"
     if kept.is_file():
         return json.loads(kept.read_text())
-    cfg = load_config(ROOT / "configs" / "offline_default.yaml", [
-        *POOL, *ARMS[arm], f"train.max_steps={args.steps}", f"train.eval_every={max(1, args.steps // args.evals)}",
-        f"train.seed={seed}", f"train.output_dir={out}", "train.report_to=[]", *args.overrides])
+    cfg = arm_config(arm, seed, out, args)
     train(cfg, stsb_dev_evaluator(cfg))
     summary = json.loads(RunFolder(out).summary.read_text())
     precision = yaml.safe_load(RunFolder(out).config.read_text())["train"]["precision"]  # as resolved
@@ -65,6 +64,54 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
               "steps": summary["steps"], "padding": padding_share(cfg), "precision": precision}
     kept.write_text(json.dumps(result, indent=1))
     return result
+
+
+def arm_config(arm: str, seed: int, out: Path, args: argparse.Namespace):
+    from distill.config import load_config
+
+    return load_config(ROOT / "configs" / "offline_default.yaml", [
+        *POOL, *ARMS[arm], f"train.max_steps={args.steps}", f"train.eval_every={max(1, args.steps // args.evals)}",
+        f"train.seed={seed}", f"train.output_dir={out}", "train.report_to=[]", *args.overrides])
+
+
+def speed_rounds(arms: list[str], args: argparse.Namespace) -> dict[str, list[float]]:
+    """Steps/s of every arm, timed side by side: round r times ``--speed-steps`` consecutive steps of each
+    arm's own schedule (the rotation of ``arms`` by r), each step prepared and trained as the trainer's
+    loop does (tokenisation included), on one process; after all the runs, so no run shares the cores."""
+    import time
+
+    import torch
+
+    from distill.pools import build_pools, open_run_cache
+    from distill.run import batch_plan, build_run, seed_everything
+    from distill.schedule import iterate_steps
+    from distill.step_loader import prepare_inputs, text_token_lengths
+    from distill.trainer import training_step
+    from kdmcse_base.process_group import DistEnv
+    from teacher_cache import data_dir_for
+
+    env, prepared, cache, pools = DistEnv(0, 1, torch.device("cpu")), {}, None, None
+    wanted = args.speed_steps * (args.speed_rounds + 1)  # the first chunk warms up
+    for arm in arms:
+        cfg = arm_config(arm, 1, args.out_root / "speed", args)
+        if cache is None:
+            cache = open_run_cache(cfg, data_dir_for(cfg.data, cfg.data_dir), progress=False)
+            pools = build_pools(cache, cfg.train.retrieval_holdout_images)
+        seed_everything(1)
+        run = build_run(cfg, env, cache, pools)
+        lengths = text_token_lengths(run) if cfg.train.length_grouped else None
+        steps = iterate_steps(batch_plan(cfg, pools, env), 1, cfg.train.epochs, None, text_lengths=lengths)
+        prepared[arm] = (run, [step for _, (_, step) in zip(range(wanted), steps)])
+    rates: dict[str, list[float]] = {arm: [] for arm in arms}
+    for r in range(args.speed_rounds + 1):
+        for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
+            run, steps = prepared[arm]
+            tick = time.perf_counter()
+            for step in steps[r * args.speed_steps:(r + 1) * args.speed_steps]:
+                training_step(run, step, prepare_inputs(run, step))
+            if r:
+                rates[arm].append(args.speed_steps / (time.perf_counter() - tick))
+    return rates
 
 
 def padding_share(cfg) -> float:
@@ -89,7 +136,7 @@ def padding_share(cfg) -> float:
     return float(1 - sum(b.sum() for b in batches) / sum(b.max() * len(b) for b in batches))
 
 
-def report(results: list[dict], argv: list[str]) -> str:
+def report(results: list[dict], argv: list[str], rates: dict[str, list[float]] | None = None) -> str:
     from kdmcse_base.machine import cpu_name
 
     seeds = sorted({r["seed"] for r in results})
@@ -121,8 +168,17 @@ def report(results: list[dict], argv: list[str]) -> str:
             lines.append(f"| {step} | {statistics.mean(a):.2f} ({_sd(a):.2f}) | {statistics.mean(b):.2f} ({_sd(b):.2f}) | "
                          f"{statistics.mean(diff):+.2f} ({', '.join(f'{d:+.2f}' for d in diff)}) |")
         ratios = [_rate(by[(arm, s)]) / _rate(by[(BASE, s)]) for s in seeds]
-        lines += ["", f"Steps/s over the recipe's, per seed: {', '.join(f'{r:.2f}x' for r in ratios)} (median "
-                  f"{statistics.median(ratios):.2f}x; training seconds exclude evaluation and include the loader)."]
+        lines += ["", f"Steps/s of the runs over the recipe's, per seed: {', '.join(f'{r:.2f}x' for r in ratios)} "
+                  f"(median {statistics.median(ratios):.2f}x; training seconds exclude evaluation and include the "
+                  "loader; the runs may have shared the cores with other jobs: the speed round below is the "
+                  "side-by-side figure)."]
+    if rates:
+        base = statistics.median(rates[BASE])
+        lines += ["", f"**Speed round** (after the runs, one process, arms alternating; {len(rates[BASE])} rounds of "
+                  "the same number of steps of each arm's own schedule, tokenisation included; medians):", "",
+                  "| arm | steps/s (median) | rounds | over the recipe |", "|---|---|---|---|"]
+        lines += [f"| {arm} | {statistics.median(r):.3f} | {', '.join(f'{x:.3f}' for x in r)} | "
+                  f"{statistics.median(r) / base:.2f}x |" for arm, r in rates.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -146,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     for index, seed in enumerate(seeds):
         order = arms[index % len(arms):] + arms[:index % len(arms)]  # rotate: no arm always runs first
         results += [run_one(arm, seed, args) for arm in order]
-    text = report(results, argv)
+    rates = speed_rounds(arms, args) if args.speed_rounds else None
+    text = report(results, argv, rates)
     print(text)
     if args.report:
         args.report.write_text(text)
