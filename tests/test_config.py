@@ -118,7 +118,8 @@ def test_auto_holdout_is_a_quarter_of_the_images_at_most_1000(images, held_out):
     assert len(chosen) == held_out
     # the rows of the ids the list-based selection picked: ids sorted, a fixed permutation, its first n
     order = np.random.default_rng(HOLDOUT_SEED).permutation(images)
-    assert sorted(ids[row] for row in chosen) == sorted(sorted(ids)[i] for i in order[:held_out])
+    by_id = sorted(ids)
+    assert sorted(ids[row] for row in chosen) == sorted(by_id[i] for i in order[:held_out])
 
 
 @pytest.mark.parametrize("section, message", [

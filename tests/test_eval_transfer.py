@@ -81,6 +81,7 @@ def test_select_c_matches_a_cold_start_grid_search():
     assert (best_c, score) == (grid[int(np.argmax(expected))], max(expected))
 
 
+@pytest.mark.slow  # joblib worker processes
 def test_parallel_folds_change_no_number():
     """Folds fitted two at a time give exactly the sequential outcome (nested CV and train/test)."""
     rng = np.random.default_rng(11)
@@ -214,6 +215,7 @@ def test_senteval_length_order_sorts_by_tokens_then_label_stably():
     assert senteval.length_order(pairs, [0, 0, 1, 0]) == [3, 2, 1, 0]
 
 
+@pytest.mark.slow  # joblib worker processes
 def test_senteval_parallel_folds_change_no_number():
     rng = np.random.default_rng(11)
     labels = np.repeat([0, 1, 2], 40)

@@ -85,27 +85,17 @@ def test_training_with_export_refuses_before_anything_runs(tmp_path, monkeypatch
     assert not (tmp_path / "run").exists()
 
 
-def test_export_command_reseals_a_trainer_folder(tiny_bert_dir, tmp_path, capsys):
-    from kdmcse_cli import export as export_cli
-
-    folder = tmp_path / "model"
-    shutil.copytree(tiny_bert_dir, folder)
-    seal(folder)  # as the trainer leaves model/
-    assert export_cli.main([str(folder), "--formats", "onnx"]) == 0
-    assert is_complete(folder) and EXPORT_FILES["onnx"] in json.loads((folder / LISTING).read_text())
-    assert f"wrote {folder / EXPORT_FILES['onnx']}" in capsys.readouterr().out
-    assert export_cli.main([str(tmp_path)]) == 2  # not a model folder: one line, exit 2
-    assert capsys.readouterr().err.startswith(f"error: {tmp_path} is not a saved SentenceTransformer")
-
-
-def test_export_command_writes_the_deploy_section_into_a_project_card(tiny_bert_dir, tmp_path):
+def test_export_command_reseals_a_trainer_folder_and_writes_the_deploy_section(tiny_bert_dir, tmp_path, capsys):
     from kdmcse_cli import export as export_cli
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, folder)
     (folder / "README.md").write_text("---\ntags:\n- kdmcse-distill\n---\n\n# run\n\n## Results of this checkpoint\n\n"
                                       "r\n\n## Training\n\nt\n")
+    seal(folder)  # as the trainer leaves model/, with its card
     assert export_cli.main([str(folder), "--formats", "onnx"]) == 0
+    assert is_complete(folder) and EXPORT_FILES["onnx"] in json.loads((folder / LISTING).read_text())
+    assert f"wrote {folder / EXPORT_FILES['onnx']}" in capsys.readouterr().out
     card = (folder / "README.md").read_text()
     assert card.count("## Deploy") == 1 and card.index("## Deploy") < card.index("## Results of this checkpoint")
     assert "`onnx/model.onnx` (float32)" in card and "sentence_model" not in card
@@ -113,6 +103,10 @@ def test_export_command_writes_the_deploy_section_into_a_project_card(tiny_bert_
     card = (folder / "README.md").read_text()
     assert card.count("## Deploy") == 1 and "`onnx/model.onnx` (float32)" in card
     assert "`onnx/sentence_model.onnx` (float32): the whole model in one graph" in card
+    assert is_complete(folder)
+    capsys.readouterr()
+    assert export_cli.main([str(tmp_path)]) == 2  # not a model folder: one line, exit 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} is not a saved SentenceTransformer")
 
 
 def test_unknown_format_is_refused(tiny_bert_dir):

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# A script from a clone imports the clone, never an installed copy: tests/test_readme.py runs every
+# A script from a clone imports the clone, never an installed copy: tests/test_readme.py launches every
 # script's --help with such a copy on PYTHONPATH.
 
 

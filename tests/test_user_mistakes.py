@@ -94,6 +94,7 @@ train: {{output_dir: {tmp_path / 'run'}, cache_root: {tmp_path / 'cache'}, batch
         "lower train.batch_size or add rows")
 
 
+@pytest.mark.slow  # a training run end to end builds the cache first
 def test_a_cache_manifest_that_is_not_json(tiny_args, tmp_path, capsys):
     assert train_student.main(tiny_args) == 0  # builds the cache
     capsys.readouterr()
