@@ -328,8 +328,9 @@ def test_a_full_disk_during_training_stops_in_one_line_and_a_killed_write_is_cle
     args = ["--config", "offline_default", f"student.model={tiny_bert_dir}", "student.layers=1",
             f"teacher.text_model={tiny_bert_dir}", "data.limits={wiki1m: 48, coco2017_mini: 8}",
             "train.retrieval_holdout_images=2", "train.max_steps=2", "train.batch_size=8",
+            "loss.multimodal=adapacse",  # a term in the grounding space: best/ holds its heads (torch.save)
             f"train.output_dir={out}", f"train.cache_root={tmp_path / 'cache'}"]
-    monkeypatch.setattr(torch, "save", _disk_full)  # best/'s grounding heads at the step-2 evaluation
+    monkeypatch.setattr(torch, "save", _disk_full)  # best/'s grounding heads, the first torch.save of the run
     assert train_student.main(args) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot write {out / 'best.new'}: No space left on device; free space on that "
