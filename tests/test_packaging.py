@@ -13,7 +13,8 @@ from distill.config import configs_dir, resolve_config_path
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LAYERS = ("kdmcse_base", "teacher_cache", "distill", "eval", "kdmcse")
-OWN = {*LAYERS, "scripts", "kdmcse_cli", "benchmarks", "tests"}
+# the checkout's own top-level names, the test helpers (tests/fault_kit.py, ...) among them
+OWN = {*LAYERS, "scripts", "kdmcse_cli", "benchmarks", "tests", *(p.stem for p in (ROOT / "tests").glob("*.py"))}
 CODE = (*LAYERS, "scripts")
 # used without an import of its own name: torch.utils.tensorboard needs the tensorboard package
 IMPORTED_INDIRECTLY = {"tensorboard"}
