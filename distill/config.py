@@ -249,7 +249,7 @@ class RunConfig:
                               "student has none; use onnx-sentence (the whole model in one graph)")
         if self.student.kind == "static" and self.train.length_grouped:
             raise ConfigError("train.length_grouped groups sentences by padded length, and a static student pads "
-                              "nothing (it averages token vectors); leave it off")
+                              "nothing (it averages token vectors): set train.length_grouped=false")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:

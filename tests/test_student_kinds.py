@@ -28,7 +28,7 @@ SENTENCES = ["Hi.", "A man is playing a guitar.", "Two dogs run across the snowy
 
 def static_overrides(tiny_bert_dir: Path, tmp_path: Path, **extra) -> list[str]:
     return tiny_overrides(tiny_bert_dir, tmp_path, **{
-        "student.kind": "static", "student.layers": "null", "student.static_dim": 8,
+        "student.kind": "static", "student.layers": "null", "train.length_grouped": "false", "student.static_dim": 8,
         "student.init_cache": str(tmp_path / "student_init"), "loss.text": "none", "loss.multimodal": "none",
         "loss.soft_target_weight": 0, "loss.false_negative_filter": "none", **extra})
 
@@ -77,6 +77,7 @@ def test_static_student_trains_with_the_same_trainer_and_says_its_kind(tiny_bert
 @pytest.mark.parametrize("overrides, key", [
     (["student.kind=static"], "student.layers"),  # offline_default cuts 3 layers; a static student has none
     (["student.kind=static", "student.layers=null", "train.export=[onnx]"], "onnx-sentence"),
+    (["student.kind=static", "student.layers=null"], "train.length_grouped=false"),  # offline_default groups
     (["student.kind=dense"], "student.kind"),
 ])
 def test_student_kind_mistakes_are_one_line_naming_the_key(overrides, key):
