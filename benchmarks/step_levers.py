@@ -2,14 +2,15 @@
 (``train.length_grouped``) and frozen word embeddings (``student.freeze_word_embeddings``).
 
 The shipped offline recipe (configs/offline_default.yaml: regression onto the cached teacher, 3 spread
-layers of MiniLM, batch 64, at most 32 tokens; the recipe's arm in random batch order) on the frontier's pool of cached rows (Wiki1M prefix,
-Flickr30k, COCO captions: 183,913 text rows), once per arm and seed; the arms of a seed run back to back,
+layers of MiniLM, batch 64, at most 32 tokens; the recipe's arm in random batch order) on the
+frontier's pool of cached rows (Wiki1M prefix, Flickr30k, COCO captions: 183,913 text rows), once per
+arm and seed; the arms of a seed run back to back,
 their order rotating from seed to seed. Reported per run: STS-B dev at every evaluation (equal steps),
 training seconds and steps/s (side by side: each arm's ratio to the recipe per seed), and the padding
 share of the text batches (token counts under the student's own preprocessing). Selection data only:
 no test set is read.
 
-    HF_HUB_OFFLINE=1 python benchmarks/step_levers.py --steps 200 --seeds 1,2,3 --report reports/step_levers.md
+    HF_HUB_OFFLINE=1 python benchmarks/step_levers.py --steps 150 --evals 3 --seeds 1,2,3 --report reports/step_levers.md
 """
 from __future__ import annotations
 
