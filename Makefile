@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick install clean-venv
+.PHONY: demo test test-quick test-benchmarks install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,18 @@ demo: $(STAMP)
 # a file's tests stay on one worker, so its module fixtures are built once.
 PYTEST := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile --durations=10
 
+# Every test of the product; the benchmarks' own scripts run in test-benchmarks (CI runs both).
 test: $(STAMP)
-	$(PYTEST) tests
+	$(PYTEST) -m "not benchmark" tests
 
 # Without the tests marked slow (training runs end to end, torchrun / mp.spawn / loader-worker processes,
-# benchmarks run as a user runs them, the real MiniLM): for quick iteration.
+# the real MiniLM): for quick iteration.
 test-quick: $(STAMP)
-	$(PYTEST) -m "not slow" tests
+	$(PYTEST) -m "not slow and not benchmark" tests
+
+# Each script of benchmarks/ at a tiny size, run as a user runs it, so a report can always be made again.
+test-benchmarks: $(STAMP)
+	$(PYTEST) -m benchmark tests
 
 clean-venv:
 	rm -rf $(VENV)

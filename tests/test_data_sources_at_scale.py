@@ -138,7 +138,7 @@ def test_each_source_builds_a_cache(tiny_bert_dir, shards, tmp_path):
     assert {"wds:00001.tar:000010003", "wds:00001.tar:000010002", "wds:00001.tar:000010001:0"} <= set(skipped)
 
 
-@pytest.mark.slow  # torchrun launches of the cache build, one of them killed
+@pytest.mark.benchmark  # torchrun launches of the cache build, one of them killed
 def test_the_rehearsal_benchmark_resumes_a_killed_build_to_an_identical_cache(tmp_path):
     """benchmarks/wds_rehearsal.py at a tiny size, run as a user runs it (no import of benchmarks/)."""
     import os

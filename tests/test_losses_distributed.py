@@ -28,9 +28,10 @@ def _worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two processes (mp.spawn)
+@pytest.mark.slow  # two processes (forked: a spawned one would spend seconds importing torch again)
 def test_gather_with_grad_two_processes(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
     expected = torch.cat([_local(0), _local(1)])
     for rank in range(2):
         out = torch.load(tmp_path / f"rank{rank}.pt")

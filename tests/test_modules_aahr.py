@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-import aahr_rank_worker
 from distill import losses
+from distill.gather import gather_with_grad
 from distill.terms.aahr import AAHR, AAHRConfig
 from modules_testkit import TEACHER_TEXT_DIM, captured_views, make_inputs, make_student, objective, run
 
@@ -112,9 +113,28 @@ def test_state_is_checkpointed_and_loads_into_a_fresh_objective(student):
     assert torch.equal(a["loss"], b["loss"])
 
 
-@pytest.mark.slow  # two processes (mp.spawn)
+def _rank_worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        aahr = AAHR(AAHRConfig(queue_size=5, prototypes=2, cluster_negative_weight=0.5), student_dim=4, teacher_dim=6,
+                    teacher_temperature=0.05)
+        for step in range(2):
+            g = torch.Generator().manual_seed(10 * step + rank)  # every rank holds different rows
+            local_z, local_t = torch.randn(3, 4, generator=g), F.normalize(torch.randn(3, 6, generator=g), dim=-1)
+            candidates, offset = gather_with_grad(local_z)
+            teacher_all, _ = gather_with_grad(local_t)
+            clusters = aahr.assign(teacher_all)
+            _, _, weights = aahr.extend(candidates, None, clusters, offset, 3)
+            aahr.enqueue(candidates, clusters)
+        torch.save({"state": aahr.state_dict(), "weights": weights}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes (forked: a spawned one would spend seconds importing torch again)
 def test_two_ranks_keep_identical_state(tmp_path):
-    mp.spawn(aahr_rank_worker.run, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    mp.start_processes(_rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert a["state"].keys() == b["state"].keys() and "queue.queue" in a["state"]
     for key in a["state"]:

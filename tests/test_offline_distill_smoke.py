@@ -46,7 +46,7 @@ def run_benchmark(cmd: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.slow  # a benchmark end to end in subprocesses: the suite's slowest
+@pytest.mark.benchmark  # end to end in subprocesses
 def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_dir):
     report = tmp_path / "report" / "offline_distill.md"
     # one method per kind of run: text contrast alone, image-grounded distillation with the soft-target KL,
@@ -76,7 +76,7 @@ def test_benchmark_smoke_writes_the_report(tmp_path, tiny_bert_dir, mixed_data_d
 
 
 
-@pytest.mark.slow  # a benchmark end to end in subprocesses: the suite's slowest
+@pytest.mark.benchmark  # end to end in subprocesses
 def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed_data_dir):
     """Speed rounds, then a budget turned into each method's own step count, then the report."""
     report = tmp_path / "report" / "race_st.md"

@@ -81,7 +81,7 @@ def saved_results(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.slow  # a benchmark run in a subprocess
+@pytest.mark.benchmark
 def test_report_states_the_goals_from_the_numbers(saved_results):
     report = saved_results / "report" / "offline_distill.md"
     text = rebuild_report(saved_results / "results", report, "--transfer-seeds", "1",
@@ -114,7 +114,7 @@ def test_report_states_the_goals_from_the_numbers(saved_results):
     assert (report.parent / "figures" / "offline_distill_dev_curves.png").stat().st_size > 0
 
 
-@pytest.mark.slow  # a benchmark run in a subprocess
+@pytest.mark.benchmark
 def test_report_without_kdmcse_runs_claims_nothing_about_them(tmp_path):
     root = tmp_path / "results"
     _save(root / "teacher", _result(80.0, 84.0))
@@ -125,7 +125,7 @@ def test_report_without_kdmcse_runs_claims_nothing_about_them(tmp_path):
     assert "KDMCSE variant" not in text and "2-CPU-core" not in text
 
 
-@pytest.mark.slow  # a benchmark run in a subprocess
+@pytest.mark.benchmark
 def test_recipes_are_compared_seed_by_seed(tmp_path):
     root = tmp_path / "results"
     _save(root / "teacher", _result(80.0, None))
@@ -147,7 +147,7 @@ def test_recipes_are_compared_seed_by_seed(tmp_path):
     assert (tmp_path / "figures" / "recipe_dev_curves.png").stat().st_size > 0  # named after its report
 
 
-@pytest.mark.slow  # a benchmark run in a subprocess
+@pytest.mark.benchmark
 def test_cpu_check_without_results_is_refused(tmp_path):
     result = benchmark("offline_distill.py", "--report-only", "--cpu-check", str(tmp_path))
     assert result.returncode == 2

@@ -36,7 +36,7 @@ def _table(report: str) -> list[dict[str, str]]:
 # --- paper_speed ------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~25 s on 2 idle cores, over a minute on shared ones
+@pytest.mark.benchmark  # ~25 s on 2 idle cores, over a minute on shared ones
 def test_paper_speed_tiny_reports_every_row(tmp_path):
     out = tmp_path / "speed.md"
     # fp32 only: a bf16 row is the same arithmetic on another dtype, and each row costs a compile
@@ -76,7 +76,7 @@ def test_paper_speed_tiny_reports_every_row(tmp_path):
     (["--image-size", "big"], "--image-size expects WxH"),
     (["--source-data", "EMPTY"], "--source-data lacks"),
 ])
-@pytest.mark.slow  # a benchmark run in a subprocess
+@pytest.mark.benchmark
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, flags, says):
     (tmp_path / "empty").mkdir()
     flags = [str(tmp_path / "empty") if flag == "EMPTY" else flag for flag in flags]
@@ -88,7 +88,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, flags, 
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.slow  # three Python processes (cache, train, the driver): ~35 s on 2 idle cores
+@pytest.mark.benchmark  # three Python processes (cache, train, the driver): ~35 s on 2 idle cores
 def test_paper_scale_tiny_end_to_end(tmp_path):
     work = tmp_path / "work"
     _run("paper_scale.py", ["--work-dir", str(work), "--scale", "0.001", "--tiny-models", "--image-size", "32x24"])
@@ -120,7 +120,7 @@ def test_paper_scale_tiny_end_to_end(tmp_path):
 # --- paper_cache_speed ------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # builds 4 small caches with a 1-layer open_clip: ~15 s on 2 shared cores
+@pytest.mark.benchmark  # builds 4 small caches with a 1-layer open_clip: ~15 s on 2 shared cores
 def test_paper_cache_speed_tiny_reports_builds_against_the_bare_forward(tmp_path):
     from teacher_cache.towers.config import default_num_workers
 
