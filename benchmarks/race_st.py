@@ -4,8 +4,8 @@
 Both train the 3-layer spread-out cut of all-MiniLM-L6-v2 on the teacher's cached embeddings of the
 offline benchmark's 183,913-row pool (``benchmarks/offline_distill.py``: same data, truncation, batch,
 lr, seeds and STS-B dev selection). The project's recipe is ``regression_spread`` (regression, one dropout
-view); sentence-transformers' is its layer-reduction example (``benchmarks/st_recipe.py``: its trainer,
-``MSELoss``). ``regression_spread_two_views`` is the project's recipe as it ran before the one-view step.
+view, length-grouped text batches); sentence-transformers' is its layer-reduction example
+(``benchmarks/st_recipe.py``: its trainer, ``MSELoss``). ``regression_spread_two_views`` is the project's recipe as it ran before the one-view step.
 
 Phase (a), speed: ``--rounds`` rounds of ``--speed-steps`` steps of each method, alternating A B A B in
 fresh processes on the same cores, no evaluation but one at the end (not timed). Steps/s per run come from
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 import sys
@@ -336,7 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra config override for every run")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
-    args.command = "python benchmarks/race_st.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.command = "python benchmarks/race_st.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.budgets = [float(b) for b in args.budgets.split(",") if b]  # "": the speed rounds alone
     args.results = args.results or str(Path(args.report).with_name(f"{Path(args.report).stem}_results"))
     names = methods(args)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -142,15 +143,32 @@ def prepare(folders: dict[str, Path], work: Path) -> dict[str, Path]:
     copies = {}
     for name, folder in folders.items():
         copy = work / "copies" / name
+        stamp = json.dumps(source_stamp(folder))
+        if (copy / SOURCE_STAMP).is_file() and (copy / SOURCE_STAMP).read_text() != stamp:
+            print(f"{name}: retrained since its copy was made; copying and scoring it again", flush=True)
+            shutil.rmtree(copy)
+            for kept in (work / "sts").glob(f"{name}-*.json"):
+                kept.unlink()
         if not (copy / "modules.json").is_file():
             shutil.copytree(folder, copy, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("onnx", "*.pt", ".trainer_files.json"))
+            (copy / SOURCE_STAMP).write_text(stamp)
         wanted = [f for f in formats_of(copy) if f in ("onnx", "onnx-int8") and not (copy / EXPORT_FILES[f]).is_file()]
         if wanted:
             print(f"exporting {name} ({', '.join(wanted)})", flush=True)
             export_model(copy, wanted)
         copies[name] = copy
     return copies
+
+
+SOURCE_STAMP = ".frontier_source.json"
+
+
+def source_stamp(folder: Path) -> list:
+    """Each file's path, size and modification time: a copy whose model was trained again is stale (its
+    kept STS scores with it)."""
+    return [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
 def rows_of(copies: dict[str, Path]) -> list[Variant]:
@@ -404,7 +422,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-training", action="store_true", help="phase 2 only, on the runs already made")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report and figure from its JSON")
     args = parser.parse_args(argv)
-    args.command = "python benchmarks/student_frontier.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.command = "python benchmarks/student_frontier.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.rows_flickr = [int(n) for n in args.rows_flickr.split(",") if n]
     return args
 

@@ -19,7 +19,9 @@ _KDMCSE = ["loss.text=angular", "loss.multimodal=adapacse", "loss.false_negative
            "loss.same_image_mask=true", "loss.soft_target_weight=0", "loss.regression_weight=0"]
 
 _REGRESSION = ("loss.text=none", "loss.multimodal=none", *_PLAIN[:2], "loss.regression_weight=1")
-_SPREAD = ("student.layer_choice=spread",)
+# Spread layers, and text batches of sentences of similar length: 1.77x the steps/s of padding every batch
+# to its longest sentence, at equal STS-B dev for equal steps (reports/step_levers.md).
+_SPREAD = ("student.layer_choice=spread", "train.length_grouped=true")
 # A static student's step is a tokeniser and an embedding bag: larger batches and a larger learning rate
 # than a transformer's (chosen on STS-B dev: reports/student_frontier.md).
 _STATIC = ("student.kind=static", "student.layers=null", "student.static_dim=256", "train.batch_size=256",
