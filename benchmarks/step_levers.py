@@ -1,5 +1,6 @@
 """Levers on the training step against today's recipe, at equal steps: length-grouped text batches
-(``train.length_grouped``) and frozen word embeddings (``student.freeze_word_embeddings``).
+(``train.length_grouped``), frozen word embeddings (``student.freeze_word_embeddings``) and the student's
+transformer under ``torch.compile`` on length-grouped batches (``train.compile``).
 
 The shipped offline recipe (configs/offline_default.yaml: regression onto the cached teacher, 3 spread
 layers of MiniLM, batch 64, at most 32 tokens; the recipe's arm in random batch order) on the
@@ -29,7 +30,8 @@ POOL = ["data.text_sources=[wiki1m, flickr30k_train, coco_val2017, coco2017_mini
         "data.image_sources=[coco2017_mini]"]
 BASE = "recipe (random order)"
 ARMS = {BASE: ("train.length_grouped=false",), "length-grouped": ("train.length_grouped=true",),
-        "frozen word embeddings": ("train.length_grouped=false", "student.freeze_word_embeddings=true")}
+        "frozen word embeddings": ("train.length_grouped=false", "student.freeze_word_embeddings=true"),
+        "compiled, length-grouped": ("train.length_grouped=true", "train.compile=true")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +56,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     from distill.trainer import train
     from eval.sts import stsb_dev_evaluator
 
-    out = args.out_root / arm.split(" ")[0] / f"seed{seed}"
+    out = args.out_root / arm.split(" ")[0].rstrip(",") / f"seed{seed}"
     kept = out / "step_levers.json"
     if kept.is_file():
         return json.loads(kept.read_text())

@@ -7,10 +7,7 @@ test fixtures only: nothing here is ever used as a teacher outside the tests.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -90,14 +87,6 @@ def copy_mini_subset(source_data_dir: Path, target: Path, images: int) -> Path:
         relative = json.loads(line)["image"]
         shutil.copy(source / relative, destination / relative)
     return target
-
-
-def run_cache_script(args: list[str], env: dict[str, str] | None = None, launcher: list[str] | None = None,
-                     timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run scripts/cache_teacher.py (optionally under torchrun) with the test's environment."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    command = [*(launcher or [sys.executable]), str(CACHE_SCRIPT), "--no-progress", *args]
-    return subprocess.run(command, env=full_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def directory_bytes(directory: Path) -> dict[str, bytes]:

@@ -85,9 +85,19 @@ def test_training_with_export_refuses_before_anything_runs(tmp_path, monkeypatch
     assert not (tmp_path / "run").exists()
 
 
-def test_export_command_reseals_a_trainer_folder_and_writes_the_deploy_section(tiny_bert_dir, tmp_path, capsys):
+def _placeholder_graph(encoder, path: Path) -> Path:
+    path.write_bytes(b"not a graph")
+    return path
+
+
+def test_export_command_reseals_a_trainer_folder_and_writes_the_deploy_section(tiny_bert_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    """The command's folder and card work; the graphs themselves are the tests above and
+    test_student_kinds.py's, so placeholders stand in for them here (a dynamo export costs seconds)."""
     from kdmcse_cli import export as export_cli
 
+    monkeypatch.setattr(export, "export_fp32", _placeholder_graph)
+    monkeypatch.setattr(export, "export_sentence_graph", _placeholder_graph)
     folder = tmp_path / "model"
     shutil.copytree(tiny_bert_dir, folder)
     (folder / "README.md").write_text("---\ntags:\n- kdmcse-distill\n---\n\n# run\n\n## Results of this checkpoint\n\n"

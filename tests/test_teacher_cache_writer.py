@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -40,7 +39,8 @@ from teacher_cache import (
     locate_cache,
     verify_cache,
 )
-from teacher_testkit import CACHE_SCRIPT, copy_mini_subset, directory_bytes, run_cache_script, small_data_config
+import forked
+from teacher_testkit import CACHE_SCRIPT, copy_mini_subset, directory_bytes, small_data_config
 
 SHARD_ROWS = 8
 TEACHER_CFG = TeacherConfig(device="cpu", batch_size=4)
@@ -233,10 +233,12 @@ def test_paths_in_a_manifest_stay_inside_the_cache(reference, tmp_path):
     assert verify_cache(copy) == [f"{copy / 'manifest.json'}: names '../elsewhere.npy', outside the cache folder"]
 
 
-@pytest.mark.slow  # a torchrun launch / a killed build in a subprocess
+@pytest.mark.slow  # a killed build in a process of its own (forked: tests/forked.py)
 def test_resume_after_sigkill_is_bit_identical(reference, teacher, tmp_path):
-    killed = run_cache_script([*CLI_ARGS, "--cache-root", str(tmp_path)], env=ONE_THREAD,
-                              launcher=[sys.executable, "-c", KILLED_IN_THIRD_SHARD])
+    wrapper = tmp_path / "killed_in_third_shard.py"
+    wrapper.write_text(KILLED_IN_THIRD_SHARD)
+    killed = forked.run([str(wrapper), str(CACHE_SCRIPT), "--no-progress", *CLI_ARGS, "--cache-root", str(tmp_path)],
+                        env={**os.environ, "HF_HUB_OFFLINE": "1", **ONE_THREAD})
     assert killed.returncode == -9, killed.stderr[-2000:]
     partial = tmp_path / reference.name
     assert not (partial / "manifest.json").exists()
@@ -246,11 +248,11 @@ def test_resume_after_sigkill_is_bit_identical(reference, teacher, tmp_path):
     assert directory_bytes(partial) == directory_bytes(reference)
 
 
-@pytest.mark.slow  # a torchrun launch / a killed build in a subprocess
+@pytest.mark.slow  # two processes with torchrun's environment (forked: tests/forked.py)
 def test_two_processes_equal_one(reference, tmp_path):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = run_cache_script([*CLI_ARGS, "--cache-root", str(tmp_path)], env=ONE_THREAD, launcher=launcher)
-    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in forked.ranks([str(CACHE_SCRIPT), "--no-progress", *CLI_ARGS, "--cache-root", str(tmp_path)],
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"}):
+        assert rank.returncode == 0, rank.stderr[-3000:]
     assert directory_bytes(tmp_path / reference.name) == directory_bytes(reference)
 
 

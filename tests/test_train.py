@@ -9,7 +9,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,10 @@ from distill.stopping import TrainingDiverged
 from distill.trainer import train
 from eval.sts import stsb_dev_evaluator
 
+import forked
 from train_testkit import ROOT, assert_same_weights, tiny_overrides
+
+SCRIPT = str(ROOT / "scripts" / "train_student.py")
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -115,7 +117,7 @@ ARGS = ["--config", str(ROOT / "configs" / "kdmcse_offline.yaml")]
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:
     """scripts/train_student.py's main in this process: (exit code, stdout, stderr), the exit code the script
     exits with (``sys.exit(main())``). For a refusal, and for the rerun that resumes a killed or signalled
-    launch (which the kill needs: run_cli). In this process the rerun starts without importing torch again."""
+    launch (which the kill needs: a process of its own, forked: tests/forked.py)."""
     from kdmcse_cli import train_student
 
     capsys.readouterr()
@@ -178,20 +180,18 @@ def straight_run(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
     """An uninterrupted 6-step run the kill tests compare with: (its overrides without output_dir, folder)."""
     tmp_path = tmp_path_factory.mktemp("straight")
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6})
-    result = run_cli(ARGS + common + [f"train.output_dir={tmp_path / 'straight'}"], timeout=600)
+    result = forked.run([SCRIPT, *ARGS, *common, f"train.output_dir={tmp_path / 'straight'}"])
     assert result.returncode == 0, result.stderr[-2000:]
     return common, tmp_path / "straight"
 
 
-@pytest.mark.slow  # training runs in subprocesses
+@pytest.mark.slow  # training runs in processes of their own
 def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path, capsys):
     common, straight = straight_run
     resumed = tmp_path / "resumed"
     args = ARGS
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_student.py"), *args, *common,
-                             f"train.output_dir={resumed}"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = forked.Forked([SCRIPT, *args, *common, f"train.output_dir={resumed}"])
     deadline = time.time() + 300
     while not (resumed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -205,15 +205,14 @@ def test_kill_and_rerun_resumes_to_the_same_weights(straight_run, tmp_path, caps
     assert_same_weights(straight / "model", resumed / "model")
 
 
-@pytest.mark.slow  # training runs in subprocesses
+@pytest.mark.slow  # training runs in processes of their own
 def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_run, tmp_path, capsys):
     """SIGKILL at the first rename of a complete best.new/ into best/: the rerun puts it in place."""
     common, straight = straight_run
     out = tmp_path / "swapped"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT_REPLACE": "best:1"}
-    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_at_replace.py"),
-                             str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, f"train.output_dir={out}"],
-                            env=env, capture_output=True, text=True, timeout=600)
+    killed = forked.run([str(ROOT / "tests" / "kill_at_replace.py"), SCRIPT, *ARGS, *common, f"train.output_dir={out}"],
+                        env=env)
     assert killed.returncode == -signal.SIGKILL
     # the first best/ of the run: nothing to exchange with, so a rename, killed before it happened
     assert not (out / "best").exists() and (out / "best.new" / ".trainer_files.json").is_file()
@@ -225,7 +224,7 @@ def test_kill_inside_the_best_swap_leaves_a_complete_best_and_resumes(straight_r
     assert_same_weights(straight / "model", out / "model")
 
 
-@pytest.mark.slow  # training runs in subprocesses
+@pytest.mark.slow  # training runs in processes of their own
 @pytest.mark.parametrize("name, at, extra", [  # one handler takes both signals (distill/stopping.py)
     ("SIGTERM", "3", []),
     ("SIGTERM", "3:group", ["train.loader_workers=2"]),  # Slurm's way: the loader workers get it too
@@ -238,10 +237,8 @@ def test_a_signal_checkpoints_the_current_step_and_resumes_without_losing_it(str
     out = tmp_path / "signalled"
     step = int(at.split(":")[0])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGNAL_AT_STEP": f"{name}:{at}"}
-    stopped = subprocess.run([sys.executable, str(ROOT / "tests" / "signal_at_step.py"),
-                              str(ROOT / "scripts" / "train_student.py"), *ARGS, *common, *extra,
-                              f"train.output_dir={out}"],
-                             env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
+    stopped = forked.run([str(ROOT / "tests" / "signal_at_step.py"), SCRIPT, *ARGS, *common, *extra,
+                          f"train.output_dir={out}"], env=env, new_session=True)
     assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"stopped by {name} after step {step} of 6; checkpoint written ({out / 'checkpoint.pt'}); "
@@ -262,7 +259,7 @@ def finished_copy(straight: Path, tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.slow  # training runs in subprocesses
+@pytest.mark.slow  # training runs in processes of their own
 def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run, tmp_path, capsys):
     """``rm checkpoint.pt`` to save space, then another lr into the same folder: refused; the same
     config: "already finished", nothing rewritten."""
@@ -282,7 +279,7 @@ def test_a_finished_run_without_its_checkpoint_is_never_overwritten(straight_run
         {p: t for p, t in before.items() if p.name != ".lock"}
 
 
-@pytest.mark.slow  # training runs in subprocesses
+@pytest.mark.slow  # training runs in processes of their own
 @pytest.mark.parametrize("how", ["cp -a + own file", "mv"])  # every name and kind: tests/test_run_folder.py
 @pytest.mark.parametrize("name", ["model.old", "best.new"])
 def test_a_users_copy_in_the_run_folder_is_never_deleted(straight_run, tmp_path, how, name, capsys):
@@ -346,16 +343,9 @@ def test_bad_config_value_fails_fast_with_the_key_named(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def free_port() -> int:
-    """A port no process listens on now, so tests launching torchrun can run side by side."""
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
-
 def torchrun(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(free_port()), *args],
+                             "--master_port", str(forked.free_port()), *args],
                             env=env or {**os.environ, "HF_HUB_OFFLINE": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -369,17 +359,16 @@ def logged_losses(run: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_compute_the_global_batch(tiny_bert_dir, tmp_path):
+def test_two_processes_compute_the_global_batch(tiny_bert_dir, tmp_path):
     """With dropout off, 2 ranks x 4 rows log the same loss as 1 process x 8 rows: at step 1 (the same
-    function of the same rows) and at step 2 (after the same, exact, update)."""
+    function of the same rows) and at step 2 (after the same, exact, update). The ranks are forked with
+    torchrun's environment; the launches below go through torchrun itself."""
     wrapper = [str(ROOT / "tests" / "no_dropout.py"), str(ROOT / "scripts" / "train_student.py")]
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 2, "train.eval_every": 2,
                                                         "train.log_every": 1})
-    two = torchrun([*wrapper, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}"])
-    _, err = two.communicate(timeout=600)
-    assert two.returncode == 0, err[-3000:]
-    one = subprocess.run([sys.executable, *wrapper, *common, f"train.output_dir={tmp_path / 'one'}"],
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    for rank in forked.ranks([*wrapper, *common, "train.batch_size=4", f"train.output_dir={tmp_path / 'two'}"]):
+        assert rank.returncode == 0, rank.stderr[-3000:]
+    one = forked.run([*wrapper, *common, f"train.output_dir={tmp_path / 'one'}"])
     assert one.returncode == 0, one.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["effective_batch_size"] == 8
@@ -401,25 +390,25 @@ def node_launch(args: list[str], endpoint: str) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def torchrun_straight(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
-    """An uninterrupted 6-step run of one node with two processes (dropout on), which the two-node and the
-    kill tests compare with: (its overrides without output_dir, its folder)."""
-    tmp_path = tmp_path_factory.mktemp("torchrun_straight")
+def two_rank_straight(tiny_bert_dir, tmp_path_factory) -> tuple[list[str], Path]:
+    """An uninterrupted 6-step run of one node with two processes (dropout on, forked with torchrun's
+    environment), which the two-node and the torchrun kill tests compare with: (its overrides without
+    output_dir, its folder)."""
+    tmp_path = tmp_path_factory.mktemp("two_rank_straight")
     common = tiny_overrides(tiny_bert_dir, tmp_path, **{"train.max_steps": 6, "train.batch_size": 4})
-    straight = torchrun([str(ROOT / "scripts" / "train_student.py"), *common, f"train.output_dir={tmp_path / 'one'}"])
-    _, err = straight.communicate(timeout=600)
-    assert straight.returncode == 0, err[-3000:]
+    for rank in forked.ranks([SCRIPT, *common, f"train.output_dir={tmp_path / 'one'}"]):
+        assert rank.returncode == 0, rank.stderr[-3000:]
     return common, tmp_path / "one"
 
 
 @pytest.mark.slow
-def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(torchrun_straight, tmp_path):
+def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(two_rank_straight, tmp_path):
     """A rehearsal of a cluster launch on one machine: two node launches (``--nnodes 2``, c10d rendezvous on
     localhost, a shared run folder and cache) train, dropout on, the weights one node with two processes
     trains; the cache is built by both nodes together."""
     script = str(ROOT / "scripts" / "train_student.py")
-    common, one = torchrun_straight
-    endpoint = f"localhost:{free_port()}"
+    common, one = two_rank_straight
+    endpoint = f"localhost:{forked.free_port()}"
     nodes = [node_launch([script, *common, f"train.output_dir={tmp_path / 'two'}",
                           f"train.cache_root={tmp_path / 'cache_two'}"], endpoint) for _ in range(2)]
     for node in nodes:
@@ -432,10 +421,10 @@ def test_two_nodes_train_the_weights_of_one_node_with_the_same_global_batch(torc
 
 
 @pytest.mark.slow
-def test_torchrun_kill_and_resume_is_bit_identical(torchrun_straight, tmp_path):
+def test_torchrun_kill_and_resume_is_bit_identical(two_rank_straight, tmp_path):
     """Both ranks' RNG states (dropout on) travel in the checkpoint: a killed 2-process run resumes exactly."""
     script = str(ROOT / "scripts" / "train_student.py")
-    common, straight = torchrun_straight
+    common, straight = two_rank_straight
     resumed = tmp_path / "resumed"
     killer = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT_REPLACE": "checkpoint.pt:2"}  # rank 0, at step 4
     proc = torchrun([str(ROOT / "tests" / "kill_at_replace.py"), script, *common, f"train.output_dir={resumed}"],
