@@ -22,6 +22,10 @@ from teacher_cache.towers.config import TeacherConfig
 
 TRANSFORMER_EXPORTS = ("onnx", "onnx-int8")
 """Export formats in sentence-transformers' layout: the transformer module alone (a static student has none)."""
+EXPORT_FILES: dict[str, str] = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx",
+                                 "onnx-sentence": "onnx/sentence_model.onnx",
+                                 "onnx-sentence-int8": "onnx/sentence_model_qint8.onnx"}
+"""Each export format's file in the model folder (``distill/export.py`` writes them)."""
 
 
 @dataclass

@@ -42,11 +42,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from distill.config import TRANSFORMER_EXPORTS
-
-EXPORT_FILES: dict[str, str] = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx",
-                                 "onnx-sentence": "onnx/sentence_model.onnx",
-                                 "onnx-sentence-int8": "onnx/sentence_model_qint8.onnx"}
+from distill.config import EXPORT_FILES, TRANSFORMER_EXPORTS
 EXTRA_HINT = "pip install 'kdmcse-distill[export]'"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "offsets")
 OPSET = 18

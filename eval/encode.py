@@ -18,7 +18,6 @@ import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -27,16 +26,7 @@ from tqdm.auto import tqdm
 
 from kdmcse_base.offline_models import resolve_model_name
 from kdmcse_base.torch_files import UnsafeFileError
-
-Pooler = Literal["model", "cls", "cls_before_pooler", "mean"]
-POOLERS: tuple[str, ...] = get_args(Pooler)
-
-DEFAULT_BF16 = False
-"""Default precision of ``encode``: float32, so numbers compare with the papers' to the last digit.
-``bf16=True`` (``--bf16``) runs the forward pass under bfloat16 autocast, a speed option:
-``benchmarks/eval_speed.py`` (``reports/eval_speed.md``) measured 2.4x faster encoding of the STS
-suite with all-MiniLM-L6-v2 on CPUs with native bf16 (AMX / AVX512-BF16), moving no task's Spearman
-x100 by more than 0.02; on CPUs without native bf16, autocast can be slower than fp32."""
+from eval.choices import DEFAULT_BF16, POOLERS, Pooler  # noqa: F401  (callers import them from here too)
 
 
 def load_model(model: str | Path | SentenceTransformer, device: str | None = None) -> SentenceTransformer:

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -32,12 +31,10 @@ from sentence_transformers import SentenceTransformer
 
 from distill.config import RunConfig
 from kdmcse_base.data_files import DataFormatError, resolve_data_dir
+from eval.choices import AGGREGATIONS, Aggregation  # noqa: F401  (callers import them from here too)
 from eval.data import STS_YEAR_SUBSETS, STSPair, load_sick, load_sts_year, load_stsb
 
 from .encode import DEFAULT_BF16, EmbeddingTable, Pooler, load_model
-
-Aggregation = Literal["all", "wmean", "mean"]
-AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 STS_YEARS: tuple[str, ...] = tuple(STS_YEAR_SUBSETS)
 STS_TASKS: tuple[str, ...] = (*STS_YEARS, "STSBenchmark", "SICKRelatedness")

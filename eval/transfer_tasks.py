@@ -10,6 +10,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from eval.choices import DEFAULT_PROTOCOL, PROTOCOLS, Protocol  # noqa: F401  (callers import them from here too)
 from eval.data import (
     BINARY_TASK_FILES,
     LabeledPair,
@@ -31,10 +32,6 @@ MRPC_FEATURE_CHOICES: tuple[str, ...] = get_args(MRPCFeatures)
 DEFAULT_MRPC_FEATURES: MRPCFeatures = "|u-v|,u*v"
 FAST_MRPC_FEATURES: MRPCFeatures = "u,v,|u-v|,u*v"
 """The ``fast`` protocol's MRPC default: the four-part feature this project used before SentEval's."""
-
-Protocol = Literal["senteval", "fast"]
-PROTOCOLS: tuple[str, ...] = get_args(Protocol)
-DEFAULT_PROTOCOL: Protocol = "senteval"
 
 SEED = 1111  # SentEval's default seed: fold assignment and solver randomness
 

@@ -25,9 +25,7 @@ TASK_GROUPS = ("sts", "transfer", "mteb")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from eval.encode import DEFAULT_BF16, POOLERS
-    from eval.sts import AGGREGATIONS
-    from eval.transfer import DEFAULT_PROTOCOL, PROTOCOLS
+    from eval.choices import AGGREGATIONS, DEFAULT_BF16, DEFAULT_PROTOCOL, POOLERS, PROTOCOLS
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],

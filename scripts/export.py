@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, never an installed copy
 
-from distill.export import EXPORT_FILES  # noqa: E402
+from distill.config import EXPORT_FILES  # noqa: E402  (not distill.export: a quick --help)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
