@@ -31,7 +31,7 @@ POOL = ["data.text_sources=[wiki1m, flickr30k_train, coco_val2017, coco2017_mini
 BASE = "recipe (random order)"
 ARMS = {BASE: ("train.length_grouped=false",), "length-grouped": ("train.length_grouped=true",),
         "frozen word embeddings": ("train.length_grouped=false", "student.freeze_word_embeddings=true"),
-        "compiled, length-grouped": ("train.length_grouped=true", "train.compile=true")}
+        "compiled (length-grouped)": ("train.length_grouped=true", "train.compile=true")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     from distill.trainer import train
     from eval.sts import stsb_dev_evaluator
 
-    out = args.out_root / arm.split(" ")[0].rstrip(",") / f"seed{seed}"
+    out = args.out_root / arm.split(" ")[0] / f"seed{seed}"
     kept = out / "step_levers.json"
     if kept.is_file():
         return json.loads(kept.read_text())
