@@ -144,15 +144,15 @@ def prepare(folders: dict[str, Path], work: Path) -> dict[str, Path]:
     for name, folder in folders.items():
         copy = work / "copies" / name
         stamp = json.dumps(source_stamp(folder))
-        if (copy / SOURCE_STAMP).is_file() and (copy / SOURCE_STAMP).read_text() != stamp:
-            print(f"{name}: retrained since its copy was made; copying and scoring it again", flush=True)
+        kept_stamp = copy / SOURCE_STAMP  # written last: a copy without it is unfinished or of unknown source
+        if copy.exists() and not (kept_stamp.is_file() and kept_stamp.read_text() == stamp):
+            print(f"{name}: its copy is unfinished or older than its model; copying and scoring it again", flush=True)
             shutil.rmtree(copy)
             for kept in (work / "sts").glob(f"{name}-*.json"):
                 kept.unlink()
-        if not (copy / "modules.json").is_file():
-            shutil.copytree(folder, copy, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("onnx", "*.pt", ".trainer_files.json"))
-            (copy / SOURCE_STAMP).write_text(stamp)
+        if not copy.exists():
+            shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("onnx", "*.pt", ".trainer_files.json"))
+            kept_stamp.write_text(stamp)
         wanted = [f for f in formats_of(copy) if f in ("onnx", "onnx-int8") and not (copy / EXPORT_FILES[f]).is_file()]
         if wanted:
             print(f"exporting {name} ({', '.join(wanted)})", flush=True)
@@ -166,9 +166,10 @@ SOURCE_STAMP = ".frontier_source.json"
 
 def source_stamp(folder: Path) -> list:
     """Each file's path, size and modification time: a copy whose model was trained again is stale (its
-    kept STS scores with it)."""
+    kept STS scores with it). The card (README.md) is left out: this benchmark writes its Speed section
+    into the trained models after timing them, and the card changes no vector."""
     return [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns]
-            for p in sorted(folder.rglob("*")) if p.is_file()]
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "README.md"]
 
 
 def rows_of(copies: dict[str, Path]) -> list[Variant]:

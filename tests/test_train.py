@@ -35,7 +35,7 @@ SCRIPT = str(ROOT / "scripts" / "train_student.py")
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_student.py"), *args],
+    return subprocess.run([sys.executable, SCRIPT, *args],
                           env=env, capture_output=True, text=True, **kwargs)
 
 
