@@ -65,7 +65,8 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict:
     summary = json.loads(RunFolder(out).summary.read_text())
     precision = yaml.safe_load(RunFolder(out).config.read_text())["train"]["precision"]  # as resolved
     result = {"arm": arm, "seed": seed, "dev": summary["dev_history"], "seconds": summary["train_seconds"],
-              "steps": summary["steps"], "padding": padding_share(cfg), "precision": precision}
+              "steps": summary["steps"], "padding": padding_share(cfg), "precision": precision,
+              "compiled_graphs": summary.get("compiled_graphs")}
     kept.write_text(json.dumps(result, indent=1))
     return result
 
@@ -81,13 +82,15 @@ def arm_config(arm: str, seed: int, out: Path, args: argparse.Namespace):
 def speed_rounds(arms: list[str], args: argparse.Namespace) -> dict[str, list[float]]:
     """Steps/s of every arm, timed side by side: round r times ``--speed-steps`` consecutive steps of each
     arm's own schedule (the rotation of ``arms`` by r), each step prepared and trained as the trainer's
-    loop does (tokenisation included), on one process; after all the runs, so no run shares the cores."""
+    loop does (tokenisation included), on one process; after all the runs, so no run shares the cores.
+    The untimed first chunk warms up (a compiled arm compiles there); the graphs a compiled arm built in
+    all its steps are printed, so a recompile per batch shape shows."""
     import time
 
     import torch
 
     from distill.pools import build_pools, open_run_cache
-    from distill.run import batch_plan, build_run, seed_everything
+    from distill.run import batch_plan, build_run, compiled_graphs, seed_everything
     from distill.schedule import iterate_steps
     from distill.step_loader import prepare_inputs, text_token_lengths
     from distill.trainer import training_step
@@ -115,6 +118,8 @@ def speed_rounds(arms: list[str], args: argparse.Namespace) -> dict[str, list[fl
                 training_step(run, step, prepare_inputs(run, step))
             if r:
                 rates[arm].append(args.speed_steps / (time.perf_counter() - tick))
+    if any(prepared[arm][0].cfg.train.compile for arm in arms):
+        print(f"speed round: the compiled arm built {compiled_graphs()} graphs in {wanted} steps", flush=True)
     return rates
 
 
@@ -162,6 +167,11 @@ def report(results: list[dict], argv: list[str], rates: dict[str, list[float]] |
             devs = " | ".join(f"{score:.2f}" for _, score in r["dev"])
             lines.append(f"| {arm} | {seed} | {devs} | {r['seconds']:.0f} | {r['steps'] / r['seconds']:.3f} | "
                          f"{r['padding']:.1%} |")
+    compiled = [r for r in results if r.get("compiled_graphs") is not None]
+    if compiled:
+        lines += ["", "Graphs `torch.compile` built in each compiled run (training and dev evaluation; a count "
+                  "that grew with the steps would mean a recompile per batch shape): " +
+                  ", ".join(f"{r['arm']}, seed {r['seed']}: {r['compiled_graphs']}" for r in compiled) + "."]
     for arm in arms[1:]:
         lines += ["", f"**{arm} against the recipe** (mean of {len(seeds)} seeds, sd in brackets):", "",
                   "| at step | recipe: dev | this arm: dev | difference, paired by seed |", "|---|---|---|---|"]

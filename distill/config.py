@@ -159,8 +159,9 @@ class TrainConfig:
     from the device (the only host-device sync this project makes in a training step, on one process
     or many: tests/test_step_syncs.py; transformers' SDPA attention adds one per forward to check the
     mask). ``device``: torch device (None: cuda if available, else cpu; torchrun sets one per rank).
-    ``compile`` runs the student's transformer under ``torch.compile`` (worth it on GPUs, slow to start
-    on CPUs). ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences,
+    ``compile`` runs the forward of the student's transformer under ``torch.compile`` (inductor; the
+    second batch length switches it to dynamic shapes, so it does not recompile per length); the run's
+    summary says how many graphs it built (reports/step_levers.md measures it on CPU). ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences,
     teacher rows) while the current step runs; 0 prepares them in the training process between steps,
     which costs a CPU run nothing extra; on a GPU a few workers keep tokenisation off the step's path.
     ``export``: ONNX files written into ``model/`` at the end (distill/export.py): ``onnx`` (float32,

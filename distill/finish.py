@@ -8,7 +8,7 @@ from pathlib import Path
 
 from distill.export import export_model
 from distill.model_card import write_model_card
-from distill.run import StudentWithObjective, TrainingRun, device_name
+from distill.run import StudentWithObjective, TrainingRun, compiled_graphs, device_name
 from distill.run_folder import HEADS_FILE, LISTING, RunFolderError, TrainSummary, is_complete
 from distill.stopping import TrainingDiverged
 
@@ -41,7 +41,7 @@ def finish(run: TrainingRun) -> Path:
             train_seconds=state.train_seconds, dev_history=state.dev_history, device=device_name(env.device),
             effective_batch_size=cfg.train.batch_size * env.world_size, world_size=env.world_size,
             baseline_stsb_dev=state.baseline_dev, heldout_image_ids=run.pools.heldout_image_ids,
-            skipped_rows=run.cache.skipped_rows)
+            skipped_rows=run.cache.skipped_rows, compiled_graphs=compiled_graphs() if cfg.train.compile else None)
         folder.write_summary(summary)
         print(summary.describe(folder.model, cfg.train.precision), flush=True)
     env.barrier()

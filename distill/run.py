@@ -94,7 +94,7 @@ def build_run(cfg: RunConfig, env: DistEnv, cache: TeacherCache, pools: Training
     gradient scaler, and DDP around them over several ranks. ``evaluate_dev`` is kept on the main rank only."""
     student = Student(build_encoder(cfg.student, env.device), cfg.student).to(env.device)
     if cfg.train.compile:
-        getattr(student.encoder[0], "auto_model", student.encoder[0]).compile()  # in place: keys and saving stay
+        compile_encoder(student)
     dims = Dims(student.encoder.get_embedding_dimension(), cache.text_dim,
                 cache.image_dim if pools.n_paired else None, cfg.student.grounding_dim)
     objective = DistillationObjective(cfg.loss, dims)
@@ -106,6 +106,28 @@ def build_run(cfg: RunConfig, env: DistEnv, cache: TeacherCache, pools: Training
     model = DistributedDataParallel(trainable, find_unused_parameters=True) if env.world_size > 1 else trainable
     return TrainingRun(cfg, env, cache, pools, trainable, model, optimizer, scheduler, scaler, n_steps,
                        evaluate_dev=evaluate_dev if env.is_main else None)
+
+
+def compile_encoder(student: Student) -> None:
+    """``torch.compile`` the forward of the student's transformer in place (its keys and saving stay as
+    they are), and start dynamo's graph count afresh so that ``compiled_graphs`` counts this run's.
+
+    The forward method itself is replaced: sentence-transformers calls ``auto_model.forward`` directly,
+    so ``nn.Module.compile``, which hooks ``__call__``, would leave every step eager."""
+    from torch._dynamo.utils import counters  # dynamo loads only where a run compiles
+
+    counters.clear()
+    backbone = getattr(student.encoder[0], "auto_model", student.encoder[0])
+    backbone.forward = torch.compile(backbone.forward)
+
+
+def compiled_graphs() -> int:
+    """Graphs ``torch.compile`` has built since ``compile_encoder``: 0 means every forward ran eagerly
+    (dynamo gave up on the model), and a count that grows with the steps means it recompiles per batch
+    shape instead of reusing a dynamic-shape graph."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def adamw(parameters, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:

@@ -88,6 +88,7 @@ class TrainSummary:
     baseline_stsb_dev: float | None = None  # STS-B dev of the student before its first step
     heldout_image_ids: list[str] = field(default_factory=list)  # retrieval's test images, never trained on
     skipped_rows: list[dict[str, Any]] = field(default_factory=list)  # bad rows data.skip_bad left out
+    compiled_graphs: int | None = None  # graphs train.compile built (None: not compiled)
 
     @property
     def steps_per_second(self) -> float:
@@ -98,6 +99,13 @@ class TrainSummary:
         """No evaluation beat the untrained student, whose weights are then the run's model."""
         return self.best_step == 0
 
+    def compiled(self) -> str:
+        if self.compiled_graphs is None:
+            return ""
+        if self.compiled_graphs == 0:
+            return ", train.compile: no graph compiled, every step ran eagerly"
+        return f", torch.compile: {self.compiled_graphs} graph{'s' if self.compiled_graphs > 1 else ''}"
+
     def describe(self, model_dir: Path, precision: str) -> str:
         """The end-of-run summary a researcher reads: baseline, best and last dev, time, where the model
         is, and what to run next."""
@@ -106,7 +114,7 @@ class TrainSummary:
         kept = " (the untrained student: no evaluation beat it)" if self.kept_starting_point else ""
         return "\n".join([
             f"done: {self.steps} steps in {self.train_seconds / 60:.1f} min ({self.steps_per_second:.2f} steps/s, "
-            f"{precision}, {self.device})",
+            f"{precision}, {self.device}{self.compiled()})",
             f"STS-B dev: {start}best {self.best_stsb_dev:.2f} at step {self.best_step}{kept}{last}",
             f"model: {model_dir} (dev curve: {model_dir.parent / DEV_CURVE})",
             f"next:  python scripts/evaluate.py --model {model_dir} --tasks sts,transfer",

@@ -4,11 +4,16 @@ batches still in random order. Frozen word embeddings (``student.freeze_word_emb
 gets no gradient and no optimiser state, everything else trains."""
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from distill.config import ConfigError, load_config
+from distill.run import compiled_graphs
+from distill.run_folder import TrainSummary
 from distill.schedule import GROUP_BATCHES, BatchPlan, epoch_steps, iterate_steps
 from distill.step_loader import text_token_lengths
 from distill.schedule import Step
@@ -75,3 +80,21 @@ def test_frozen_word_embeddings_stay_and_the_rest_trains(tiny_bert_dir):
 def test_a_static_student_cannot_freeze_its_only_weights():
     with pytest.raises(ConfigError, match="would freeze all of a static student"):
         load_config(None, ["student.kind=static", "student.layers=null", "student.freeze_word_embeddings=true"])
+
+
+def test_a_compiled_step_counts_its_graphs_and_the_summary_says_so(tiny_bert_dir, monkeypatch):
+    # dynamo's "eager" backend: the same capture and graph count as inductor, without its C++ compile
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: compile_(*args, **{**kwargs, "backend": "eager"}))
+    run = tiny_run(tiny_bert_dir, overrides=("train.compile=true",))
+    assert compiled_graphs() == 0
+    pools = run.pools
+    pools.sentences[:8] = [" ".join(["word"] * n) for n in range(1, 9)]  # a batch of its own token lengths
+    training_step(run, Step("text", np.arange(8)))
+    training_step(run, Step("text", np.arange(8, 16)))
+    assert 1 <= compiled_graphs() <= 3  # one graph, another once dynamic shapes start; not one per batch
+    summary = TrainSummary(steps=2, best_step=2, best_stsb_dev=1.0, train_seconds=1.0, dev_history=[],
+                           device="cpu", effective_batch_size=8, compiled_graphs=compiled_graphs())
+    assert f"fp32, cpu, torch.compile: {compiled_graphs()} graph" in summary.describe(Path("model"), "fp32")
+    assert "compile" not in replace(summary, compiled_graphs=None).describe(Path("model"), "fp32")
+    assert "no graph compiled, every step ran eagerly" in replace(summary, compiled_graphs=0).describe(Path("m"), "fp32")
