@@ -55,7 +55,7 @@ from benchmarks.paper_scale import BERT_SHAPES, Layout, lay_out_data, save_rando
 from distill.config import load_config  # noqa: E402
 from distill.pools import TrainingPools, build_pools  # noqa: E402
 from distill.recipes import METHODS  # noqa: E402
-from distill.run import TrainingRun  # noqa: E402
+from distill.run import TrainingRun, compile_encoder  # noqa: E402
 from distill.schedule import Step  # noqa: E402
 from distill.student import build_encoder  # noqa: E402
 from teacher_cache import CacheDataConfig, TeacherCache, TeacherConfig, build_cache  # noqa: E402
@@ -149,11 +149,6 @@ def build_project_variant(overrides: list[str], student_dir: Path, cache: Teache
                                      "train.batch_size=64", *overrides])
     torch.manual_seed(0)
     return build_run(cfg, DistEnv(0, 1, device), cache, pools)
-
-
-def compile_encoder(variant: TrainingRun, backend: str, mode: str | None) -> None:
-    """``torch.compile`` the transformer in place (parameter names and the trainer's code unchanged)."""
-    variant.trainable.student.encoder[0].auto_model.compile(backend=backend, mode=mode)
 
 
 class TightSimCSE(nn.Module):
@@ -487,7 +482,7 @@ def build_steps(precisions: list[str], compile_with: tuple[str | None, str | Non
                 variant = build_project_variant([*overrides, f"train.precision={precision}"], student_dir, cache,
                                                 pools, device)
                 if compiled:
-                    compile_encoder(variant, backend, mode)
+                    compile_encoder(variant.trainable.student, backend=backend, mode=mode)
                 steps[Config(name, precision, compiled)] = project_step_fn(variant, fixed)
             steps[Config(TIGHT, precision, compiled)] = tight_step_fn(student_dir, sentences, precision, device,
                                                                      (backend, mode) if compiled else None)

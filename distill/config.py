@@ -161,9 +161,10 @@ class TrainConfig:
     mask). ``device``: torch device (None: cuda if available, else cpu; torchrun sets one per rank).
     ``compile`` runs the forward of the student's transformer under ``torch.compile`` (inductor; the
     second batch length switches it to dynamic shapes, so it does not recompile per length); the run's
-    summary says how many graphs it built (reports/step_levers.md measures it on CPU). ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences,
-    teacher rows) while the current step runs; 0 prepares them in the training process between steps,
-    which costs a CPU run nothing extra; on a GPU a few workers keep tokenisation off the step's path.
+    summary says how many graphs it built (reports/step_levers.md measures it on CPU).
+    ``loader_workers``: processes that prepare the next steps' inputs (tokenised sentences, teacher rows)
+    while the current step runs; 0 prepares them in the training process between steps, which costs a
+    CPU run nothing extra; on a GPU a few workers keep tokenisation off the step's path.
     ``export``: ONNX files written into ``model/`` at the end (distill/export.py): ``onnx`` (float32,
     ``onnx/model.onnx``) and/or ``onnx-int8`` (dynamic int8, ``onnx/model_qint8.onnx``), the transformer
     alone as sentence-transformers lays it out; ``onnx-sentence`` (+ ``-int8``): the whole model, pooling

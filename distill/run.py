@@ -108,9 +108,10 @@ def build_run(cfg: RunConfig, env: DistEnv, cache: TeacherCache, pools: Training
                        evaluate_dev=evaluate_dev if env.is_main else None)
 
 
-def compile_encoder(student: Student) -> None:
-    """``torch.compile`` the forward of the student's transformer in place (its keys and saving stay as
-    they are), and start dynamo's graph count afresh so that ``compiled_graphs`` counts this run's.
+def compile_encoder(student: Student, **options) -> None:
+    """``torch.compile`` (with ``options``: backend, mode) the forward of the student's transformer in
+    place (its keys and saving stay as they are), and start dynamo's graph count afresh so that
+    ``compiled_graphs`` counts this run's.
 
     The forward method itself is replaced: sentence-transformers calls ``auto_model.forward`` directly,
     so ``nn.Module.compile``, which hooks ``__call__``, would leave every step eager."""
@@ -118,7 +119,7 @@ def compile_encoder(student: Student) -> None:
 
     counters.clear()
     backbone = getattr(student.encoder[0], "auto_model", student.encoder[0])
-    backbone.forward = torch.compile(backbone.forward)
+    backbone.forward = torch.compile(backbone.forward, **options)
 
 
 def compiled_graphs() -> int:
