@@ -110,13 +110,16 @@ def build_run(cfg: RunConfig, env: DistEnv, cache: TeacherCache, pools: Training
 
 def compile_encoder(student: Student, **options) -> None:
     """``torch.compile`` (with ``options``: backend, mode) the forward of the student's transformer in
-    place (its keys and saving stay as they are), and start dynamo's graph count afresh so that
-    ``compiled_graphs`` counts this run's.
+    place (its keys and saving stay as they are). Dynamo starts afresh, so ``compiled_graphs`` counts
+    this run's graphs: otherwise a second run in one process reuses the first one's graphs (parameters
+    are graph inputs) and counts none.
 
     The forward method itself is replaced: sentence-transformers calls ``auto_model.forward`` directly,
     so ``nn.Module.compile``, which hooks ``__call__``, would leave every step eager."""
-    from torch._dynamo.utils import counters  # dynamo loads only where a run compiles
+    import torch._dynamo  # loads only where a run compiles
+    from torch._dynamo.utils import counters
 
+    torch._dynamo.reset()
     counters.clear()
     backbone = getattr(student.encoder[0], "auto_model", student.encoder[0])
     backbone.forward = torch.compile(backbone.forward, **options)
