@@ -354,6 +354,16 @@ def record_command(path: Path, command: str) -> None:
         path.write_text("\n".join(made_by + [command]) + "\n")
 
 
+def restore_references(args: argparse.Namespace) -> None:
+    """Put the kept teacher and untrained rows back under a fresh ``--out-root``, so a race resumed on
+    another machine does not score the teacher again (minutes of evaluation for the same numbers)."""
+    for reference in ("untrained", "teacher"):
+        kept, target = Path(args.results) / reference / "results.json", Path(args.out_root) / reference / "results.json"
+        if kept.is_file() and not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept, target)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.report_only:
@@ -361,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         record_command(Path(args.results) / "commands.txt", args.command)
         first = bench_args(args, Path(args.out_root), args.speed_steps)
         offline_distill.build_cache_once(first)
+        restore_references(args)
         offline_distill.reference_rows(first)
         for reference in ("untrained", "teacher"):
             keep_run(args, Path(reference))

@@ -112,6 +112,11 @@ def test_race_against_sentence_transformers_smoke(tmp_path, tiny_bert_dir, mixed
     assert " ok in " not in resumed.stdout and resumed.stdout.count(", skipped") == 6  # 3 methods x (speed, budget)
     assert len((kept / "commands.txt").read_text().splitlines()) == 1
     shutil.rmtree(runs)
+    # resumed on a fresh machine (no runs): the kept teacher row is put back, not scored again
+    teacher = json.loads((kept / "teacher" / "results.json").read_text())
+    (kept / "teacher" / "results.json").write_text(json.dumps({**teacher, "kept": True}))
+    fresh = run_benchmark(cmd)
+    assert " ok in " not in fresh.stdout and json.loads((runs / "teacher" / "results.json").read_text())["kept"]
     (kept / "notes.md").write_text("Round 1 shared the cores.")
     run_benchmark([*cmd, "--report-only"])
     rebuilt = report.read_text()
