@@ -21,6 +21,8 @@ was), while the minutes it really took do.
   python benchmarks/race_st.py                               # (a), then 5, 15, 30 minutes x 3 seeds
   python benchmarks/race_st.py --budgets 5 --seeds 3         # one budget; finished runs are skipped
   python benchmarks/race_st.py --report-only
+  python benchmarks/race_st.py --methods regression_spread,st_recipe_bf16 --set train.precision=bf16 \
+      --out-root runs/race_st_bf16 --report reports/race_st_bf16.md   # at one precision, bf16: the anchor is 2nd
 Writes reports/race_st.md and reports/figures/race_st_dev_minutes.png from the run summaries kept in
 reports/race_st_results/ (models stay under --out-root), and notes.md from there, written by hand, if any.
 ``--report`` names another race's report; its kept summaries (``<name>_results/``) and figure take its name.
@@ -41,8 +43,9 @@ from benchmarks import offline_distill  # noqa: E402
 from benchmarks.offline_report import mean_std, paired, sts_average  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS, ANCHOR = "regression_spread", "st_recipe"
-DEFAULT_METHODS = f"{OURS},{ANCHOR},regression_spread_two_views"
+OURS = "regression_spread"
+ANCHORS = ("st_recipe", "st_recipe_bf16")  # sentence-transformers' example as it trains (fp32), and under bf16
+DEFAULT_METHODS = f"{OURS},{ANCHORS[0]},regression_spread_two_views"
 STEP_QUANTUM = 10  # budgets round to whole tenths, so dev runs at every 10% of each run
 
 
@@ -66,6 +69,11 @@ def bench_args(args: argparse.Namespace, out_root: Path, steps: int, eval_every:
 
 def methods(args: argparse.Namespace) -> list[str]:
     return args.methods.split(",")
+
+
+def anchor(args: argparse.Namespace) -> str:
+    """The method every ratio and verdict is read against: the second of ``--methods``."""
+    return methods(args)[1]
 
 
 def seeds(args: argparse.Namespace) -> list[int]:
@@ -168,14 +176,14 @@ def speed_section(rows: list[dict[str, float]], args: argparse.Namespace) -> lis
     lines = ["## (a) Steps per second, side by side", "",
              f"{len(rows)} rounds; in each, every method trains {steps} steps (batch {args.batch_size}) "
              "in a fresh process, one after the other on the same cores. Ratio: the project's steps/s over "
-             "sentence-transformers' in the same round.", "",
+             f"{label(anchor(args))}'s in the same round.", "",
              "| round | " + " | ".join(label(m) for m in names) + " | ratio |",
              "|---" * (len(names) + 2) + "|"]
     for i, row in enumerate(rows):
         cells = [f"{row[m]:.3f}" for m in names]
-        lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | **{row[OURS] / row[ANCHOR]:.2f}x** |")
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + f" | **{row[OURS] / row[anchor(args)]:.2f}x** |")
     rates = median_rates(rows)
-    ratios = [row[OURS] / row[ANCHOR] for row in rows]
+    ratios = [row[OURS] / row[anchor(args)] for row in rows]
     lines += ["", "Median steps/s: " + ", ".join(f"{label(m)} {rates[m]:.3f}" for m in names) +
               f". Per-round ratio: {min(ratios):.2f}x to {max(ratios):.2f}x, median "
               f"**{statistics.median(ratios):.2f}x**."]
@@ -204,21 +212,21 @@ def budget_section(args: argparse.Namespace, minutes: float, teacher: float | No
                      f"{mean_std([r['train']['train_seconds'] / 60 for r in results], 1)} | "
                      f"{mean_std([r['train']['best_stsb_dev'] for r in results])} | "
                      f"{mean_std(averages)} (n={len(results)}) | {share} |")
-    lines += ["", verdict(runs, minutes)]
+    lines += ["", verdict(runs, minutes, anchor(args))]
     return lines
 
 
-def verdict(runs: dict[str, list[dict]], minutes: float) -> str:
+def verdict(runs: dict[str, list[dict]], minutes: float, anchor: str) -> str:
     """Who is ahead at this budget, said plainly, from the per-seed pairs."""
-    if OURS not in runs or ANCHOR not in runs:
+    if OURS not in runs or anchor not in runs:
         return "Both methods have not finished a seed at this budget yet."
-    by_seed = {m: {r["seed"]: sts_average(r) for r in runs[m]} for m in (OURS, ANCHOR)}
-    common = sorted(by_seed[OURS].keys() & by_seed[ANCHOR].keys())
-    gaps = [by_seed[OURS][s] - by_seed[ANCHOR][s] for s in common]
+    by_seed = {m: {r["seed"]: sts_average(r) for r in runs[m]} for m in (OURS, anchor)}
+    common = sorted(by_seed[OURS].keys() & by_seed[anchor].keys())
+    gaps = [by_seed[OURS][s] - by_seed[anchor][s] for s in common]
     ahead = sum(g > 0 for g in gaps)
     who = ("the project's recipe is ahead" if ahead == len(gaps) else
            "sentence-transformers' recipe is ahead" if ahead == 0 else "neither is ahead on every seed")
-    gap = paired({OURS: runs[OURS], ANCHOR: runs[ANCHOR]}, OURS, ANCHOR)
+    gap = paired({OURS: runs[OURS], anchor: runs[anchor]}, OURS, anchor)
     detail = gap.describe() if gap else f"{gaps[0]:+.2f} STS average on seed {common[0]}"
     return f"**At {minutes:g} minutes {who}** on the STS average ({ahead} of {len(gaps)} seeds): {detail}."
 
@@ -319,7 +327,8 @@ def budget_sections(args: argparse.Namespace, teacher: float | None) -> list[str
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma list, {OURS} and {ANCHOR} first (default: %(default)s)")
+                        help=f"comma list: {OURS}, then the anchor every ratio and verdict is read against "
+                             f"({' or '.join(ANCHORS)}), then any others (default: %(default)s)")
     parser.add_argument("--budgets", default="5,15,30",
                         help="training minutes per row; '' runs the speed rounds alone (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -341,8 +350,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.budgets = [float(b) for b in args.budgets.split(",") if b]  # "": the speed rounds alone
     args.results = args.results or str(Path(args.report).with_name(f"{Path(args.report).stem}_results"))
     names = methods(args)
-    if names[:2] != [OURS, ANCHOR] or any(m not in offline_distill.METHODS for m in names):
-        parser.error(f"--methods: {OURS},{ANCHOR} first, then any of {list(offline_distill.METHODS)}")
+    if names[0] != OURS or len(names) < 2 or names[1] not in ANCHORS or any(m not in offline_distill.METHODS for m in names):
+        parser.error(f"--methods: {OURS}, then one of {', '.join(ANCHORS)}, then any of {list(offline_distill.METHODS)}")
     return args
 
 

@@ -152,3 +152,35 @@ def test_cpu_check_without_results_is_refused(tmp_path):
     result = benchmark("offline_distill.py", "--report-only", "--cpu-check", str(tmp_path))
     assert result.returncode == 2
     assert f"--cpu-check {tmp_path}: no <method>/seed*/results.json under it" in result.stderr
+
+
+def race_result(seed: int, steps_per_second: float, sts: float, dev: float) -> dict:
+    """A kept run summary of ``benchmarks/race_st.py``, with every field its report reads."""
+    return {"seed": seed, "sts": {"tasks": {t: {"spearman": sts} for t in STS_COLUMNS}},
+            "train": {"steps": 100, "steps_per_second": steps_per_second, "train_seconds": 100 / steps_per_second,
+                      "best_stsb_dev": dev, "dev_history": [[50, dev - 1], [100, dev]]}}
+
+
+def test_the_race_under_bf16_reads_every_ratio_and_verdict_against_its_anchor(tmp_path):
+    """The race at one precision under bf16 names ``st_recipe_bf16`` second: the ratio and the paired verdict
+    are against it, not against the fp32 example."""
+    report = tmp_path / "race_st_bf16.md"
+    kept = tmp_path / "race_st_bf16_results"
+    runs = [("speed/round0", "regression_spread", 1234, 3.0, 0.0), ("speed/round0", "st_recipe_bf16", 1234, 2.0, 0.0)]
+    for seed, ours, theirs in ((1234, 77.0, 76.5), (1235, 77.2, 76.6)):
+        runs += [("budget5min", "regression_spread", seed, 3.0, ours), ("budget5min", "st_recipe_bf16", seed, 2.0, theirs)]
+    for group, method, seed, rate, sts in runs:
+        folder = kept / group / method / f"seed{seed}"
+        folder.mkdir(parents=True)
+        dev = 85.0 if method == "regression_spread" else 84.0
+        (folder / "results.json").write_text(json.dumps(race_result(seed, rate, sts, dev)))
+    args = ["--report-only", "--methods", "regression_spread,st_recipe_bf16", "--budgets", "5", "--seeds", "2",
+            "--rounds", "1", "--report", str(report)]
+    result = benchmark("race_st.py", *args)
+    assert result.returncode == 0, result.stderr
+    text = report.read_text()
+    assert "over sentence-transformers recipe (spread layers, MSELoss, bf16)'s in the same round" in text
+    assert "| 1 | 3.000 | 2.000 | **1.50x** |" in text
+    assert "**At 5 minutes the project's recipe is ahead** on the STS average (2 of 2 seeds): +0.55" in text
+    wrong = benchmark("race_st.py", *args[:2], "st_recipe_bf16,regression_spread", *args[3:])
+    assert wrong.returncode == 2 and "--methods: regression_spread, then one of st_recipe, st_recipe_bf16" in wrong.stderr
