@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OURS = "regression_spread"
 ANCHORS = ("st_recipe", "st_recipe_bf16")  # sentence-transformers' example as it trains (fp32), and under bf16
 DEFAULT_METHODS = f"{OURS},{ANCHORS[0]},regression_spread_two_views"
+REFERENCES = ("untrained", "teacher")  # rows scored once, no seed, no training
 STEP_QUANTUM = 10  # budgets round to whole tenths, so dev runs at every 10% of each run
 
 
@@ -366,7 +367,7 @@ def record_command(path: Path, command: str) -> None:
 def restore_references(args: argparse.Namespace) -> None:
     """Put the kept teacher and untrained rows back under a fresh ``--out-root``, so a race resumed on
     another machine does not score the teacher again (minutes of evaluation for the same numbers)."""
-    for reference in ("untrained", "teacher"):
+    for reference in REFERENCES:
         kept, target = Path(args.results) / reference / "results.json", Path(args.out_root) / reference / "results.json"
         if kept.is_file() and not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         offline_distill.build_cache_once(first)
         restore_references(args)
         offline_distill.reference_rows(first)
-        for reference in ("untrained", "teacher"):
+        for reference in REFERENCES:
             keep_run(args, Path(reference))
         run_speed(args)
         rates = median_rates(speed_rows(args))
