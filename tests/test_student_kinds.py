@@ -16,9 +16,10 @@ from distill import static_student
 from distill.config import ConfigError, StudentConfig, load_config
 from distill.export import EXPORT_FILES, ExportError, encode_with_sentence_graph, export_model, formats_of
 from distill.student import build_encoder
-from distill.trainer import train
+from distill.trainer import train, with_resolved_precision
 from eval.sts import stsb_dev_evaluator
 from kdmcse_base import machine
+from kdmcse_base.process_group import DistEnv
 from teacher_cache.towers.config import TeacherConfig
 from train_testkit import ROOT, tiny_overrides
 
@@ -124,6 +125,17 @@ def test_precision_auto_is_bf16_only_where_the_cpu_computes_it(flags, expected, 
     teacher = TeacherConfig()
     assert teacher.precision_for("cpu", "text") == expected  # the cache's auto follows the same rule
     assert teacher.precision_for("cpu", "image") == "fp32"
+
+
+@pytest.mark.parametrize("flags, warned", [("fpu avx2", True), ("fpu avx512f avx512_bf16", False)])
+def test_an_explicit_bf16_says_when_the_cpu_emulates_it(flags, warned, monkeypatch, capsys):
+    monkeypatch.setattr(machine, "_cpuinfo_field", lambda name: flags if name == "flags" else "Test CPU")
+    cfg = load_config(ROOT / "configs" / "offline_default.yaml", ["train.precision=bf16"])
+    assert with_resolved_precision(cfg, DistEnv(0, 1, torch.device("cpu"))) == cfg  # the choice stands
+    out = capsys.readouterr().out
+    assert ("bf16 is emulated here (Test CPU has no avx512_bf16 or AMX), usually slower than fp32" in out) == warned
+    with_resolved_precision(cfg, DistEnv(1, 2, torch.device("cpu")))
+    assert capsys.readouterr().out == ""  # said once, by the main process
 
 
 @pytest.mark.slow  # training end to end
