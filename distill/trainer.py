@@ -56,7 +56,7 @@ from distill.stopping import StopRequest, stop_if_diverged, stop_if_requested
 from distill.term import resolve_terms
 from teacher_cache import data_dir_for
 from kdmcse_base.files import folder_lock, remove_if_unused
-from kdmcse_base.machine import device_problem, native_bf16, precision_reason, resolve_precision
+from kdmcse_base.machine import device_problem, emulates_bf16, precision_reason, resolve_precision
 from kdmcse_base.process_group import DistEnv, init_distributed, leave_distributed
 
 
@@ -121,7 +121,7 @@ def with_resolved_precision(cfg: RunConfig, env: DistEnv) -> RunConfig:
     """``cfg`` with ``train.precision: auto`` replaced by what it means on this run's device, so
     ``config.yaml`` and the card say what the run computed in. An explicit ``bf16`` where the device
     emulates it stands, with a line saying it is usually the slow choice there."""
-    if cfg.train.precision == "bf16" and env.device.type in ("cpu", "cuda") and not native_bf16(env.device):
+    if cfg.train.precision == "bf16" and emulates_bf16(env.device):
         if env.is_main:
             print(f"train.precision: bf16 is emulated here ({precision_reason(env.device)}), usually slower "
                   "than fp32; precision auto would pick fp32", flush=True)

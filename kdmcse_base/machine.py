@@ -25,6 +25,13 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return device.type == "cpu" and bool(native_bf16_flags())
 
 
+def emulates_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 autocast runs on ``device`` only emulated (a CPU without avx512_bf16 or AMX, a CUDA
+    device without bf16): slower than fp32 there."""
+    device = torch.device(device)
+    return device.type in ("cpu", "cuda") and not native_bf16(device)
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``auto``: ``bf16`` where ``device`` computes it natively, else ``fp32``; any other value as given."""
     if precision != "auto":

@@ -122,6 +122,8 @@ def test_precision_auto_is_bf16_only_where_the_cpu_computes_it(flags, expected, 
     monkeypatch.setattr(machine, "_cpuinfo_field", lambda name: flags if name == "flags" else "Test CPU")
     assert machine.resolve_precision("auto", "cpu") == expected
     assert machine.resolve_precision("fp32", "cpu") == "fp32"  # an explicit choice stands
+    assert machine.emulates_bf16("cpu") == (expected == "fp32")
+    assert not machine.emulates_bf16("meta")  # only CPUs and CUDA devices are judged
     teacher = TeacherConfig()
     assert teacher.precision_for("cpu", "text") == expected  # the cache's auto follows the same rule
     assert teacher.precision_for("cpu", "image") == "fp32"

@@ -5,7 +5,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from kdmcse_base.machine import native_bf16
+from kdmcse_base.machine import emulates_bf16
 from kdmcse_base.offline_models import EFFICIENTNET_ALIAS, MINILM_ALIAS, check_offline_name
 from kdmcse_base.typed_config import from_dict
 
@@ -45,7 +45,7 @@ class TeacherConfig:
         with ``clip_pretrained`` (a tag such as ``openai``, or a checkpoint file).
       - ``hf_clip``: transformers ``CLIPModel`` from ``clip_model`` (hub id or local directory).
     precision: ``auto`` picks per device and modality from ``AUTO_PRECISION`` (fp32 wherever bf16 is
-      emulated: kdmcse_base.machine.native_bf16); otherwise the
+      emulated: kdmcse_base.machine.emulates_bf16); otherwise the
       autocast dtype (``fp32`` = no autocast). It changes the vectors, so it is part of the identity.
     num_workers: processes that tokenise texts and decode + transform images for the cache writer
       while the model encodes (a DataLoader over the writer's batches); 0 = in the writer's process;
@@ -82,7 +82,7 @@ class TeacherConfig:
     def precision_for(self, device_type: str, modality: str) -> str:
         if self.precision != "auto":
             return self.precision
-        if device_type in ("cpu", "cuda") and not native_bf16(device_type):
+        if emulates_bf16(device_type):
             return "fp32"
         return AUTO_PRECISION.get(device_type, AUTO_PRECISION["cpu"])[modality]
 
